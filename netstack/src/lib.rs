@@ -1,0 +1,28 @@
+//! netstack: virtgate's gateway TCP/IP stack. Ethernet frames in, Ethernet frames out, time passed in.
+//!
+//! The stack is the guest's peer on the link: it is the gateway (ARP, IPv4, ICMP echo) and the DHCP
+//! server. It performs no I/O and reads no clock: the device hands it frames with
+//! [`Stack::process_frame`], pulls frames with [`Stack::dispatch`], and asks [`Stack::poll_at`] when
+//! to call [`Stack::poll`] again.
+//!
+//! Module map:
+//! - [`wire`]: packet views and values (Ethernet, ARP, IPv4, ICMPv4, UDP, DHCPv4).
+//! - [`stack`]: the interface: ingress demultiplexing (`process_*`), egress (`dispatch_*`).
+//! - [`arp`]: the neighbour cache and ARP resolution of guest addresses.
+//! - [`dhcpv4`]: the DHCPv4 server and its lease table.
+//! - [`config`]: the addresses and limits the stack serves, validated.
+//! - [`stats`]: counters, with one counter per drop reason.
+//! - [`time`]: `Instant` and `Duration`, supplied by the caller.
+
+pub mod arp;
+pub mod config;
+pub mod dhcpv4;
+pub mod stack;
+pub mod stats;
+pub mod time;
+pub mod wire;
+
+pub use config::{Config, ConfigError};
+pub use stack::Stack;
+pub use stats::Stats;
+pub use time::{Duration, Instant};

@@ -1,0 +1,580 @@
+//! The gateway interface: frames from the guest are demultiplexed by `process_*` functions, replies
+//! are built by `dispatch_*` functions into a bounded egress queue the device drains.
+//!
+//! The stack owns no thread, socket or clock. Each call takes `now`; [`Stack::poll_at`] says when the
+//! timers next need [`Stack::poll`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use log::{debug, trace};
+
+use crate::arp::NeighborCache;
+use crate::config::{Config, ConfigError};
+use crate::dhcpv4::{Destination, DhcpServer, LeaseInfo, Outcome};
+use crate::stats::Stats;
+use crate::time::Instant;
+use crate::wire::{self, arp, dhcpv4, ethernet, ipv4, udp};
+use crate::wire::{
+    ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, EtherType,
+    EthernetAddress, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol,
+    Ipv4Address, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
+
+/// Frames waiting for the guest's RX buffers. When the guest posts no buffers, replies beyond this
+/// bound are dropped and counted (`drop_tx_queue_full`); the oldest queued frames are kept, as a NIC's
+/// full ring keeps what it already holds.
+pub const TX_QUEUE_CAPACITY: usize = 256;
+
+/// RFC 1700 / RFC 1122 §3.2.1.7: the TTL of datagrams the gateway originates.
+const DEFAULT_TTL: u8 = 64;
+
+/// The result of offering the next outgoing frame to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// A frame of this many bytes was delivered and removed from the queue.
+    Sent(usize),
+    /// The device could not take the frame (no RX buffers); it stays first in the queue.
+    Held,
+    /// Nothing to send.
+    Idle,
+}
+
+/// Outgoing frames in recycled buffers: once warm, queueing allocates nothing.
+#[derive(Debug, Default)]
+struct TxQueue {
+    frames: VecDeque<Vec<u8>>,
+    free: Vec<Vec<u8>>,
+}
+
+impl TxQueue {
+    fn is_full(&self) -> bool {
+        self.frames.len() >= TX_QUEUE_CAPACITY
+    }
+
+    /// Queues a frame of `len` bytes written by `emit`; false if the queue is full.
+    fn push_with(&mut self, len: usize, emit: impl FnOnce(&mut [u8])) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let mut buf = self.free.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        emit(&mut buf);
+        self.frames.push_back(buf);
+        true
+    }
+
+    fn push(&mut self, frame: Vec<u8>) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        self.frames.push_back(frame);
+        true
+    }
+
+    fn front(&self) -> Option<&[u8]> {
+        self.frames.front().map(Vec::as_slice)
+    }
+
+    fn pop(&mut self) {
+        if let Some(buf) = self.frames.pop_front() {
+            if self.free.len() < TX_QUEUE_CAPACITY {
+                self.free.push(buf);
+            }
+        }
+    }
+}
+
+/// The gateway stack.
+#[derive(Debug)]
+pub struct Stack {
+    /// Shared so that replies can borrow it while the stack is mutated.
+    cfg: Arc<Config>,
+    stats: Stats,
+    neighbors: NeighborCache,
+    dhcp: DhcpServer,
+    txq: TxQueue,
+    guest_mac: Option<EthernetAddress>,
+    ip_ident: u16,
+    /// Scratch space for a frame that has to wait for ARP resolution.
+    scratch: Vec<u8>,
+}
+
+impl Stack {
+    pub fn new(cfg: Config) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Stack {
+            cfg: Arc::new(cfg),
+            stats: Stats::default(),
+            neighbors: NeighborCache::new(),
+            dhcp: DhcpServer::new(),
+            txq: TxQueue::default(),
+            guest_mac: None,
+            ip_ident: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The MAC of the guest as learned from its traffic (the most recent unicast source seen).
+    pub fn guest_mac(&self) -> Option<EthernetAddress> {
+        self.guest_mac
+    }
+
+    /// The DHCP leases currently held.
+    pub fn leases(&self) -> impl Iterator<Item = LeaseInfo> + '_ {
+        self.dhcp.leases()
+    }
+
+    /// Whether frames are waiting for the device.
+    pub fn has_pending(&self) -> bool {
+        !self.txq.frames.is_empty()
+    }
+
+    /// The largest frame the stack emits: the MTU plus the Ethernet header.
+    pub fn max_frame_len(&self) -> usize {
+        usize::from(self.cfg.mtu) + ethernet::HEADER_LEN
+    }
+
+    /// Offers the next queued frame to `deliver`, which returns whether it took it.
+    pub fn dispatch(&mut self, _now: Instant, deliver: impl FnOnce(&[u8]) -> bool) -> Dispatch {
+        let Some(frame) = self.txq.front() else {
+            return Dispatch::Idle;
+        };
+        let len = frame.len();
+        if !deliver(frame) {
+            return Dispatch::Held;
+        }
+        self.stats.eth_tx_frames += 1;
+        self.stats.eth_tx_bytes += len as u64;
+        self.txq.pop();
+        Dispatch::Sent(len)
+    }
+
+    /// The next instant at which [`Stack::poll`] has timer work.
+    pub fn poll_at(&self) -> Option<Instant> {
+        [self.neighbors.poll_at(), self.dhcp.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs the timers due at `now`: ARP retransmissions, cache and lease expiry.
+    pub fn poll(&mut self, now: Instant) {
+        let mut due = [Ipv4Address::UNSPECIFIED; 8];
+        let mut n = 0;
+        let result = self.neighbors.poll(now, |ip| {
+            if n < due.len() {
+                due[n] = ip;
+                n += 1;
+            }
+        });
+        self.stats.drop_arp_unresolved += result.dropped;
+        for ip in &due[..n] {
+            self.dispatch_arp_request(*ip);
+        }
+        self.dhcp.poll(now);
+    }
+
+    /// Handles one Ethernet frame from the guest.
+    pub fn process_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.stats.eth_rx_frames += 1;
+        self.stats.eth_rx_bytes += frame.len() as u64;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.stats.drop_eth_truncated += 1;
+            trace!(
+                "drop: frame of {} bytes is shorter than a header",
+                frame.len()
+            );
+            return;
+        };
+        let eth_repr = EthernetRepr::parse(&eth);
+        if eth_repr.src.is_multicast() {
+            self.stats.drop_eth_bad_source += 1;
+            trace!("drop: {eth}: group source address");
+            return;
+        }
+        if eth_repr.dst.is_unicast() && eth_repr.dst != self.cfg.gateway_mac {
+            self.stats.drop_eth_foreign_destination += 1;
+            trace!("drop: {eth}: not addressed to the gateway");
+            return;
+        }
+        if self.guest_mac != Some(eth_repr.src) {
+            debug!("guest MAC is {}", eth_repr.src);
+            self.guest_mac = Some(eth_repr.src);
+        }
+        match eth_repr.ethertype {
+            EtherType::Arp => self.process_arp(now, eth.payload()),
+            EtherType::Ipv4 => self.process_ipv4(now, &eth_repr, eth.payload()),
+            EtherType::Ipv6 => {
+                self.stats.drop_ipv6_unsupported += 1;
+                trace!("drop: {eth}: IPv6 not served");
+            }
+            EtherType::Unknown(_) => {
+                self.stats.drop_eth_unknown_ethertype += 1;
+                trace!("drop: {eth}: unknown EtherType");
+            }
+        }
+    }
+
+    fn process_arp(&mut self, now: Instant, payload: &[u8]) {
+        let Some(repr) = ArpPacket::new_checked(payload)
+            .and_then(|p| ArpRepr::parse(&p))
+            .ok()
+        else {
+            self.stats.drop_arp_malformed += 1;
+            trace!("drop: malformed ARP");
+            return;
+        };
+        match repr.operation {
+            ArpOperation::Request => self.stats.arp_rx_requests += 1,
+            ArpOperation::Reply => self.stats.arp_rx_replies += 1,
+            ArpOperation::Unknown(_) => {
+                self.stats.drop_arp_malformed += 1;
+                return;
+            }
+        }
+        let sender = repr.source_protocol_addr;
+        // RFC 826 "merge": learn the sender if it is a guest address (DAD probes use 0.0.0.0).
+        if self.is_guest_address(sender) && repr.source_hardware_addr.is_unicast() {
+            self.learn(now, sender, repr.source_hardware_addr);
+        }
+        if repr.operation != ArpOperation::Request {
+            return;
+        }
+        if !self.cfg.is_gateway_address(repr.target_protocol_addr) {
+            self.stats.drop_arp_not_for_us += 1;
+            trace!("drop: ARP who-has {}: not ours", repr.target_protocol_addr);
+            return;
+        }
+        let reply = ArpRepr {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: self.cfg.gateway_mac,
+            source_protocol_addr: repr.target_protocol_addr,
+            target_hardware_addr: repr.source_hardware_addr,
+            target_protocol_addr: sender,
+        };
+        self.dispatch_arp(repr.source_hardware_addr, &reply);
+        self.stats.arp_tx_replies += 1;
+    }
+
+    /// Guest addresses: host addresses of the guest network other than the gateway's own.
+    fn is_guest_address(&self, addr: Ipv4Address) -> bool {
+        let net = self.cfg.ipv4_net;
+        net.contains(addr)
+            && addr != net.network()
+            && addr != net.broadcast()
+            && !self.cfg.is_gateway_address(addr)
+    }
+
+    fn learn(&mut self, now: Instant, ip: Ipv4Address, mac: EthernetAddress) {
+        if let Some(frame) = self.neighbors.fill(now, ip, mac) {
+            self.stats.ipv4_tx_packets += 1;
+            if !self.txq.push(frame) {
+                self.stats.drop_tx_queue_full += 1;
+            }
+        }
+    }
+
+    fn process_ipv4(&mut self, now: Instant, eth: &EthernetRepr, payload: &[u8]) {
+        self.stats.ipv4_rx_packets += 1;
+        let packet = match Ipv4Packet::new_checked(payload) {
+            Ok(p) => p,
+            Err(wire::Error::Truncated) => {
+                self.stats.drop_ipv4_truncated += 1;
+                trace!("drop: truncated IPv4 packet");
+                return;
+            }
+            Err(_) => {
+                self.stats.drop_ipv4_malformed += 1;
+                trace!("drop: malformed IPv4 header");
+                return;
+            }
+        };
+        let Ok(repr) = Ipv4Repr::parse(&packet) else {
+            self.stats.drop_ipv4_checksum += 1;
+            trace!("drop: {packet}: bad header checksum");
+            return;
+        };
+        if packet.is_fragment() {
+            self.stats.drop_ipv4_fragment += 1;
+            trace!("drop: {packet}: fragment (no reassembly yet)");
+            return;
+        }
+        let dhcp_client = repr.src.is_unspecified() && repr.protocol == IpProtocol::Udp;
+        if !self.is_guest_address(repr.src) && !dhcp_client {
+            self.stats.drop_ipv4_bad_source += 1;
+            trace!("drop: {packet}: source not a guest address");
+            return;
+        }
+        if !repr.src.is_unspecified() {
+            self.learn(now, repr.src, eth.src);
+        }
+        let net = self.cfg.ipv4_net;
+        let to_gateway = self.cfg.is_gateway_address(repr.dst);
+        let broadcast = repr.dst.is_broadcast() || repr.dst == net.broadcast();
+        if !to_gateway && !broadcast {
+            self.stats.drop_ipv4_not_routed += 1;
+            trace!("drop: {packet}: beyond the gateway (not forwarded yet)");
+            return;
+        }
+        match repr.protocol {
+            IpProtocol::Icmp if to_gateway => {
+                self.process_icmpv4(now, &repr, eth.src, packet.payload())
+            }
+            IpProtocol::Icmp => {
+                // RFC 1122 §3.2.2.6: echo to a broadcast address may be silently discarded.
+                self.stats.drop_icmp_unsupported += 1;
+            }
+            IpProtocol::Udp => self.process_udp(now, &repr, packet.payload()),
+            IpProtocol::Tcp => {
+                self.stats.drop_tcp_unsupported += 1;
+                trace!("drop: {packet}: TCP not served yet");
+            }
+            _ => {
+                self.stats.drop_ipv4_unknown_protocol += 1;
+                trace!("drop: {packet}: protocol not served");
+            }
+        }
+    }
+
+    fn process_icmpv4(
+        &mut self,
+        now: Instant,
+        ip: &Ipv4Repr,
+        src_mac: EthernetAddress,
+        payload: &[u8],
+    ) {
+        let Ok(packet) = Icmpv4Packet::new_checked(payload) else {
+            self.stats.drop_icmp_truncated += 1;
+            return;
+        };
+        let repr = match Icmpv4Repr::parse(&packet) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.drop_icmp_checksum += 1;
+                trace!("drop: {packet}: bad checksum");
+                return;
+            }
+        };
+        match repr {
+            Icmpv4Repr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            } => {
+                self.stats.icmp_rx_echo_requests += 1;
+                let reply = Icmpv4Repr::EchoReply {
+                    ident,
+                    seq_no,
+                    data,
+                };
+                let out = Ipv4Repr {
+                    src: ip.dst,
+                    dst: ip.src,
+                    protocol: IpProtocol::Icmp,
+                    payload_len: reply.buffer_len(),
+                    ttl: DEFAULT_TTL,
+                };
+                if self.dispatch_ipv4(now, Some(src_mac), &out, |buf| reply.emit(buf)) {
+                    self.stats.icmp_tx_echo_replies += 1;
+                }
+            }
+            _ => {
+                self.stats.drop_icmp_unsupported += 1;
+                trace!("drop: {packet}: not answered");
+            }
+        }
+    }
+
+    fn process_udp(&mut self, now: Instant, ip: &Ipv4Repr, payload: &[u8]) {
+        self.stats.udp_rx_datagrams += 1;
+        let packet = match UdpPacket::new_checked(payload) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.drop_udp_malformed += 1;
+                return;
+            }
+        };
+        if UdpRepr::parse(&packet, ip.src, ip.dst).is_err() {
+            self.stats.drop_udp_checksum += 1;
+            trace!("drop: {packet}: bad checksum");
+            return;
+        }
+        let to_dhcp = packet.dst_port() == dhcpv4::SERVER_PORT
+            && (ip.dst.is_broadcast() || ip.dst == self.cfg.gateway_ipv4);
+        if to_dhcp && self.cfg.dhcp_enabled {
+            self.process_dhcpv4(now, packet.payload());
+        } else {
+            self.stats.drop_udp_no_service += 1;
+            trace!("drop: {packet} to {}: no service", ip.dst);
+        }
+    }
+
+    fn process_dhcpv4(&mut self, now: Instant, payload: &[u8]) {
+        let Some(req) = DhcpPacket::new_checked(payload)
+            .and_then(|p| DhcpRepr::parse(&p))
+            .ok()
+        else {
+            self.stats.drop_dhcp_malformed += 1;
+            trace!("drop: malformed DHCP message");
+            return;
+        };
+        debug!("dhcp: received {req}");
+        match req.message_type {
+            DhcpMessageType::Discover => self.stats.dhcp_rx_discovers += 1,
+            DhcpMessageType::Request => self.stats.dhcp_rx_requests += 1,
+            DhcpMessageType::Release => self.stats.dhcp_rx_releases += 1,
+            DhcpMessageType::Decline => self.stats.dhcp_rx_declines += 1,
+            DhcpMessageType::Inform => self.stats.dhcp_rx_informs += 1,
+            _ => {}
+        }
+        let cfg = Arc::clone(&self.cfg);
+        let reply = match self.dhcp.process(now, &cfg, &req) {
+            Outcome::Reply(reply) => reply,
+            Outcome::Silent => return,
+            Outcome::Ignored => {
+                self.stats.drop_dhcp_ignored += 1;
+                return;
+            }
+            Outcome::PoolExhausted => {
+                self.stats.drop_dhcp_pool_exhausted += 1;
+                debug!(
+                    "dhcp: pool exhausted, {} not served",
+                    req.client_hardware_address
+                );
+                return;
+            }
+        };
+        debug!("dhcp: sending {}", reply.repr);
+        let (dst_ip, dst_mac) = match reply.destination {
+            Destination::Broadcast => (Ipv4Address::BROADCAST, EthernetAddress::BROADCAST),
+            Destination::Unicast(ip, mac) => (ip, mac),
+        };
+        let dhcp_len = reply.repr.buffer_len();
+        let udp_repr = UdpRepr {
+            src_port: dhcpv4::SERVER_PORT,
+            dst_port: dhcpv4::CLIENT_PORT,
+        };
+        let ip = Ipv4Repr {
+            src: self.cfg.gateway_ipv4,
+            dst: dst_ip,
+            protocol: IpProtocol::Udp,
+            payload_len: udp::HEADER_LEN + dhcp_len,
+            ttl: DEFAULT_TTL,
+        };
+        let sent = self.dispatch_ipv4(now, Some(dst_mac), &ip, |buf| {
+            reply.repr.emit(&mut buf[udp::HEADER_LEN..]);
+            udp_repr.emit_v4(buf, ip.src, ip.dst);
+        });
+        if sent {
+            match reply.repr.message_type {
+                DhcpMessageType::Offer => self.stats.dhcp_tx_offers += 1,
+                DhcpMessageType::Ack => self.stats.dhcp_tx_acks += 1,
+                DhcpMessageType::Nak => self.stats.dhcp_tx_naks += 1,
+                _ => {}
+            }
+        }
+    }
+
+    fn dispatch_arp(&mut self, dst_mac: EthernetAddress, repr: &ArpRepr) {
+        let eth = EthernetRepr {
+            src: self.cfg.gateway_mac,
+            dst: dst_mac,
+            ethertype: EtherType::Arp,
+        };
+        let queued = self
+            .txq
+            .push_with(ethernet::HEADER_LEN + arp::PACKET_LEN, |buf| {
+                eth.emit(buf);
+                repr.emit(&mut buf[ethernet::HEADER_LEN..]);
+            });
+        if !queued {
+            self.stats.drop_tx_queue_full += 1;
+        }
+    }
+
+    fn dispatch_arp_request(&mut self, target: Ipv4Address) {
+        let req = ArpRepr {
+            operation: ArpOperation::Request,
+            source_hardware_addr: self.cfg.gateway_mac,
+            source_protocol_addr: self.cfg.gateway_ipv4,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        };
+        self.dispatch_arp(EthernetAddress::BROADCAST, &req);
+        self.stats.arp_tx_requests += 1;
+    }
+
+    /// Queues an IPv4 packet; `emit_payload` writes the payload into the slice it is given. With no
+    /// `dst_mac`, the destination is resolved through the neighbour cache (and ARP). Returns whether
+    /// the packet was queued or parked.
+    fn dispatch_ipv4(
+        &mut self,
+        now: Instant,
+        dst_mac: Option<EthernetAddress>,
+        repr: &Ipv4Repr,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let ip_len = ipv4::HEADER_LEN + repr.payload_len;
+        if ip_len > usize::from(self.cfg.mtu) {
+            // Replies are built from requests that fit the MTU; anything larger is a bug upstream of
+            // here, counted rather than sent oversize.
+            self.stats.drop_tx_queue_full += 1;
+            return false;
+        }
+        let ident = self.ip_ident;
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        let src_mac = self.cfg.gateway_mac;
+        let build = |buf: &mut [u8], dst: EthernetAddress| {
+            EthernetRepr {
+                src: src_mac,
+                dst,
+                ethertype: EtherType::Ipv4,
+            }
+            .emit(buf);
+            let ip = &mut buf[ethernet::HEADER_LEN..];
+            repr.emit(ip, ident);
+            emit_payload(&mut ip[ipv4::HEADER_LEN..]);
+        };
+        let frame_len = ethernet::HEADER_LEN + ip_len;
+        match dst_mac.or_else(|| self.neighbors.lookup(now, repr.dst)) {
+            Some(mac) => {
+                if !self.txq.push_with(frame_len, |buf| build(buf, mac)) {
+                    self.stats.drop_tx_queue_full += 1;
+                    return false;
+                }
+                self.stats.ipv4_tx_packets += 1;
+                true
+            }
+            None => {
+                // Unknown neighbour: build the frame with a placeholder destination and park it
+                // until ARP answers (the cache fills the MAC in).
+                let mut scratch = core::mem::take(&mut self.scratch);
+                scratch.clear();
+                scratch.resize(frame_len, 0);
+                build(&mut scratch, EthernetAddress([0; 6]));
+                let (request, replaced) = self.neighbors.park(now, repr.dst, &scratch);
+                self.scratch = scratch;
+                if replaced {
+                    self.stats.drop_arp_unresolved += 1;
+                }
+                if request {
+                    self.dispatch_arp_request(repr.dst);
+                }
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

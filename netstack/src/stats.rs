@@ -1,0 +1,127 @@
+//! The stack's counters: traffic per protocol and one counter per drop reason.
+//!
+//! Counters are plain `u64`s incremented by the single thread that owns the stack; the device
+//! publishes a copy once per batch. [`Stats::for_each`] walks them by name so that every consumer
+//! (stats file, logs, tests) sees the same names.
+
+macro_rules! counters {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[doc = $doc:literal])* $field:ident,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $name {
+            $($(#[doc = $doc])* pub $field: u64,)*
+        }
+
+        impl $name {
+            /// Calls `f` with each counter's name and value, in declaration order.
+            pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+                $(f(stringify!($field), self.$field);)*
+            }
+
+            /// The value of the counter called `name`.
+            pub fn get(&self, name: &str) -> Option<u64> {
+                match name {
+                    $(stringify!($field) => Some(self.$field),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Counters of the gateway stack. `drop_*` counters each name one reason a frame was discarded.
+    pub struct Stats {
+        /// Frames handed to the stack by the device.
+        eth_rx_frames,
+        eth_rx_bytes,
+        /// Frames the stack handed to the device.
+        eth_tx_frames,
+        eth_tx_bytes,
+        /// Shorter than an Ethernet header.
+        drop_eth_truncated,
+        /// Source MAC is a group address.
+        drop_eth_bad_source,
+        /// Unicast to a MAC that is not the gateway's.
+        drop_eth_foreign_destination,
+        /// EtherType the stack does not speak.
+        drop_eth_unknown_ethertype,
+        /// IPv6 is not served yet.
+        drop_ipv6_unsupported,
+        arp_rx_requests,
+        arp_rx_replies,
+        arp_tx_requests,
+        arp_tx_replies,
+        /// Not Ethernet/IPv4 ARP, or shorter than 28 bytes.
+        drop_arp_malformed,
+        /// A request for an address the gateway does not own.
+        drop_arp_not_for_us,
+        /// Packets waiting for an ARP reply that never came.
+        drop_arp_unresolved,
+        ipv4_rx_packets,
+        ipv4_tx_packets,
+        /// Shorter than the header or the total length says.
+        drop_ipv4_truncated,
+        /// Bad version, header length or total length.
+        drop_ipv4_malformed,
+        drop_ipv4_checksum,
+        /// Fragments are not reassembled yet.
+        drop_ipv4_fragment,
+        /// Source outside the guest network, or one of the gateway's own addresses.
+        drop_ipv4_bad_source,
+        /// Destination beyond the gateway: host-side forwarding is not implemented yet.
+        drop_ipv4_not_routed,
+        drop_ipv4_unknown_protocol,
+        icmp_rx_echo_requests,
+        icmp_tx_echo_replies,
+        drop_icmp_truncated,
+        drop_icmp_checksum,
+        /// ICMP types the gateway does not answer (including echo to a broadcast address).
+        drop_icmp_unsupported,
+        udp_rx_datagrams,
+        drop_udp_malformed,
+        drop_udp_checksum,
+        /// No service at that port.
+        drop_udp_no_service,
+        /// TCP is not served yet.
+        drop_tcp_unsupported,
+        dhcp_rx_discovers,
+        dhcp_rx_requests,
+        dhcp_rx_releases,
+        dhcp_rx_declines,
+        dhcp_rx_informs,
+        dhcp_tx_offers,
+        dhcp_tx_acks,
+        dhcp_tx_naks,
+        /// Not a DHCP client message we can parse.
+        drop_dhcp_malformed,
+        /// No free address in the pool.
+        drop_dhcp_pool_exhausted,
+        /// Addressed to another server, relayed, or a type a server does not receive.
+        drop_dhcp_ignored,
+        /// Outgoing frames dropped because the egress queue was full.
+        drop_tx_queue_full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_each_and_get_agree() {
+        let s = Stats {
+            eth_rx_frames: 3,
+            drop_tx_queue_full: 9,
+            ..Stats::default()
+        };
+        let mut seen = Vec::new();
+        s.for_each(|name, v| seen.push((name, v)));
+        assert_eq!(seen.first(), Some(&("eth_rx_frames", 3)));
+        assert_eq!(seen.last(), Some(&("drop_tx_queue_full", 9)));
+        for (name, v) in seen {
+            assert_eq!(s.get(name), Some(v));
+        }
+        assert_eq!(s.get("no_such_counter"), None);
+    }
+}

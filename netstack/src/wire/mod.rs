@@ -1,0 +1,63 @@
+//! Wire formats: a checked view over a byte buffer plus a parsed value (`Repr`) per protocol.
+//!
+//! Views (`EthernetFrame`, `Ipv4Packet`...) are validated once by `new_checked`; after that their
+//! accessors cannot panic. `Repr`s are plain values with `parse`, `buffer_len` and `emit`.
+
+pub mod arp;
+pub mod checksum;
+pub mod dhcpv4;
+pub mod ethernet;
+pub mod icmpv4;
+pub mod ipv4;
+pub mod udp;
+
+use core::fmt;
+
+pub use arp::{ArpOperation, ArpPacket, ArpRepr};
+pub use dhcpv4::{DhcpMessageType, DhcpPacket, DhcpRepr};
+pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
+pub use icmpv4::{Icmpv4Packet, Icmpv4Repr};
+pub use ipv4::{IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr};
+pub use udp::{UdpPacket, UdpRepr};
+
+/// Why a buffer could not be read as a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The buffer is shorter than the header or a length field says.
+    Truncated,
+    /// A field holds a value the protocol forbids.
+    Malformed,
+    /// The checksum does not verify.
+    Checksum,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Error::Truncated => write!(f, "truncated"),
+            Error::Malformed => write!(f, "malformed"),
+            Error::Checksum => write!(f, "bad checksum"),
+        }
+    }
+}
+
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// A byte range of a header.
+pub(crate) type Field = core::ops::Range<usize>;
+
+pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+pub(crate) fn write_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+pub(crate) fn write_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Idempotent install of what virtgate's demo and tests need:
+#   - Debian packages: qemu-system-x86 (10.x from bookworm-backports on Debian 12), busybox-static, cpio
+#   - the guest kernel: Debian's linux-image-amd64 (6.1 on bookworm), unpacked into $VIRTGATE_GUEST_CACHE
+# Nothing downloaded here is ever committed; it all lives under target/.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${VIRTGATE_GUEST_CACHE:-$repo/target/guest}
+mkdir -p "$cache"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        log "not root and no sudo: install qemu-system-x86 busybox-static cpio yourself"; fi
+fi
+
+apt_updated=0
+apt_update() {
+    if [ "$apt_updated" = 0 ]; then
+        log "apt-get update"
+        $SUDO apt-get update -qq >&2
+        apt_updated=1
+    fi
+}
+
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# Debian 12 ships QEMU 7.2, which crashes under TCG with vhost-user + MSI-X (see docs/qemu-interop.md).
+# bookworm-backports (same Debian archive) carries QEMU 10.
+codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+qemu_target=()
+if [ "$codename" = bookworm ]; then
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        log "adding the bookworm-backports suite"
+        echo "deb http://deb.debian.org/debian bookworm-backports main" |
+            $SUDO tee /etc/apt/sources.list.d/virtgate-backports.list >/dev/null
+        apt_updated=0
+    fi
+    qemu_target=(-t bookworm-backports)
+fi
+
+qemu_ok=0
+if command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    qemu_major=$(qemu-system-x86_64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
+    if [ "$codename" != bookworm ] || [ "${qemu_major:-0}" -ge 8 ]; then qemu_ok=1; fi
+fi
+if [ "$qemu_ok" = 0 ]; then
+    apt_update
+    log "installing qemu-system-x86 ${qemu_target[*]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${qemu_target[@]}" qemu-system-x86 >&2
+fi
+
+missing=()
+for p in busybox-static cpio; do have_pkg "$p" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt_update
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# The guest kernel: the image package linux-image-amd64 depends on (the distribution's default, not
+# backports). Unpacked once; later runs find $cache/kernel/vmlinuz.
+if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -d "$cache/kernel/modules" ]; then
+    apt_update
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    if [ -z "$pkg" ]; then
+        log "cannot resolve the package behind linux-image-amd64"; exit 1
+    fi
+    log "fetching guest kernel $pkg"
+    tmp=$(mktemp -d "$cache/dl.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && apt-get download -qq "$pkg" >&2)
+    dpkg-deb -x "$tmp"/*.deb "$tmp/root"
+    rm -rf "$cache/kernel"
+    mkdir -p "$cache/kernel/modules"
+    cp "$tmp"/root/boot/vmlinuz-* "$cache/kernel/vmlinuz"
+    kver=$(ls "$tmp/root/lib/modules")
+    mods="$tmp/root/lib/modules/$kver/kernel"
+    for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko \
+        drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci_legacy_dev.ko \
+        drivers/virtio/virtio_pci.ko net/core/failover.ko drivers/net/net_failover.ko \
+        drivers/net/virtio_net.ko; do
+        # Debian compresses modules on some releases; keep whatever form the package has.
+        f=$(ls "$mods/$m"* 2>/dev/null | head -1)
+        if [ -z "$f" ]; then log "module $m missing from $pkg"; exit 1; fi
+        cp "$f" "$cache/kernel/modules/"
+    done
+    echo "$kver" >"$cache/kernel/version"
+    rm -rf "$tmp"
+    trap - EXIT
+fi
+
+log "ready: $(qemu-system-x86_64 --version | head -1); guest kernel $(cat "$cache/kernel/version")"
