@@ -1,1 +1,22 @@
+//! virtgate: a vhost-user-net backend whose NIC model and gateway stack live in-process.
+//!
+//! Module map:
+//! - [`config`]: command-line arguments, validated into a [`config::Config`].
+//! - [`server`]: the process lifecycle: the QEMU-facing socket, reconnects, signals, the stats file.
+//! - [`relay`]: the vhost-user message pre-filter between QEMU and the vhost-user daemon
+//!   (early SET_VRING_ENABLE, NET_SET_MTU, connection hand-over).
+//! - [`device`]: the virtio-net device model: TX/RX queue processing and the stack's clock.
+//! - [`virtio_net`]: feature negotiation and the virtio-net header.
+//! - [`stats`]: the published counters and their JSON form.
+//! - [`frontend`]: an in-process vhost-user frontend (memfd guest memory, split rings) that drives
+//!   the device in tests and benchmarks without QEMU.
+//! - [`sys`]: small Linux wrappers (timerfd).
 
+pub mod config;
+pub mod device;
+pub mod frontend;
+pub mod relay;
+pub mod server;
+pub mod stats;
+pub mod sys;
+pub mod virtio_net;

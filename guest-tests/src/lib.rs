@@ -1,1 +1,642 @@
+//! The VM harness: boots a real Linux guest on a virtgate NIC under QEMU and drives it over the serial
+//! console.
+//!
+//! - [`GuestImage`]: the guest, prepared once per test run and cached under `target/guest/`: Debian's
+//!   kernel (fetched by `scripts/setup.sh`), its virtio modules, busybox-static, the guest programs
+//!   and an init script, packed into an uncompressed initramfs built here.
+//! - [`Virtgate`]: a virtgate process on a private socket with a stats file.
+//! - [`Vm`]: QEMU under TCG (`VIRTGATE_ACCEL=kvm` to opt in) attached to a [`Virtgate`]. Commands are
+//!   framed by unique markers and return the exit status; every wait has a timeout; both processes
+//!   are killed on drop, also when a test panics, and the console log is printed on failure.
+//!
+//! Nothing here skips: a missing QEMU, kernel or binary is a failed test with the reason.
 
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub mod cpio;
+
+/// The MAC the harness gives the guest NIC (`-device virtio-net-pci,mac=`).
+pub const GUEST_MAC: &str = "52:54:00:12:34:56";
+
+/// Virtio modules in load order (DEVELOPERS.md).
+const MODULES: [&str; 8] = [
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+/// The workspace root (guest-tests/..).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("guest-tests lives in the workspace")
+        .to_path_buf()
+}
+
+fn guest_cache() -> PathBuf {
+    std::env::var_os("VIRTGATE_GUEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/guest"))
+}
+
+/// The virtgate binary under test: `$VIRTGATE_BIN`, else the release build.
+pub fn virtgate_bin() -> PathBuf {
+    let p = std::env::var_os("VIRTGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/virtgate"));
+    assert!(
+        p.is_file(),
+        "virtgate binary {} not found: run `cargo build --release -p virtgate` or scripts/test.sh",
+        p.display()
+    );
+    p
+}
+
+/// The guest's init: load the NIC driver, say READY, then read commands from the console.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo 1 > /proc/sys/kernel/printk
+for m in MODULE_LIST; do insmod /lib/modules/$m.ko || echo "insmod $m failed"; done
+ip link set lo up
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+stty -echo 2>/dev/null
+echo "VIRTGATE""-GUEST-READY"
+export PS1=''
+exec sh
+"#;
+
+/// udhcpc's event script: apply the lease (address, router, DNS, MTU) and record it for tests.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    : > /etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
+    { echo "ip=$ip"; echo "mask=$mask"; echo "router=$router"; echo "dns=$dns";
+      echo "lease=$lease"; echo "mtu=$mtu"; echo "domain=$domain"; echo "serverid=$serverid"; } > /run/lease
+    ;;
+esac
+exit 0
+"#;
+
+/// The prepared guest: kernel and initramfs.
+#[derive(Debug)]
+pub struct GuestImage {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+impl GuestImage {
+    /// Builds (once per process, and atomically on disk so parallel test processes agree) the
+    /// initramfs from the cached kernel modules and the host's busybox-static.
+    pub fn get() -> &'static GuestImage {
+        static IMAGE: OnceLock<GuestImage> = OnceLock::new();
+        IMAGE.get_or_init(|| GuestImage::build().unwrap_or_else(|e| panic!("guest image: {e}")))
+    }
+
+    fn build() -> Result<GuestImage, String> {
+        let cache = guest_cache();
+        let kernel = cache.join("kernel/vmlinuz");
+        if !kernel.is_file() {
+            return Err(format!(
+                "{} missing: run scripts/setup.sh to fetch the guest kernel",
+                kernel.display()
+            ));
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or("busybox-static is not installed: run scripts/setup.sh")?;
+        let mut archive = cpio::Archive::new();
+        for dir in [
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "proc",
+            "sys",
+            "dev",
+            "etc",
+            "run",
+            "tmp",
+            "lib",
+            "lib/modules",
+            "etc/udhcpc",
+        ] {
+            archive.dir(dir);
+        }
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        archive.file("bin/busybox", 0o755, &read(&busybox)?);
+        let init = INIT.replace("MODULE_LIST", &MODULES.join(" "));
+        archive.file("init", 0o755, init.as_bytes());
+        archive.file("etc/udhcpc/default.script", 0o755, UDHCPC_SCRIPT.as_bytes());
+        archive.file("etc/resolv.conf", 0o644, b"");
+        for m in MODULES {
+            let path = cache.join(format!("kernel/modules/{m}.ko"));
+            archive.file(&format!("lib/modules/{m}.ko"), 0o644, &read(&path)?);
+        }
+        for (name, bytes) in guest_programs()? {
+            archive.file(&format!("usr/bin/{name}"), 0o755, &bytes);
+        }
+        let bytes = archive.finish();
+        let digest = fnv1a(&bytes);
+        let initramfs = cache.join(format!("initramfs-{digest:016x}.cpio"));
+        if !initramfs.is_file() {
+            let tmp = cache.join(format!("initramfs.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &initramfs)
+                .map_err(|e| format!("{}: {e}", initramfs.display()))?;
+        }
+        Ok(GuestImage { kernel, initramfs })
+    }
+}
+
+/// Static guest programs built from `guest-tests/guest/*.c` (none yet in this issue's scope beyond
+/// busybox); compiled once with the host's gcc into the cache.
+fn guest_programs() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let src_dir = workspace_root().join("guest-tests/guest");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&src_dir) else {
+        return Ok(out);
+    };
+    let mut sources: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    for src in sources {
+        let name = src.file_stem().unwrap().to_string_lossy().to_string();
+        let code = std::fs::read(&src).map_err(|e| e.to_string())?;
+        let bin = guest_cache().join(format!("prog-{name}-{:016x}", fnv1a(&code)));
+        if !bin.is_file() {
+            let tmp = bin.with_extension(format!("{}.tmp", std::process::id()));
+            let status = Command::new("cc")
+                .args(["-static", "-O2", "-Wall", "-o"])
+                .arg(&tmp)
+                .arg(&src)
+                .status()
+                .map_err(|e| format!("cc: {e}"))?;
+            if !status.success() {
+                return Err(format!("compiling {} failed", src.display()));
+            }
+            std::fs::rename(&tmp, &bin).map_err(|e| e.to_string())?;
+        }
+        out.push((name, std::fs::read(&bin).map_err(|e| e.to_string())?));
+    }
+    Ok(out)
+}
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn unique_dir(tag: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "virtgate-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Text collected from a child's output by a reader thread.
+#[derive(Clone, Default)]
+struct Log {
+    inner: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl Log {
+    fn spawn_reader(&self, stream: impl Read + Send + 'static) {
+        let log = self.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line).replace('\r', "");
+                        let (m, cv) = &*log.inner;
+                        m.lock().unwrap().push_str(&text);
+                        cv.notify_all();
+                    }
+                }
+            }
+        });
+    }
+
+    fn text(&self) -> String {
+        self.inner.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` finds something in the text from `from` on; returns its result.
+    fn wait_for<T>(
+        &self,
+        from: usize,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.inner;
+        let mut text = m.lock().unwrap();
+        loop {
+            if let Some(found) = pred(text.get(from..).unwrap_or("")) {
+                return Some(found);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            text = cv.wait_timeout(text, deadline - now).unwrap().0;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.inner.0.lock().unwrap().len()
+    }
+}
+
+/// A running virtgate on a private socket.
+pub struct Virtgate {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub socket: PathBuf,
+    pub stats_file: PathBuf,
+    log: Log,
+}
+
+impl Virtgate {
+    /// Starts virtgate with extra arguments and waits until its socket accepts connections.
+    pub fn start(extra: &[&str]) -> Virtgate {
+        let dir = unique_dir("vg");
+        let socket = dir.join("vm.sock");
+        let stats_file = dir.join("stats.json");
+        let mut child = Command::new(virtgate_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--stats-file")
+            .arg(&stats_file)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("VIRTGATE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn virtgate");
+        let log = Log::default();
+        log.spawn_reader(child.stderr.take().unwrap());
+        let mut vg = Virtgate {
+            child: Some(child),
+            dir,
+            socket,
+            stats_file,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !vg.socket.exists() {
+            if let Some(status) = vg.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("virtgate exited early ({status}):\n{}", vg.log.text());
+            }
+            assert!(Instant::now() < deadline, "virtgate socket never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        vg
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.text()
+    }
+
+    /// Asks virtgate for fresh counters (SIGUSR1) and reads the stats file.
+    pub fn stats(&self) -> serde_json::Value {
+        let before = std::fs::metadata(&self.stats_file)
+            .and_then(|m| m.modified())
+            .ok();
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        unsafe { libc::kill(self.pid(), libc::SIGUSR1) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now_mod = std::fs::metadata(&self.stats_file)
+                .and_then(|m| m.modified())
+                .ok();
+            if now_mod.is_some() && now_mod != before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stats file not written after SIGUSR1"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.read_stats()
+    }
+
+    /// Reads the stats file as it is.
+    pub fn read_stats(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.stats_file).expect("stats file");
+        serde_json::from_str(&text).expect("stats file is JSON")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) with our child's pid and a valid signal number.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("virtgate ignored SIGTERM:\n{}", self.log.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills virtgate outright (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Virtgate {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- virtgate log ----\n{}", self.log.text());
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Options for a VM.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    pub memory_mib: u32,
+    pub mac: String,
+    /// `reconnect=N` on the chardev: QEMU reconnects to a restarted virtgate.
+    pub reconnect_secs: Option<u32>,
+    pub boot_timeout: Duration,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        VmOptions {
+            memory_mib: 512,
+            mac: GUEST_MAC.into(),
+            reconnect_secs: None,
+            boot_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The QEMU binary and its major version.
+fn qemu() -> (PathBuf, u32) {
+    let bin = std::env::var_os("VIRTGATE_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
+    let out = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "QEMU ({}) not runnable: {e}; run scripts/setup.sh",
+                bin.display()
+            )
+        });
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major = text
+        .split("version ")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("cannot read QEMU's version from {text:?}"));
+    (bin, major)
+}
+
+/// A guest attached to a virtgate socket.
+pub struct Vm {
+    child: Option<Child>,
+    stdin: ChildStdin,
+    console: Log,
+    next_id: u64,
+}
+
+/// The result of a guest command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+}
+
+impl Output {
+    /// Panics with the output unless the command succeeded.
+    pub fn ok(self) -> String {
+        assert_eq!(self.status, 0, "guest command failed:\n{}", self.stdout);
+        self.stdout
+    }
+}
+
+impl Vm {
+    /// Boots a guest on `socket` and waits for its shell.
+    pub fn boot(socket: &Path, opts: &VmOptions) -> Vm {
+        let image = GuestImage::get();
+        let (qemu, major) = qemu();
+        let accel = std::env::var("VIRTGATE_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let mut chardev = format!("socket,id=c0,path={}", socket.display());
+        if let Some(r) = opts.reconnect_secs {
+            // QEMU 9.2 replaced `reconnect` (seconds) with `reconnect-ms`; 10 drops the old name.
+            if major >= 10 {
+                let _ = write!(chardev, ",reconnect-ms={}", r * 1000);
+            } else {
+                let _ = write!(chardev, ",reconnect={r}");
+            }
+        }
+        let mut device = format!("virtio-net-pci,netdev=n0,mac={},romfile=", opts.mac);
+        if major < 8 {
+            // QEMU 7.2 under TCG crashes in msix_set_vector_notifiers with vhost-user and MSI-X.
+            device.push_str(",vectors=0");
+        }
+        let mem = opts.memory_mib;
+        let mut cmd = Command::new(qemu);
+        cmd.args(["-accel", &accel, "-m", &format!("{mem}M"), "-smp", "1"])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
+            .args(["-serial", "stdio", "-monitor", "none"])
+            .arg("-kernel")
+            .arg(&image.kernel)
+            .arg("-initrd")
+            .arg(&image.initramfs)
+            .args([
+                "-append",
+                "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init",
+            ])
+            .args([
+                "-object",
+                &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
+            ])
+            .args(["-numa", "node,memdev=mem"])
+            .args(["-chardev", &chardev])
+            .args(["-netdev", "vhost-user,id=n0,chardev=c0"])
+            .args(["-device", &device])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn QEMU");
+        let console = Log::default();
+        console.spawn_reader(child.stdout.take().unwrap());
+        console.spawn_reader(child.stderr.take().unwrap());
+        let stdin = child.stdin.take().unwrap();
+        let mut vm = Vm {
+            child: Some(child),
+            stdin,
+            console,
+            next_id: 0,
+        };
+        let ready = vm.console.wait_for(0, opts.boot_timeout, |t| {
+            t.contains("VIRTGATE-GUEST-READY").then_some(())
+        });
+        if ready.is_none() {
+            panic!("guest did not boot within {:?}", opts.boot_timeout);
+        }
+        vm
+    }
+
+    /// The console text so far.
+    pub fn console(&self) -> String {
+        self.console.text()
+    }
+
+    /// Runs a shell command in the guest; returns its exit status and output.
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> Output {
+        self.next_id += 1;
+        let id = self.next_id;
+        let start = self.console.len();
+        // The markers are split in the command text so that an echoed command line never matches.
+        let line =
+            format!("echo '__VG''BEGIN_{id}'; {{ {cmd}\n}} 2>&1; echo \"__VG\"\"END_{id} $?\"\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .expect("write to console");
+        self.stdin.flush().expect("flush console");
+        let begin = format!("__VGBEGIN_{id}\n");
+        let end = format!("__VGEND_{id} ");
+        let found = self.console.wait_for(start, timeout, |t| {
+            let b = t.find(&begin)?;
+            let body = &t[b + begin.len()..];
+            let e = body.find(&end)?;
+            let rest = &body[e + end.len()..];
+            let nl = rest.find('\n')?;
+            let status = rest[..nl].trim().parse().ok()?;
+            Some(Output {
+                status,
+                stdout: body[..e].to_string(),
+            })
+        });
+        found.unwrap_or_else(|| panic!("guest command timed out after {timeout:?}: {cmd}"))
+    }
+
+    /// Runs a command that must succeed and returns its output.
+    pub fn sh(&mut self, cmd: &str) -> String {
+        self.run(cmd, Duration::from_secs(60)).ok()
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Kills QEMU.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- guest console ----\n{}", self.console.text());
+        }
+        self.kill();
+    }
+}
+
+/// Parses `/proc/net/snmp`-style text (`Proto: names` / `Proto: values` line pairs) into
+/// `Proto.Name → value`.
+pub fn parse_snmp(text: &str) -> std::collections::HashMap<String, i64> {
+    let mut out = std::collections::HashMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for pair in lines.windows(2) {
+        let (Some((p1, names)), Some((p2, values))) =
+            (pair[0].split_once(':'), pair[1].split_once(':'))
+        else {
+            continue;
+        };
+        if p1 != p2 || names.split_whitespace().any(|n| n.parse::<i64>().is_ok()) {
+            continue;
+        }
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(v) = v.parse() {
+                out.insert(format!("{p1}.{n}"), v);
+            }
+        }
+    }
+    out
+}
+
+/// Makes a file executable (for scripts written by tests).
+pub fn make_executable(path: &Path) {
+    let mut p = std::fs::metadata(path).unwrap().permissions();
+    p.set_mode(0o755);
+    std::fs::set_permissions(path, p).unwrap();
+}

@@ -4,6 +4,9 @@
 //! publishes a copy once per batch. [`Stats::for_each`] walks them by name so that every consumer
 //! (stats file, logs, tests) sees the same names.
 
+/// Declares a struct of `u64` counters with `for_each` and `get` by name. Exported so that the
+/// device's counters share the same shape.
+#[macro_export]
 macro_rules! counters {
     ($(#[$m:meta])* pub struct $name:ident { $($(#[doc = $doc:literal])* $field:ident,)* }) => {
         $(#[$m])*
@@ -29,7 +32,7 @@ macro_rules! counters {
     };
 }
 
-counters! {
+crate::counters! {
     /// Counters of the gateway stack. `drop_*` counters each name one reason a frame was discarded.
     pub struct Stats {
         /// Frames handed to the stack by the device.

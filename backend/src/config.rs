@@ -1,0 +1,194 @@
+//! Command-line arguments and their validation into a [`Config`].
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use netstack::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use netstack::Duration;
+
+/// A vhost-user-net backend with an in-process gateway: QEMU attaches with `-netdev vhost-user`.
+#[derive(Debug, Parser)]
+#[command(name = "virtgate", version, about, long_about = None)]
+pub struct Args {
+    /// The unix socket QEMU connects to (`-chardev socket,path=...`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+
+    /// Exit when the first QEMU connection ends instead of waiting for the next one.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Write counters as JSON to this file at every disconnect, on SIGUSR1, and at exit.
+    #[arg(long, value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+
+    /// The guest network; the gateway is host 2, DNS host 3, the DHCP pool starts at host 15.
+    #[arg(long, value_name = "CIDR", default_value = "10.0.2.0/24")]
+    pub ipv4_net: String,
+
+    /// The gateway's IPv4 address [default: host 2 of --ipv4-net].
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<String>,
+
+    /// The DNS address handed to the guest [default: host 3 of --ipv4-net].
+    #[arg(long, value_name = "IP")]
+    pub dns: Option<String>,
+
+    /// First address of the DHCP pool [default: host 15 of --ipv4-net].
+    #[arg(long, value_name = "IP")]
+    pub dhcp_start: Option<String>,
+
+    /// Number of addresses in the DHCP pool.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub dhcp_pool_size: u32,
+
+    /// DHCP lease time in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 86400)]
+    pub lease_time: u64,
+
+    /// Do not answer DHCP; the guest configures itself statically.
+    #[arg(long)]
+    pub no_dhcp: bool,
+
+    /// Domain name handed out by DHCP (option 15).
+    #[arg(long, value_name = "NAME")]
+    pub domain: Option<String>,
+
+    /// Link MTU advertised by DHCP (option 26), 68 to 65520.
+    #[arg(long, value_name = "BYTES", default_value_t = 1500)]
+    pub mtu: u16,
+
+    /// The gateway's MAC address.
+    #[arg(long, value_name = "MAC", default_value = "52:55:0a:00:02:02")]
+    pub gateway_mac: String,
+
+    /// More logging: -v for debug, -vv for per-packet traces (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Why the arguments do not make a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{option}: {value:?} is not {expected}")]
+    Parse {
+        option: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("--ipv4-net {0}: host {1} does not exist in this network")]
+    NoSuchHost(Ipv4Cidr, u32),
+    #[error(transparent)]
+    Stack(#[from] netstack::ConfigError),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub once: bool,
+    pub stats_file: Option<PathBuf>,
+    pub stack: netstack::Config,
+    pub verbose: u8,
+}
+
+fn parse<T: std::str::FromStr>(
+    option: &'static str,
+    value: &str,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Parse {
+        option,
+        value: value.to_string(),
+        expected,
+    })
+}
+
+impl Args {
+    /// Validates the arguments; every inconsistency is reported with the option that caused it.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let net: Ipv4Cidr = parse(
+            "ipv4-net",
+            &self.ipv4_net,
+            "an IPv4 prefix like 10.0.2.0/24",
+        )?;
+        let host = |n: u32| net.host(n).ok_or(ConfigError::NoSuchHost(net, n));
+        let addr = |option, v: &Option<String>, default: u32| -> Result<Ipv4Address, ConfigError> {
+            match v {
+                Some(v) => parse(option, v, "an IPv4 address"),
+                None => host(default),
+            }
+        };
+        let stack = netstack::Config {
+            gateway_mac: parse::<EthernetAddress>(
+                "gateway-mac",
+                &self.gateway_mac,
+                "a MAC address",
+            )?,
+            ipv4_net: net,
+            gateway_ipv4: addr("gateway", &self.gateway, 2)?,
+            dns_ipv4: addr("dns", &self.dns, 3)?,
+            dhcp_start: addr("dhcp-start", &self.dhcp_start, 15)?,
+            dhcp_pool_size: self.dhcp_pool_size,
+            dhcp_enabled: !self.no_dhcp,
+            lease_time: Duration::from_secs(self.lease_time),
+            mtu: self.mtu,
+            domain_name: self.domain,
+        };
+        stack.validate()?;
+        Ok(Config {
+            socket: self.socket,
+            once: self.once,
+            stats_file: self.stats_file,
+            stack,
+            verbose: self.verbose,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let mut full = vec!["virtgate", "--socket", "/tmp/x.sock"];
+        full.extend_from_slice(args);
+        Args::try_parse_from(full)
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_slirp_compatible() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.stack, netstack::Config::default());
+    }
+
+    #[test]
+    fn addresses_follow_the_network() {
+        let c = config(&["--ipv4-net", "192.168.77.0/24", "--mtu", "65520"]).unwrap();
+        assert_eq!(c.stack.gateway_ipv4, Ipv4Address::new(192, 168, 77, 2));
+        assert_eq!(c.stack.dns_ipv4, Ipv4Address::new(192, 168, 77, 3));
+        assert_eq!(c.stack.dhcp_start, Ipv4Address::new(192, 168, 77, 15));
+        assert_eq!(c.stack.mtu, 65520);
+    }
+
+    #[test]
+    fn bad_flags_get_clear_errors() {
+        for (args, needle) in [
+            (&["--ipv4-net", "10.0.2.0"][..], "--ipv4-net"),
+            (&["--gateway", "10.0.2.300"][..], "--gateway"),
+            (&["--mtu", "65521"][..], "MTU 65521"),
+            (&["--mtu", "70000"][..], "70000"),
+            (&["--gateway-mac", "01:00:5e:00:00:01"][..], "unicast"),
+            (&["--dns", "10.0.2.2"][..], "must differ"),
+            (&["--ipv4-net", "10.0.2.0/29"][..], "host 15"),
+            (&["--lease-time", "10"][..], "lease time"),
+            (&["--no-such-flag"][..], "--no-such-flag"),
+        ] {
+            let err = config(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}

@@ -1,0 +1,737 @@
+//! The virtio-net device: drives one RX/TX queue pair and the gateway stack behind it.
+//!
+//! Theory of operation. The vring worker thread (vhost-user-backend's epoll loop) calls
+//! [`NetDevice::handle_event`] for guest kicks and for the device's own timer. Every event runs one
+//! batch:
+//! - TX: the disable-notification / drain / enable-notification loop of the EVENT_IDX protocol; each
+//!   chain is copied once into a scratch buffer, returned to the guest (used length 0) and handed to
+//!   the stack. A bad chain is returned and counted by reason, never followed.
+//! - RX: the stack's queued frames are written straight into the guest's buffers (one copy), spread
+//!   over several chains with MRG_RXBUF. When the guest has no buffers left, frames stay queued in the
+//!   stack (bounded there) and RX notifications are re-enabled so that the guest's refill kicks us.
+//! - The guest is signalled once per batch per queue, and only when EVENT_IDX says it wants it.
+//! - Counters are plain fields during the batch and published once at its end.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::Instant as StdInstant;
+
+use log::{debug, warn};
+use netstack::wire::{EthernetAddress, Ipv4Address};
+use netstack::{Instant, Stack};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
+};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::sys::Timer;
+use crate::virtio_net::{self, Negotiated, TxHeader};
+
+pub type GuestMemory = GuestMemoryMmap<()>;
+pub type GuestMem = GuestMemoryAtomic<GuestMemory>;
+pub type Vring = VringRwLock<GuestMem>;
+
+/// One RX/TX pair for now; the queue and event layout below generalises to N pairs.
+pub const NUM_QUEUES: usize = 2;
+/// Guest kicks on the RX queue: it posted receive buffers.
+pub const RX_QUEUE_EVENT: u16 = 0;
+/// Guest kicks on the TX queue: it posted frames.
+pub const TX_QUEUE_EVENT: u16 = 1;
+/// The device's timerfd: stack timers (ARP retries, lease expiry) and TX budget continuation.
+/// (The id `NUM_QUEUES` itself is taken by the worker's exit event.)
+pub const TIMER_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// The largest ring QEMU may set up.
+pub const MAX_QUEUE_SIZE: usize = 1024;
+/// The largest frame virtgate accepts from the guest: a 64 KiB IP packet and its Ethernet header.
+pub const MAX_FRAME_LEN: usize = 65535 + 14;
+/// TX chains processed per event before yielding to RX and timers; the rest continue on the timer.
+pub const TX_BUDGET: usize = 256;
+
+netstack::counters! {
+    /// Per-queue-pair device counters, like `ethtool -S`.
+    pub struct DeviceStats {
+        /// Frames written into the guest's RX buffers.
+        rx_frames,
+        rx_bytes,
+        /// Descriptor chains consumed on RX (more than frames with mergeable buffers).
+        rx_chains,
+        /// Guest kicks on the RX queue.
+        rx_kicks,
+        /// Interrupts raised on the RX queue.
+        rx_interrupts,
+        /// Batches that stopped because the guest had no RX buffers.
+        rx_ring_full,
+        /// Frames too large for a single RX chain without MRG_RXBUF.
+        rx_drop_too_big,
+        /// RX chains with a read-only descriptor.
+        rx_bad_desc_direction,
+        /// RX chains pointing outside guest memory.
+        rx_bad_desc_memory,
+        /// RX chains that loop, run past the queue, or have an unreadable indirect table.
+        rx_bad_chain,
+        /// RX chains too small to hold a virtio-net header.
+        rx_bad_chain_too_small,
+        /// Frames taken from the guest's TX queue.
+        tx_frames,
+        tx_bytes,
+        tx_kicks,
+        tx_interrupts,
+        /// TX chains with a write-only descriptor.
+        tx_bad_desc_direction,
+        /// TX chains pointing outside guest memory.
+        tx_bad_desc_memory,
+        /// TX chains that loop, run past the queue, or have an unreadable indirect table.
+        tx_bad_chain,
+        /// TX frames shorter than the virtio-net header plus an Ethernet header.
+        tx_drop_runt,
+        /// TX frames longer than MAX_FRAME_LEN.
+        tx_drop_oversize,
+        /// TX frames asking for segmentation, which was not negotiated.
+        tx_drop_gso,
+        /// Times the TX budget ran out and the batch continued later.
+        tx_budget_exhausted,
+        /// Errors reading ring indices (a guest that corrupts its rings).
+        queue_errors,
+    }
+}
+
+/// What other threads may read about the device: published once per batch.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub device: DeviceStats,
+    pub stack: netstack::Stats,
+    pub guest_mac: Option<EthernetAddress>,
+    /// The address of the guest's first bound DHCP lease.
+    pub guest_ipv4: Option<Ipv4Address>,
+    pub acked_features: u64,
+}
+
+/// State shared between the worker, the vhost-user relay and the main thread.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub snapshot: Mutex<Snapshot>,
+    /// The MTU QEMU announced with VHOST_USER_NET_SET_MTU (`host_mtu=` on the device), if any.
+    pub host_mtu: Mutex<Option<u16>>,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Why a descriptor chain was returned unused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChainFault {
+    Direction,
+    Memory,
+    Structure,
+    TooSmall,
+    Oversize,
+    Runt,
+    Gso,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Rx,
+    Tx,
+}
+
+impl DeviceStats {
+    fn count_fault(&mut self, queue: Queue, fault: ChainFault) {
+        match (queue, fault) {
+            (Queue::Rx, ChainFault::Direction) => self.rx_bad_desc_direction += 1,
+            (Queue::Rx, ChainFault::Memory) => self.rx_bad_desc_memory += 1,
+            (Queue::Rx, ChainFault::TooSmall) => self.rx_bad_chain_too_small += 1,
+            (Queue::Rx, _) => self.rx_bad_chain += 1,
+            (Queue::Tx, ChainFault::Direction) => self.tx_bad_desc_direction += 1,
+            (Queue::Tx, ChainFault::Memory) => self.tx_bad_desc_memory += 1,
+            (Queue::Tx, ChainFault::Runt | ChainFault::TooSmall) => self.tx_drop_runt += 1,
+            (Queue::Tx, ChainFault::Oversize) => self.tx_drop_oversize += 1,
+            (Queue::Tx, ChainFault::Gso) => self.tx_drop_gso += 1,
+            (Queue::Tx, ChainFault::Structure) => self.tx_bad_chain += 1,
+        }
+    }
+}
+
+/// At most this many warnings per second per device reach the log; the rest are counted only.
+const LOG_BURST: u32 = 10;
+
+#[derive(Debug, Default)]
+struct LogLimiter {
+    window_start_secs: u64,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    fn allow(&mut self, now: Instant) -> bool {
+        let secs = now.total_micros() / 1_000_000;
+        if secs != self.window_start_secs {
+            if self.suppressed > 0 {
+                warn!("{} similar warnings suppressed", self.suppressed);
+            }
+            self.window_start_secs = secs;
+            self.in_window = 0;
+            self.suppressed = 0;
+        }
+        self.in_window += 1;
+        if self.in_window > LOG_BURST {
+            self.suppressed += 1;
+            return false;
+        }
+        true
+    }
+}
+
+/// The device model and its stack.
+pub struct NetDevice {
+    stack: Stack,
+    mem: GuestMem,
+    negotiated: Negotiated,
+    acked_features: u64,
+    stats: DeviceStats,
+    epoch: StdInstant,
+    timer: Timer,
+    timer_deadline: Option<Instant>,
+    /// TX work left over when the budget ran out.
+    tx_pending: bool,
+    shared: Arc<Shared>,
+    log: LogLimiter,
+    /// Scratch for one TX frame with its header.
+    tx_buf: Vec<u8>,
+    /// Writable segments of the RX chains gathered for one frame.
+    rx_segments: Vec<(GuestAddress, u32)>,
+    /// RX chains gathered for one frame: head, first segment, capacity; or a bad chain.
+    rx_chains: Vec<RxChain>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RxChain {
+    Good { head: u16, segments: (usize, usize) },
+    Bad { head: u16 },
+}
+
+impl NetDevice {
+    pub fn new(stack: Stack, shared: Arc<Shared>) -> io::Result<Self> {
+        Ok(NetDevice {
+            stack,
+            mem: GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+            negotiated: Negotiated::default(),
+            acked_features: 0,
+            stats: DeviceStats::default(),
+            epoch: StdInstant::now(),
+            timer: Timer::new()?,
+            timer_deadline: None,
+            tx_pending: false,
+            shared,
+            log: LogLimiter::default(),
+            tx_buf: vec![0; MAX_FRAME_LEN + virtio_net::HEADER_LEN_V1],
+            rx_segments: Vec::with_capacity(MAX_QUEUE_SIZE),
+            rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
+        })
+    }
+
+    /// The timerfd to register with the worker's epoll as [`TIMER_EVENT`].
+    pub fn timer_fd(&self) -> i32 {
+        self.timer.as_raw_fd()
+    }
+
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn warn_limited(&mut self, now: Instant, msg: std::fmt::Arguments) {
+        if self.log.allow(now) {
+            warn!("{msg}");
+        }
+    }
+
+    fn count_fault(&mut self, now: Instant, queue: Queue, head: u16, fault: ChainFault) {
+        self.stats.count_fault(queue, fault);
+        self.warn_limited(
+            now,
+            format_args!("{queue:?} chain at descriptor {head} returned unused: {fault:?}"),
+        );
+    }
+
+    /// Copies a TX chain into `tx_buf`; returns the length of header plus frame.
+    fn read_tx_chain(
+        &mut self,
+        mem: &GuestMemory,
+        chain: DescriptorChain<&GuestMemory>,
+    ) -> Result<usize, ChainFault> {
+        let mut len = 0usize;
+        let mut descriptors = 0usize;
+        let mut last_has_next = false;
+        for desc in chain {
+            descriptors += 1;
+            last_has_next = desc.has_next();
+            if desc.is_write_only() {
+                return Err(ChainFault::Direction);
+            }
+            let dlen = desc.len() as usize;
+            let end = len.checked_add(dlen).ok_or(ChainFault::Oversize)?;
+            if end > self.tx_buf.len() {
+                return Err(ChainFault::Oversize);
+            }
+            mem.read_slice(&mut self.tx_buf[len..end], desc.addr())
+                .map_err(|_| ChainFault::Memory)?;
+            len = end;
+        }
+        // The iterator stops early, with the last descriptor still pointing on, when the chain
+        // loops, exceeds the queue size or its indirect table cannot be read.
+        if descriptors == 0 || last_has_next {
+            return Err(ChainFault::Structure);
+        }
+        let hdr = self.negotiated.header_len;
+        if len < hdr + netstack::wire::ethernet::HEADER_LEN {
+            return Err(ChainFault::Runt);
+        }
+        if TxHeader::parse(&self.tx_buf[..hdr]).is_gso() {
+            return Err(ChainFault::Gso);
+        }
+        Ok(len)
+    }
+
+    /// Drains the TX queue (bounded by [`TX_BUDGET`]) into the stack.
+    fn process_tx(&mut self, tx: &Vring, now: Instant) {
+        if !queue_ready(tx) {
+            return;
+        }
+        let guard = self.mem.memory();
+        let mem: &GuestMemory = &guard;
+        let mut returned = 0usize;
+        self.tx_pending = false;
+        'outer: loop {
+            if let Err(e) = tx.disable_notification() {
+                self.queue_error(now, Queue::Tx, e);
+                break;
+            }
+            loop {
+                if returned >= TX_BUDGET {
+                    self.stats.tx_budget_exhausted += 1;
+                    self.tx_pending = true;
+                    break 'outer;
+                }
+                let chain = tx.get_mut().get_queue_mut().pop_descriptor_chain(mem);
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let result = self.read_tx_chain(mem, chain);
+                if let Err(e) = tx.add_used(head, 0) {
+                    self.queue_error(now, Queue::Tx, e);
+                    break 'outer;
+                }
+                returned += 1;
+                match result {
+                    Ok(len) => {
+                        let hdr = self.negotiated.header_len;
+                        self.stats.tx_frames += 1;
+                        self.stats.tx_bytes += (len - hdr) as u64;
+                        self.stack.process_frame(now, &self.tx_buf[hdr..len]);
+                    }
+                    Err(fault) => self.count_fault(now, Queue::Tx, head, fault),
+                }
+            }
+            match tx.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.queue_error(now, Queue::Tx, e);
+                    break;
+                }
+            }
+        }
+        if returned > 0 {
+            self.signal(tx, now, Queue::Tx);
+        }
+    }
+
+    fn queue_error(&mut self, now: Instant, queue: Queue, e: virtio_queue::Error) {
+        self.stats.queue_errors += 1;
+        self.warn_limited(now, format_args!("{queue:?} queue error: {e}"));
+    }
+
+    fn signal(&mut self, vring: &Vring, now: Instant, queue: Queue) {
+        match vring.needs_notification() {
+            Ok(true) => {
+                if let Err(e) = vring.signal_used_queue() {
+                    debug!("signal used queue: {e}");
+                    return;
+                }
+                match queue {
+                    Queue::Rx => self.stats.rx_interrupts += 1,
+                    Queue::Tx => self.stats.tx_interrupts += 1,
+                }
+            }
+            Ok(false) => {}
+            Err(e) => self.queue_error(now, queue, e),
+        }
+    }
+
+    /// Writes the stack's queued frames into the guest's RX buffers.
+    fn process_rx(&mut self, rx: &Vring, now: Instant) {
+        if !queue_ready(rx) || !self.stack.has_pending() {
+            return;
+        }
+        let guard = self.mem.memory();
+        let mem: &GuestMemory = &guard;
+        let mut delivered = 0usize;
+        // Each iteration delivers or drops one frame, or stops; the stack's queue is bounded.
+        for _ in 0..=netstack::stack::TX_QUEUE_CAPACITY {
+            let mut rx_writer = RxWriter {
+                mem,
+                vring: rx,
+                negotiated: self.negotiated,
+                stats: &mut self.stats,
+                segments: &mut self.rx_segments,
+                chains: &mut self.rx_chains,
+                last_fault: None,
+            };
+            let outcome = self
+                .stack
+                .dispatch(now, |frame| rx_writer.write_frame(frame));
+            if let Some((head, fault)) = rx_writer.last_fault {
+                self.warn_limited(
+                    now,
+                    format_args!("Rx chain at descriptor {head} returned unused: {fault:?}"),
+                );
+            }
+            match outcome {
+                netstack::stack::Dispatch::Sent(_) => delivered += 1,
+                netstack::stack::Dispatch::Idle => break,
+                netstack::stack::Dispatch::Held => {
+                    // Out of buffers: ask for a kick when the guest refills, unless it already did.
+                    match rx.enable_notification() {
+                        Ok(true) => {
+                            let _ = rx.disable_notification();
+                            continue;
+                        }
+                        Ok(false) => {
+                            self.stats.rx_ring_full += 1;
+                            break;
+                        }
+                        Err(e) => {
+                            self.queue_error(now, Queue::Rx, e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if delivered > 0 {
+            self.signal(rx, now, Queue::Rx);
+        }
+    }
+
+    /// Re-arms the timerfd for the stack's next deadline (or immediately for leftover TX work).
+    fn arm_timer(&mut self, now: Instant) {
+        let deadline = if self.tx_pending {
+            Some(now)
+        } else {
+            self.stack.poll_at()
+        };
+        if deadline == self.timer_deadline {
+            return;
+        }
+        let after = deadline.map(|d| std::time::Duration::from_micros((d - now).total_micros()));
+        match self.timer.set(after) {
+            Ok(()) => self.timer_deadline = deadline,
+            Err(e) => warn!("cannot arm the device timer: {e}"),
+        }
+    }
+
+    fn publish(&self) {
+        let mut snap = self
+            .shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        snap.device.clone_from(&self.stats);
+        snap.stack.clone_from(self.stack.stats());
+        snap.guest_mac = self.stack.guest_mac();
+        snap.guest_ipv4 = self.stack.leases().find(|l| l.bound).map(|l| l.addr);
+        snap.acked_features = self.acked_features;
+    }
+}
+
+fn queue_ready(vring: &Vring) -> bool {
+    vring.get_ref().get_queue().ready()
+}
+
+/// Writes one frame into as many RX chains as it needs.
+struct RxWriter<'a> {
+    mem: &'a GuestMemory,
+    vring: &'a Vring,
+    negotiated: Negotiated,
+    stats: &'a mut DeviceStats,
+    segments: &'a mut Vec<(GuestAddress, u32)>,
+    chains: &'a mut Vec<RxChain>,
+    /// The last bad chain met, for the (rate-limited) log; all are counted.
+    last_fault: Option<(u16, ChainFault)>,
+}
+
+impl RxWriter<'_> {
+    /// Collects the writable segments of one chain into `segments`.
+    fn gather(&mut self, chain: DescriptorChain<&GuestMemory>) -> Result<usize, ChainFault> {
+        let start = self.segments.len();
+        let mut capacity = 0usize;
+        let mut descriptors = 0usize;
+        let mut last_has_next = false;
+        for desc in chain {
+            descriptors += 1;
+            last_has_next = desc.has_next();
+            if !desc.is_write_only() {
+                self.segments.truncate(start);
+                return Err(ChainFault::Direction);
+            }
+            if !vm_memory::GuestMemoryBackend::check_range(
+                self.mem,
+                desc.addr(),
+                desc.len() as usize,
+            ) {
+                self.segments.truncate(start);
+                return Err(ChainFault::Memory);
+            }
+            if desc.len() > 0 {
+                self.segments.push((desc.addr(), desc.len()));
+                capacity += desc.len() as usize;
+            }
+        }
+        if descriptors == 0 || last_has_next {
+            self.segments.truncate(start);
+            return Err(ChainFault::Structure);
+        }
+        if capacity < self.negotiated.header_len {
+            self.segments.truncate(start);
+            return Err(ChainFault::TooSmall);
+        }
+        Ok(capacity)
+    }
+
+    /// Returns true when the frame was consumed (delivered or dropped for good), false when the guest
+    /// is out of buffers and the frame should wait.
+    fn write_frame(&mut self, frame: &[u8]) -> bool {
+        let hdr_len = self.negotiated.header_len;
+        let total = hdr_len + frame.len();
+        self.segments.clear();
+        self.chains.clear();
+        let start_avail = self.vring.get_ref().get_queue().next_avail();
+        let mut capacity = 0usize;
+        let mut good = 0usize;
+        // Gather chains until the frame fits: one chain without MRG_RXBUF, as many as needed with it.
+        while capacity < total && (self.negotiated.mergeable_rx || good == 0) {
+            let chain = self
+                .vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(self.mem);
+            let Some(chain) = chain else {
+                // Out of buffers: put the chains back for the next attempt.
+                self.vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .set_next_avail(start_avail);
+                return false;
+            };
+            let head = chain.head_index();
+            let first = self.segments.len();
+            match self.gather(chain) {
+                Ok(cap) => {
+                    self.chains.push(RxChain::Good {
+                        head,
+                        segments: (first, self.segments.len()),
+                    });
+                    capacity += cap;
+                    good += 1;
+                }
+                Err(fault) => {
+                    self.stats.count_fault(Queue::Rx, fault);
+                    self.last_fault = Some((head, fault));
+                    self.chains.push(RxChain::Bad { head });
+                }
+            }
+            if self.chains.len() > MAX_QUEUE_SIZE {
+                break;
+            }
+        }
+        if capacity < total {
+            // Without MRG_RXBUF the frame does not fit the guest's buffer: drop the frame, keep the
+            // good chain for the next one, return the bad ones.
+            self.stats.rx_drop_too_big += 1;
+            self.vring
+                .get_mut()
+                .get_queue_mut()
+                .set_next_avail(start_avail);
+            // Re-pop and return only the bad chains that preceded (they are never retried).
+            self.return_bad_prefix();
+            return true;
+        }
+
+        let mut hdr = [0u8; virtio_net::HEADER_LEN_V1];
+        virtio_net::write_rx_header(&mut hdr[..hdr_len], good as u16);
+        let mut remaining_hdr = &hdr[..hdr_len];
+        let mut remaining = frame;
+        let chains = std::mem::take(self.chains);
+        for c in &chains {
+            match *c {
+                RxChain::Bad { head } => {
+                    let _ = self.vring.add_used(head, 0);
+                }
+                RxChain::Good {
+                    head,
+                    segments: (a, b),
+                } => {
+                    let mut written = 0u32;
+                    for &(addr, len) in &self.segments[a..b] {
+                        let mut off = 0usize;
+                        let len = len as usize;
+                        while off < len && !(remaining_hdr.is_empty() && remaining.is_empty()) {
+                            let src = if remaining_hdr.is_empty() {
+                                &mut remaining
+                            } else {
+                                &mut remaining_hdr
+                            };
+                            let n = src.len().min(len - off);
+                            // The range was checked in `gather`; a failure here means the guest
+                            // unmapped memory under us, and the frame is cut short.
+                            let _ = self
+                                .mem
+                                .write_slice(&src[..n], addr.unchecked_add(off as u64));
+                            *src = &src[n..];
+                            off += n;
+                        }
+                        written += off as u32;
+                    }
+                    let _ = self.vring.add_used(head, written);
+                    self.stats.rx_chains += 1;
+                }
+            }
+        }
+        *self.chains = chains;
+        self.stats.rx_frames += 1;
+        self.stats.rx_bytes += frame.len() as u64;
+        true
+    }
+
+    /// After a rewind, returns the bad chains that were gathered before the first good one so that
+    /// a hostile chain at the head of the ring cannot wedge RX.
+    fn return_bad_prefix(&mut self) {
+        let bad_prefix = self
+            .chains
+            .iter()
+            .take_while(|c| matches!(c, RxChain::Bad { .. }))
+            .count();
+        for _ in 0..bad_prefix {
+            let chain = self
+                .vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(self.mem);
+            if let Some(chain) = chain {
+                let _ = self.vring.add_used(chain.head_index(), 0);
+            }
+        }
+    }
+}
+
+impl VhostUserBackendMut for NetDevice {
+    type Bitmap = ();
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        virtio_net::offered_features()
+    }
+
+    fn acked_features(&mut self, features: u64) {
+        self.acked_features = features;
+        self.negotiated = Negotiated::from_features(features);
+        debug!("features acked: {features:#x} ({:?})", self.negotiated);
+        self.publish();
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        virtio_net::offered_protocol_features()
+    }
+
+    fn set_event_idx(&mut self, enabled: bool) {
+        self.negotiated.event_idx = enabled;
+    }
+
+    fn update_memory(&mut self, mem: GuestMem) -> io::Result<()> {
+        self.mem = mem;
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        // One worker for the pair: RX and TX of a pair share the stack without locking.
+        vec![(1u64 << NUM_QUEUES) - 1]
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // Without an exit event the worker never stops and dropping the daemon hangs.
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[Vring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        let now = self.now();
+        let (rx, tx) = (&vrings[0], &vrings[1]);
+        match device_event {
+            RX_QUEUE_EVENT => {
+                self.stats.rx_kicks += 1;
+                // The guest posted buffers; it need not tell us again until we run out.
+                if queue_ready(rx) {
+                    if let Err(e) = rx.disable_notification() {
+                        self.queue_error(now, Queue::Rx, e);
+                    }
+                }
+            }
+            TX_QUEUE_EVENT => {
+                self.stats.tx_kicks += 1;
+                self.process_tx(tx, now);
+            }
+            TIMER_EVENT => {
+                self.timer.acknowledge();
+                self.timer_deadline = None;
+                self.stack.poll(now);
+                if self.tx_pending {
+                    self.process_tx(tx, now);
+                }
+            }
+            other => debug!("unexpected device event {other}"),
+        }
+        self.process_rx(rx, now);
+        self.arm_timer(now);
+        self.publish();
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! The process lifecycle: one device and one vhost-user daemon for the life of the process, serving
+//! QEMU connections one after another on the same socket.
+//!
+//! Threads: the main thread accepts QEMU and waits for each connection to end; two relay threads per
+//! connection move vhost-user messages (see [`crate::relay`]); the daemon's request thread applies
+//! them; one vring worker runs the device and the stack; a signal thread handles SIGINT/SIGTERM
+//! (clean exit) and SIGUSR1 (write the stats file).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use log::{error, info, warn};
+use netstack::Stack;
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::config::Config;
+use crate::device::{NetDevice, Shared, NUM_QUEUES, TIMER_EVENT};
+use crate::relay::{Relay, RelayShutdown};
+use crate::stats;
+
+/// Why virtgate could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot set up the device")]
+    Device(#[source] io::Error),
+    #[error("invalid stack configuration")]
+    Stack(#[from] netstack::ConfigError),
+    #[error("cannot create the vhost-user daemon: {0}")]
+    Daemon(String),
+    #[error("cannot register the device timer with the vring worker")]
+    RegisterTimer(#[source] io::Error),
+    #[error("socket {0} is in use by a running process")]
+    SocketInUse(PathBuf),
+    #[error("cannot listen on {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up the internal daemon socket")]
+    PrivateSocket(#[source] io::Error),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] io::Error),
+    #[error("accepting a connection failed")]
+    Accept(#[source] io::Error),
+}
+
+/// Binds the QEMU-facing socket. A leftover socket file nobody listens on is replaced; a live one
+/// is an error rather than silently stolen.
+fn bind_public(path: &Path) -> Result<UnixListener, ServerError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(ServerError::Bind {
+                path: path.into(),
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket"),
+            });
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServerError::SocketInUse(path.into()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path).map_err(|source| ServerError::Bind {
+        path: path.into(),
+        source,
+    })
+}
+
+/// The daemon's side: an abstract-namespace listener (no file to clean up, nothing to race with).
+fn bind_private() -> io::Result<(UnixListener, SocketAddr)> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!("virtgate-{}-{nanos:08x}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    let listener = UnixListener::bind_addr(&addr)?;
+    Ok((listener, addr))
+}
+
+/// Waits until `listener` has a connection or `stop` fires; true means a connection is ready.
+fn wait_for_connection(listener: &UnixListener, stop: &EventFd) -> io::Result<bool> {
+    let mut fds = [
+        libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[1].revents != 0 {
+            return Ok(false);
+        }
+        if fds[0].revents != 0 {
+            return Ok(true);
+        }
+    }
+}
+
+struct Control {
+    stopping: AtomicBool,
+    stop: EventFd,
+    current: Mutex<Option<RelayShutdown>>,
+    shared: Arc<Shared>,
+    stats_file: Option<PathBuf>,
+}
+
+impl Control {
+    fn write_stats(&self) {
+        let Some(path) = &self.stats_file else { return };
+        let host_mtu = *self
+            .shared
+            .host_mtu
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let doc = stats::to_json(&self.shared.snapshot(), host_mtu);
+        if let Err(e) = stats::write_file(path, &doc) {
+            warn!("cannot write stats file {}: {e}", path.display());
+        }
+    }
+
+    fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop.write(1);
+        if let Some(relay) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            relay.shutdown();
+        }
+    }
+}
+
+/// Runs virtgate until a signal (or, with `--once`, the first disconnect).
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let shared = Arc::new(Shared::default());
+    let stack = Stack::new(config.stack.clone())?;
+    let device = NetDevice::new(stack, Arc::clone(&shared)).map_err(ServerError::Device)?;
+    let timer_fd = device.timer_fd();
+    let backend = Arc::new(RwLock::new(device));
+    let mut daemon = VhostUserDaemon::new(
+        "virtgate".to_string(),
+        Arc::clone(&backend),
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| ServerError::Daemon(e.to_string()))?;
+    let handlers = daemon.get_epoll_handlers();
+    handlers[0]
+        .register_listener(timer_fd, EventSet::IN, u64::from(TIMER_EVENT))
+        .map_err(ServerError::RegisterTimer)?;
+
+    let public = bind_public(&config.socket)?;
+    let (private, private_addr) = bind_private().map_err(ServerError::PrivateSocket)?;
+    let mut private: Listener = private.into();
+
+    let control = Arc::new(Control {
+        stopping: AtomicBool::new(false),
+        stop: EventFd::new(EFD_NONBLOCK).map_err(ServerError::Signals)?,
+        current: Mutex::new(None),
+        shared: Arc::clone(&shared),
+        stats_file: config.stats_file.clone(),
+    });
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ServerError::Signals)?;
+    let signal_handle = signals.handle();
+    let signal_control = Arc::clone(&control);
+    let signal_thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                match sig {
+                    SIGUSR1 => signal_control.write_stats(),
+                    _ => {
+                        info!("signal {sig}: shutting down");
+                        signal_control.request_stop();
+                    }
+                }
+            }
+        })
+        .map_err(ServerError::Signals)?;
+
+    info!(
+        "serving a virtio-net NIC on {} (gateway {} at {}, DHCP {})",
+        config.socket.display(),
+        config.stack.gateway_ipv4,
+        config.stack.gateway_mac,
+        if config.stack.dhcp_enabled {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let result = serve(
+        &config,
+        &control,
+        &public,
+        &mut private,
+        &private_addr,
+        &mut daemon,
+    );
+
+    // Stop the worker, then the signal thread; remove the socket only if it is still ours.
+    handlers[0].send_exit_event();
+    drop(handlers);
+    drop(daemon);
+    signal_handle.close();
+    let _ = signal_thread.join();
+    let _ = std::fs::remove_file(&config.socket);
+    control.write_stats();
+    let snap = shared.snapshot();
+    info!("final counters:\n{}", stats::summary(&snap));
+    result
+}
+
+fn serve(
+    config: &Config,
+    control: &Control,
+    public: &UnixListener,
+    private: &mut Listener,
+    private_addr: &SocketAddr,
+    daemon: &mut VhostUserDaemon<Arc<RwLock<NetDevice>>>,
+) -> Result<(), ServerError> {
+    loop {
+        if control.stopping.load(Ordering::SeqCst)
+            || !wait_for_connection(public, &control.stop).map_err(ServerError::Accept)?
+        {
+            return Ok(());
+        }
+        let (qemu, _) = match public.accept() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(ServerError::Accept(e)),
+        };
+        info!("QEMU connected");
+        if let Err(e) = serve_connection(qemu, control, private, private_addr, daemon) {
+            error!("connection ended with an error: {e}");
+        }
+        control.write_stats();
+        info!("QEMU disconnected");
+        if config.once {
+            return Ok(());
+        }
+    }
+}
+
+fn serve_connection(
+    qemu: UnixStream,
+    control: &Control,
+    private: &mut Listener,
+    private_addr: &SocketAddr,
+    daemon: &mut VhostUserDaemon<Arc<RwLock<NetDevice>>>,
+) -> io::Result<()> {
+    let daemon_side = UnixStream::connect_addr(private_addr)?;
+    daemon
+        .start(private)
+        .map_err(|e| io::Error::other(format!("daemon start: {e}")))?;
+    let (relay, shutdown) =
+        Relay::spawn(qemu, daemon_side, Arc::clone(&control.shared), NUM_QUEUES)?;
+    *control.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shutdown);
+    if control.stopping.load(Ordering::SeqCst) {
+        control.request_stop();
+    }
+    let relay_result = relay.join();
+    control
+        .current
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    match daemon.wait() {
+        Ok(())
+        | Err(DaemonError::HandleRequest(
+            VhostUserError::Disconnected | VhostUserError::PartialMessage,
+        )) => {}
+        Err(e) => warn!("vhost-user session ended: {e}"),
+    }
+    relay_result
+}

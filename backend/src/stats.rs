@@ -1,0 +1,84 @@
+//! The counters users read: a JSON document written to `--stats-file` and logged at exit.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::device::Snapshot;
+
+fn counters(each: impl FnOnce(&mut dyn FnMut(&'static str, u64))) -> Value {
+    let mut map = Map::new();
+    each(&mut |name, v| {
+        map.insert(name.to_string(), Value::from(v));
+    });
+    Value::Object(map)
+}
+
+/// The JSON form of a snapshot.
+pub fn to_json(snap: &Snapshot, host_mtu: Option<u16>) -> Value {
+    json!({
+        "guest": {
+            "mac": snap.guest_mac.map(|m| m.to_string()),
+            "ipv4": snap.guest_ipv4.map(|a| a.to_string()),
+        },
+        "virtio": {
+            "acked_features": format!("{:#x}", snap.acked_features),
+            "host_mtu": host_mtu,
+        },
+        "device": counters(|f| snap.device.for_each(f)),
+        "stack": counters(|f| snap.stack.for_each(f)),
+    })
+}
+
+/// Writes the document atomically (temporary file, then rename) so readers never see half of it.
+pub fn write_file(path: &Path, doc: &Value) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        serde_json::to_writer_pretty(&mut f, doc)?;
+        f.write_all(b"\n")?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// One line per non-zero counter, for the log at exit.
+pub fn summary(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut add = |prefix: &str, name: &str, v: u64| {
+        if v != 0 {
+            out.push_str(&format!("  {prefix}.{name} = {v}\n"));
+        }
+    };
+    snap.device.for_each(|n, v| add("device", n, v));
+    snap.stack.for_each(|n, v| add("stack", n, v));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_every_counter_and_the_guest() {
+        let mut snap = Snapshot::default();
+        snap.device.rx_frames = 7;
+        snap.stack.icmp_rx_echo_requests = 3;
+        snap.guest_mac = Some("52:54:00:12:34:56".parse().unwrap());
+        let v = to_json(&snap, Some(1500));
+        assert_eq!(v["device"]["rx_frames"], 7);
+        assert_eq!(v["stack"]["icmp_rx_echo_requests"], 3);
+        assert_eq!(v["stack"]["drop_tx_queue_full"], 0);
+        assert_eq!(v["guest"]["mac"], "52:54:00:12:34:56");
+        assert_eq!(v["virtio"]["host_mtu"], 1500);
+        let dir = std::env::temp_dir().join(format!("virtgate-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stats.json");
+        write_file(&path, &v).unwrap();
+        let back: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back, v);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(summary(&snap).contains("device.rx_frames = 7"));
+    }
+}
