@@ -148,7 +148,7 @@ pub fn write_message(sock: &UnixStream, msg: &Message) -> io::Result<()> {
     let raw: Vec<RawFd> = msg
         .fds
         .iter()
-        .map(|fd| std::os::fd::AsRawFd::as_raw_fd(fd))
+        .map(std::os::fd::AsRawFd::as_raw_fd)
         .collect();
     let total = HEADER_LEN + msg.payload.len();
     let sent = sock

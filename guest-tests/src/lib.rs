@@ -295,7 +295,12 @@ pub struct Virtgate {
 impl Virtgate {
     /// Starts virtgate with extra arguments and waits until its socket accepts connections.
     pub fn start(extra: &[&str]) -> Virtgate {
-        let dir = unique_dir("vg");
+        Virtgate::start_in(&unique_dir("vg"), extra)
+    }
+
+    /// Starts virtgate with its socket and stats file in `dir` (to restart on the same socket).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Virtgate {
+        let dir = dir.to_path_buf();
         let socket = dir.join("vm.sock");
         let stats_file = dir.join("stats.json");
         let mut child = Command::new(virtgate_bin())
@@ -532,7 +537,7 @@ impl Vm {
         console.spawn_reader(child.stdout.take().unwrap());
         console.spawn_reader(child.stderr.take().unwrap());
         let stdin = child.stdin.take().unwrap();
-        let mut vm = Vm {
+        let vm = Vm {
             child: Some(child),
             stdin,
             console,
