@@ -27,7 +27,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::config::Config;
 use crate::device::{NetDevice, Shared, NUM_QUEUES, TIMER_EVENT};
 use crate::relay::{Relay, RelayShutdown};
-use crate::stats;
+use crate::{stats, sys};
 
 /// Why virtgate could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
@@ -91,35 +91,8 @@ fn bind_private() -> io::Result<(UnixListener, SocketAddr)> {
 
 /// Waits until `listener` has a connection or `stop` fires; true means a connection is ready.
 fn wait_for_connection(listener: &UnixListener, stop: &EventFd) -> io::Result<bool> {
-    let mut fds = [
-        libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stop.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    loop {
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if fds[1].revents != 0 {
-            return Ok(false);
-        }
-        if fds[0].revents != 0 {
-            return Ok(true);
-        }
-    }
+    let ready = sys::poll_readable(&[stop.as_raw_fd(), listener.as_raw_fd()], None)?;
+    Ok(ready == Some(1))
 }
 
 struct Control {

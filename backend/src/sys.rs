@@ -1,4 +1,5 @@
-//! Thin wrappers over the few Linux primitives the std library lacks: a non-blocking timerfd.
+//! Thin wrappers over the few Linux primitives the std library lacks: a non-blocking timerfd and
+//! poll(2).
 
 use std::fs::File;
 use std::io;
@@ -73,6 +74,32 @@ impl Timer {
 impl AsRawFd for Timer {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes (forever with `None`); returns the index
+/// of the first readable descriptor. Retries on EINTR.
+pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Option<usize>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    loop {
+        // SAFETY: `pfds` is a valid, live array of `pfds.len()` pollfd structures.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(pfds.iter().position(|p| p.revents != 0));
     }
 }
 

@@ -1,0 +1,181 @@
+//! Shared helpers for the device tests: a virtgate process and frame builders.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use netstack::wire::{
+    arp, ethernet, ipv4, ArpOperation, ArpRepr, EtherType, EthernetAddress, EthernetRepr,
+    Icmpv4Repr, IpProtocol, Ipv4Address, Ipv4Repr,
+};
+
+pub const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02]);
+pub const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
+pub const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+
+/// A virtgate process on a private socket.
+pub struct Virtgate {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub stats_file: PathBuf,
+}
+
+impl Virtgate {
+    pub fn start(extra: &[&str]) -> Virtgate {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "virtgate-dev-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vm.sock");
+        let stats_file = dir.join("stats.json");
+        let child = Command::new(env!("CARGO_BIN_EXE_virtgate"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--stats-file")
+            .arg(&stats_file)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn virtgate");
+        let vg = Virtgate {
+            child,
+            dir,
+            socket,
+            stats_file,
+        };
+        wait_until(Duration::from_secs(20), || vg.socket.exists());
+        vg
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child with a valid signal number.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Fresh counters via SIGUSR1.
+    pub fn stats(&self) -> serde_json::Value {
+        let _ = std::fs::remove_file(&self.stats_file);
+        self.signal(libc::SIGUSR1);
+        wait_until(Duration::from_secs(10), || self.stats_file.exists());
+        serde_json::from_str(&std::fs::read_to_string(&self.stats_file).unwrap()).unwrap()
+    }
+
+    pub fn counter(&self, section: &str, name: &str) -> u64 {
+        let s = self.stats();
+        s[section][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {section}.{name}"))
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "virtgate ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+}
+
+impl Drop for Virtgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `cond` until it holds; panics after `timeout`.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn arp_request(target: Ipv4Address) -> Vec<u8> {
+    let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+    EthernetRepr {
+        src: GUEST_MAC,
+        dst: EthernetAddress::BROADCAST,
+        ethertype: EtherType::Arp,
+    }
+    .emit(&mut f);
+    ArpRepr {
+        operation: ArpOperation::Request,
+        source_hardware_addr: GUEST_MAC,
+        source_protocol_addr: GUEST_IP,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    }
+    .emit(&mut f[ethernet::HEADER_LEN..]);
+    f
+}
+
+pub fn echo_request(seq: u16, data: &[u8]) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 0x4242,
+        seq_no: seq,
+        data,
+    };
+    let ip = Ipv4Repr {
+        src: GUEST_IP,
+        dst: GATEWAY_IP,
+        protocol: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        ttl: 64,
+    };
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmp.buffer_len()];
+    EthernetRepr {
+        src: GUEST_MAC,
+        dst: GATEWAY_MAC,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut f);
+    ip.emit(&mut f[ethernet::HEADER_LEN..], 7);
+    icmp.emit(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
+    f
+}
+
+/// The ICMP echo reply carried by `frame`, if it is one: (seq, data).
+pub fn parse_echo_reply(frame: &[u8]) -> Option<(u16, Vec<u8>)> {
+    use netstack::wire::{EthernetFrame, Icmpv4Packet, Ipv4Packet};
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.dst_addr() != GUEST_MAC || eth.ethertype() != EtherType::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    Ipv4Repr::parse(&ip).ok()?;
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+    match Icmpv4Repr::parse(&icmp).ok()? {
+        Icmpv4Repr::EchoReply { seq_no, data, .. } => Some((seq_no, data.to_vec())),
+        _ => None,
+    }
+}

@@ -1,0 +1,351 @@
+//! Device tests without QEMU: the real `virtgate` binary driven through the vhost-user protocol by
+//! the in-process frontend (memfd guest memory, split rings).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rstest::rstest;
+use virtgate::frontend::{
+    EnableOrder, RawDesc, TestFrontend, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE,
+};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+
+const T: Duration = Duration::from_secs(10);
+
+fn ping(fe: &mut TestFrontend, seq: u16, data: &[u8]) {
+    fe.send(&echo_request(seq, data));
+    let frame = fe.recv(T).expect("echo reply");
+    assert_eq!(parse_echo_reply(&frame), Some((seq, data.to_vec())));
+}
+
+/// Feature matrix: what QEMU acks, and reduced sets (no mergeable buffers, no EVENT_IDX, legacy
+/// header).
+#[rstest]
+#[case::qemu(TestFrontend::qemu_features())]
+#[case::no_mrg_rxbuf(TestFrontend::qemu_features() & !(1 << VIRTIO_NET_F_MRG_RXBUF))]
+#[case::no_event_idx(TestFrontend::qemu_features() & !(1 << VIRTIO_RING_F_EVENT_IDX))]
+#[case::legacy_header(
+    TestFrontend::qemu_features() & !(1 << VIRTIO_F_VERSION_1) & !(1 << VIRTIO_NET_F_MRG_RXBUF)
+)]
+fn arp_and_echo_through_the_device(#[case] features: u64) {
+    let vg = Virtgate::start(&[]);
+    let mut fe = TestFrontend::connect(&vg.socket, features, EnableOrder::AfterSetup).unwrap();
+    fe.post_rx_buffers(64);
+    fe.send(&arp_request(GATEWAY_IP));
+    let reply = fe.recv(T).expect("ARP reply");
+    assert_eq!(&reply[0..6], &GUEST_MAC.0);
+    assert_eq!(&reply[6..12], &GATEWAY_MAC.0);
+    assert_eq!(&reply[12..14], &[0x08, 0x06]);
+    for seq in 0..20 {
+        ping(&mut fe, seq, b"hello through the rings");
+    }
+    let used = fe.wait_tx_used(21, T);
+    assert_eq!(used.len(), 21);
+    assert!(
+        used.iter().all(|u| u.len == 0),
+        "TX chains are returned with length 0"
+    );
+    let stats = vg.stats();
+    assert_eq!(stats["device"]["tx_frames"], 21);
+    assert_eq!(stats["device"]["rx_frames"], 21);
+    assert_eq!(stats["stack"]["icmp_tx_echo_replies"], 20);
+    assert_eq!(stats["guest"]["mac"], "52:54:00:12:34:56");
+    assert_eq!(stats["virtio"]["acked_features"], format!("{features:#x}"));
+}
+
+/// A frame larger than one RX buffer spans several with MRG_RXBUF and arrives whole.
+#[test]
+fn large_frames_span_mergeable_buffers() {
+    let vg = Virtgate::start(&["--mtu", "65520"]);
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .unwrap();
+    fe.post_rx_buffers(64);
+    let data: Vec<u8> = (0..65492u32).map(|i| (i * 7) as u8).collect();
+    ping(&mut fe, 1, &data);
+    let stats = vg.stats();
+    assert_eq!(stats["device"]["rx_frames"], 1);
+    // 12 + 14 + 65520 bytes in 4 KiB buffers.
+    assert_eq!(stats["device"]["rx_chains"], 17);
+}
+
+/// Trap 1: QEMU enables the rings before SET_FEATURES and never again. The relay must make that
+/// enable take effect, or nothing is ever received.
+#[rstest]
+#[case::qemu_7_2(false)]
+#[case::qemu_10(true)]
+fn rings_enabled_before_features_work(#[case] need_reply: bool) {
+    let vg = Virtgate::start(&[]);
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::BeforeFeatures { need_reply },
+    )
+    .unwrap();
+    fe.post_rx_buffers(16);
+    ping(&mut fe, 1, b"early enable");
+}
+
+/// Frames produced while the guest has no RX buffers wait (bounded) and are delivered once buffers
+/// arrive; beyond the bound they are counted as dropped.
+#[test]
+fn frames_wait_for_rx_buffers_and_overflow_is_counted() {
+    let vg = Virtgate::start(&[]);
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .unwrap();
+    let total = netstack::stack::TX_QUEUE_CAPACITY + 10;
+    for seq in 0..total {
+        fe.send(&echo_request(seq as u16, b"queued"));
+        if seq % 200 == 199 {
+            // Let the device return TX chains before the ring (256) fills.
+            fe.wait_tx_used(200, T);
+        }
+    }
+    wait_until(T, || vg.counter("device", "tx_frames") == total as u64);
+    let stats = vg.stats();
+    assert_eq!(stats["stack"]["drop_tx_queue_full"], 10);
+    assert!(stats["device"]["rx_ring_full"].as_u64().unwrap() >= 1);
+    // Now the guest posts buffers: the queued replies arrive in order.
+    let mut seen = 0;
+    while seen < netstack::stack::TX_QUEUE_CAPACITY {
+        fe.post_rx_buffers(64);
+        for _ in 0..64 {
+            let frame = fe.recv(T).expect("queued reply");
+            assert_eq!(parse_echo_reply(&frame).unwrap().0, seen as u16);
+            seen += 1;
+        }
+    }
+    assert!(fe.recv(Duration::from_millis(200)).is_none());
+}
+
+/// Hostile TX chains are returned unused, counted by reason, and the device keeps working.
+#[test]
+fn hostile_tx_chains_are_counted_and_survived() {
+    let vg = Virtgate::start(&[]);
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .unwrap();
+    fe.post_rx_buffers(16);
+    let frame_addr = {
+        let mut f = vec![0u8; fe.header_len];
+        f.extend_from_slice(&echo_request(1, b"x"));
+        fe.tx_buffer(100, &f)
+    };
+    let good_len = (fe.header_len + echo_request(1, b"x").len()) as u32;
+    let d = |addr, len, flags, next| RawDesc {
+        addr,
+        len,
+        flags,
+        next,
+    };
+    // Outside guest memory.
+    fe.send_raw_chain(10, &[(10, d(1 << 40, 64, 0, 0))]);
+    // Write-only descriptor on TX.
+    fe.send_raw_chain(11, &[(11, d(frame_addr, good_len, VIRTQ_DESC_F_WRITE, 0))]);
+    // A loop: 12 -> 13 -> 12.
+    fe.send_raw_chain(
+        12,
+        &[
+            (12, d(frame_addr, 8, VIRTQ_DESC_F_NEXT, 13)),
+            (13, d(frame_addr, 8, VIRTQ_DESC_F_NEXT, 12)),
+        ],
+    );
+    // Next index beyond the queue.
+    fe.send_raw_chain(14, &[(14, d(frame_addr, 8, VIRTQ_DESC_F_NEXT, 9999))]);
+    // Zero-length, and shorter than header + Ethernet header.
+    fe.send_raw_chain(15, &[(15, d(frame_addr, 0, 0, 0))]);
+    fe.send_raw_chain(16, &[(16, d(frame_addr, fe.header_len as u32 + 5, 0, 0))]);
+    // Oversize: a 70000-byte buffer inside memory.
+    fe.send_raw_chain(17, &[(17, d(frame_addr, 70_000, 0, 0))]);
+    // Indirect table outside memory.
+    fe.send_raw_chain(18, &[(18, d(1 << 40, 32, VIRTQ_DESC_F_INDIRECT, 0))]);
+    let used = fe.wait_tx_used(8, T);
+    assert_eq!(used.len(), 8, "every bad chain comes back");
+    assert!(used.iter().all(|u| u.len == 0));
+    let stats = vg.stats();
+    let dev = &stats["device"];
+    assert_eq!(dev["tx_bad_desc_memory"], 1);
+    assert_eq!(dev["tx_bad_desc_direction"], 1);
+    assert_eq!(dev["tx_bad_chain"], 3, "loop, bad next, bad indirect table");
+    assert_eq!(dev["tx_drop_runt"], 2);
+    assert_eq!(dev["tx_drop_oversize"], 1);
+    assert_eq!(dev["tx_frames"], 0);
+    // Still working: a valid frame split over an indirect table and a chained descriptor.
+    let table = frame_addr + 0x8000;
+    let hdr = fe.header_len as u32;
+    fe.write_indirect(table, 0, d(frame_addr, hdr, VIRTQ_DESC_F_NEXT, 1));
+    fe.write_indirect(
+        table,
+        1,
+        d(frame_addr + u64::from(hdr), good_len - hdr, 0, 0),
+    );
+    fe.send_raw_chain(20, &[(20, d(table, 32, VIRTQ_DESC_F_INDIRECT, 0))]);
+    let reply = fe.recv(T).expect("device still answers");
+    assert_eq!(parse_echo_reply(&reply).map(|r| r.0), Some(1));
+}
+
+/// Hostile RX chains are returned with length 0 and counted; the frame lands in the next good one.
+#[test]
+fn hostile_rx_chains_are_counted_and_skipped() {
+    let vg = Virtgate::start(&[]);
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .unwrap();
+    let d = |addr, len, flags, next| RawDesc {
+        addr,
+        len,
+        flags,
+        next,
+    };
+    let buf = 1 << 20;
+    fe.post_raw_rx_chain(0, &[(0, d(buf, 4096, 0, 0))]); // read-only
+    fe.post_raw_rx_chain(1, &[(1, d(1 << 40, 4096, VIRTQ_DESC_F_WRITE, 0))]); // outside memory
+    fe.post_raw_rx_chain(2, &[(2, d(buf, 4, VIRTQ_DESC_F_WRITE, 0))]); // smaller than the header
+    fe.post_raw_rx_chain(
+        3,
+        &[(3, d(buf, 64, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 3))],
+    ); // loop
+    fe.post_rx_buffers(4);
+    fe.send(&echo_request(5, b"after the bad ones"));
+    // The four bad chains come back with length 0, then the reply lands in a good buffer.
+    let used = fe.wait_rx_used(5, T);
+    assert_eq!(used.len(), 5, "{used:?}");
+    let mut bad: Vec<u16> = used[..4].iter().map(|u| u.id).collect();
+    bad.sort();
+    assert_eq!(bad, [0, 1, 2, 3]);
+    assert!(used[..4].iter().all(|u| u.len == 0));
+    let good = used[4];
+    let bytes = fe.rx_buffer(good.id, good.len);
+    assert_eq!(
+        parse_echo_reply(&bytes[fe.header_len..]),
+        Some((5, b"after the bad ones".to_vec()))
+    );
+    let stats = vg.stats();
+    let dev = &stats["device"];
+    assert_eq!(dev["rx_bad_desc_direction"], 1);
+    assert_eq!(dev["rx_bad_desc_memory"], 1);
+    assert_eq!(dev["rx_bad_chain_too_small"], 1);
+    assert_eq!(dev["rx_bad_chain"], 1);
+    assert_eq!(dev["rx_frames"], 1);
+}
+
+/// Reconnects reuse one daemon: a new frontend after each hang-up works, and the process's file
+/// descriptor count stays flat (no leak per connection).
+#[test]
+fn reconnects_work_and_leak_no_descriptors() {
+    let vg = Virtgate::start(&[]);
+    let mut baseline = None;
+    for round in 0..12u16 {
+        let mut fe = TestFrontend::connect(
+            &vg.socket,
+            TestFrontend::qemu_features(),
+            if round % 2 == 0 {
+                EnableOrder::AfterSetup
+            } else {
+                EnableOrder::BeforeFeatures { need_reply: true }
+            },
+        )
+        .unwrap();
+        fe.post_rx_buffers(8);
+        ping(&mut fe, round, b"again");
+        if round % 3 == 0 {
+            fe.shutdown().unwrap(); // clean stop, as QEMU at guest shutdown
+        } else {
+            drop(fe); // vanished, as a killed QEMU
+        }
+        // Wait for virtgate to notice and write its stats (at every disconnect).
+        wait_until(T, || {
+            vg.stats()["device"]["rx_frames"] == u64::from(round) + 1
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let fds = vg.open_fds();
+        if round == 2 {
+            baseline = Some(fds);
+        } else if let Some(b) = baseline {
+            assert!(
+                fds <= b,
+                "round {round}: {fds} open descriptors, {b} after round 2"
+            );
+        }
+    }
+    assert_eq!(vg.counter("stack", "icmp_tx_echo_replies"), 12);
+}
+
+/// SIGTERM: clean exit status 0, socket removed, final stats written.
+#[test]
+fn sigterm_exits_cleanly() {
+    let mut vg = Virtgate::start(&[]);
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .unwrap();
+    fe.post_rx_buffers(8);
+    ping(&mut fe, 1, b"bye");
+    let status = vg.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!vg.socket.exists());
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&vg.stats_file).unwrap()).unwrap();
+    assert_eq!(stats["stack"]["icmp_tx_echo_replies"], 1);
+}
+
+/// `--once`: the first disconnect ends the process.
+#[test]
+fn once_exits_after_the_first_connection() {
+    let mut vg = Virtgate::start(&["--once"]);
+    let fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .unwrap();
+    drop(fe);
+    wait_until(T, || vg.child.try_wait().unwrap().is_some());
+    assert!(vg.child.wait().unwrap().success());
+}
+
+/// Bad flags and a socket in use fail with a clear message and a non-zero status.
+#[test]
+fn bad_flags_and_busy_socket_are_clear_errors() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtgate"))
+        .args(["--socket", "/tmp/x.sock", "--mtu", "70000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--mtu"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtgate"))
+        .args(["--socket", "/tmp/x.sock", "--gateway", "10.0.9.2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a host address of 10.0.2.0/24"));
+
+    let vg = Virtgate::start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtgate"))
+        .arg("--socket")
+        .arg(&vg.socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
