@@ -59,6 +59,7 @@ netstack::counters! {
     pub struct DeviceStats {
         /// Frames written into the guest's RX buffers.
         rx_frames,
+        /// Bytes of those frames (without the virtio-net header).
         rx_bytes,
         /// Descriptor chains consumed on RX (more than frames with mergeable buffers).
         rx_chains,
@@ -80,8 +81,11 @@ netstack::counters! {
         rx_bad_chain_too_small,
         /// Frames taken from the guest's TX queue.
         tx_frames,
+        /// Bytes of those frames (without the virtio-net header).
         tx_bytes,
+        /// Guest kicks on the TX queue.
         tx_kicks,
+        /// Interrupts raised on the TX queue (used chains returned).
         tx_interrupts,
         /// TX chains with a write-only descriptor.
         tx_bad_desc_direction,

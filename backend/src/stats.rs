@@ -82,3 +82,26 @@ mod tests {
         assert!(summary(&snap).contains("device.rx_frames = 7"));
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use crate::device::DeviceStats;
+
+    /// docs/counters.md names every counter, so the documentation cannot fall behind the code.
+    #[test]
+    fn every_counter_is_documented() {
+        let doc = include_str!("../../docs/counters.md");
+        let mut missing = Vec::new();
+        DeviceStats::default().for_each(|name, _| {
+            if !doc.contains(&format!("| `{name}` |")) {
+                missing.push(name);
+            }
+        });
+        netstack::Stats::default().for_each(|name, _| {
+            if !doc.contains(&format!("| `{name}` |")) {
+                missing.push(name);
+            }
+        });
+        assert!(missing.is_empty(), "undocumented counters: {missing:?}");
+    }
+}

@@ -37,9 +37,11 @@ crate::counters! {
     pub struct Stats {
         /// Frames handed to the stack by the device.
         eth_rx_frames,
+        /// Bytes of those frames.
         eth_rx_bytes,
         /// Frames the stack handed to the device.
         eth_tx_frames,
+        /// Bytes of those frames.
         eth_tx_bytes,
         /// Shorter than an Ethernet header.
         drop_eth_truncated,
@@ -51,9 +53,13 @@ crate::counters! {
         drop_eth_unknown_ethertype,
         /// IPv6 is not served yet.
         drop_ipv6_unsupported,
+        /// ARP requests from the guest.
         arp_rx_requests,
+        /// ARP replies from the guest.
         arp_rx_replies,
+        /// ARP requests the gateway sent to resolve guest addresses.
         arp_tx_requests,
+        /// ARP replies the gateway sent for its own addresses.
         arp_tx_replies,
         /// Not Ethernet/IPv4 ARP, or shorter than 28 bytes.
         drop_arp_malformed,
@@ -61,12 +67,15 @@ crate::counters! {
         drop_arp_not_for_us,
         /// Packets waiting for an ARP reply that never came.
         drop_arp_unresolved,
+        /// IPv4 packets from the guest (before validation).
         ipv4_rx_packets,
+        /// IPv4 packets the gateway sent.
         ipv4_tx_packets,
         /// Shorter than the header or the total length says.
         drop_ipv4_truncated,
         /// Bad version, header length or total length.
         drop_ipv4_malformed,
+        /// Bad IPv4 header checksum.
         drop_ipv4_checksum,
         /// Fragments are not reassembled yet.
         drop_ipv4_fragment,
@@ -74,27 +83,43 @@ crate::counters! {
         drop_ipv4_bad_source,
         /// Destination beyond the gateway: host-side forwarding is not implemented yet.
         drop_ipv4_not_routed,
+        /// A protocol the gateway does not serve, sent to the gateway.
         drop_ipv4_unknown_protocol,
+        /// Echo requests to a gateway address.
         icmp_rx_echo_requests,
+        /// Echo replies sent.
         icmp_tx_echo_replies,
+        /// Shorter than an ICMP header.
         drop_icmp_truncated,
+        /// Bad ICMP checksum.
         drop_icmp_checksum,
         /// ICMP types the gateway does not answer (including echo to a broadcast address).
         drop_icmp_unsupported,
+        /// UDP datagrams for the gateway (unicast or broadcast).
         udp_rx_datagrams,
+        /// UDP length field below 8 or beyond the packet.
         drop_udp_malformed,
+        /// Bad UDP checksum.
         drop_udp_checksum,
         /// No service at that port.
         drop_udp_no_service,
         /// TCP is not served yet.
         drop_tcp_unsupported,
+        /// DHCPDISCOVER received.
         dhcp_rx_discovers,
+        /// DHCPREQUEST received.
         dhcp_rx_requests,
+        /// DHCPRELEASE received.
         dhcp_rx_releases,
+        /// DHCPDECLINE received.
         dhcp_rx_declines,
+        /// DHCPINFORM received.
         dhcp_rx_informs,
+        /// DHCPOFFER sent.
         dhcp_tx_offers,
+        /// DHCPACK sent.
         dhcp_tx_acks,
+        /// DHCPNAK sent.
         dhcp_tx_naks,
         /// Not a DHCP client message we can parse.
         drop_dhcp_malformed,
