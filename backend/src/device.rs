@@ -224,7 +224,7 @@ pub struct NetDevice {
 #[derive(Debug, Clone, Copy)]
 enum RxChain {
     Good { head: u16, segments: (usize, usize) },
-    Bad { head: u16 },
+    Bad { head: u16, fault: ChainFault },
 }
 
 impl NetDevice {
@@ -529,13 +529,20 @@ impl RxWriter<'_> {
     }
 
     /// Returns true when the frame was consumed (delivered or dropped for good), false when the guest
-    /// is out of buffers and the frame should wait.
+    /// is out of buffers and the frame should wait. Chains are only committed (returned to the guest,
+    /// bad ones counted) when the frame is; an attempt that runs out of buffers is rewound.
     fn write_frame(&mut self, frame: &[u8]) -> bool {
         let hdr_len = self.negotiated.header_len;
         let total = hdr_len + frame.len();
         self.segments.clear();
         self.chains.clear();
-        let start_avail = self.vring.get_ref().get_queue().next_avail();
+        let (start_avail, ring_size) = {
+            let state = self.vring.get_ref();
+            (
+                state.get_queue().next_avail(),
+                usize::from(state.get_queue().size()),
+            )
+        };
         let mut capacity = 0usize;
         let mut good = 0usize;
         // Gather chains until the frame fits: one chain without MRG_RXBUF, as many as needed with it.
@@ -546,11 +553,12 @@ impl RxWriter<'_> {
                 .get_queue_mut()
                 .pop_descriptor_chain(self.mem);
             let Some(chain) = chain else {
+                if self.chains.len() >= ring_size {
+                    // The whole ring cannot hold this frame: waiting would never end.
+                    break;
+                }
                 // Out of buffers: put the chains back for the next attempt.
-                self.vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .set_next_avail(start_avail);
+                self.rewind(start_avail);
                 return false;
             };
             let head = chain.head_index();
@@ -564,25 +572,14 @@ impl RxWriter<'_> {
                     capacity += cap;
                     good += 1;
                 }
-                Err(fault) => {
-                    self.stats.count_fault(Queue::Rx, fault);
-                    self.last_fault = Some((head, fault));
-                    self.chains.push(RxChain::Bad { head });
-                }
-            }
-            if self.chains.len() > MAX_QUEUE_SIZE {
-                break;
+                Err(fault) => self.chains.push(RxChain::Bad { head, fault }),
             }
         }
         if capacity < total {
-            // Without MRG_RXBUF the frame does not fit the guest's buffer: drop the frame, keep the
-            // good chain for the next one, return the bad ones.
+            // The frame does not fit the guest's buffers: drop it, keep the good chains for the next
+            // frame, and return the bad chains that came before them so they cannot wedge RX.
             self.stats.rx_drop_too_big += 1;
-            self.vring
-                .get_mut()
-                .get_queue_mut()
-                .set_next_avail(start_avail);
-            // Re-pop and return only the bad chains that preceded (they are never retried).
+            self.rewind(start_avail);
             self.return_bad_prefix();
             return true;
         }
@@ -594,7 +591,8 @@ impl RxWriter<'_> {
         let chains = std::mem::take(self.chains);
         for c in &chains {
             match *c {
-                RxChain::Bad { head } => {
+                RxChain::Bad { head, fault } => {
+                    self.fault(head, fault);
                     let _ = self.vring.add_used(head, 0);
                 }
                 RxChain::Good {
@@ -633,23 +631,33 @@ impl RxWriter<'_> {
         true
     }
 
+    fn rewind(&self, next_avail: u16) {
+        self.vring
+            .get_mut()
+            .get_queue_mut()
+            .set_next_avail(next_avail);
+    }
+
+    fn fault(&mut self, head: u16, fault: ChainFault) {
+        self.stats.count_fault(Queue::Rx, fault);
+        self.last_fault = Some((head, fault));
+    }
+
     /// After a rewind, returns the bad chains that were gathered before the first good one so that
     /// a hostile chain at the head of the ring cannot wedge RX.
     fn return_bad_prefix(&mut self) {
-        let bad_prefix = self
-            .chains
-            .iter()
-            .take_while(|c| matches!(c, RxChain::Bad { .. }))
-            .count();
-        for _ in 0..bad_prefix {
-            let chain = self
+        for i in 0..self.chains.len() {
+            let RxChain::Bad { head, fault } = self.chains[i] else {
+                break;
+            };
+            // Re-pop to advance past it; the ring still holds the same chain at this position.
+            let _ = self
                 .vring
                 .get_mut()
                 .get_queue_mut()
                 .pop_descriptor_chain(self.mem);
-            if let Some(chain) = chain {
-                let _ = self.vring.add_used(chain.head_index(), 0);
-            }
+            self.fault(head, fault);
+            let _ = self.vring.add_used(head, 0);
         }
     }
 }

@@ -349,3 +349,45 @@ fn bad_flags_and_busy_socket_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
+
+/// Posts `n` RX buffers of `len` bytes at the frontend's usual buffer addresses.
+fn post_small_rx_buffers(fe: &mut TestFrontend, n: u16, len: u32) {
+    for slot in 0..n {
+        let addr = (1 << 20) + u64::from(slot) * 4096;
+        fe.post_raw_rx_chain(
+            slot,
+            &[(
+                slot,
+                RawDesc {
+                    addr,
+                    len,
+                    flags: VIRTQ_DESC_F_WRITE,
+                    next: 0,
+                },
+            )],
+        );
+    }
+}
+
+/// A frame that can never fit the guest's buffers is dropped and counted instead of blocking RX
+/// forever; the buffers then carry the next frames. Without MRG_RXBUF one buffer must hold the
+/// frame; with it, the whole ring.
+#[rstest]
+#[case::single_buffer(TestFrontend::qemu_features() & !(1 << VIRTIO_NET_F_MRG_RXBUF), 1, 256)]
+#[case::whole_ring(TestFrontend::qemu_features(), virtgate::frontend::QUEUE_SIZE, 64)]
+fn frames_larger_than_the_rx_buffers_are_dropped(
+    #[case] features: u64,
+    #[case] buffers: u16,
+    #[case] buffer_len: u32,
+) {
+    let vg = Virtgate::start(&["--mtu", "65520"]);
+    let mut fe = TestFrontend::connect(&vg.socket, features, EnableOrder::AfterSetup).unwrap();
+    post_small_rx_buffers(&mut fe, buffers, buffer_len);
+    // An echo reply larger than all the posted buffers together.
+    let too_big = vec![0x5a; usize::from(buffers) * buffer_len as usize + 100];
+    fe.send(&echo_request(1, &too_big));
+    wait_until(T, || vg.counter("device", "rx_drop_too_big") == 1);
+    fe.send(&echo_request(2, b"small"));
+    let frame = fe.recv(T).expect("the next frame still arrives");
+    assert_eq!(parse_echo_reply(&frame), Some((2, b"small".to_vec())));
+}

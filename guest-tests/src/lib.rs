@@ -459,6 +459,14 @@ fn qemu() -> (PathBuf, u32) {
     (bin, major)
 }
 
+/// Extra QEMU arguments from `$VIRTGATE_QEMU_ARGS` (split on white space), e.g. `-L DIR` for a QEMU
+/// unpacked outside the system paths.
+fn extra_qemu_args() -> Vec<String> {
+    std::env::var("VIRTGATE_QEMU_ARGS")
+        .map(|v| v.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
 /// A guest attached to a virtgate socket.
 pub struct Vm {
     child: Option<Child>,
@@ -529,6 +537,7 @@ impl Vm {
             .args(["-chardev", &chardev])
             .args(["-netdev", "vhost-user,id=n0,chardev=c0"])
             .args(["-device", &device])
+            .args(extra_qemu_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
