@@ -79,7 +79,14 @@ while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); 
 stty -echo 2>/dev/null
 echo "VIRTGATE""-GUEST-READY"
 export PS1=''
-exec sh
+# The command shell reads the console as a script file, so it is not interactive: an interactive ash
+# exits when a background job ends while its line editor waits for input. It is not PID 1 either,
+# so orphans are reaped here.
+sh /dev/console </dev/null >/dev/console 2>&1 &
+shell=$!
+while kill -0 $shell 2>/dev/null; do wait $shell; done
+echo "VIRTGATE-GUEST-SHELL-EXITED"
+while :; do sleep 3600; done
 "#;
 
 /// udhcpc's event script: apply the lease (address, router, DNS, MTU) and record it for tests.

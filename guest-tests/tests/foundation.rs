@@ -233,3 +233,49 @@ fn wait_guest(vm: &mut Vm, cmd: &str, want: &str, timeout: Duration) -> bool {
     }
     false
 }
+
+/// The DHCP client's life cycle against the server: renew (a unicast REQUEST from the bound address)
+/// and release, seen from both sides.
+#[test]
+fn dhcp_renew_and_release() {
+    let vg = Virtgate::start(&["--lease-time", "3600"]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    vm.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    vm.sh("ip link set eth0 up");
+    // A resident client that releases its lease when told to (-R) and renews on SIGUSR1.
+    vm.sh("udhcpc -f -i eth0 -R -t 10 -T 2 -p /run/udhcpc.pid </dev/null >/tmp/udhcpc.log 2>&1 &");
+    let bound = wait_guest(
+        &mut vm,
+        "grep -c '^ip=10.0.2.15$' /run/lease 2>/dev/null",
+        "1",
+        Duration::from_secs(60),
+    );
+    assert!(bound, "no lease: {}", vm.sh("cat /tmp/udhcpc.log"));
+    let acks = counter(&vg.stats(), "stack", "dhcp_tx_acks");
+    vm.sh("kill -USR1 $(cat /run/udhcpc.pid)");
+    let renewed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        counter(&vg.stats(), "stack", "dhcp_tx_acks") == acks + 1
+    });
+    assert!(
+        renewed,
+        "no ACK for the renewal: {}",
+        vm.sh("cat /tmp/udhcpc.log")
+    );
+    // The renewal is unicast from the bound address (RFC 2131 §4.4.5): no extra DISCOVER.
+    let stats = vg.stats();
+    assert_eq!(counter(&stats, "stack", "dhcp_rx_discovers"), 1);
+    assert_eq!(stats["guest"]["ipv4"], "10.0.2.15");
+    // Release: the server forgets the lease.
+    vm.sh("kill -USR2 $(cat /run/udhcpc.pid)");
+    let released = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        counter(&vg.stats(), "stack", "dhcp_rx_releases") == 1
+    });
+    assert!(
+        released,
+        "no RELEASE seen: {}",
+        vm.sh("cat /tmp/udhcpc.log")
+    );
+    assert_eq!(vg.stats()["guest"]["ipv4"], Value::Null);
+}
