@@ -5,6 +5,14 @@
 # Nothing downloaded here is ever committed; it all lives under target/.
 set -euo pipefail
 
+with_qemu72=0
+for arg in "$@"; do
+    case "$arg" in
+        --qemu-7.2) with_qemu72=1 ;;
+        *) echo "usage: $0 [--qemu-7.2]" >&2; exit 2 ;;
+    esac
+done
+
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${VIRTGATE_GUEST_CACHE:-$repo/target/guest}
 mkdir -p "$cache"
@@ -72,6 +80,7 @@ if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -d "$cache/kernel/modules" ]; then
     fi
     log "fetching guest kernel $pkg"
     tmp=$(mktemp -d "$cache/dl.XXXXXX")
+    chmod a+rwx "$tmp" # apt's download user writes here
     trap 'rm -rf "$tmp"' EXIT
     (cd "$tmp" && apt-get download -qq "$pkg" >&2)
     dpkg-deb -x "$tmp"/*.deb "$tmp/root"
@@ -92,6 +101,29 @@ if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -d "$cache/kernel/modules" ]; then
     echo "$kver" >"$cache/kernel/version"
     rm -rf "$tmp"
     trap - EXIT
+fi
+
+# Optionally, Debian 12's own QEMU 7.2 unpacked beside the system one (not installed), so that the
+# guest tests also run against it: it needs vectors=0 under TCG and exercises the older client.
+if [ "$with_qemu72" = 1 ] && [ "$codename" = bookworm ] && [ ! -x "$cache/qemu-7.2/usr/bin/qemu-system-x86_64" ]; then
+    apt_update
+    pick() { apt-cache madison "$1" | awk -v p="$2" '$3 ~ p {print $3; exit}'; }
+    v_x86=$(pick qemu-system-x86 '^1:7\.2')
+    v_common=$(pick qemu-system-common '^1:7\.2')
+    v_data=$(pick qemu-system-data '^1:7\.2')
+    if [ -n "$v_x86" ] && [ -n "$v_common" ] && [ -n "$v_data" ]; then
+        log "fetching QEMU $v_x86 into $cache/qemu-7.2"
+        tmp=$(mktemp -d "$cache/dl.XXXXXX")
+        chmod a+rwx "$tmp"
+        (cd "$tmp" && apt-get download -qq "qemu-system-x86=$v_x86" "qemu-system-common=$v_common" \
+            "qemu-system-data=$v_data" >&2)
+        for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/root"; done
+        rm -rf "$cache/qemu-7.2"
+        mv "$tmp/root" "$cache/qemu-7.2"
+        rm -rf "$tmp"
+    else
+        log "QEMU 7.2 is not in the package lists; the 7.2 matrix will not run"
+    fi
 fi
 
 log "ready: $(qemu-system-x86_64 --version | head -1); guest kernel $(cat "$cache/kernel/version")"
