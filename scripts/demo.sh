@@ -14,17 +14,25 @@ demo_pid=""
 cleanup() {
     trap - EXIT INT TERM
     if [ -n "$demo_pid" ]; then
-        kill -TERM "$demo_pid" 2>/dev/null || true
+        # The demo runs in its own process group with virtgate and QEMU: end them all.
+        kill -TERM -- "-$demo_pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 -- "-$demo_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$demo_pid" 2>/dev/null || true
         wait "$demo_pid" 2>/dev/null || true
     fi
-    # Anything the demo started (virtgate, QEMU) lives in our process group's children.
-    pkill -TERM -P $$ 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'echo; echo "demo: interrupted"; exit 130' INT TERM
 
+set -m # the demo gets a process group of its own, so cleanup can signal all of it
 VIRTGATE_BIN="$PWD/target/release/virtgate" TMPDIR="$work" target/release/demo "$@" &
 demo_pid=$!
-wait "$demo_pid"
+set +m
+status=0
+wait "$demo_pid" || status=$?
 demo_pid=""
+exit "$status"

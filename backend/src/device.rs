@@ -444,15 +444,24 @@ impl NetDevice {
     }
 
     /// Re-arms the timerfd for the stack's next deadline (or immediately for leftover TX work).
+    ///
+    /// Deadlines move later with nearly every frame (a refreshed neighbour entry), so the timer is
+    /// only re-armed when the new deadline is earlier than the armed one; firing early costs one
+    /// wake-up that re-arms for the real deadline, where re-arming per batch would cost a syscall
+    /// per batch.
     fn arm_timer(&mut self, now: Instant) {
         let deadline = if self.tx_pending {
             Some(now)
         } else {
             self.stack.poll_at()
         };
-        if deadline == self.timer_deadline {
+        let Some(deadline) = deadline else {
+            return; // a stale armed timer only causes one spurious, harmless wake-up
+        };
+        if self.timer_deadline.is_some_and(|armed| armed <= deadline) {
             return;
         }
+        let deadline = Some(deadline);
         let after = deadline.map(|d| std::time::Duration::from_micros((d - now).total_micros()));
         match self.timer.set(after) {
             Ok(()) => self.timer_deadline = deadline,

@@ -302,6 +302,7 @@ pub struct Virtgate {
 impl Virtgate {
     /// Starts virtgate with extra arguments and waits until its socket accepts connections.
     pub fn start(extra: &[&str]) -> Virtgate {
+        virtgate_bin(); // fail before creating anything
         Virtgate::start_in(&unique_dir("vg"), extra)
     }
 

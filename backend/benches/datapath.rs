@@ -1,0 +1,176 @@
+//! Datapath benchmark (`cargo bench -p virtgate`): frames through the real virtgate binary, driven
+//! by the in-process vhost-user frontend, against a baseline measured in the same run: the same
+//! frames through `netstack` alone, in process. The ratio is the cost of the device (virtqueues,
+//! copies, eventfds, the worker thread) over the protocol work. Numbers, not assertions: these
+//! machines are shared.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netstack::wire::{
+    ethernet, ipv4, EtherType, EthernetAddress, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4Address,
+    Ipv4Repr,
+};
+use virtgate::frontend::{EnableOrder, TestFrontend};
+
+const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+
+fn echo_request(seq: u16, data: &[u8]) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 1,
+        seq_no: seq,
+        data,
+    };
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmp.buffer_len()];
+    EthernetRepr {
+        src: GUEST_MAC,
+        dst: netstack::Config::default().gateway_mac,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut f);
+    Ipv4Repr {
+        src: Ipv4Address::new(10, 0, 2, 15),
+        dst: Ipv4Address::new(10, 0, 2, 2),
+        protocol: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        ttl: 64,
+    }
+    .emit(&mut f[ethernet::HEADER_LEN..], 1);
+    icmp.emit(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
+    f
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+struct Row {
+    name: String,
+    frames: u64,
+    elapsed: Duration,
+    cpu: Option<f64>,
+}
+
+impl Row {
+    fn per_sec(&self) -> f64 {
+        self.frames as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn baseline(size: usize, n: u64) -> Row {
+    let mut stack = netstack::Stack::new(netstack::Config {
+        mtu: 65520,
+        ..Default::default()
+    })
+    .unwrap();
+    let frame = echo_request(0, &vec![0xab; size]);
+    let mut sink = vec![0u8; 70_000];
+    let start = Instant::now();
+    for i in 0..n {
+        stack.process_frame(netstack::Instant::from_micros(i), &frame);
+        stack.dispatch(netstack::Instant::from_micros(i), |f| {
+            sink[..f.len()].copy_from_slice(f);
+            true
+        });
+    }
+    Row {
+        name: format!("netstack alone, {size} B"),
+        frames: n,
+        elapsed: start.elapsed(),
+        cpu: None,
+    }
+}
+
+fn device(size: usize, n: u64, batch: u16) -> Row {
+    let dir = std::env::temp_dir().join(format!("virtgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("vm.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_virtgate"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--mtu", "65520"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("virtgate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut fe = TestFrontend::connect(
+        &socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .expect("connect");
+    let frame = echo_request(0, &vec![0xab; size]);
+    fe.post_rx_buffers(256);
+    let cpu0 = cpu_seconds(child.id());
+    let start = Instant::now();
+    let mut done = 0u64;
+    while done < n {
+        for _ in 0..batch {
+            fe.send(&frame);
+        }
+        fe.wait_tx_used(usize::from(batch), Duration::from_secs(10));
+        for _ in 0..batch {
+            fe.recv(Duration::from_secs(10)).expect("reply");
+        }
+        fe.post_rx_buffers(256);
+        done += u64::from(batch);
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu_seconds(child.id()) - cpu0;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Row {
+        name: format!("virtgate device, {size} B, batch {batch}"),
+        frames: done,
+        elapsed,
+        cpu: Some(cpu),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a name filter is not supported (the run is short).
+    let n: u64 = std::env::var("VIRTGATE_BENCH_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    println!("echo request -> reply, {n} frames per row");
+    println!(
+        "{:<40} {:>12} {:>10} {:>10} {:>14}",
+        "path", "frames/s", "us/frame", "x baseline", "virtgate cpu us/frame"
+    );
+    for size in [56usize, 1472, 8192] {
+        let base = baseline(size, n);
+        let rows = [base, device(size, n, 1), device(size, n, 64)];
+        let base_rate = rows[0].per_sec();
+        for r in &rows {
+            println!(
+                "{:<40} {:>12.0} {:>10.2} {:>10.2} {:>14}",
+                r.name,
+                r.per_sec(),
+                1e6 / r.per_sec(),
+                base_rate / r.per_sec(),
+                r.cpu
+                    .map(|c| format!("{:.2}", c * 1e6 / r.frames as f64))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+}
