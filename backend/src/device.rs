@@ -281,28 +281,17 @@ impl NetDevice {
         chain: DescriptorChain<&GuestMemory>,
     ) -> Result<usize, ChainFault> {
         let mut len = 0usize;
-        let mut descriptors = 0usize;
-        let mut last_has_next = false;
-        for desc in chain {
-            descriptors += 1;
-            last_has_next = desc.has_next();
-            if desc.is_write_only() {
-                return Err(ChainFault::Direction);
-            }
-            let dlen = desc.len() as usize;
+        let tx_buf = &mut self.tx_buf;
+        walk_chain(chain, Direction::DeviceReads, |addr, dlen| {
             let end = len.checked_add(dlen).ok_or(ChainFault::Oversize)?;
-            if end > self.tx_buf.len() {
+            if end > tx_buf.len() {
                 return Err(ChainFault::Oversize);
             }
-            mem.read_slice(&mut self.tx_buf[len..end], desc.addr())
+            mem.read_slice(&mut tx_buf[len..end], addr)
                 .map_err(|_| ChainFault::Memory)?;
             len = end;
-        }
-        // The iterator stops early, with the last descriptor still pointing on, when the chain
-        // loops, exceeds the queue size or its indirect table cannot be read.
-        if descriptors == 0 || last_has_next {
-            return Err(ChainFault::Structure);
-        }
+            Ok(())
+        })?;
         let hdr = self.negotiated.header_len;
         if len < hdr + netstack::wire::ethernet::HEADER_LEN {
             return Err(ChainFault::Runt);
@@ -313,10 +302,11 @@ impl NetDevice {
         Ok(len)
     }
 
-    /// Drains the TX queue (bounded by [`TX_BUDGET`]) into the stack.
-    fn process_tx(&mut self, tx: &Vring, now: Instant) {
+    /// Drains the TX queue (bounded by [`TX_BUDGET`]) into the stack; returns whether chains were
+    /// returned to the guest.
+    fn process_tx(&mut self, tx: &Vring, now: Instant) -> bool {
         if !queue_ready(tx) {
-            return;
+            return false;
         }
         let guard = self.mem.memory();
         let mem: &GuestMemory = &guard;
@@ -361,9 +351,7 @@ impl NetDevice {
                 }
             }
         }
-        if returned > 0 {
-            self.signal(tx, now, Queue::Tx);
-        }
+        returned > 0
     }
 
     fn queue_error(&mut self, now: Instant, queue: Queue, e: virtio_queue::Error) {
@@ -371,27 +359,29 @@ impl NetDevice {
         self.warn_limited(now, format_args!("{queue:?} queue error: {e}"));
     }
 
-    fn signal(&mut self, vring: &Vring, now: Instant, queue: Queue) {
+    /// Whether the guest wants an interrupt for the chains just used (EVENT_IDX's used_event, or
+    /// the NO_INTERRUPT flag without it); counted here, raised by [`raise`] after publishing.
+    fn wants_interrupt(&mut self, vring: &Vring, now: Instant, queue: Queue) -> bool {
         match vring.needs_notification() {
             Ok(true) => {
-                if let Err(e) = vring.signal_used_queue() {
-                    debug!("signal used queue: {e}");
-                    return;
-                }
                 match queue {
                     Queue::Rx => self.stats.rx_interrupts += 1,
                     Queue::Tx => self.stats.tx_interrupts += 1,
                 }
+                true
             }
-            Ok(false) => {}
-            Err(e) => self.queue_error(now, queue, e),
+            Ok(false) => false,
+            Err(e) => {
+                self.queue_error(now, queue, e);
+                false
+            }
         }
     }
 
-    /// Writes the stack's queued frames into the guest's RX buffers.
-    fn process_rx(&mut self, rx: &Vring, now: Instant) {
+    /// Writes the stack's queued frames into the guest's RX buffers; returns whether any were.
+    fn process_rx(&mut self, rx: &Vring, now: Instant) -> bool {
         if !queue_ready(rx) || !self.stack.has_pending() {
-            return;
+            return false;
         }
         let guard = self.mem.memory();
         let mem: &GuestMemory = &guard;
@@ -438,9 +428,7 @@ impl NetDevice {
                 }
             }
         }
-        if delivered > 0 {
-            self.signal(rx, now, Queue::Rx);
-        }
+        delivered > 0
     }
 
     /// Re-arms the timerfd for the stack's next deadline (or immediately for leftover TX work).
@@ -483,6 +471,47 @@ impl NetDevice {
     }
 }
 
+/// Which way a chain's buffers go, from the device's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// TX: every descriptor must be readable (not VIRTQ_DESC_F_WRITE).
+    DeviceReads,
+    /// RX: every descriptor must be device-writable.
+    DeviceWrites,
+}
+
+/// Walks a descriptor chain, checking each descriptor's direction and the chain's structure, and
+/// hands each buffer to `visit`. The iterator of virtio-queue stops early, with the last descriptor
+/// still pointing on, when a chain loops, runs past the queue size or has an unreadable indirect
+/// table: that is a `Structure` fault, as is an empty chain.
+fn walk_chain(
+    chain: DescriptorChain<&GuestMemory>,
+    direction: Direction,
+    mut visit: impl FnMut(GuestAddress, usize) -> Result<(), ChainFault>,
+) -> Result<(), ChainFault> {
+    let mut descriptors = 0usize;
+    let mut last_has_next = false;
+    for desc in chain {
+        descriptors += 1;
+        last_has_next = desc.has_next();
+        if desc.is_write_only() != (direction == Direction::DeviceWrites) {
+            return Err(ChainFault::Direction);
+        }
+        visit(desc.addr(), desc.len() as usize)?;
+    }
+    if descriptors == 0 || last_has_next {
+        return Err(ChainFault::Structure);
+    }
+    Ok(())
+}
+
+/// Raises the queue's interrupt (writes the call eventfd, a KVM irqfd under QEMU).
+fn raise(vring: &Vring) {
+    if let Err(e) = vring.signal_used_queue() {
+        debug!("signal used queue: {e}");
+    }
+}
+
 fn queue_ready(vring: &Vring) -> bool {
     vring.get_ref().get_queue().ready()
 }
@@ -504,37 +533,26 @@ impl RxWriter<'_> {
     fn gather(&mut self, chain: DescriptorChain<&GuestMemory>) -> Result<usize, ChainFault> {
         let start = self.segments.len();
         let mut capacity = 0usize;
-        let mut descriptors = 0usize;
-        let mut last_has_next = false;
-        for desc in chain {
-            descriptors += 1;
-            last_has_next = desc.has_next();
-            if !desc.is_write_only() {
-                self.segments.truncate(start);
-                return Err(ChainFault::Direction);
-            }
-            if !vm_memory::GuestMemoryBackend::check_range(
-                self.mem,
-                desc.addr(),
-                desc.len() as usize,
-            ) {
-                self.segments.truncate(start);
+        let (mem, segments) = (self.mem, &mut *self.segments);
+        let walked = walk_chain(chain, Direction::DeviceWrites, |addr, len| {
+            if !vm_memory::GuestMemoryBackend::check_range(mem, addr, len) {
                 return Err(ChainFault::Memory);
             }
-            if desc.len() > 0 {
-                self.segments.push((desc.addr(), desc.len()));
-                capacity += desc.len() as usize;
+            if len > 0 {
+                segments.push((addr, len as u32));
+                capacity += len;
             }
-        }
-        if descriptors == 0 || last_has_next {
+            Ok(())
+        });
+        let result = match walked {
+            Ok(()) if capacity < self.negotiated.header_len => Err(ChainFault::TooSmall),
+            Ok(()) => Ok(capacity),
+            Err(fault) => Err(fault),
+        };
+        if result.is_err() {
             self.segments.truncate(start);
-            return Err(ChainFault::Structure);
         }
-        if capacity < self.negotiated.header_len {
-            self.segments.truncate(start);
-            return Err(ChainFault::TooSmall);
-        }
-        Ok(capacity)
+        result
     }
 
     /// Returns true when the frame was consumed (delivered or dropped for good), false when the guest
@@ -726,6 +744,7 @@ impl VhostUserBackendMut for NetDevice {
     ) -> io::Result<()> {
         let now = self.now();
         let (rx, tx) = (&vrings[0], &vrings[1]);
+        let mut tx_used = false;
         match device_event {
             RX_QUEUE_EVENT => {
                 self.stats.rx_kicks += 1;
@@ -738,21 +757,31 @@ impl VhostUserBackendMut for NetDevice {
             }
             TX_QUEUE_EVENT => {
                 self.stats.tx_kicks += 1;
-                self.process_tx(tx, now);
+                tx_used = self.process_tx(tx, now);
             }
             TIMER_EVENT => {
                 self.timer.acknowledge();
                 self.timer_deadline = None;
                 self.stack.poll(now);
                 if self.tx_pending {
-                    self.process_tx(tx, now);
+                    tx_used = self.process_tx(tx, now);
                 }
             }
             other => debug!("unexpected device event {other}"),
         }
-        self.process_rx(rx, now);
+        let rx_used = self.process_rx(rx, now);
         self.arm_timer(now);
+        // Interrupts go out after the counters are published, so that whatever the guest sees after
+        // an interrupt is already in the stats.
+        let tx_irq = tx_used && self.wants_interrupt(tx, now, Queue::Tx);
+        let rx_irq = rx_used && self.wants_interrupt(rx, now, Queue::Rx);
         self.publish();
+        if tx_irq {
+            raise(tx);
+        }
+        if rx_irq {
+            raise(rx);
+        }
         Ok(())
     }
 }

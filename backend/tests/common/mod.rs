@@ -73,6 +73,24 @@ impl Virtgate {
         serde_json::from_str(&std::fs::read_to_string(&self.stats_file).unwrap()).unwrap()
     }
 
+    /// Fresh counters once `ready` holds for them. The frontend sees used buffers as soon as the
+    /// device writes them, and the device publishes its counters at the end of that batch, so a test
+    /// waits for the counter that marks the end of what it did before reading the others.
+    pub fn stats_when(&self, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.stats();
+            if ready(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "counters never reached the expected state: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn counter(&self, section: &str, name: &str) -> u64 {
         let s = self.stats();
         s[section][name]

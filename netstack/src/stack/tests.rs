@@ -298,42 +298,29 @@ mod ipv4_layer {
     fn spoofed_and_unrouted_packets_are_dropped() {
         let mut s = stack();
         let icmp = [8u8, 0, 0xf7, 0xff, 0, 0, 0, 0];
-        s.process_frame(
-            Instant::ZERO,
-            &ipv4_frame(
+        let gw = Ipv4Address::new(10, 0, 2, 2);
+        for (src, dst, proto, payload) in [
+            // Source outside the guest network.
+            (
                 Ipv4Address::new(192, 168, 9, 9),
-                Ipv4Address::new(10, 0, 2, 2),
+                gw,
                 IpProtocol::Icmp,
-                &icmp,
+                &icmp[..],
             ),
-        );
-        s.process_frame(
-            Instant::ZERO,
-            &ipv4_frame(
-                Ipv4Address::new(10, 0, 2, 2),
-                Ipv4Address::new(10, 0, 2, 2),
-                IpProtocol::Icmp,
-                &icmp,
-            ),
-        );
-        s.process_frame(
-            Instant::ZERO,
-            &ipv4_frame(
+            // Source is the gateway's own address.
+            (gw, gw, IpProtocol::Icmp, &icmp[..]),
+            // Beyond the gateway (not forwarded yet).
+            (
                 GUEST_IP,
                 Ipv4Address::new(127, 0, 0, 1),
                 IpProtocol::Icmp,
-                &icmp,
+                &icmp[..],
             ),
-        );
-        s.process_frame(
-            Instant::ZERO,
-            &ipv4_frame(
-                GUEST_IP,
-                Ipv4Address::new(10, 0, 2, 2),
-                IpProtocol::Unknown(253),
-                &[],
-            ),
-        );
+            // A protocol the gateway does not speak.
+            (GUEST_IP, gw, IpProtocol::Unknown(253), &[][..]),
+        ] {
+            s.process_frame(Instant::ZERO, &ipv4_frame(src, dst, proto, payload));
+        }
         let st = s.stats();
         assert_eq!(st.drop_ipv4_bad_source, 2);
         assert_eq!(st.drop_ipv4_not_routed, 1);
