@@ -1,6 +1,7 @@
 //! Command-line arguments and their validation into a [`Config`].
 
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use netstack::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
@@ -62,6 +63,20 @@ pub struct Args {
     #[arg(long, value_name = "MAC", default_value = "52:55:0a:00:02:02")]
     pub gateway_mac: String,
 
+    /// Inbound port forward, repeatable: `udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT`; HOST_ADDR defaults
+    /// to 127.0.0.1 (give 0.0.0.0 to accept from the network), IPv6 in brackets.
+    #[arg(long = "forward", value_name = "SPEC")]
+    pub forwards: Vec<String>,
+
+    /// Resolver for the guest's DNS queries, repeatable: `ADDR[:PORT]` [default: the nameservers
+    /// of /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "ADDR[:PORT]")]
+    pub dns_upstreams: Vec<String>,
+
+    /// Do not map the gateway address to the host's loopback.
+    #[arg(long)]
+    pub no_map_gw: bool,
+
     /// More logging: -v for debug, -vv for per-packet traces (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -78,6 +93,8 @@ pub enum ConfigError {
     },
     #[error("--ipv4-net {0}: host {1} does not exist in this network")]
     NoSuchHost(Ipv4Cidr, u32),
+    #[error("--forward {0}: {1}")]
+    Forward(String, &'static str),
     #[error(transparent)]
     Stack(#[from] netstack::ConfigError),
 }
@@ -134,6 +151,20 @@ impl Args {
             lease_time: Duration::from_secs(self.lease_time),
             mtu: self.mtu,
             domain_name: self.domain,
+            map_gateway_to_loopback: !self.no_map_gw,
+            dns_upstreams: if self.dns_upstreams.is_empty() {
+                resolv_conf_nameservers(Path::new("/etc/resolv.conf"))
+            } else {
+                self.dns_upstreams
+                    .iter()
+                    .map(|v| parse_upstream(v))
+                    .collect::<Result<_, _>>()?
+            },
+            udp_forwards: self
+                .forwards
+                .iter()
+                .map(|f| parse_forward(f))
+                .collect::<Result<_, _>>()?,
         };
         stack.validate()?;
         Ok(Config {
@@ -144,6 +175,64 @@ impl Args {
             verbose: self.verbose,
         })
     }
+}
+
+/// `ADDR` or `ADDR:PORT` (IPv6 in brackets with a port), port 53 by default.
+fn parse_upstream(v: &str) -> Result<SocketAddr, ConfigError> {
+    let err = || ConfigError::Parse {
+        option: "dns-upstream",
+        value: v.to_string(),
+        expected: "ADDR or ADDR:PORT",
+    };
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    v.parse::<SocketAddr>().map_err(|_| err())
+}
+
+/// The `nameserver` lines of a resolv.conf; empty if there is none (virtgate still starts).
+pub fn resolv_conf_nameservers(path: &Path) -> Vec<SocketAddr> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then_some(())?;
+            // Link-local IPv6 servers carry a zone (`%eth0`) that a socket address cannot hold.
+            let addr = words.next()?.split('%').next()?;
+            addr.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .collect()
+}
+
+/// `udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT`.
+fn parse_forward(spec: &str) -> Result<netstack::UdpForward, ConfigError> {
+    let err = |why| ConfigError::Forward(spec.to_string(), why);
+    let (proto, rest) = spec
+        .split_once(':')
+        .ok_or_else(|| err("expected udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT"))?;
+    match proto {
+        "udp" => {}
+        "tcp" => return Err(err("TCP forwarding is not implemented yet (UDP is)")),
+        _ => return Err(err("the protocol must be udp")),
+    }
+    let (host, guest_port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| err("expected HOST_PORT:GUEST_PORT"))?;
+    let guest_port: u16 = guest_port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| err("the guest port must be 1-65535"))?;
+    let host = if let Ok(port) = host.parse::<u16>() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    } else {
+        host.parse::<SocketAddr>()
+            .map_err(|_| err("the host side must be PORT, ADDR:PORT or [ADDR]:PORT"))?
+    };
+    Ok(netstack::UdpForward { host, guest_port })
 }
 
 #[cfg(test)]
@@ -162,7 +251,13 @@ mod tests {
     #[test]
     fn defaults_are_slirp_compatible() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.stack, netstack::Config::default());
+        assert_eq!(
+            c.stack,
+            netstack::Config {
+                dns_upstreams: resolv_conf_nameservers(Path::new("/etc/resolv.conf")),
+                ..netstack::Config::default()
+            }
+        );
     }
 
     #[test]
@@ -172,6 +267,58 @@ mod tests {
         assert_eq!(c.stack.dns_ipv4, Ipv4Address::new(192, 168, 77, 3));
         assert_eq!(c.stack.dhcp_start, Ipv4Address::new(192, 168, 77, 15));
         assert_eq!(c.stack.mtu, 65520);
+    }
+
+    #[test]
+    fn forwards_and_upstreams() {
+        let c = config(&[
+            "--forward",
+            "udp:5353:53",
+            "--forward",
+            "udp:0.0.0.0:6000:60",
+            "--forward",
+            "udp:[::1]:7000:70",
+            "--dns-upstream",
+            "127.0.0.1:5300",
+            "--dns-upstream",
+            "::1",
+            "--no-map-gw",
+        ])
+        .unwrap();
+        let f = &c.stack.udp_forwards;
+        assert_eq!(f[0].host, "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(f[0].guest_port, 53);
+        assert_eq!(f[1].host, "0.0.0.0:6000".parse().unwrap());
+        assert_eq!(f[2].host, "[::1]:7000".parse().unwrap());
+        assert_eq!(
+            c.stack.dns_upstreams,
+            vec![
+                "127.0.0.1:5300".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert!(!c.stack.map_gateway_to_loopback);
+    }
+
+    #[test]
+    fn resolv_conf_is_read() {
+        let dir = std::env::temp_dir().join(format!("virtgate-resolv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("resolv.conf");
+        std::fs::write(
+            &p,
+            "# comment\nsearch example\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\noptions x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolv_conf_nameservers(&p),
+            vec![
+                "127.0.0.53:53".parse().unwrap(),
+                "[fe80::1]:53".parse().unwrap()
+            ]
+        );
+        assert!(resolv_conf_nameservers(&dir.join("missing")).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -186,6 +333,16 @@ mod tests {
             (&["--ipv4-net", "10.0.2.0/29"][..], "host 15"),
             (&["--lease-time", "10"][..], "lease time"),
             (&["--no-such-flag"][..], "--no-such-flag"),
+            (&["--forward", "udp:53"][..], "HOST_PORT:GUEST_PORT"),
+            (&["--forward", "udp:5353:0"][..], "guest port"),
+            (&["--forward", "sctp:1:2"][..], "protocol"),
+            (&["--forward", "tcp:2222:22"][..], "not implemented yet"),
+            (&["--forward", "udp:localhost:1:2"][..], "host side"),
+            (
+                &["--forward", "udp:1:2", "--forward", "udp:1:3"][..],
+                "two forwards",
+            ),
+            (&["--dns-upstream", "nowhere"][..], "--dns-upstream"),
         ] {
             let err = config(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

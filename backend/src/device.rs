@@ -26,11 +26,12 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
 };
-use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::epoll::{EpollEvent, EventSet};
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::host::HostSockets;
 use crate::sys::Timer;
 use crate::virtio_net::{self, Negotiated, TxHeader};
 
@@ -47,6 +48,10 @@ pub const TX_QUEUE_EVENT: u16 = 1;
 /// The device's timerfd: stack timers (ARP retries, lease expiry) and TX budget continuation.
 /// (The id `NUM_QUEUES` itself is taken by the worker's exit event.)
 pub const TIMER_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// The host sockets' epoll descriptor: some host socket is readable.
+pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 2;
+/// Host socket events handled per wake-up (each with its own read budget in the stack).
+const HOST_EVENTS: usize = 64;
 /// The largest ring QEMU may set up.
 pub const MAX_QUEUE_SIZE: usize = 1024;
 /// The largest frame virtgate accepts from the guest: a 64 KiB IP packet and its Ethernet header.
@@ -201,7 +206,7 @@ impl LogLimiter {
 
 /// The device model and its stack.
 pub struct NetDevice {
-    stack: Stack,
+    stack: Stack<HostSockets>,
     mem: GuestMem,
     negotiated: Negotiated,
     acked_features: u64,
@@ -219,6 +224,7 @@ pub struct NetDevice {
     rx_segments: Vec<(GuestAddress, u32)>,
     /// RX chains gathered for one frame: head, first segment, capacity; or a bad chain.
     rx_chains: Vec<RxChain>,
+    host_events: Vec<EpollEvent>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,7 +234,7 @@ enum RxChain {
 }
 
 impl NetDevice {
-    pub fn new(stack: Stack, shared: Arc<Shared>) -> io::Result<Self> {
+    pub fn new(stack: Stack<HostSockets>, shared: Arc<Shared>) -> io::Result<Self> {
         Ok(NetDevice {
             stack,
             mem: GuestMemoryAtomic::new(GuestMemoryMmap::new()),
@@ -244,6 +250,7 @@ impl NetDevice {
             tx_buf: vec![0; MAX_FRAME_LEN + virtio_net::HEADER_LEN_V1],
             rx_segments: Vec::with_capacity(MAX_QUEUE_SIZE),
             rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
+            host_events: vec![EpollEvent::default(); HOST_EVENTS],
         })
     }
 
@@ -252,7 +259,12 @@ impl NetDevice {
         self.timer.as_raw_fd()
     }
 
-    pub fn stack(&self) -> &Stack {
+    /// The host sockets' epoll descriptor, to register with the worker's epoll as [`HOST_EVENT`].
+    pub fn host_fd(&self) -> i32 {
+        self.stack.host().epoll_fd()
+    }
+
+    pub fn stack(&self) -> &Stack<HostSockets> {
         &self.stack
     }
 
@@ -765,6 +777,13 @@ impl VhostUserBackendMut for NetDevice {
                 self.stack.poll(now);
                 if self.tx_pending {
                     tx_used = self.process_tx(tx, now);
+                }
+            }
+            HOST_EVENT => {
+                let n = self.stack.host().ready(&mut self.host_events);
+                for i in 0..n {
+                    let sock = netstack::SocketId(self.host_events[i].data() as u32);
+                    self.stack.host_ready(now, sock);
                 }
             }
             other => debug!("unexpected device event {other}"),

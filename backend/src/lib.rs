@@ -7,6 +7,7 @@
 //!   (early SET_VRING_ENABLE, NET_SET_MTU, connection hand-over).
 //! - [`device`]: the virtio-net device model: TX/RX queue processing and the stack's clock.
 //! - [`virtio_net`]: feature negotiation and the virtio-net header.
+//! - [`host`]: real non-blocking host sockets behind one epoll descriptor (the stack's `HostIo`).
 //! - [`stats`]: the published counters and their JSON form.
 //! - [`frontend`]: an in-process vhost-user frontend (memfd guest memory, split rings) that drives
 //!   the device in tests and benchmarks without QEMU.
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod device;
 pub mod frontend;
+pub mod host;
 pub mod relay;
 pub mod server;
 pub mod stats;

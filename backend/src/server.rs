@@ -25,7 +25,8 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::Config;
-use crate::device::{NetDevice, Shared, NUM_QUEUES, TIMER_EVENT};
+use crate::device::{NetDevice, Shared, HOST_EVENT, NUM_QUEUES, TIMER_EVENT};
+use crate::host::HostSockets;
 use crate::relay::{Relay, RelayShutdown};
 use crate::{stats, sys};
 
@@ -38,8 +39,10 @@ pub enum ServerError {
     Stack(#[from] netstack::ConfigError),
     #[error("cannot create the vhost-user daemon: {0}")]
     Daemon(String),
-    #[error("cannot register the device timer with the vring worker")]
+    #[error("cannot register the device's timer or host sockets with the vring worker")]
     RegisterTimer(#[source] io::Error),
+    #[error("cannot open an inbound forward")]
+    Forward(#[source] io::Error),
     #[error("socket {0} is in use by a running process")]
     SocketInUse(PathBuf),
     #[error("cannot listen on {path}")]
@@ -101,11 +104,14 @@ struct Control {
     current: Mutex<Option<RelayShutdown>>,
     shared: Arc<Shared>,
     stats_file: Option<PathBuf>,
+    /// The signal thread and the main thread both write the file; one at a time.
+    stats_lock: Mutex<()>,
 }
 
 impl Control {
     fn write_stats(&self) {
         let Some(path) = &self.stats_file else { return };
+        let _one_writer = self.stats_lock.lock().unwrap_or_else(|e| e.into_inner());
         let host_mtu = *self
             .shared
             .host_mtu
@@ -134,9 +140,12 @@ impl Control {
 /// Runs virtgate until a signal (or, with `--once`, the first disconnect).
 pub fn run(config: Config) -> Result<(), ServerError> {
     let shared = Arc::new(Shared::default());
-    let stack = Stack::new(config.stack.clone())?;
+    let host = HostSockets::new().map_err(ServerError::Device)?;
+    let mut stack = Stack::with_host(config.stack.clone(), host)?;
+    stack.open_forwards().map_err(ServerError::Forward)?;
     let device = NetDevice::new(stack, Arc::clone(&shared)).map_err(ServerError::Device)?;
     let timer_fd = device.timer_fd();
+    let host_fd = device.host_fd();
     let backend = Arc::new(RwLock::new(device));
     let mut daemon = VhostUserDaemon::new(
         "virtgate".to_string(),
@@ -147,6 +156,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let handlers = daemon.get_epoll_handlers();
     handlers[0]
         .register_listener(timer_fd, EventSet::IN, u64::from(TIMER_EVENT))
+        .map_err(ServerError::RegisterTimer)?;
+    handlers[0]
+        .register_listener(host_fd, EventSet::IN, u64::from(HOST_EVENT))
         .map_err(ServerError::RegisterTimer)?;
 
     let public = bind_public(&config.socket)?;
@@ -159,6 +171,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         current: Mutex::new(None),
         shared: Arc::clone(&shared),
         stats_file: config.stats_file.clone(),
+        stats_lock: Mutex::new(()),
     });
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ServerError::Signals)?;
     let signal_handle = signals.handle();

@@ -1,5 +1,7 @@
 //! What the gateway serves: its addresses, the DHCP pool and the link MTU, checked for consistency.
 
+use std::net::SocketAddr;
+
 use crate::time::Duration;
 use crate::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
@@ -32,6 +34,19 @@ pub struct Config {
     pub mtu: u16,
     /// Domain name (RFC 2132 option 15), if any.
     pub domain_name: Option<String>,
+    /// Traffic to the gateway address goes to the host's loopback (127.0.0.1), as in slirp.
+    pub map_gateway_to_loopback: bool,
+    /// Resolvers that DNS queries to `dns_ipv4` are forwarded to (the first one is used).
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// Inbound UDP forwards: datagrams to `host` go to the guest's `guest_port`.
+    pub udp_forwards: Vec<UdpForward>,
+}
+
+/// An inbound UDP port forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpForward {
+    pub host: SocketAddr,
+    pub guest_port: u16,
 }
 
 impl Default for Config {
@@ -48,6 +63,9 @@ impl Default for Config {
             lease_time: Duration::from_secs(86400),
             mtu: 1500,
             domain_name: None,
+            map_gateway_to_loopback: true,
+            dns_upstreams: Vec::new(),
+            udp_forwards: Vec::new(),
         }
     }
 }
@@ -81,6 +99,10 @@ pub enum ConfigError {
     LeaseTime(u64),
     #[error("domain name must be 1..=255 bytes")]
     DomainName,
+    #[error("forward {0}: guest port 0 is not a port")]
+    ForwardGuestPort(SocketAddr),
+    #[error("two forwards listen on {0}")]
+    DuplicateForward(SocketAddr),
 }
 
 impl Config {
@@ -135,6 +157,14 @@ impl Config {
         if let Some(d) = &self.domain_name {
             if d.is_empty() || d.len() > 255 {
                 return Err(ConfigError::DomainName);
+            }
+        }
+        for (i, f) in self.udp_forwards.iter().enumerate() {
+            if f.guest_port == 0 {
+                return Err(ConfigError::ForwardGuestPort(f.host));
+            }
+            if self.udp_forwards[..i].iter().any(|g| g.host == f.host) {
+                return Err(ConfigError::DuplicateForward(f.host));
             }
         }
         Ok(())

@@ -10,6 +10,9 @@
 //! - [`stack`]: the interface: ingress demultiplexing (`process_*`), egress (`dispatch_*`).
 //! - [`arp`]: the neighbour cache and ARP resolution of guest addresses.
 //! - [`dhcpv4`]: the DHCPv4 server and its lease table.
+//! - [`host`]: the [`HostIo`] trait, the only way to host sockets; `ScriptedHost` for tests.
+//! - [`flows`]: the flow table mapping guest conversations to host sockets.
+//! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
 //! - [`config`]: the addresses and limits the stack serves, validated.
 //! - [`stats`]: counters, with one counter per drop reason.
 //! - [`time`]: `Instant` and `Duration`, supplied by the caller.
@@ -17,12 +20,17 @@
 pub mod arp;
 pub mod config;
 pub mod dhcpv4;
+pub mod flows;
+pub mod host;
+mod icmp;
 pub mod stack;
 pub mod stats;
 pub mod time;
+mod udp;
 pub mod wire;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, UdpForward};
+pub use host::{HostIo, NoHost, SocketId};
 pub use stack::Stack;
 pub use stats::Stats;
 pub use time::{Duration, Instant};

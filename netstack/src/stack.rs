@@ -12,9 +12,11 @@ use log::{debug, trace};
 use crate::arp::NeighborCache;
 use crate::config::{Config, ConfigError};
 use crate::dhcpv4::{Destination, DhcpServer, LeaseInfo, Outcome};
+use crate::flows::FlowTable;
+use crate::host::{HostIo, NoHost, SocketId};
 use crate::stats::Stats;
 use crate::time::Instant;
-use crate::wire::{self, arp, dhcpv4, ethernet, ipv4, udp};
+use crate::wire::{self, arp, dhcpv4, ethernet, icmpv4, ipv4, udp};
 use crate::wire::{
     ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, EtherType,
     EthernetAddress, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol,
@@ -27,7 +29,7 @@ use crate::wire::{
 pub const TX_QUEUE_CAPACITY: usize = 256;
 
 /// RFC 1700 / RFC 1122 §3.2.1.7: the TTL of datagrams the gateway originates.
-const DEFAULT_TTL: u8 = 64;
+pub(crate) const DEFAULT_TTL: u8 = 64;
 
 /// The result of offering the next outgoing frame to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,23 +88,48 @@ impl TxQueue {
     }
 }
 
-/// The gateway stack.
-#[derive(Debug)]
-pub struct Stack {
+/// The largest datagram read from a host socket.
+const HOST_RECV_LEN: usize = 65536;
+
+/// An inbound UDP port forward: a bound host socket whose datagrams go to a guest port.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UdpForwardListener {
+    pub(crate) socket: SocketId,
+    pub(crate) guest_port: u16,
+}
+
+/// The gateway stack, reaching the host through `H`.
+pub struct Stack<H: HostIo = NoHost> {
     /// Shared so that replies can borrow it while the stack is mutated.
-    cfg: Arc<Config>,
-    stats: Stats,
-    neighbors: NeighborCache,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) stats: Stats,
+    pub(crate) neighbors: NeighborCache,
     dhcp: DhcpServer,
     txq: TxQueue,
     guest_mac: Option<EthernetAddress>,
+    /// The source address of the guest's most recent IPv4 packet.
+    pub(crate) last_guest_ipv4: Option<Ipv4Address>,
     ip_ident: u16,
     /// Scratch space for a frame that has to wait for ARP resolution.
     scratch: Vec<u8>,
+    pub(crate) host: H,
+    pub(crate) flows: FlowTable,
+    pub(crate) udp_forwards: Vec<UdpForwardListener>,
+    /// One host datagram at a time, allocated once.
+    pub(crate) host_buf: Vec<u8>,
 }
 
-impl Stack {
+impl Stack<NoHost> {
+    /// A stack without host networking: it serves the link (ARP, DHCP, echo to itself) only.
     pub fn new(cfg: Config) -> Result<Self, ConfigError> {
+        Stack::with_host(cfg, NoHost)
+    }
+}
+
+impl<H: HostIo> Stack<H> {
+    /// A stack that reaches host sockets through `host`. Call [`Stack::open_forwards`] before use
+    /// when the configuration has inbound forwards.
+    pub fn with_host(cfg: Config, host: H) -> Result<Self, ConfigError> {
         cfg.validate()?;
         Ok(Stack {
             cfg: Arc::new(cfg),
@@ -111,9 +138,27 @@ impl Stack {
             dhcp: DhcpServer::new(),
             txq: TxQueue::default(),
             guest_mac: None,
+            last_guest_ipv4: None,
             ip_ident: 0,
             scratch: Vec::new(),
+            host,
+            flows: FlowTable::new(),
+            udp_forwards: Vec::new(),
+            host_buf: vec![0; HOST_RECV_LEN],
         })
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    pub fn host_mut(&mut self) -> &mut H {
+        &mut self.host
+    }
+
+    /// Active flows.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
     }
 
     pub fn config(&self) -> &Config {
@@ -161,14 +206,19 @@ impl Stack {
 
     /// The next instant at which [`Stack::poll`] has timer work.
     pub fn poll_at(&self) -> Option<Instant> {
-        [self.neighbors.poll_at(), self.dhcp.poll_at()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.neighbors.poll_at(),
+            self.dhcp.poll_at(),
+            self.flows.poll_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Runs the timers due at `now`: ARP retransmissions, cache and lease expiry.
+    /// Runs the timers due at `now`: ARP retransmissions, cache, lease and flow expiry.
     pub fn poll(&mut self, now: Instant) {
+        self.expire_flows(now);
         let mut due = [Ipv4Address::UNSPECIFIED; 8];
         let mut n = 0;
         let result = self.neighbors.poll(now, |ip| {
@@ -317,24 +367,38 @@ impl Stack {
         }
         if !repr.src.is_unspecified() {
             self.learn(now, repr.src, eth.src);
+            self.last_guest_ipv4 = Some(repr.src);
         }
         let net = self.cfg.ipv4_net;
         let to_gateway = self.cfg.is_gateway_address(repr.dst);
         let broadcast = repr.dst.is_broadcast() || repr.dst == net.broadcast();
-        if !to_gateway && !broadcast {
+        // Beyond the gateway: anything that is not on the link and may be routed (RFC 1812 §5.3.7:
+        // never forward to loopback, multicast or unspecified destinations).
+        let routed = !to_gateway
+            && !broadcast
+            && !net.contains(repr.dst)
+            && !repr.dst.is_multicast()
+            && !repr.dst.is_loopback()
+            && !repr.dst.is_unspecified();
+        if !to_gateway && !broadcast && !routed {
             self.stats.drop_ipv4_not_routed += 1;
-            trace!("drop: {packet}: beyond the gateway (not forwarded yet)");
+            trace!("drop: {packet}: no route");
+            return;
+        }
+        if routed && repr.ttl <= 1 {
+            // RFC 1812 §5.3.1: a router that would forward a packet whose TTL runs out sends Time
+            // Exceeded (which is how traceroute sees the gateway).
+            self.stats.drop_ipv4_ttl_exceeded += 1;
+            self.dispatch_icmp_error(now, icmpv4::TYPE_TIME_EXCEEDED, 0, packet.packet());
             return;
         }
         match repr.protocol {
-            IpProtocol::Icmp if to_gateway => {
-                self.process_icmpv4(now, &repr, eth.src, packet.payload())
-            }
-            IpProtocol::Icmp => {
+            IpProtocol::Icmp if broadcast => {
                 // RFC 1122 §3.2.2.6: echo to a broadcast address may be silently discarded.
                 self.stats.drop_icmp_unsupported += 1;
             }
-            IpProtocol::Udp => self.process_udp(now, &repr, packet.payload()),
+            IpProtocol::Icmp => self.process_icmpv4(now, &repr, eth.src, packet.payload()),
+            IpProtocol::Udp => self.process_udp(now, &repr, packet.packet()),
             IpProtocol::Tcp => {
                 self.stats.drop_tcp_unsupported += 1;
                 trace!("drop: {packet}: TCP not served yet");
@@ -372,6 +436,11 @@ impl Stack {
                 data,
             } => {
                 self.stats.icmp_rx_echo_requests += 1;
+                // The DNS address is the gateway's own; the gateway address and the world are
+                // reached through the host (ICMP echo sockets).
+                if ip.dst != self.cfg.dns_ipv4 && self.echo_to_host(now, ip, ident, seq_no, data) {
+                    return;
+                }
                 let reply = Icmpv4Repr::EchoReply {
                     ident,
                     seq_no,
@@ -395,28 +464,29 @@ impl Stack {
         }
     }
 
-    fn process_udp(&mut self, now: Instant, ip: &Ipv4Repr, payload: &[u8]) {
+    /// `packet` is the whole IPv4 packet (header included), for ICMP errors that quote it.
+    fn process_udp(&mut self, now: Instant, ip: &Ipv4Repr, packet: &[u8]) {
         self.stats.udp_rx_datagrams += 1;
-        let packet = match UdpPacket::new_checked(payload) {
+        let header_len = packet.len() - ip.payload_len;
+        let udp = match UdpPacket::new_checked(&packet[header_len..]) {
             Ok(p) => p,
             Err(_) => {
                 self.stats.drop_udp_malformed += 1;
                 return;
             }
         };
-        if UdpRepr::parse(&packet, ip.src, ip.dst).is_err() {
+        if UdpRepr::parse(&udp, ip.src, ip.dst).is_err() {
             self.stats.drop_udp_checksum += 1;
-            trace!("drop: {packet}: bad checksum");
+            trace!("drop: {udp}: bad checksum");
             return;
         }
-        let to_dhcp = packet.dst_port() == dhcpv4::SERVER_PORT
+        let to_dhcp = udp.dst_port() == dhcpv4::SERVER_PORT
             && (ip.dst.is_broadcast() || ip.dst == self.cfg.gateway_ipv4);
         if to_dhcp && self.cfg.dhcp_enabled {
-            self.process_dhcpv4(now, packet.payload());
-        } else {
-            self.stats.drop_udp_no_service += 1;
-            trace!("drop: {packet} to {}: no service", ip.dst);
+            self.process_dhcpv4(now, udp.payload());
+            return;
         }
+        self.udp_to_host(now, ip, &udp, packet);
     }
 
     fn process_dhcpv4(&mut self, now: Instant, payload: &[u8]) {
@@ -517,7 +587,7 @@ impl Stack {
     /// Queues an IPv4 packet; `emit_payload` writes the payload into the slice it is given. With no
     /// `dst_mac`, the destination is resolved through the neighbour cache (and ARP). Returns whether
     /// the packet was queued or parked.
-    fn dispatch_ipv4(
+    pub(crate) fn dispatch_ipv4(
         &mut self,
         now: Instant,
         dst_mac: Option<EthernetAddress>,

@@ -129,6 +129,38 @@ crate::counters! {
         drop_dhcp_ignored,
         /// Outgoing frames dropped because the egress queue was full.
         drop_tx_queue_full,
+        /// Routed packets whose TTL ran out at the gateway (answered with Time Exceeded).
+        drop_ipv4_ttl_exceeded,
+        /// ICMP errors (unreachable, time exceeded) sent to the guest.
+        icmp_tx_errors,
+        /// Echo requests forwarded through a host ICMP socket.
+        icmp_tx_host_echo_requests,
+        /// Echo replies received on host ICMP sockets.
+        icmp_rx_host_echo_replies,
+        /// Echo to the gateway answered by the stack because the host allows no ICMP socket.
+        icmp_host_unavailable,
+        /// Guest datagrams sent out of host sockets.
+        udp_tx_host_datagrams,
+        /// Host datagrams delivered to the guest.
+        udp_rx_host_datagrams,
+        /// A host socket refused a guest datagram (other than a remote's port unreachable).
+        drop_udp_host_error,
+        /// Host datagrams too large for the link MTU (no fragmentation yet).
+        drop_udp_too_big,
+        /// Datagrams on an inbound forward while the guest has no known address.
+        drop_udp_forward_no_guest,
+        /// DNS queries while no upstream resolver is configured.
+        drop_dns_no_upstream,
+        /// Flows currently in the table (a gauge).
+        flows_active,
+        /// Flows created.
+        flows_opened,
+        /// Flows closed by their idle timeout.
+        flows_closed,
+        /// Flows the host refused to open a socket for.
+        flows_refused,
+        /// Flows evicted to make room (the table was full).
+        flows_evicted,
     }
 }
 
@@ -140,13 +172,13 @@ mod tests {
     fn for_each_and_get_agree() {
         let s = Stats {
             eth_rx_frames: 3,
-            drop_tx_queue_full: 9,
+            flows_evicted: 9,
             ..Stats::default()
         };
         let mut seen = Vec::new();
         s.for_each(|name, v| seen.push((name, v)));
         assert_eq!(seen.first(), Some(&("eth_rx_frames", 3)));
-        assert_eq!(seen.last(), Some(&("drop_tx_queue_full", 9)));
+        assert_eq!(seen.last(), Some(&("flows_evicted", 9)));
         for (name, v) in seen {
             assert_eq!(s.get(name), Some(v));
         }

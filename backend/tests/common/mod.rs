@@ -16,6 +16,9 @@ pub const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 
 pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02]);
 pub const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
 pub const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+/// The DNS address: the gateway answers echo to it itself, so device tests do not depend on the
+/// host's ICMP sockets (echo to the gateway address goes to the host's loopback).
+pub const DNS_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 3);
 
 /// A virtgate process on a private socket.
 pub struct Virtgate {
@@ -165,7 +168,7 @@ pub fn echo_request(seq: u16, data: &[u8]) -> Vec<u8> {
     };
     let ip = Ipv4Repr {
         src: GUEST_IP,
-        dst: GATEWAY_IP,
+        dst: DNS_IP,
         protocol: IpProtocol::Icmp,
         payload_len: icmp.buffer_len(),
         ttl: 64,
@@ -196,4 +199,76 @@ pub fn parse_echo_reply(frame: &[u8]) -> Option<(u16, Vec<u8>)> {
         Icmpv4Repr::EchoReply { seq_no, data, .. } => Some((seq_no, data.to_vec())),
         _ => None,
     }
+}
+
+/// A UDP datagram from the guest (GUEST_IP:sport) to dst:dport, in an Ethernet frame to the gateway.
+pub fn udp_frame(dst: Ipv4Address, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    use netstack::wire::UdpRepr;
+    let ip = Ipv4Repr {
+        src: GUEST_IP,
+        dst,
+        protocol: IpProtocol::Udp,
+        payload_len: 8 + payload.len(),
+        ttl: 64,
+    };
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + 8 + payload.len()];
+    EthernetRepr {
+        src: GUEST_MAC,
+        dst: GATEWAY_MAC,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut f);
+    ip.emit(&mut f[ethernet::HEADER_LEN..], 9);
+    let udp = &mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..];
+    udp[8..].copy_from_slice(payload);
+    UdpRepr {
+        src_port: sport,
+        dst_port: dport,
+    }
+    .emit_v4(udp, GUEST_IP, dst);
+    f
+}
+
+/// An IPv4 address and port.
+pub type Endpoint = (Ipv4Address, u16);
+
+/// A UDP datagram: source, destination, payload.
+pub type Datagram = (Endpoint, Endpoint, Vec<u8>);
+
+/// The UDP datagram in a frame to the guest.
+pub fn parse_udp(frame: &[u8]) -> Option<Datagram> {
+    use netstack::wire::{EthernetFrame, Ipv4Packet, UdpPacket};
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let r = Ipv4Repr::parse(&ip).ok()?;
+    if r.protocol != IpProtocol::Udp {
+        return None;
+    }
+    let u = UdpPacket::new_checked(ip.payload()).ok()?;
+    assert!(
+        u.verify_checksum_v4(r.src, r.dst),
+        "UDP checksum from virtgate"
+    );
+    Some((
+        (r.src, u.src_port()),
+        (r.dst, u.dst_port()),
+        u.payload().to_vec(),
+    ))
+}
+
+/// A UDP echo server on loopback, answering `limit` datagrams; returns its address.
+pub fn udp_echo_server(limit: usize) -> std::net::SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let addr = s.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        for _ in 0..limit {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                return;
+            };
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    addr
 }

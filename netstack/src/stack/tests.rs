@@ -49,7 +49,7 @@ fn echo_request(dst: Ipv4Address, seq: u16, data: &[u8]) -> Vec<u8> {
 }
 
 /// Drains every queued frame.
-fn drain(s: &mut Stack) -> Vec<Vec<u8>> {
+fn drain<H: crate::host::HostIo>(s: &mut Stack<H>) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for _ in 0..TX_QUEUE_CAPACITY + 1 {
         let mut got = None;
@@ -476,5 +476,292 @@ mod dhcp_layer {
         );
         assert_eq!(off.stats().drop_udp_no_service, 1);
         assert!(drain(&mut off).is_empty());
+    }
+}
+
+mod host_flows {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::UdpForward;
+    use crate::flows::UDP_IDLE_TIMEOUT;
+    use crate::host::{ScriptedHost, ScriptedSocket, Sent};
+
+    fn host_stack(cfg: Config) -> Stack<ScriptedHost> {
+        let mut s = Stack::with_host(cfg, ScriptedHost::new()).unwrap();
+        s.open_forwards().unwrap();
+        s
+    }
+
+    fn udp_frame(dst: Ipv4Address, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = vec![0u8; 8 + payload.len()];
+        u[8..].copy_from_slice(payload);
+        UdpRepr {
+            src_port: sport,
+            dst_port: dport,
+        }
+        .emit_v4(&mut u, GUEST_IP, dst);
+        ipv4_frame(GUEST_IP, dst, IpProtocol::Udp, &u)
+    }
+
+    /// The UDP datagram in a frame from the stack: (src, sport, dst, dport, payload).
+    fn parse_udp(frame: &[u8]) -> (Ipv4Address, u16, Ipv4Address, u16, Vec<u8>) {
+        let eth = EthernetFrame::new_checked(frame).unwrap();
+        assert_eq!(eth.dst_addr(), GUEST_MAC);
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let r = Ipv4Repr::parse(&ip).unwrap();
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(u.verify_checksum_v4(r.src, r.dst));
+        (
+            r.src,
+            u.src_port(),
+            r.dst,
+            u.dst_port(),
+            u.payload().to_vec(),
+        )
+    }
+
+    /// ICMP type and code in a frame from the stack, and the quoted destination.
+    fn parse_icmp_error(frame: &[u8]) -> (u8, u8, Ipv4Address) {
+        let eth = EthernetFrame::new_checked(frame).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        let quoted = Ipv4Packet::new_unchecked(icmp.data());
+        (icmp.msg_type(), icmp.msg_code(), quoted.dst_addr())
+    }
+
+    #[test]
+    fn gateway_maps_to_loopback_and_replies_come_back() {
+        let mut s = host_stack(Config::default());
+        let gw = Ipv4Address::new(10, 0, 2, 2);
+        s.process_frame(Instant::ZERO, &udp_frame(gw, 40000, 7, b"ping"));
+        let to: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let sock = s.host().find(&ScriptedSocket::UdpConnected(to)).unwrap();
+        assert_eq!(
+            s.host().sent,
+            vec![Sent::Udp {
+                sock,
+                to,
+                payload: b"ping".to_vec()
+            }]
+        );
+        // Same conversation, same socket.
+        s.process_frame(Instant::ZERO, &udp_frame(gw, 40000, 7, b"again"));
+        assert_eq!(s.host().sockets.len(), 1);
+        s.host_mut().inject_datagram(sock, to, b"pong");
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            parse_udp(&out[0]),
+            (gw, 7, GUEST_IP, 40000, b"pong".to_vec())
+        );
+        let st = s.stats();
+        assert_eq!((st.udp_tx_host_datagrams, st.udp_rx_host_datagrams), (2, 1));
+        assert_eq!((st.flows_opened, st.flows_active), (1, 1));
+    }
+
+    #[test]
+    fn no_map_gw_and_remote_addresses() {
+        let mut s = host_stack(Config {
+            map_gateway_to_loopback: false,
+            ..Config::default()
+        });
+        s.process_frame(
+            Instant::ZERO,
+            &udp_frame(Ipv4Address::new(10, 0, 2, 2), 1, 7, b"x"),
+        );
+        assert_eq!(s.stats().drop_udp_no_service, 1);
+        let remote = Ipv4Address::new(192, 0, 2, 10);
+        s.process_frame(Instant::ZERO, &udp_frame(remote, 1, 9, b"x"));
+        let to: SocketAddr = "192.0.2.10:9".parse().unwrap();
+        assert!(s.host().find(&ScriptedSocket::UdpConnected(to)).is_some());
+    }
+
+    #[test]
+    fn dns_goes_to_the_first_upstream_or_is_counted() {
+        let upstream: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let mut s = host_stack(Config {
+            dns_upstreams: vec![upstream],
+            ..Config::default()
+        });
+        let dns = Ipv4Address::new(10, 0, 2, 3);
+        s.process_frame(Instant::ZERO, &udp_frame(dns, 5000, 53, b"query"));
+        assert!(s
+            .host()
+            .find(&ScriptedSocket::UdpConnected(upstream))
+            .is_some());
+        let mut none = host_stack(Config::default());
+        none.process_frame(Instant::ZERO, &udp_frame(dns, 5000, 53, b"query"));
+        assert_eq!(none.stats().drop_dns_no_upstream, 1);
+        assert!(none.host().sockets.is_empty());
+    }
+
+    #[test]
+    fn refused_and_unreachable_become_icmp_errors() {
+        let mut s = host_stack(Config::default());
+        let gw = Ipv4Address::new(10, 0, 2, 2);
+        s.process_frame(Instant::ZERO, &udp_frame(gw, 40000, 9, b"x"));
+        let sock = s.host().sockets.keys().copied().next().unwrap();
+        // The remote's port unreachable surfaces on the socket.
+        s.host_mut()
+            .inject_error(sock, std::io::ErrorKind::ConnectionRefused);
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        assert_eq!(parse_icmp_error(&out[0]), (3, 3, gw));
+        // The host refuses to open a socket at all.
+        s.host_mut().refuse = Some(std::io::ErrorKind::NetworkUnreachable);
+        s.process_frame(
+            Instant::ZERO,
+            &udp_frame(Ipv4Address::new(192, 0, 2, 1), 1, 2, b"x"),
+        );
+        let out = drain(&mut s);
+        assert_eq!(
+            parse_icmp_error(&out[0]),
+            (3, 0, Ipv4Address::new(192, 0, 2, 1))
+        );
+        assert_eq!(s.stats().flows_refused, 1);
+        assert_eq!(s.stats().icmp_tx_errors, 2);
+    }
+
+    #[test]
+    fn ttl_running_out_at_the_gateway_is_time_exceeded() {
+        let mut s = host_stack(Config::default());
+        let mut f = udp_frame(Ipv4Address::new(192, 0, 2, 1), 1, 33434, b"trace");
+        f[14 + 8] = 1; // TTL 1
+        f[24] = 0;
+        f[25] = 0;
+        let sum = wire::checksum::compute(&f[14..34]);
+        f[24..26].copy_from_slice(&sum.to_be_bytes());
+        s.process_frame(Instant::ZERO, &f);
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 1);
+        let (t, c, _) = parse_icmp_error(&out[0]);
+        assert_eq!((t, c), (11, 0));
+        let ip = Ipv4Packet::new_checked(&out[0][14..]).unwrap();
+        assert_eq!(ip.src_addr(), Ipv4Address::new(10, 0, 2, 2));
+        assert!(s.host().sockets.is_empty());
+    }
+
+    #[test]
+    fn inbound_forward_reaches_the_guest_and_replies_go_back() {
+        let listen: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let mut s = host_stack(Config {
+            udp_forwards: vec![UdpForward {
+                host: listen,
+                guest_port: 53,
+            }],
+            ..Config::default()
+        });
+        let lsock = s.host().find(&ScriptedSocket::UdpBound(listen)).unwrap();
+        let peer: SocketAddr = "127.0.0.1:41000".parse().unwrap();
+        // No guest address known yet: counted.
+        s.host_mut().inject_datagram(lsock, peer, b"early");
+        s.host_ready(Instant::ZERO, lsock);
+        assert_eq!(s.stats().drop_udp_forward_no_guest, 1);
+        // The guest speaks once (any IPv4 packet), then the forward works.
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b""),
+        );
+        drain(&mut s);
+        s.host_mut().inject_datagram(lsock, peer, b"query");
+        s.host_ready(Instant::ZERO, lsock);
+        let out = drain(&mut s);
+        let gw = Ipv4Address::new(10, 0, 2, 2);
+        assert_eq!(
+            parse_udp(&out[0]),
+            (gw, 41000, GUEST_IP, 53, b"query".to_vec())
+        );
+        // The guest's answer leaves through the bound socket to the peer.
+        s.process_frame(Instant::ZERO, &udp_frame(gw, 53, 41000, b"answer"));
+        assert_eq!(
+            s.host().sent.last(),
+            Some(&Sent::Udp {
+                sock: lsock,
+                to: peer,
+                payload: b"answer".to_vec()
+            })
+        );
+    }
+
+    #[test]
+    fn idle_flows_expire_and_close_their_sockets() {
+        let mut s = host_stack(Config::default());
+        s.process_frame(
+            Instant::ZERO,
+            &udp_frame(Ipv4Address::new(10, 0, 2, 2), 1, 7, b"x"),
+        );
+        let sock = s.host().sockets.keys().copied().next().unwrap();
+        assert!(s.poll_at() <= Some(Instant::ZERO + UDP_IDLE_TIMEOUT));
+        s.poll(Instant::from_secs(UDP_IDLE_TIMEOUT.total_secs() - 1));
+        assert!(s.host().closed.is_empty(), "not idle long enough");
+        s.poll(Instant::ZERO + UDP_IDLE_TIMEOUT);
+        assert_eq!(s.host().closed, vec![sock]);
+        assert_eq!((s.stats().flows_closed, s.stats().flows_active), (1, 0));
+    }
+
+    #[test]
+    fn echo_goes_through_the_host_and_back_with_the_guest_ident() {
+        let mut s = host_stack(Config::default());
+        let remote = Ipv4Address::new(192, 0, 2, 7);
+        s.process_frame(Instant::ZERO, &echo_request(remote, 5, b"data"));
+        let sock = s
+            .host()
+            .find(&ScriptedSocket::IcmpEcho("192.0.2.7".parse().unwrap()))
+            .unwrap();
+        assert_eq!(
+            s.host().sent,
+            vec![Sent::Echo {
+                sock,
+                seq: 5,
+                data: b"data".to_vec()
+            }]
+        );
+        s.host_mut().inject_echo_reply(sock, 5, b"data");
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert_eq!(ip.src_addr(), remote);
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            Icmpv4Repr::parse(&icmp).unwrap(),
+            Icmpv4Repr::EchoReply {
+                ident: 0x77,
+                seq_no: 5,
+                data: b"data"
+            }
+        );
+        // Echo to the DNS address is the gateway's own answer.
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 3), 6, b""),
+        );
+        assert_eq!(drain(&mut s).len(), 1);
+        assert_eq!(s.stats().icmp_tx_host_echo_requests, 1);
+    }
+
+    #[test]
+    fn echo_to_gateway_falls_back_to_a_local_answer() {
+        let mut s = host_stack(Config::default());
+        s.host_mut().refuse = Some(std::io::ErrorKind::PermissionDenied);
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 2), 1, b"x"),
+        );
+        assert_eq!(drain(&mut s).len(), 1);
+        assert_eq!(s.stats().icmp_host_unavailable, 1);
+        // Elsewhere, the guest learns the truth.
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(192, 0, 2, 1), 1, b"x"),
+        );
+        let out = drain(&mut s);
+        assert_eq!(
+            parse_icmp_error(&out[0]),
+            (3, 13, Ipv4Address::new(192, 0, 2, 1))
+        );
     }
 }

@@ -22,6 +22,14 @@ pub const TYPE_DEST_UNREACHABLE: u8 = 3;
 pub const TYPE_ECHO_REQUEST: u8 = 8;
 pub const TYPE_TIME_EXCEEDED: u8 = 11;
 
+/// Destination unreachable codes (RFC 792, RFC 1812 §5.2.7.1).
+pub mod unreachable {
+    pub const NET: u8 = 0;
+    pub const HOST: u8 = 1;
+    pub const PORT: u8 = 3;
+    pub const ADMIN_PROHIBITED: u8 = 13;
+}
+
 /// A view of an ICMPv4 message.
 #[derive(Debug, Clone, Copy)]
 pub struct Icmpv4Packet<T: AsRef<[u8]>> {
@@ -97,6 +105,8 @@ pub enum Icmpv4Repr<'a> {
     },
     /// Destination unreachable; `data` is the offending packet's header and leading bytes.
     DstUnreachable { code: u8, data: &'a [u8] },
+    /// Time exceeded (RFC 792): TTL (code 0) or reassembly (code 1); `data` quotes the packet.
+    TimeExceeded { code: u8, data: &'a [u8] },
     /// Any other type, kept as data rather than an error.
     Other { msg_type: u8, code: u8 },
 }
@@ -119,6 +129,7 @@ impl<'a> Icmpv4Repr<'a> {
                 data,
             },
             (TYPE_DEST_UNREACHABLE, code) => Icmpv4Repr::DstUnreachable { code, data },
+            (TYPE_TIME_EXCEEDED, code) => Icmpv4Repr::TimeExceeded { code, data },
             (msg_type, code) => Icmpv4Repr::Other { msg_type, code },
         })
     }
@@ -128,7 +139,8 @@ impl<'a> Icmpv4Repr<'a> {
             + match self {
                 Icmpv4Repr::EchoRequest { data, .. }
                 | Icmpv4Repr::EchoReply { data, .. }
-                | Icmpv4Repr::DstUnreachable { data, .. } => data.len(),
+                | Icmpv4Repr::DstUnreachable { data, .. }
+                | Icmpv4Repr::TimeExceeded { data, .. } => data.len(),
                 Icmpv4Repr::Other { .. } => 0,
             }
     }
@@ -158,6 +170,10 @@ impl<'a> Icmpv4Repr<'a> {
             Icmpv4Repr::DstUnreachable { code, data } => {
                 buf[field::UNUSED].fill(0);
                 (TYPE_DEST_UNREACHABLE, code, data)
+            }
+            Icmpv4Repr::TimeExceeded { code, data } => {
+                buf[field::UNUSED].fill(0);
+                (TYPE_TIME_EXCEEDED, code, data)
             }
             Icmpv4Repr::Other { msg_type, code } => {
                 buf[field::UNUSED].fill(0);

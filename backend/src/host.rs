@@ -1,0 +1,397 @@
+//! Real host sockets for the stack: the one implementation of [`netstack::HostIo`].
+//!
+//! Every socket is non-blocking and registered, with its id as the event data, on an epoll
+//! instance of its own. That epoll descriptor is itself registered on the vring worker's epoll as
+//! one event ([`crate::device::HOST_EVENT`]): the worker stays one thread, with no thread per
+//! connection, and host sockets can be numbered freely (the worker's event ids are 16 bits).
+//!
+//! ICMP echo uses ping sockets (`SOCK_DGRAM`, `IPPROTO_ICMP`) where `net.ipv4.ping_group_range`
+//! allows them, and raw ICMP sockets (needing CAP_NET_RAW) otherwise. A raw socket sees every echo
+//! reply from its remote, so each raw flow gets an identifier of its own and filters on it.
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use log::{debug, info};
+use netstack::wire::{Icmpv4Packet, Icmpv4Repr, Ipv4Packet};
+use netstack::{HostIo, SocketId};
+use socket2::{Domain, Protocol, Socket, Type};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+enum HostSocket {
+    Udp(UdpSocket),
+    /// A ping socket: the kernel owns the identifier and the checksum.
+    Ping(Socket),
+    /// A raw ICMP socket, connected to its remote: the flow's identifier is ours. Every raw
+    /// socket on the host sees every reply from the remote, so a reply is taken only if it answers
+    /// a request of this flow still outstanding (which also drops duplicates).
+    Raw {
+        socket: Socket,
+        ident: u16,
+        outstanding: VecDeque<u16>,
+    },
+}
+
+impl HostSocket {
+    fn fd(&self) -> RawFd {
+        match self {
+            HostSocket::Udp(s) => s.as_raw_fd(),
+            HostSocket::Ping(s) | HostSocket::Raw { socket: s, .. } => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Echo requests remembered per raw flow for matching replies.
+const OUTSTANDING_ECHOES: usize = 64;
+
+/// Which ICMP echo sockets the host allows; learned on first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EchoMode {
+    Unknown,
+    Ping,
+    Raw,
+    Unavailable,
+}
+
+/// The host sockets of one stack.
+pub struct HostSockets {
+    epoll: Epoll,
+    slots: Vec<Option<HostSocket>>,
+    free: Vec<u32>,
+    echo_mode: EchoMode,
+    /// Random identifiers for raw echo flows: other processes' raw sockets share the replies.
+    ident_seed: RandomState,
+    idents_issued: u64,
+    /// One ICMP message being built or read.
+    icmp_buf: Vec<u8>,
+}
+
+impl HostSockets {
+    pub fn new() -> io::Result<Self> {
+        Ok(HostSockets {
+            epoll: Epoll::new()?,
+            slots: Vec::new(),
+            free: Vec::new(),
+            echo_mode: EchoMode::Unknown,
+            ident_seed: RandomState::new(),
+            idents_issued: 0,
+            icmp_buf: vec![0; 65536],
+        })
+    }
+
+    /// The epoll descriptor to register with the worker.
+    pub fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Sockets with events, into `events`; returns how many. Never blocks.
+    pub fn ready(&self, events: &mut [EpollEvent]) -> usize {
+        self.epoll.wait(0, events).unwrap_or(0)
+    }
+
+    fn add(&mut self, s: HostSocket) -> io::Result<SocketId> {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        if let Err(e) = self.epoll.ctl(
+            ControlOperation::Add,
+            s.fd(),
+            EpollEvent::new(EventSet::IN, u64::from(id)),
+        ) {
+            self.free.push(id);
+            return Err(e);
+        }
+        self.slots[id as usize] = Some(s);
+        Ok(SocketId(id))
+    }
+
+    fn get(&self, sock: SocketId) -> io::Result<&HostSocket> {
+        self.slots
+            .get(sock.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn udp(&self, sock: SocketId) -> io::Result<&UdpSocket> {
+        match self.get(sock)? {
+            HostSocket::Udp(s) => Ok(s),
+            _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        }
+    }
+
+    fn open_echo(&mut self, remote: IpAddr, mode: EchoMode) -> io::Result<HostSocket> {
+        let IpAddr::V4(v4) = remote else {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        };
+        let ty = match mode {
+            EchoMode::Ping => Type::DGRAM,
+            _ => Type::RAW,
+        };
+        let socket = Socket::new(Domain::IPV4, ty, Some(Protocol::ICMPV4))?;
+        socket.set_nonblocking(true)?;
+        socket.set_cloexec(true)?;
+        socket.connect(&SocketAddr::from((v4, 0)).into())?;
+        Ok(match mode {
+            EchoMode::Ping => HostSocket::Ping(socket),
+            _ => {
+                self.idents_issued += 1;
+                HostSocket::Raw {
+                    socket,
+                    ident: self.ident_seed.hash_one(self.idents_issued) as u16,
+                    outstanding: VecDeque::with_capacity(OUTSTANDING_ECHOES),
+                }
+            }
+        })
+    }
+}
+
+impl HostIo for HostSockets {
+    fn udp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId> {
+        let local: SocketAddr = match remote {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let s = UdpSocket::bind(local)?;
+        s.connect(remote)?;
+        s.set_nonblocking(true)?;
+        self.add(HostSocket::Udp(s))
+    }
+
+    fn udp_bind(&mut self, local: SocketAddr) -> io::Result<SocketId> {
+        let s = UdpSocket::bind(local)?;
+        s.set_nonblocking(true)?;
+        self.add(HostSocket::Udp(s))
+    }
+
+    fn send(&mut self, sock: SocketId, payload: &[u8]) -> io::Result<usize> {
+        self.udp(sock)?.send(payload)
+    }
+
+    fn send_to(&mut self, sock: SocketId, payload: &[u8], remote: SocketAddr) -> io::Result<usize> {
+        self.udp(sock)?.send_to(payload, remote)
+    }
+
+    fn recv_from(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.udp(sock)?.recv_from(buf)
+    }
+
+    fn icmp_echo_open(&mut self, remote: IpAddr) -> io::Result<SocketId> {
+        let socket = match self.echo_mode {
+            EchoMode::Unavailable => return Err(io::Error::from(io::ErrorKind::PermissionDenied)),
+            EchoMode::Ping | EchoMode::Raw => self.open_echo(remote, self.echo_mode)?,
+            EchoMode::Unknown => match self.open_echo(remote, EchoMode::Ping) {
+                Ok(s) => {
+                    info!("ICMP echo through ping sockets");
+                    self.echo_mode = EchoMode::Ping;
+                    s
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    match self.open_echo(remote, EchoMode::Raw) {
+                        Ok(s) => {
+                            info!("ping sockets not allowed (net.ipv4.ping_group_range); ICMP echo through raw sockets");
+                            self.echo_mode = EchoMode::Raw;
+                            s
+                        }
+                        Err(e) => {
+                            info!("no ICMP sockets allowed: guests' pings beyond the gateway are refused ({e})");
+                            self.echo_mode = EchoMode::Unavailable;
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        self.add(socket)
+    }
+
+    fn icmp_echo_send(&mut self, sock: SocketId, seq: u16, data: &[u8]) -> io::Result<()> {
+        let (socket, ident) = match self.slots.get_mut(sock.0 as usize).and_then(Option::as_mut) {
+            Some(HostSocket::Ping(s)) => (&*s, 0),
+            Some(HostSocket::Raw {
+                socket,
+                ident,
+                outstanding,
+            }) => {
+                if outstanding.len() == OUTSTANDING_ECHOES {
+                    outstanding.pop_front();
+                }
+                outstanding.push_back(seq);
+                (&*socket, *ident)
+            }
+            Some(HostSocket::Udp(_)) => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+            None => return Err(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        let req = Icmpv4Repr::EchoRequest {
+            ident,
+            seq_no: seq,
+            data,
+        };
+        let len = req.buffer_len();
+        if len > self.icmp_buf.len() {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        req.emit(&mut self.icmp_buf[..len]);
+        (&*socket).write(&self.icmp_buf[..len]).map(|_| ())
+    }
+
+    fn icmp_echo_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(u16, usize)> {
+        let (socket, raw_ident, mut outstanding) =
+            match self.slots.get_mut(sock.0 as usize).and_then(Option::as_mut) {
+                Some(HostSocket::Ping(s)) => (&*s, None, None),
+                Some(HostSocket::Raw {
+                    socket,
+                    ident,
+                    outstanding,
+                }) => (&*socket, Some(*ident), Some(outstanding)),
+                _ => return Err(io::Error::from(io::ErrorKind::NotFound)),
+            };
+        // Skip what is not ours (a raw socket sees every ICMP message from its remote); bounded by
+        // the socket's queue, as each read consumes one message.
+        loop {
+            let n = (&*socket).read(&mut self.icmp_buf)?;
+            let msg = &self.icmp_buf[..n];
+            let icmp = match raw_ident {
+                None => msg,
+                // Raw sockets deliver the IPv4 header too.
+                Some(_) => match Ipv4Packet::new_checked(msg) {
+                    Ok(ip) => &msg[usize::from(ip.header_len())..n],
+                    Err(_) => continue,
+                },
+            };
+            let Ok(p) = Icmpv4Packet::new_checked(icmp) else {
+                continue;
+            };
+            if p.msg_type() != netstack::wire::icmpv4::TYPE_ECHO_REPLY
+                || raw_ident.is_some_and(|id| id != p.echo_ident())
+            {
+                continue;
+            }
+            if let Some(out) = outstanding.as_mut() {
+                let Some(i) = out.iter().position(|s| *s == p.echo_seq_no()) else {
+                    debug!(
+                        "host ICMP: reply seq {} answers nothing outstanding",
+                        p.echo_seq_no()
+                    );
+                    continue;
+                };
+                out.remove(i);
+            }
+            let data = p.data();
+            let len = data.len().min(buf.len());
+            buf[..len].copy_from_slice(&data[..len]);
+            return Ok((p.echo_seq_no(), len));
+        }
+    }
+
+    fn close(&mut self, sock: SocketId) {
+        if let Some(slot) = self.slots.get_mut(sock.0 as usize) {
+            if let Some(s) = slot.take() {
+                let _ = self.epoll.ctl(
+                    ControlOperation::Delete,
+                    s.fd(),
+                    EpollEvent::new(EventSet::IN, u64::from(sock.0)),
+                );
+                self.free.push(sock.0);
+            }
+        }
+    }
+}
+
+impl AsRawFd for HostSockets {
+    fn as_raw_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_connected_and_bound_sockets_report_readiness() {
+        let mut h = HostSockets::new().unwrap();
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = h.udp_connect(server.local_addr().unwrap()).unwrap();
+        h.send(s, b"hello").unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        server.send_to(b"back", from).unwrap();
+        let mut events = vec![EpollEvent::default(); 8];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while h.ready(&mut events) == 0 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(events[0].data(), u64::from(s.0));
+        let (n, _) = h.recv_from(s, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"back");
+        assert_eq!(
+            h.recv_from(s, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        h.close(s);
+        assert_eq!(h.send(s, b"x").unwrap_err().kind(), io::ErrorKind::NotFound);
+        // Ids are reused.
+        let again = h.udp_bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(again, s);
+    }
+
+    #[test]
+    fn connected_udp_reports_port_unreachable() {
+        let mut h = HostSockets::new().unwrap();
+        // A port nobody listens on: bind and drop a socket to find one.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let s = h.udp_connect(port).unwrap();
+        h.send(s, b"anyone?").unwrap();
+        let mut buf = [0u8; 16];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match h.recv_from(s, &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn echo_to_loopback_comes_back() {
+        let mut h = HostSockets::new().unwrap();
+        let s = match h.icmp_echo_open(IpAddr::V4(Ipv4Addr::LOCALHOST)) {
+            Ok(s) => s,
+            Err(e) => panic!("neither ping nor raw ICMP sockets are allowed here: {e}"),
+        };
+        h.icmp_echo_send(s, 42, b"virtgate").unwrap();
+        let mut buf = [0u8; 64];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match h.icmp_echo_recv(s, &mut buf) {
+                Ok((seq, n)) => {
+                    assert_eq!((seq, &buf[..n]), (42, &b"virtgate"[..]));
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no echo reply");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}

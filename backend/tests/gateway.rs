@@ -1,0 +1,164 @@
+//! The gateway without QEMU: UDP, DNS, inbound forwards and ICMP echo between the in-process
+//! frontend and real sockets on the host's loopback.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::*;
+use virtgate::frontend::{EnableOrder, TestFrontend};
+
+const T: Duration = Duration::from_secs(10);
+
+fn connect(vg: &Virtgate) -> TestFrontend {
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .expect("frontend connects");
+    fe.post_rx_buffers(64);
+    fe
+}
+
+/// Receives frames until a UDP datagram arrives (ARP requests for the guest may come first).
+fn recv_udp(
+    fe: &mut TestFrontend,
+) -> (
+    (netstack::wire::Ipv4Address, u16),
+    (netstack::wire::Ipv4Address, u16),
+    Vec<u8>,
+) {
+    for _ in 0..8 {
+        let frame = fe.recv(T).expect("a frame");
+        if let Some(d) = parse_udp(&frame) {
+            return d;
+        }
+    }
+    panic!("no UDP datagram");
+}
+
+#[test]
+fn udp_to_the_gateway_reaches_host_loopback_and_back() {
+    let server = udp_echo_server(3);
+    let vg = Virtgate::start(&[]);
+    let mut fe = connect(&vg);
+    for i in 0..3u8 {
+        fe.send(&udp_frame(GATEWAY_IP, 40000, server.port(), &[i; 100]));
+        let (src, dst, payload) = recv_udp(&mut fe);
+        assert_eq!(src, (GATEWAY_IP, server.port()));
+        assert_eq!(dst, (GUEST_IP, 40000));
+        assert_eq!(payload, vec![i; 100]);
+    }
+    let s = vg.stats_when(|s| s["stack"]["udp_rx_host_datagrams"] == 3);
+    assert_eq!(s["stack"]["udp_tx_host_datagrams"], 3);
+    assert_eq!(s["stack"]["flows_opened"], 1);
+    assert_eq!(s["stack"]["flows_active"], 1);
+}
+
+#[test]
+fn dns_queries_go_to_the_upstream() {
+    let upstream = udp_echo_server(1);
+    let vg = Virtgate::start(&["--dns-upstream", &upstream.to_string()]);
+    let mut fe = connect(&vg);
+    fe.send(&udp_frame(DNS_IP, 5353, 53, b"\x12\x34query"));
+    let (src, dst, payload) = recv_udp(&mut fe);
+    assert_eq!(src, (DNS_IP, 53));
+    assert_eq!(dst, (GUEST_IP, 5353));
+    assert_eq!(payload, b"\x12\x34query");
+}
+
+#[test]
+fn closed_host_port_is_port_unreachable_for_the_guest() {
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let vg = Virtgate::start(&[]);
+    let mut fe = connect(&vg);
+    fe.send(&udp_frame(GATEWAY_IP, 40001, closed.port(), b"anyone?"));
+    let frame = (0..8)
+        .map(|_| fe.recv(T).expect("a frame"))
+        .find(|f| f.len() > 34 && f[23] == 1)
+        .expect("an ICMP message");
+    // ICMP type 3 code 3, quoting our datagram's destination port.
+    assert_eq!((frame[34], frame[35]), (3, 3));
+    let quoted_dport = u16::from_be_bytes([frame[34 + 8 + 22], frame[34 + 8 + 23]]);
+    assert_eq!(quoted_dport, closed.port());
+}
+
+#[test]
+fn inbound_udp_forward_reaches_the_guest() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vg = Virtgate::start(&["--forward", &format!("udp:{port}:5000")]);
+    let mut fe = connect(&vg);
+    // The guest makes itself known (any IPv4 packet; DHCP would do it in a real guest).
+    fe.send(&echo_request(1, b"hello"));
+    fe.recv(T).expect("echo reply");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(T)).unwrap();
+    client
+        .send_to(b"to the guest", ("127.0.0.1", port))
+        .unwrap();
+    let (src, dst, payload) = recv_udp(&mut fe);
+    assert_eq!(src, (GATEWAY_IP, client.local_addr().unwrap().port()));
+    assert_eq!(dst, (GUEST_IP, 5000));
+    assert_eq!(payload, b"to the guest");
+    fe.send(&udp_frame(src.0, 5000, src.1, b"from the guest"));
+    let mut buf = [0u8; 64];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from the guest");
+    assert_eq!(from.port(), port);
+}
+
+#[test]
+fn forward_on_a_busy_port_is_a_startup_error() {
+    let busy = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtgate"))
+        .args(["--socket", "/tmp/virtgate-never.sock"])
+        .args(["--forward", &format!("udp:{port}:53")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("forward udp 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+/// Echo to the gateway goes to the host's loopback through an ICMP socket (ping or raw), and
+/// comes back with the guest's identifier.
+#[test]
+fn echo_to_the_gateway_goes_through_the_host() {
+    let vg = Virtgate::start(&[]);
+    let mut fe = connect(&vg);
+    let mut req = echo_request(7, b"via the host");
+    // Re-address the request to the gateway (10.0.2.2) and fix the IPv4 checksum.
+    req[33] = 2;
+    req[24] = 0;
+    req[25] = 0;
+    let sum = netstack::wire::checksum::compute(&req[14..34]);
+    req[24..26].copy_from_slice(&sum.to_be_bytes());
+    fe.send(&req);
+    let frame = fe.recv(T).expect("echo reply");
+    assert_eq!(
+        parse_echo_reply(&frame),
+        Some((7, b"via the host".to_vec()))
+    );
+    let s = vg.stats_when(|s| s["stack"]["icmp_tx_echo_replies"] == 1);
+    // As root the host allows raw ICMP sockets; elsewhere virtgate answers itself (and says so).
+    let via_host = s["stack"]["icmp_tx_host_echo_requests"] == 1;
+    let local = s["stack"]["icmp_host_unavailable"] == 1;
+    assert!(via_host || local, "{s:#}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(via_host, "root may open raw ICMP sockets: {s:#}");
+    }
+}

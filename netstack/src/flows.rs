@@ -1,0 +1,231 @@
+//! The flow table: which host socket carries which guest conversation.
+//!
+//! Theory of operation. A flow is created by the first packet of a guest conversation to a host
+//! destination (or by a datagram arriving on an inbound port forward) and maps the guest's view
+//! (`FlowKey`: guest address and port or ICMP identifier, remote address and port) to a host
+//! socket. Flows are looked up by key for guest packets and by socket for host events. Every flow
+//! has an idle timeout, refreshed by traffic in either direction; the table has a fixed capacity and
+//! evicts the least recently used flow when a new one needs room.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::host::SocketId;
+use crate::time::{Duration, Instant};
+use crate::wire::Ipv4Address;
+
+/// At most this many flows; a new flow beyond it evicts the least recently used one
+/// (`flows_evicted`).
+pub const MAX_FLOWS: usize = 4096;
+/// RFC 4787 REQ-5: a UDP mapping must not expire in less than two minutes; 180 s as passt and
+/// Linux conntrack's assured UDP streams.
+pub const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// RFC 5508 REQ-1: an ICMP query mapping must live at least 60 s.
+pub const ICMP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A guest conversation as the guest sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowKey {
+    Udp {
+        guest: (Ipv4Address, u16),
+        remote: (Ipv4Address, u16),
+    },
+    IcmpEcho {
+        guest: Ipv4Address,
+        ident: u16,
+        remote: Ipv4Address,
+    },
+}
+
+impl FlowKey {
+    fn idle_timeout(&self) -> Duration {
+        match self {
+            FlowKey::Udp { .. } => UDP_IDLE_TIMEOUT,
+            FlowKey::IcmpEcho { .. } => ICMP_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Who opened the flow, and so how its host side sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The guest: the flow owns a socket connected to the host destination.
+    Guest,
+    /// A host peer through an inbound forward: replies go out of the forward's bound socket to
+    /// `peer`; the socket belongs to the forward, not the flow.
+    Forward { peer: SocketAddr },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    pub key: FlowKey,
+    pub socket: SocketId,
+    pub origin: Origin,
+    pub last_active: Instant,
+}
+
+impl Flow {
+    pub fn expires_at(&self) -> Instant {
+        self.last_active + self.key.idle_timeout()
+    }
+}
+
+/// Why a flow left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Expired,
+    Evicted,
+}
+
+/// The table.
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    flows: HashMap<FlowKey, Flow>,
+    /// Sockets owned by guest-originated flows.
+    by_socket: HashMap<SocketId, FlowKey>,
+}
+
+impl FlowTable {
+    pub fn new() -> Self {
+        FlowTable::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
+        self.flows.get_mut(key)
+    }
+
+    pub fn by_socket(&self, sock: SocketId) -> Option<FlowKey> {
+        self.by_socket.get(&sock).copied()
+    }
+
+    /// The forward flow of `peer` on listener `sock`, if any (linear: forwards carry few peers).
+    pub fn forward_flow(&self, sock: SocketId, peer: SocketAddr) -> Option<FlowKey> {
+        self.flows
+            .values()
+            .find(|f| f.socket == sock && f.origin == Origin::Forward { peer })
+            .map(|f| f.key)
+    }
+
+    /// Inserts a flow; when the table is full the least recently used flow is evicted first and
+    /// returned, for the caller to close its socket.
+    pub fn insert(&mut self, flow: Flow) -> Option<Flow> {
+        let evicted = if self.flows.len() >= MAX_FLOWS {
+            let lru = self
+                .flows
+                .values()
+                .min_by_key(|f| f.last_active)
+                .map(|f| f.key);
+            lru.and_then(|k| self.remove(&k))
+        } else {
+            None
+        };
+        if flow.origin == Origin::Guest {
+            self.by_socket.insert(flow.socket, flow.key);
+        }
+        self.flows.insert(flow.key, flow);
+        evicted
+    }
+
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
+        let flow = self.flows.remove(key)?;
+        if flow.origin == Origin::Guest {
+            self.by_socket.remove(&flow.socket);
+        }
+        Some(flow)
+    }
+
+    /// Removes the flows idle past their timeout, handing each to `gone`.
+    pub fn expire(&mut self, now: Instant, mut gone: impl FnMut(Flow)) {
+        let expired: Vec<FlowKey> = self
+            .flows
+            .values()
+            .filter(|f| f.expires_at() <= now)
+            .map(|f| f.key)
+            .collect();
+        for k in expired {
+            if let Some(f) = self.remove(&k) {
+                gone(f);
+            }
+        }
+    }
+
+    /// The earliest expiry.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.flows.values().map(Flow::expires_at).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp(port: u16) -> FlowKey {
+        FlowKey::Udp {
+            guest: (Ipv4Address::new(10, 0, 2, 15), port),
+            remote: (Ipv4Address::new(127, 0, 0, 1), 53),
+        }
+    }
+
+    fn flow(port: u16, sock: u32, t: u64) -> Flow {
+        Flow {
+            key: udp(port),
+            socket: SocketId(sock),
+            origin: Origin::Guest,
+            last_active: Instant::from_secs(t),
+        }
+    }
+
+    #[test]
+    fn lookup_by_key_and_socket_and_expiry() {
+        let mut t = FlowTable::new();
+        assert!(t.insert(flow(1000, 7, 10)).is_none());
+        assert_eq!(t.by_socket(SocketId(7)), Some(udp(1000)));
+        assert_eq!(t.poll_at(), Some(Instant::from_secs(10) + UDP_IDLE_TIMEOUT));
+        t.get_mut(&udp(1000)).unwrap().last_active = Instant::from_secs(100);
+        let mut gone = Vec::new();
+        t.expire(Instant::from_secs(10) + UDP_IDLE_TIMEOUT, |f| {
+            gone.push(f.key)
+        });
+        assert!(gone.is_empty(), "refreshed flows stay");
+        t.expire(Instant::from_secs(100) + UDP_IDLE_TIMEOUT, |f| {
+            gone.push(f.key)
+        });
+        assert_eq!(gone, vec![udp(1000)]);
+        assert!(t.is_empty());
+        assert_eq!(t.by_socket(SocketId(7)), None);
+    }
+
+    #[test]
+    fn full_table_evicts_the_least_recently_used() {
+        let mut t = FlowTable::new();
+        for i in 0..MAX_FLOWS {
+            t.insert(flow(i as u16, i as u32, 1000 + i as u64));
+        }
+        let evicted = t.insert(flow(60000, 99999, 9999)).expect("eviction");
+        assert_eq!(evicted.key, udp(0));
+        assert_eq!(t.len(), MAX_FLOWS);
+        assert_eq!(t.by_socket(SocketId(0)), None);
+    }
+
+    #[test]
+    fn forward_flows_do_not_own_their_socket() {
+        let mut t = FlowTable::new();
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        t.insert(Flow {
+            key: udp(53),
+            socket: SocketId(3),
+            origin: Origin::Forward { peer },
+            last_active: Instant::ZERO,
+        });
+        assert_eq!(t.by_socket(SocketId(3)), None);
+        assert_eq!(t.forward_flow(SocketId(3), peer), Some(udp(53)));
+    }
+}

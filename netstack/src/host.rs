@@ -1,0 +1,244 @@
+//! The host side of the gateway: the one trait through which the stack reaches host sockets.
+//!
+//! The stack never opens a socket itself. It asks a [`HostIo`] to open, use and close them, and the
+//! device tells it when one is ready ([`crate::Stack::host_ready`]). virtgate implements the trait
+//! with real non-blocking sockets; [`ScriptedHost`] implements it in memory so that protocol tests
+//! are deterministic.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+/// A host socket, named by the [`HostIo`] that opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u32);
+
+/// Host sockets, as the stack needs them. Every call is non-blocking: an operation that would block
+/// fails with `io::ErrorKind::WouldBlock`.
+pub trait HostIo {
+    /// A UDP socket connected to `remote` (errors from the remote, such as ICMP port unreachable,
+    /// surface on later calls as `ConnectionRefused`).
+    fn udp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId>;
+    /// A UDP socket bound to `local`, for inbound port forwards.
+    fn udp_bind(&mut self, local: SocketAddr) -> io::Result<SocketId>;
+    /// Sends on a connected socket.
+    fn send(&mut self, sock: SocketId, payload: &[u8]) -> io::Result<usize>;
+    /// Sends from a bound socket to `remote`.
+    fn send_to(&mut self, sock: SocketId, payload: &[u8], remote: SocketAddr) -> io::Result<usize>;
+    /// Receives one datagram and its sender.
+    fn recv_from(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// An ICMP echo socket towards `remote` (a ping socket, or a raw socket where ping sockets are
+    /// not allowed). The identifier on the wire is the host's business: replies come back on this
+    /// socket only.
+    fn icmp_echo_open(&mut self, remote: IpAddr) -> io::Result<SocketId>;
+    /// Sends an echo request with this sequence number and data.
+    fn icmp_echo_send(&mut self, sock: SocketId, seq: u16, data: &[u8]) -> io::Result<()>;
+    /// Receives one echo reply into `buf`: its sequence number and data length.
+    fn icmp_echo_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(u16, usize)>;
+    /// Closes a socket; its id may be reused.
+    fn close(&mut self, sock: SocketId);
+}
+
+/// A host with no network: every open fails with `Unsupported`. For a gateway that only serves
+/// link-local protocols (ARP, DHCP, echo to itself).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHost;
+
+fn unsupported() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "no host network")
+}
+
+impl HostIo for NoHost {
+    fn udp_connect(&mut self, _: SocketAddr) -> io::Result<SocketId> {
+        Err(unsupported())
+    }
+    fn udp_bind(&mut self, _: SocketAddr) -> io::Result<SocketId> {
+        Err(unsupported())
+    }
+    fn send(&mut self, _: SocketId, _: &[u8]) -> io::Result<usize> {
+        Err(unsupported())
+    }
+    fn send_to(&mut self, _: SocketId, _: &[u8], _: SocketAddr) -> io::Result<usize> {
+        Err(unsupported())
+    }
+    fn recv_from(&mut self, _: SocketId, _: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Err(unsupported())
+    }
+    fn icmp_echo_open(&mut self, _: IpAddr) -> io::Result<SocketId> {
+        Err(unsupported())
+    }
+    fn icmp_echo_send(&mut self, _: SocketId, _: u16, _: &[u8]) -> io::Result<()> {
+        Err(unsupported())
+    }
+    fn icmp_echo_recv(&mut self, _: SocketId, _: &mut [u8]) -> io::Result<(u16, usize)> {
+        Err(unsupported())
+    }
+    fn close(&mut self, _: SocketId) {}
+}
+
+/// What a [`ScriptedHost`] socket is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptedSocket {
+    UdpConnected(SocketAddr),
+    UdpBound(SocketAddr),
+    IcmpEcho(IpAddr),
+}
+
+/// Something the stack sent to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Udp {
+        sock: SocketId,
+        to: SocketAddr,
+        payload: Vec<u8>,
+    },
+    Echo {
+        sock: SocketId,
+        seq: u16,
+        data: Vec<u8>,
+    },
+}
+
+enum Inbound {
+    Datagram(SocketAddr, Vec<u8>),
+    Echo(u16, Vec<u8>),
+    Error(io::ErrorKind),
+}
+
+/// An in-memory host for tests: records what the stack sends, and delivers what the test injects.
+#[derive(Default)]
+pub struct ScriptedHost {
+    next: u32,
+    pub sockets: HashMap<SocketId, ScriptedSocket>,
+    pub sent: Vec<Sent>,
+    pub closed: Vec<SocketId>,
+    inbound: HashMap<SocketId, VecDeque<Inbound>>,
+    /// Opens fail with this error while set.
+    pub refuse: Option<io::ErrorKind>,
+}
+
+impl ScriptedHost {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn open(&mut self, s: ScriptedSocket) -> io::Result<SocketId> {
+        if let Some(kind) = self.refuse {
+            return Err(io::Error::from(kind));
+        }
+        self.next += 1;
+        let id = SocketId(self.next);
+        self.sockets.insert(id, s);
+        Ok(id)
+    }
+
+    /// The socket opened for `s`, if any.
+    pub fn find(&self, s: &ScriptedSocket) -> Option<SocketId> {
+        self.sockets.iter().find(|(_, v)| *v == s).map(|(k, _)| *k)
+    }
+
+    /// Queues a datagram from `from` for `sock`.
+    pub fn inject_datagram(&mut self, sock: SocketId, from: SocketAddr, payload: &[u8]) {
+        self.inbound
+            .entry(sock)
+            .or_default()
+            .push_back(Inbound::Datagram(from, payload.to_vec()));
+    }
+
+    /// Queues an echo reply for `sock`.
+    pub fn inject_echo_reply(&mut self, sock: SocketId, seq: u16, data: &[u8]) {
+        self.inbound
+            .entry(sock)
+            .or_default()
+            .push_back(Inbound::Echo(seq, data.to_vec()));
+    }
+
+    /// Queues an error (as the kernel reports ICMP errors on a connected socket).
+    pub fn inject_error(&mut self, sock: SocketId, kind: io::ErrorKind) {
+        self.inbound
+            .entry(sock)
+            .or_default()
+            .push_back(Inbound::Error(kind));
+    }
+
+    fn pop(&mut self, sock: SocketId) -> io::Result<Inbound> {
+        self.inbound
+            .get_mut(&sock)
+            .and_then(VecDeque::pop_front)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+    }
+}
+
+impl HostIo for ScriptedHost {
+    fn udp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId> {
+        self.open(ScriptedSocket::UdpConnected(remote))
+    }
+
+    fn udp_bind(&mut self, local: SocketAddr) -> io::Result<SocketId> {
+        self.open(ScriptedSocket::UdpBound(local))
+    }
+
+    fn send(&mut self, sock: SocketId, payload: &[u8]) -> io::Result<usize> {
+        let Some(ScriptedSocket::UdpConnected(to)) = self.sockets.get(&sock).cloned() else {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        };
+        self.sent.push(Sent::Udp {
+            sock,
+            to,
+            payload: payload.to_vec(),
+        });
+        Ok(payload.len())
+    }
+
+    fn send_to(&mut self, sock: SocketId, payload: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.sent.push(Sent::Udp {
+            sock,
+            to,
+            payload: payload.to_vec(),
+        });
+        Ok(payload.len())
+    }
+
+    fn recv_from(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match self.pop(sock)? {
+            Inbound::Datagram(from, data) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Ok((n, from))
+            }
+            Inbound::Error(kind) => Err(io::Error::from(kind)),
+            Inbound::Echo(..) => Err(io::Error::from(io::ErrorKind::InvalidData)),
+        }
+    }
+
+    fn icmp_echo_open(&mut self, remote: IpAddr) -> io::Result<SocketId> {
+        self.open(ScriptedSocket::IcmpEcho(remote))
+    }
+
+    fn icmp_echo_send(&mut self, sock: SocketId, seq: u16, data: &[u8]) -> io::Result<()> {
+        self.sent.push(Sent::Echo {
+            sock,
+            seq,
+            data: data.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn icmp_echo_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(u16, usize)> {
+        match self.pop(sock)? {
+            Inbound::Echo(seq, data) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Ok((seq, n))
+            }
+            Inbound::Error(kind) => Err(io::Error::from(kind)),
+            Inbound::Datagram(..) => Err(io::Error::from(io::ErrorKind::InvalidData)),
+        }
+    }
+
+    fn close(&mut self, sock: SocketId) {
+        self.sockets.remove(&sock);
+        self.inbound.remove(&sock);
+        self.closed.push(sock);
+    }
+}

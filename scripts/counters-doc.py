@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Regenerates the counter tables of docs/counters.md from the doc comments of the counter structs
+(backend/src/device.rs DeviceStats, netstack/src/stats.rs Stats). The text before the first table
+is kept. A unit test (stats::doc_tests) fails when a counter is missing from the document."""
+import pathlib
+
+root = pathlib.Path(__file__).resolve().parent.parent
+
+
+def extract(path, struct):
+    s = (root / path).read_text()
+    i = s.index("pub struct " + struct)
+    body = s[s.index("{", i) + 1:]
+    body = body[:body.index("\n    }\n")]
+    out, doc = [], []
+    for line in body.splitlines():
+        l = line.strip()
+        if l.startswith("///"):
+            doc.append(l[3:].strip())
+        elif l.endswith(","):
+            out.append((l[:-1], " ".join(doc)))
+            doc = []
+    return out
+
+
+doc = root / "docs/counters.md"
+head = doc.read_text().split("## device")[0]
+parts = [head, "## device: per queue pair, like `ethtool -S`\n\n| counter | meaning |\n| --- | --- |\n"]
+parts += [f"| `{n}` | {d} |\n" for n, d in extract("backend/src/device.rs", "DeviceStats")]
+parts.append("\n## stack: per protocol, and one `drop_*` counter per reason\n\n| counter | meaning |\n| --- | --- |\n")
+parts += [f"| `{n}` | {d} |\n" for n, d in extract("netstack/src/stats.rs", "Stats")]
+doc.write_text("".join(parts))
