@@ -69,9 +69,13 @@ pub struct Args {
     pub forwards: Vec<String>,
 
     /// Resolver for the guest's DNS queries, repeatable: `ADDR[:PORT]` [default: the nameservers
-    /// of /etc/resolv.conf].
+    /// of --resolv-conf].
     #[arg(long = "dns-upstream", value_name = "ADDR[:PORT]")]
     pub dns_upstreams: Vec<String>,
+
+    /// Where the default DNS upstreams come from.
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
 
     /// Do not map the gateway address to the host's loopback.
     #[arg(long)]
@@ -153,7 +157,7 @@ impl Args {
             domain_name: self.domain,
             map_gateway_to_loopback: !self.no_map_gw,
             dns_upstreams: if self.dns_upstreams.is_empty() {
-                resolv_conf_nameservers(Path::new("/etc/resolv.conf"))
+                resolv_conf_nameservers(&self.resolv_conf)
             } else {
                 self.dns_upstreams
                     .iter()

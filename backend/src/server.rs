@@ -191,6 +191,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })
         .map_err(ServerError::Signals)?;
 
+    match config.stack.dns_upstreams.first() {
+        Some(up) => info!("DNS queries to {} go to {up}", config.stack.dns_ipv4),
+        None => warn!(
+            "no DNS resolver found (give --dns-upstream or --resolv-conf): DNS queries to {} go unanswered",
+            config.stack.dns_ipv4
+        ),
+    }
     info!(
         "serving a virtio-net NIC on {} (gateway {} at {}, DHCP {})",
         config.socket.display(),

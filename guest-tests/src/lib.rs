@@ -301,6 +301,9 @@ pub struct Virtgate {
 
 impl Virtgate {
     /// Starts virtgate with extra arguments and waits until its socket accepts connections.
+    ///
+    /// The host's resolvers are never used (`--resolv-conf /dev/null`): tests reach only what they
+    /// create on the loopback, and give `--dns-upstream` when they need DNS.
     pub fn start(extra: &[&str]) -> Virtgate {
         virtgate_bin(); // fail before creating anything
         Virtgate::start_in(&unique_dir("vg"), extra)
@@ -316,6 +319,7 @@ impl Virtgate {
             .arg(&socket)
             .arg("--stats-file")
             .arg(&stats_file)
+            .args(["--resolv-conf", "/dev/null"])
             .args(extra)
             .env(
                 "RUST_LOG",

@@ -44,6 +44,8 @@ impl Virtgate {
             .arg(&socket)
             .arg("--stats-file")
             .arg(&stats_file)
+            // Never the host's resolvers: tests reach only what they create on the loopback.
+            .args(["--resolv-conf", "/dev/null"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -1,0 +1,105 @@
+/* udptool: the guest's UDP client and server for virtgate's tests (busybox has no UDP tools).
+ *
+ *   udptool send HOST PORT MESSAGE [TIMEOUT_S]
+ *       sends MESSAGE from a connected socket and prints the reply.
+ *       exit 0 with a reply, 2 on timeout, 3 when the remote refused (ICMP port unreachable).
+ *   udptool echo PORT COUNT
+ *       answers COUNT datagrams on 0.0.0.0:PORT with their own bytes, printing each sender.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: udptool send HOST PORT MESSAGE [TIMEOUT_S] | udptool echo PORT COUNT\n");
+	return 64;
+}
+
+static int do_send(const char *host, int port, const char *msg, int timeout_s)
+{
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(port) };
+	char buf[65536];
+	struct pollfd p;
+	ssize_t n;
+	int fd;
+
+	if (inet_pton(AF_INET, host, &to.sin_addr) != 1)
+		return usage();
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0) {
+		perror("socket/connect");
+		return 1;
+	}
+	if (send(fd, msg, strlen(msg), 0) < 0) {
+		perror("send");
+		return errno == ECONNREFUSED ? 3 : 1;
+	}
+	p.fd = fd;
+	p.events = POLLIN;
+	if (poll(&p, 1, timeout_s * 1000) <= 0) {
+		fprintf(stderr, "timeout\n");
+		return 2;
+	}
+	n = recv(fd, buf, sizeof(buf) - 1, 0);
+	if (n < 0) {
+		if (errno == ECONNREFUSED) {
+			printf("refused\n");
+			return 3;
+		}
+		perror("recv");
+		return 1;
+	}
+	buf[n] = 0;
+	printf("reply: %s\n", buf);
+	return 0;
+}
+
+static int do_echo(int port, int count)
+{
+	struct sockaddr_in me = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_in from;
+	socklen_t len;
+	char buf[65536], addr[INET_ADDRSTRLEN];
+	ssize_t n;
+	int fd, i;
+
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&me, sizeof(me)) < 0) {
+		perror("socket/bind");
+		return 1;
+	}
+	printf("listening on %d\n", port);
+	fflush(stdout);
+	for (i = 0; i < count; i++) {
+		len = sizeof(from);
+		n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len);
+		if (n < 0) {
+			perror("recvfrom");
+			return 1;
+		}
+		inet_ntop(AF_INET, &from.sin_addr, addr, sizeof(addr));
+		printf("from %s:%d %zd bytes\n", addr, ntohs(from.sin_port), n);
+		fflush(stdout);
+		if (sendto(fd, buf, n, 0, (struct sockaddr *)&from, len) < 0) {
+			perror("sendto");
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 5 && !strcmp(argv[1], "send"))
+		return do_send(argv[2], atoi(argv[3]), argv[4], argc > 5 ? atoi(argv[5]) : 5);
+	if (argc == 4 && !strcmp(argv[1], "echo"))
+		return do_echo(atoi(argv[2]), atoi(argv[3]));
+	return usage();
+}

@@ -1,0 +1,205 @@
+//! The IPv4 gateway seen from a real guest: UDP to the host through the gateway address, inbound UDP
+//! forwards, DNS through the DNS address, and refusals mapped to what a network would show.
+//! Every host endpoint is on the loopback and created by the test.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use guest_tests::{Virtgate, Vm, VmOptions};
+
+fn bring_up(vm: &mut Vm) {
+    vm.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    vm.sh("ip link set eth0 up");
+    vm.run("udhcpc -i eth0 -n -q -t 10 -T 2", Duration::from_secs(90))
+        .ok();
+}
+
+/// A UDP echo server on the host loopback for `count` datagrams; returns its port.
+fn host_udp_echo(count: usize) -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        for _ in 0..count {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                return;
+            };
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&reply, from);
+        }
+    });
+    port
+}
+
+#[test]
+fn guest_udp_reaches_host_loopback_through_the_gateway() {
+    let port = host_udp_echo(3);
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    for i in 0..3 {
+        let out = vm
+            .run(
+                &format!("udptool send 10.0.2.2 {port} hello{i}"),
+                Duration::from_secs(30),
+            )
+            .ok();
+        assert_eq!(out.trim(), format!("reply: echo:hello{i}"));
+    }
+    let s = vg.stats();
+    assert_eq!(s["stack"]["udp_tx_host_datagrams"], 3);
+    assert_eq!(s["stack"]["udp_rx_host_datagrams"], 3);
+    // Three sends from three sockets: three flows.
+    assert_eq!(s["stack"]["flows_opened"], 3);
+}
+
+#[test]
+fn closed_host_port_is_refused_in_the_guest() {
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    let out = vm.run(
+        &format!("udptool send 10.0.2.2 {closed} anyone 10"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status, 3, "expected ECONNREFUSED: {}", out.stdout);
+    assert!(out.stdout.contains("refused"));
+    let snmp = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+    assert!(snmp["Icmp.InDestUnreachs"] >= 1);
+    assert!(vg.stats()["stack"]["icmp_tx_errors"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn inbound_udp_forward_reaches_the_guest_server() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vg = Virtgate::start(&["--forward", &format!("udp:{port}:5000")]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    vm.sh("udptool echo 5000 2 </dev/null >/tmp/echo.log 2>&1 &");
+    vm.sh("i=0; until grep -q listening /tmp/echo.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 128];
+    for msg in [&b"first"[..], b"second"] {
+        client.send_to(msg, ("127.0.0.1", port)).unwrap();
+        let (n, from) = client.recv_from(&mut buf).expect("the guest answers");
+        assert_eq!(&buf[..n], msg);
+        assert_eq!(from.port(), port);
+    }
+    // The guest saw the host client as the gateway, with the client's port.
+    let log = vm.sh("cat /tmp/echo.log");
+    let client_port = client.local_addr().unwrap().port();
+    assert!(
+        log.contains(&format!("from 10.0.2.2:{client_port}")),
+        "{log}"
+    );
+}
+
+/// A DNS server on the host loopback that knows one name; returns its port.
+fn host_dns(name: &'static str, addr: [u8; 4], queries: usize) -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        for _ in 0..queries {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                return;
+            };
+            if let Some(reply) = dns_answer(&buf[..n], name, addr) {
+                let _ = s.send_to(&reply, from);
+            }
+        }
+    });
+    port
+}
+
+/// RFC 1035 §4.1: answers an A query for `name` with `addr`; other names get NXDOMAIN, other types
+/// an empty answer.
+fn dns_answer(q: &[u8], name: &str, addr: [u8; 4]) -> Option<Vec<u8>> {
+    if q.len() < 12 {
+        return None;
+    }
+    let mut at = 12;
+    let mut labels = Vec::new();
+    while at < q.len() && q[at] != 0 {
+        let len = q[at] as usize;
+        labels.push(String::from_utf8_lossy(q.get(at + 1..at + 1 + len)?).to_string());
+        at += 1 + len;
+    }
+    let qend = at + 5; // zero label, type, class
+    let qtype = u16::from_be_bytes([*q.get(at + 1)?, *q.get(at + 2)?]);
+    let known = labels.join(".").eq_ignore_ascii_case(name);
+    let answer = known && qtype == 1;
+    let mut r = q[..2].to_vec(); // id
+    r.extend_from_slice(&[0x81, if known { 0x80 } else { 0x83 }]); // QR RD RA, NOERROR/NXDOMAIN
+    r.extend_from_slice(&[0, 1, 0, u8::from(answer), 0, 0, 0, 0]);
+    r.extend_from_slice(q.get(12..qend)?);
+    if answer {
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&addr);
+    }
+    Some(r)
+}
+
+#[test]
+fn dns_through_the_gateway_uses_the_configured_upstream() {
+    let port = host_dns("example.internal", [192, 0, 2, 1], 8);
+    let vg = Virtgate::start(&["--dns-upstream", &format!("127.0.0.1:{port}")]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    assert!(vm
+        .sh("cat /etc/resolv.conf")
+        .contains("nameserver 10.0.2.3"));
+    let out = vm
+        .run(
+            "nslookup example.internal 10.0.2.3",
+            Duration::from_secs(30),
+        )
+        .ok();
+    assert!(out.contains("192.0.2.1"), "{out}");
+    let missing = vm.run(
+        "nslookup nowhere.internal 10.0.2.3",
+        Duration::from_secs(30),
+    );
+    assert!(!missing.stdout.contains("192.0.2.1"), "{}", missing.stdout);
+    assert!(
+        vg.stats()["stack"]["udp_rx_host_datagrams"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+}
+
+#[test]
+fn without_an_upstream_dns_queries_are_counted() {
+    // The harness starts virtgate with an empty resolv.conf: no resolver, and it still serves.
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    assert!(vg.log().contains("no DNS resolver found"), "{}", vg.log());
+    bring_up(&mut vm);
+    let out = vm.run(
+        "nslookup -timeout=1 example.internal 10.0.2.3",
+        Duration::from_secs(60),
+    );
+    assert_ne!(out.status, 0, "{}", out.stdout);
+    let s = vg.stats();
+    assert!(
+        s["stack"]["drop_dns_no_upstream"].as_u64().unwrap() >= 1,
+        "{s:#}"
+    );
+    assert_eq!(s["stack"]["udp_tx_host_datagrams"], 0);
+}
