@@ -9,6 +9,7 @@ pub mod dhcpv4;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
+pub mod tcp;
 pub mod udp;
 
 use core::fmt;
@@ -18,6 +19,7 @@ pub use dhcpv4::{DhcpMessageType, DhcpPacket, DhcpRepr};
 pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr};
 pub use ipv4::{IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr};
+pub use tcp::{SeqNumber, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
 /// Why a buffer could not be read as a packet.

@@ -1,0 +1,495 @@
+//! TCP segments (RFC 9293 §3.1) with the options a modern peer negotiates: MSS (RFC 9293 §3.7.1),
+//! window scale and timestamps (RFC 7323), SACK-permitted and SACK blocks (RFC 2018).
+
+use core::fmt;
+use core::ops::{Add, Sub};
+
+use super::checksum;
+use super::{read_u16, read_u32, write_u16, write_u32, Error, Ipv4Address, Result};
+
+/// A sequence number: arithmetic wraps and comparisons are modulo 2^32 (RFC 9293 §3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SeqNumber(pub u32);
+
+impl SeqNumber {
+    /// The distance from `other` to `self`, positive when `self` is after `other`.
+    pub fn diff(self, other: SeqNumber) -> i32 {
+        self.0.wrapping_sub(other.0) as i32
+    }
+
+    pub fn is_before(self, other: SeqNumber) -> bool {
+        self.diff(other) < 0
+    }
+
+    pub fn is_after(self, other: SeqNumber) -> bool {
+        self.diff(other) > 0
+    }
+
+    pub fn max(self, other: SeqNumber) -> SeqNumber {
+        if self.is_after(other) {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+impl Add<usize> for SeqNumber {
+    type Output = SeqNumber;
+    fn add(self, rhs: usize) -> SeqNumber {
+        SeqNumber(self.0.wrapping_add(rhs as u32))
+    }
+}
+
+impl Sub<SeqNumber> for SeqNumber {
+    type Output = usize;
+    /// The byte count from `rhs` to `self`; `self` must not be before `rhs`.
+    fn sub(self, rhs: SeqNumber) -> usize {
+        let d = self.diff(rhs);
+        debug_assert!(d >= 0, "sequence {} before {}", self.0, rhs.0);
+        d.max(0) as usize
+    }
+}
+
+impl fmt::Display for SeqNumber {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    pub const SEQ: usize = 4;
+    pub const ACK: usize = 8;
+    pub const DATA_OFF: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: usize = 14;
+    pub const CHECKSUM: usize = 16;
+    pub const URGENT: usize = 18;
+    pub const OPTIONS: usize = 20;
+}
+
+pub const HEADER_LEN: usize = field::OPTIONS;
+/// Options fill at most 40 bytes (data offset is four bits of 32-bit words).
+pub const MAX_OPTIONS_LEN: usize = 40;
+
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+mod kind {
+    pub const END: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const MSS: u8 = 2;
+    pub const WINDOW_SCALE: u8 = 3;
+    pub const SACK_PERMITTED: u8 = 4;
+    pub const SACK: u8 = 5;
+    pub const TIMESTAMP: u8 = 8;
+}
+
+const PROTO_TCP: u8 = 6;
+
+/// A view of a TCP segment.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// Checks that the header and its options fit.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let p = TcpPacket { buffer };
+        let len = p.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let hlen = p.header_len();
+        if hlen < HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if hlen > len {
+            return Err(Error::Truncated);
+        }
+        Ok(p)
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    pub fn src_port(&self) -> u16 {
+        read_u16(self.b(), field::SRC_PORT)
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        read_u16(self.b(), field::DST_PORT)
+    }
+
+    pub fn seq_number(&self) -> SeqNumber {
+        SeqNumber(read_u32(self.b(), field::SEQ))
+    }
+
+    pub fn ack_number(&self) -> SeqNumber {
+        SeqNumber(read_u32(self.b(), field::ACK))
+    }
+
+    pub fn header_len(&self) -> usize {
+        usize::from(self.b()[field::DATA_OFF] >> 4) * 4
+    }
+
+    pub fn flags(&self) -> u8 {
+        self.b()[field::FLAGS]
+    }
+
+    pub fn window_len(&self) -> u16 {
+        read_u16(self.b(), field::WINDOW)
+    }
+
+    pub fn urgent_at(&self) -> u16 {
+        read_u16(self.b(), field::URGENT)
+    }
+
+    pub fn options(&self) -> &[u8] {
+        &self.b()[field::OPTIONS..self.header_len()]
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.b()[self.header_len()..]
+    }
+
+    /// The checksum over the IPv4 pseudo-header and the whole segment (RFC 9293 §3.1).
+    pub fn verify_checksum_v4(&self, src: Ipv4Address, dst: Ipv4Address) -> bool {
+        let seg = self.b();
+        let sum = checksum::pseudo_header_v4(src, dst, PROTO_TCP, seg.len() as u32);
+        checksum::finish(checksum::accumulate(sum, seg)) == 0
+    }
+}
+
+impl<T: AsRef<[u8]>> fmt::Display for TcpPacket<T> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let fl = self.flags();
+        let names = [
+            (flags::SYN, "S"),
+            (flags::ACK, "."),
+            (flags::FIN, "F"),
+            (flags::RST, "R"),
+            (flags::PSH, "P"),
+            (flags::URG, "U"),
+        ];
+        let shown: String = names
+            .iter()
+            .filter(|(b, _)| fl & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        write!(
+            f,
+            "TCP {}>{} [{}] seq={} ack={} win={} len={}",
+            self.src_port(),
+            self.dst_port(),
+            shown,
+            self.seq_number(),
+            self.ack_number(),
+            self.window_len(),
+            self.payload().len()
+        )
+    }
+}
+
+/// Up to three SACK blocks (with timestamps, four do not fit in 40 bytes).
+pub type SackBlocks = [Option<(SeqNumber, SeqNumber)>; 3];
+
+/// A TCP header as a value, borrowing its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRepr<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq_number: SeqNumber,
+    /// Present when the ACK flag is.
+    pub ack_number: Option<SeqNumber>,
+    /// SYN, FIN, RST, PSH, URG, ECE, CWR bits (ACK follows `ack_number`).
+    pub flags: u8,
+    pub window_len: u16,
+    pub urgent_at: u16,
+    pub max_seg_size: Option<u16>,
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+    pub sack_ranges: SackBlocks,
+    /// (TSval, TSecr).
+    pub timestamp: Option<(u32, u32)>,
+    pub payload: &'a [u8],
+}
+
+impl<'a> TcpRepr<'a> {
+    /// Parses a segment, verifying its checksum. Malformed options are an error (RFC 9293
+    /// §3.1 lets a receiver drop such segments); unknown options are skipped.
+    pub fn parse(
+        p: &TcpPacket<&'a [u8]>,
+        src: Ipv4Address,
+        dst: Ipv4Address,
+    ) -> Result<TcpRepr<'a>> {
+        if !p.verify_checksum_v4(src, dst) {
+            return Err(Error::Checksum);
+        }
+        let fl = p.flags();
+        let mut r = TcpRepr {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            seq_number: p.seq_number(),
+            ack_number: (fl & flags::ACK != 0).then(|| p.ack_number()),
+            flags: fl & !flags::ACK,
+            window_len: p.window_len(),
+            urgent_at: p.urgent_at(),
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &p.buffer[p.header_len()..],
+        };
+        let mut opts: &[u8] = &p.buffer[field::OPTIONS..p.header_len()];
+        while let Some((&k, rest)) = opts.split_first() {
+            match k {
+                kind::END => break,
+                kind::NOP => opts = rest,
+                _ => {
+                    let len = usize::from(*rest.first().ok_or(Error::Truncated)?);
+                    if len < 2 || len > opts.len() {
+                        return Err(Error::Malformed);
+                    }
+                    let v = &opts[2..len];
+                    match (k, v.len()) {
+                        (kind::MSS, 2) => r.max_seg_size = Some(read_u16(v, 0)),
+                        (kind::WINDOW_SCALE, 1) => r.window_scale = Some(v[0]),
+                        (kind::SACK_PERMITTED, 0) => r.sack_permitted = true,
+                        (kind::TIMESTAMP, 8) => {
+                            r.timestamp = Some((read_u32(v, 0), read_u32(v, 4)))
+                        }
+                        (kind::SACK, n) if n % 8 == 0 => {
+                            for (slot, b) in r.sack_ranges.iter_mut().zip(v.chunks_exact(8)) {
+                                *slot =
+                                    Some((SeqNumber(read_u32(b, 0)), SeqNumber(read_u32(b, 4))));
+                            }
+                        }
+                        (kind::MSS | kind::WINDOW_SCALE | kind::SACK_PERMITTED, _)
+                        | (kind::TIMESTAMP | kind::SACK, _) => return Err(Error::Malformed),
+                        _ => {}
+                    }
+                    opts = &opts[len..];
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    fn options_len(&self) -> usize {
+        let mut n = 0;
+        if self.max_seg_size.is_some() {
+            n += 4;
+        }
+        if self.window_scale.is_some() {
+            n += 4; // NOP + 3
+        }
+        if self.sack_permitted {
+            n += 4; // NOP NOP + 2
+        }
+        if self.timestamp.is_some() {
+            n += 12; // NOP NOP + 10
+        }
+        let blocks = self.sack_ranges.iter().flatten().count();
+        if blocks > 0 {
+            n += 4 + 8 * blocks; // NOP NOP + 2 + blocks
+        }
+        n
+    }
+
+    pub fn header_len(&self) -> usize {
+        HEADER_LEN + self.options_len()
+    }
+
+    pub fn buffer_len(&self) -> usize {
+        self.header_len() + self.payload.len()
+    }
+
+    /// Sequence space the segment occupies: payload plus one for SYN and for FIN.
+    pub fn segment_len(&self) -> usize {
+        self.payload.len()
+            + usize::from(self.flags & flags::SYN != 0)
+            + usize::from(self.flags & flags::FIN != 0)
+    }
+
+    /// Writes the header (and the payload, unless `payload_in_place`) into `buf[..buffer_len]`
+    /// and fills in the checksum. With `payload_in_place` the caller has already put the payload at
+    /// `buf[header_len..]` (received straight into the frame from a host socket).
+    pub fn emit_v4(
+        &self,
+        buf: &mut [u8],
+        src: Ipv4Address,
+        dst: Ipv4Address,
+        payload_in_place: bool,
+    ) {
+        let hlen = self.header_len();
+        let buf = &mut buf[..self.buffer_len()];
+        write_u16(buf, field::SRC_PORT, self.src_port);
+        write_u16(buf, field::DST_PORT, self.dst_port);
+        write_u32(buf, field::SEQ, self.seq_number.0);
+        write_u32(buf, field::ACK, self.ack_number.map_or(0, |a| a.0));
+        buf[field::DATA_OFF] = ((hlen / 4) as u8) << 4;
+        let ack = if self.ack_number.is_some() {
+            flags::ACK
+        } else {
+            0
+        };
+        buf[field::FLAGS] = (self.flags & !flags::ACK) | ack;
+        write_u16(buf, field::WINDOW, self.window_len);
+        write_u16(buf, field::CHECKSUM, 0);
+        write_u16(buf, field::URGENT, self.urgent_at);
+        let mut at = field::OPTIONS;
+        let mut put = |bytes: &[u8]| {
+            buf[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        if let Some(mss) = self.max_seg_size {
+            let m = mss.to_be_bytes();
+            put(&[kind::MSS, 4, m[0], m[1]]);
+        }
+        if let Some(ws) = self.window_scale {
+            put(&[kind::NOP, kind::WINDOW_SCALE, 3, ws]);
+        }
+        if self.sack_permitted {
+            put(&[kind::NOP, kind::NOP, kind::SACK_PERMITTED, 2]);
+        }
+        if let Some((val, ecr)) = self.timestamp {
+            put(&[kind::NOP, kind::NOP, kind::TIMESTAMP, 10]);
+            put(&val.to_be_bytes());
+            put(&ecr.to_be_bytes());
+        }
+        let blocks = self.sack_ranges.iter().flatten().count();
+        if blocks > 0 {
+            put(&[kind::NOP, kind::NOP, kind::SACK, (2 + 8 * blocks) as u8]);
+            for (l, r) in self.sack_ranges.iter().flatten() {
+                put(&l.0.to_be_bytes());
+                put(&r.0.to_be_bytes());
+            }
+        }
+        if !payload_in_place {
+            buf[hlen..].copy_from_slice(self.payload);
+        }
+        let sum = checksum::pseudo_header_v4(src, dst, PROTO_TCP, buf.len() as u32);
+        let sum = checksum::finish(checksum::accumulate(sum, buf));
+        write_u16(buf, field::CHECKSUM, sum);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
+    const DST: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+
+    fn syn() -> TcpRepr<'static> {
+        TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            seq_number: SeqNumber(0xfffffff0),
+            ack_number: None,
+            flags: flags::SYN,
+            window_len: 64240,
+            urgent_at: 0,
+            max_seg_size: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: true,
+            sack_ranges: [None; 3],
+            timestamp: Some((1, 0)),
+            payload: &[],
+        }
+    }
+
+    #[test]
+    fn linux_syn_roundtrip() {
+        let r = syn();
+        let mut buf = vec![0u8; r.buffer_len()];
+        r.emit_v4(&mut buf, SRC, DST, false);
+        // 20 + MSS 4 + WS 4 + SACKOK 4 + TS 12 = 44 bytes, like a Linux SYN (40 + NOP padding).
+        assert_eq!(buf.len(), 44);
+        let p = TcpPacket::new_checked(&buf[..]).unwrap();
+        assert!(p.verify_checksum_v4(SRC, DST));
+        assert_eq!(TcpRepr::parse(&p, SRC, DST).unwrap(), r);
+        assert_eq!(r.segment_len(), 1);
+    }
+
+    #[test]
+    fn data_with_sack_blocks_roundtrip() {
+        let r = TcpRepr {
+            flags: flags::PSH,
+            ack_number: Some(SeqNumber(5)),
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [
+                Some((SeqNumber(100), SeqNumber(200))),
+                Some((SeqNumber(300), SeqNumber(400))),
+                None,
+            ],
+            timestamp: Some((7, 8)),
+            payload: b"hello",
+            ..syn()
+        };
+        let mut buf = vec![0u8; r.buffer_len()];
+        r.emit_v4(&mut buf, SRC, DST, false);
+        let p = TcpPacket::new_checked(&buf[..]).unwrap();
+        assert_eq!(p.payload(), b"hello");
+        assert_eq!(TcpRepr::parse(&p, SRC, DST).unwrap(), r);
+    }
+
+    #[test]
+    fn malformed_segments() {
+        let r = syn();
+        let mut buf = vec![0u8; r.buffer_len()];
+        r.emit_v4(&mut buf, SRC, DST, false);
+        assert_eq!(
+            TcpPacket::new_checked(&buf[..19]).unwrap_err(),
+            Error::Truncated
+        );
+        let mut short = buf.clone();
+        short[12] = 0x40; // data offset 16 bytes
+        assert_eq!(
+            TcpPacket::new_checked(&short[..]).unwrap_err(),
+            Error::Malformed
+        );
+        let mut bad_sum = buf.clone();
+        bad_sum[4] ^= 1;
+        let p = TcpPacket::new_checked(&bad_sum[..]).unwrap();
+        assert_eq!(TcpRepr::parse(&p, SRC, DST).unwrap_err(), Error::Checksum);
+        // An MSS option with a wrong length.
+        let mut bad_opt = buf.clone();
+        bad_opt[21] = 3;
+        bad_opt[16] = 0;
+        bad_opt[17] = 0;
+        let sum = {
+            let s = checksum::pseudo_header_v4(SRC, DST, PROTO_TCP, bad_opt.len() as u32);
+            checksum::finish(checksum::accumulate(s, &bad_opt))
+        };
+        bad_opt[16..18].copy_from_slice(&sum.to_be_bytes());
+        let p = TcpPacket::new_checked(&bad_opt[..]).unwrap();
+        assert_eq!(TcpRepr::parse(&p, SRC, DST).unwrap_err(), Error::Malformed);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let a = SeqNumber(0xffff_fff0);
+        let b = a + 0x20;
+        assert_eq!(b, SeqNumber(0x10));
+        assert!(a.is_before(b) && b.is_after(a));
+        assert_eq!(b - a, 0x20);
+        assert_eq!(a.max(b), b);
+    }
+}
