@@ -24,6 +24,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 enum HostSocket {
     Udp(UdpSocket),
+    Tcp(Socket),
     /// A ping socket: the kernel owns the identifier and the checksum.
     Ping(Socket),
     /// A raw ICMP socket, connected to its remote: the flow's identifier is ours. Every raw
@@ -40,6 +41,7 @@ impl HostSocket {
     fn fd(&self) -> RawFd {
         match self {
             HostSocket::Udp(s) => s.as_raw_fd(),
+            HostSocket::Tcp(s) => s.as_raw_fd(),
             HostSocket::Ping(s) | HostSocket::Raw { socket: s, .. } => s.as_raw_fd(),
         }
     }
@@ -118,6 +120,13 @@ impl HostSockets {
             .get(sock.0 as usize)
             .and_then(Option::as_ref)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn tcp(&self, sock: SocketId) -> io::Result<&Socket> {
+        match self.get(sock)? {
+            HostSocket::Tcp(s) => Ok(s),
+            _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        }
     }
 
     fn udp(&self, sock: SocketId) -> io::Result<&UdpSocket> {
@@ -227,7 +236,9 @@ impl HostIo for HostSockets {
                 outstanding.push_back(seq);
                 (&*socket, *ident)
             }
-            Some(HostSocket::Udp(_)) => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+            Some(HostSocket::Udp(_) | HostSocket::Tcp(_)) => {
+                return Err(io::Error::from(io::ErrorKind::InvalidInput))
+            }
             None => return Err(io::Error::from(io::ErrorKind::NotFound)),
         };
         let req = Icmpv4Repr::EchoRequest {
@@ -290,6 +301,75 @@ impl HostIo for HostSockets {
             buf[..len].copy_from_slice(&data[..len]);
             return Ok((p.echo_seq_no(), len));
         }
+    }
+
+    fn tcp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId> {
+        let s = Socket::new(
+            Domain::for_address(remote),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        s.set_nonblocking(true)?;
+        s.set_cloexec(true)?;
+        s.set_nodelay(true)?;
+        match s.connect(&remote.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let id = self.add(HostSocket::Tcp(s))?;
+        self.set_interest(id, false, true);
+        Ok(id)
+    }
+
+    fn tcp_connect_result(&mut self, sock: SocketId) -> io::Result<()> {
+        let s = self.tcp(sock)?;
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+        match s.peer_addr() {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                Err(io::Error::from(io::ErrorKind::WouldBlock))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn tcp_send(&mut self, sock: SocketId, data: &[u8]) -> io::Result<usize> {
+        self.tcp(sock)?.write(data)
+    }
+
+    fn tcp_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp(sock)?.read(buf)
+    }
+
+    fn tcp_shutdown_write(&mut self, sock: SocketId) -> io::Result<()> {
+        self.tcp(sock)?.shutdown(std::net::Shutdown::Write)
+    }
+
+    fn tcp_abort(&mut self, sock: SocketId) {
+        if let Ok(s) = self.tcp(sock) {
+            // SO_LINGER 0: close sends a RST (RFC 9293 §3.10.7 "abort").
+            let _ = s.set_linger(Some(std::time::Duration::ZERO));
+        }
+        self.close(sock);
+    }
+
+    fn set_interest(&mut self, sock: SocketId, readable: bool, writable: bool) {
+        let Ok(s) = self.get(sock) else { return };
+        let mut events = EventSet::empty();
+        if readable {
+            events |= EventSet::IN;
+        }
+        if writable {
+            events |= EventSet::OUT;
+        }
+        let _ = self.epoll.ctl(
+            ControlOperation::Modify,
+            s.fd(),
+            EpollEvent::new(events, u64::from(sock.0)),
+        );
     }
 
     fn close(&mut self, sock: SocketId) {

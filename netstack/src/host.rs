@@ -35,6 +35,21 @@ pub trait HostIo {
     fn icmp_echo_send(&mut self, sock: SocketId, seq: u16, data: &[u8]) -> io::Result<()>;
     /// Receives one echo reply into `buf`: its sequence number and data length.
     fn icmp_echo_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(u16, usize)>;
+    /// Starts a non-blocking TCP connection; completion is reported through
+    /// [`HostIo::tcp_connect_result`] once the socket becomes ready.
+    fn tcp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId>;
+    /// `Ok` once the connection is established, `WouldBlock` while pending, the error if it failed.
+    fn tcp_connect_result(&mut self, sock: SocketId) -> io::Result<()>;
+    /// Writes what fits; `WouldBlock` when nothing does.
+    fn tcp_send(&mut self, sock: SocketId, data: &[u8]) -> io::Result<usize>;
+    /// Reads what is there; `Ok(0)` is the peer's FIN.
+    fn tcp_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<usize>;
+    /// Sends FIN (shutdown for writing).
+    fn tcp_shutdown_write(&mut self, sock: SocketId) -> io::Result<()>;
+    /// Closes with a reset (SO_LINGER 0), as for a guest's RST.
+    fn tcp_abort(&mut self, sock: SocketId);
+    /// Which readiness the stack wants to hear about for `sock`.
+    fn set_interest(&mut self, sock: SocketId, readable: bool, writable: bool);
     /// Closes a socket; its id may be reused.
     fn close(&mut self, sock: SocketId);
 }
@@ -73,12 +88,30 @@ impl HostIo for NoHost {
     fn icmp_echo_recv(&mut self, _: SocketId, _: &mut [u8]) -> io::Result<(u16, usize)> {
         Err(unsupported())
     }
+    fn tcp_connect(&mut self, _: SocketAddr) -> io::Result<SocketId> {
+        Err(unsupported())
+    }
+    fn tcp_connect_result(&mut self, _: SocketId) -> io::Result<()> {
+        Err(unsupported())
+    }
+    fn tcp_send(&mut self, _: SocketId, _: &[u8]) -> io::Result<usize> {
+        Err(unsupported())
+    }
+    fn tcp_recv(&mut self, _: SocketId, _: &mut [u8]) -> io::Result<usize> {
+        Err(unsupported())
+    }
+    fn tcp_shutdown_write(&mut self, _: SocketId) -> io::Result<()> {
+        Err(unsupported())
+    }
+    fn tcp_abort(&mut self, _: SocketId) {}
+    fn set_interest(&mut self, _: SocketId, _: bool, _: bool) {}
     fn close(&mut self, _: SocketId) {}
 }
 
 /// What a [`ScriptedHost`] socket is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScriptedSocket {
+    Tcp(SocketAddr),
     UdpConnected(SocketAddr),
     UdpBound(SocketAddr),
     IcmpEcho(IpAddr),
@@ -115,6 +148,17 @@ pub struct ScriptedHost {
     inbound: HashMap<SocketId, VecDeque<Inbound>>,
     /// Opens fail with this error while set.
     pub refuse: Option<io::ErrorKind>,
+    /// TCP: the outcome of pending connects (absent: still pending).
+    pub tcp_connected: HashMap<SocketId, Result<(), io::ErrorKind>>,
+    /// TCP: bytes the host side received from the stack, per socket.
+    pub tcp_written: HashMap<SocketId, Vec<u8>>,
+    /// TCP: bytes (and, as `None`, the FIN) the host side will deliver to the stack.
+    pub tcp_incoming: HashMap<SocketId, VecDeque<Option<Vec<u8>>>>,
+    /// TCP: how many bytes a `tcp_send` accepts at most (a full socket buffer when 0).
+    pub tcp_send_limit: Option<usize>,
+    pub tcp_shutdowns: Vec<SocketId>,
+    pub tcp_aborted: Vec<SocketId>,
+    pub interest: HashMap<SocketId, (bool, bool)>,
 }
 
 impl ScriptedHost {
@@ -234,6 +278,66 @@ impl HostIo for ScriptedHost {
             Inbound::Error(kind) => Err(io::Error::from(kind)),
             Inbound::Datagram(..) => Err(io::Error::from(io::ErrorKind::InvalidData)),
         }
+    }
+
+    fn tcp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId> {
+        self.open(ScriptedSocket::Tcp(remote))
+    }
+
+    fn tcp_connect_result(&mut self, sock: SocketId) -> io::Result<()> {
+        match self.tcp_connected.get(&sock) {
+            None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Some(Ok(())) => Ok(()),
+            Some(Err(kind)) => Err(io::Error::from(*kind)),
+        }
+    }
+
+    fn tcp_send(&mut self, sock: SocketId, data: &[u8]) -> io::Result<usize> {
+        let n = self
+            .tcp_send_limit
+            .map_or(data.len(), |l| l.min(data.len()));
+        if n == 0 && !data.is_empty() {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        self.tcp_written
+            .entry(sock)
+            .or_default()
+            .extend_from_slice(&data[..n]);
+        if let Some(l) = self.tcp_send_limit.as_mut() {
+            *l -= n;
+        }
+        Ok(n)
+    }
+
+    fn tcp_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        let q = self.tcp_incoming.entry(sock).or_default();
+        match q.front_mut() {
+            None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Some(None) => Ok(0),
+            Some(Some(data)) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                data.drain(..n);
+                if data.is_empty() {
+                    q.pop_front();
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn tcp_shutdown_write(&mut self, sock: SocketId) -> io::Result<()> {
+        self.tcp_shutdowns.push(sock);
+        Ok(())
+    }
+
+    fn tcp_abort(&mut self, sock: SocketId) {
+        self.tcp_aborted.push(sock);
+        self.close(sock);
+    }
+
+    fn set_interest(&mut self, sock: SocketId, readable: bool, writable: bool) {
+        self.interest.insert(sock, (readable, writable));
     }
 
     fn close(&mut self, sock: SocketId) {

@@ -13,6 +13,7 @@
 //! - [`host`]: the [`HostIo`] trait, the only way to host sockets; `ScriptedHost` for tests.
 //! - [`flows`]: the flow table mapping guest conversations to host sockets.
 //! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
+//! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets.
 //! - [`config`]: the addresses and limits the stack serves, validated.
 //! - [`stats`]: counters, with one counter per drop reason.
 //! - [`time`]: `Instant` and `Duration`, supplied by the caller.
@@ -25,6 +26,7 @@ pub mod host;
 mod icmp;
 pub mod stack;
 pub mod stats;
+pub mod tcp;
 pub mod time;
 mod udp;
 pub mod wire;

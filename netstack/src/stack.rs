@@ -15,6 +15,7 @@ use crate::dhcpv4::{Destination, DhcpServer, LeaseInfo, Outcome};
 use crate::flows::FlowTable;
 use crate::host::{HostIo, NoHost, SocketId};
 use crate::stats::Stats;
+use crate::tcp::TcpTable;
 use crate::time::Instant;
 use crate::wire::{self, arp, dhcpv4, ethernet, icmpv4, ipv4, udp};
 use crate::wire::{
@@ -114,6 +115,7 @@ pub struct Stack<H: HostIo = NoHost> {
     scratch: Vec<u8>,
     pub(crate) host: H,
     pub(crate) flows: FlowTable,
+    pub(crate) tcp: TcpTable,
     pub(crate) udp_forwards: Vec<UdpForwardListener>,
     /// One host datagram at a time, allocated once.
     pub(crate) host_buf: Vec<u8>,
@@ -143,6 +145,7 @@ impl<H: HostIo> Stack<H> {
             scratch: Vec::new(),
             host,
             flows: FlowTable::new(),
+            tcp: TcpTable::default(),
             udp_forwards: Vec::new(),
             host_buf: vec![0; HOST_RECV_LEN],
         })
@@ -210,6 +213,7 @@ impl<H: HostIo> Stack<H> {
             self.neighbors.poll_at(),
             self.dhcp.poll_at(),
             self.flows.poll_at(),
+            self.tcp.poll_at(),
         ]
         .into_iter()
         .flatten()
@@ -219,6 +223,7 @@ impl<H: HostIo> Stack<H> {
     /// Runs the timers due at `now`: ARP retransmissions, cache, lease and flow expiry.
     pub fn poll(&mut self, now: Instant) {
         self.expire_flows(now);
+        self.tcp_poll(now);
         let mut due = [Ipv4Address::UNSPECIFIED; 8];
         let mut n = 0;
         let result = self.neighbors.poll(now, |ip| {
@@ -399,10 +404,11 @@ impl<H: HostIo> Stack<H> {
             }
             IpProtocol::Icmp => self.process_icmpv4(now, &repr, eth.src, packet.payload()),
             IpProtocol::Udp => self.process_udp(now, &repr, packet.packet()),
-            IpProtocol::Tcp => {
+            IpProtocol::Tcp if broadcast => {
                 self.stats.drop_tcp_unsupported += 1;
-                trace!("drop: {packet}: TCP not served yet");
+                trace!("drop: {packet}: TCP to a broadcast address");
             }
+            IpProtocol::Tcp => self.process_tcp(now, &repr, packet.packet()),
             _ => {
                 self.stats.drop_ipv4_unknown_protocol += 1;
                 trace!("drop: {packet}: protocol not served");

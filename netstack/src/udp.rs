@@ -159,6 +159,10 @@ impl<H: HostIo> Stack<H> {
 
     /// A host socket is readable (or has a pending error): move what it holds to the guest.
     pub fn host_ready(&mut self, now: Instant, sock: SocketId) {
+        if self.tcp.by_socket(sock).is_some() {
+            self.tcp_host_ready(now, sock);
+            return;
+        }
         match self.flows.by_socket(sock) {
             Some(key @ FlowKey::Udp { .. }) => self.udp_from_host(now, sock, key),
             Some(key @ FlowKey::IcmpEcho { .. }) => self.echo_from_host(now, sock, key),

@@ -1,0 +1,182 @@
+//! TCP through the gateway with a real guest: busybox's wget and nc against servers the test runs
+//! on the host's loopback, reached through the gateway address.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use guest_tests::{Virtgate, Vm, VmOptions};
+
+fn bring_up(vm: &mut Vm) {
+    vm.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    vm.sh("ip link set eth0 up");
+    vm.run("udhcpc -i eth0 -n -q -t 10 -T 2", Duration::from_secs(90))
+        .ok();
+}
+
+/// Serves `conns` connections with `handle`, each in its own thread; returns the port.
+fn serve(conns: usize, handle: fn(TcpStream)) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for _ in 0..conns {
+            let Ok((s, _)) = l.accept() else { return };
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            std::thread::spawn(move || handle(s));
+        }
+    });
+    port
+}
+
+fn md5_of(data: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "virtgate-md5-{}-{}",
+        std::process::id(),
+        data.len()
+    ));
+    std::fs::write(&dir, data).unwrap();
+    let out = std::process::Command::new("md5sum")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&dir).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so both ends can know them.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+const BIG: usize = 8 << 20;
+
+#[test]
+fn wget_fetches_a_page_from_the_host() {
+    let port = serve(1, |mut s| {
+        let mut req = [0u8; 1024];
+        let _ = s.read(&mut req);
+        let body = "hello from the host\n";
+        let _ = write!(
+            s,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    let out = vm
+        .run(
+            &format!("wget -q -O - http://10.0.2.2:{port}/"),
+            Duration::from_secs(60),
+        )
+        .ok();
+    assert_eq!(out, "hello from the host\n");
+    let s = vg.stats();
+    assert_eq!(s["stack"]["tcp_refused"], 0);
+    assert!(s["stack"]["tcp_rx_host_bytes"].as_u64().unwrap() > 20);
+}
+
+#[test]
+fn connection_to_a_closed_port_is_refused() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    let out = vm.run(
+        &format!("nc 10.0.2.2 {closed} </dev/null"),
+        Duration::from_secs(60),
+    );
+    assert_ne!(out.status, 0);
+    assert!(out.stdout.contains("refused"), "{}", out.stdout);
+    let s = vg.stats();
+    assert_eq!(s["stack"]["tcp_refused"], 1);
+    let snmp = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+    assert_eq!(snmp["Tcp.AttemptFails"], 1);
+}
+
+#[test]
+fn bulk_download_and_upload_arrive_intact() {
+    let down = serve(1, |mut s| {
+        let _ = s.write_all(&pattern(BIG));
+    });
+    let up = serve(1, |mut s| {
+        let mut got = vec![0u8; BIG];
+        if s.read_exact(&mut got).is_ok() {
+            let _ = writeln!(s, "{}", md5_of(&got));
+        }
+    });
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    let got = vm
+        .run(
+            &format!("nc 10.0.2.2 {down} </dev/null | md5sum"),
+            Duration::from_secs(180),
+        )
+        .ok();
+    assert_eq!(
+        got.split_whitespace().next(),
+        Some(md5_of(&pattern(BIG)).as_str())
+    );
+    vm.sh(&format!(
+        "dd if=/dev/urandom of=/tmp/up bs=1M count={} 2>/dev/null",
+        BIG >> 20
+    ));
+    let local = vm.sh("md5sum /tmp/up");
+    let remote = vm
+        .run(
+            &format!("nc 10.0.2.2 {up} </tmp/up"),
+            Duration::from_secs(180),
+        )
+        .ok();
+    assert_eq!(
+        remote.split_whitespace().next(),
+        local.split_whitespace().next(),
+        "the host received other bytes than the guest sent"
+    );
+    let s = vg.stats();
+    assert!(s["stack"]["tcp_rx_host_bytes"].as_u64().unwrap() >= BIG as u64);
+    assert!(s["stack"]["tcp_tx_host_bytes"].as_u64().unwrap() >= BIG as u64);
+}
+
+#[test]
+fn host_reset_resets_the_guest_connection() {
+    let port = serve(1, |s| {
+        // Close with a RST: linger 0.
+        let sock = socket2::SockRef::from(&s);
+        let _ = sock.set_linger(Some(Duration::ZERO));
+        std::thread::sleep(Duration::from_millis(300));
+        drop(s);
+    });
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+    let _ = vm.run(
+        &format!("sleep 3 | nc 10.0.2.2 {port}"),
+        Duration::from_secs(60),
+    );
+    let after = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+    // The guest's established connection was reset (RFC 1213 tcpEstabResets).
+    assert_eq!(after["Tcp.EstabResets"] - before["Tcp.EstabResets"], 1);
+    let s = vg.stats();
+    assert_eq!(s["stack"]["tcp_host_resets"], 1, "{s:#}");
+    assert_eq!(s["stack"]["tcp_connections"], 0, "{s:#}");
+}

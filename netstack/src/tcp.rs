@@ -1,0 +1,732 @@
+//! TCP through the gateway: each guest connection is terminated here and spliced to a host socket.
+//!
+//! Theory of operation. A guest SYN to a routed address (or the gateway, meaning the host's
+//! loopback) starts a non-blocking host connect; only when it succeeds does the guest get its
+//! SYN-ACK, so a refused or unreachable host port is a RST for the guest, as on a real network.
+//! Data from the guest is acknowledged once it is written to the host socket or held in a bounded
+//! buffer (`TO_HOST_CAP`); the window the guest sees is what is left of that buffer, so a slow host
+//! reader shrinks the guest's window instead of growing memory. Data from the host is read only
+//! while the bounded buffer of bytes not yet acknowledged by the guest (`TO_GUEST_CAP`) has room,
+//! and sent within the guest's window; unacknowledged bytes are retransmitted on a timer (RFC 6298
+//! with exponential backoff). FINs travel both ways (half-close), a RST from either side resets the
+//! other.
+//!
+//! Not yet: SACK, congestion control beyond the guest's window, timestamps, urgent data, keepalive,
+//! inbound TCP forwards. The guest's segments must arrive in order (out-of-order ones are dropped
+//! and re-requested by a duplicate ACK), which holds on a virtio link without injected loss.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use log::{debug, trace};
+
+use crate::host::{HostIo, SocketId};
+use crate::stack::{Stack, DEFAULT_TTL};
+use crate::time::{Duration, Instant};
+use crate::wire::tcp::flags;
+use crate::wire::{ipv4, tcp, IpProtocol, Ipv4Address, Ipv4Repr, SeqNumber, TcpPacket, TcpRepr};
+
+/// At most this many connections; a SYN beyond it is refused with a RST (`flows_refused`).
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Host bytes read but not yet acknowledged by the guest, per connection.
+pub const TO_GUEST_CAP: usize = 256 * 1024;
+/// Guest bytes acknowledged but not yet written to the host, per connection: the guest's window.
+pub const TO_HOST_CAP: usize = 256 * 1024;
+/// Our window scale (RFC 7323 §2.2): `TO_HOST_CAP >> 3` fits the 16-bit field.
+const WINDOW_SHIFT: u8 = 3;
+/// RFC 6298 §2.1: the first RTO is one second.
+const INITIAL_RTO: Duration = Duration::from_secs(1);
+/// RFC 6298 §2.5 allows a maximum of at least 60 s.
+const MAX_RTO: Duration = Duration::from_secs(60);
+/// Retransmissions of the same data before the connection is reset.
+const MAX_RETRIES: u32 = 8;
+/// How long a host connect may take before the guest gets a RST.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// TIME-WAIT after we closed first (RFC 9293 §3.6.1 asks 2 MSL; a proxy keeps it short, as the
+/// guest holds its own TIME-WAIT for the 4-tuple).
+const TIME_WAIT: Duration = Duration::from_secs(2);
+/// Host bytes read per readiness event.
+const READ_CHUNK: usize = 65536;
+
+/// RFC 9293 §3.3.2 states (plus `Connecting`: waiting for the host before the SYN-ACK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    Connecting,
+    SynReceived,
+    Established,
+    CloseWait,
+    LastAck,
+    FinWait1,
+    FinWait2,
+    Closing,
+    TimeWait,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnKey {
+    guest: (Ipv4Address, u16),
+    remote: (Ipv4Address, u16),
+}
+
+#[derive(Debug)]
+pub(crate) struct TcpConn {
+    key: ConnKey,
+    sock: SocketId,
+    state: TcpState,
+    /// Guest's initial sequence number + 1 onward: the next byte we expect.
+    rcv_nxt: SeqNumber,
+    iss: SeqNumber,
+    snd_una: SeqNumber,
+    snd_nxt: SeqNumber,
+    /// The guest's window in bytes (scaled).
+    snd_wnd: usize,
+    snd_shift: u8,
+    /// Window scaling is on when the guest offered it (RFC 7323 §1.3).
+    scaling: bool,
+    mss: usize,
+    /// Bytes from `snd_una` on: sent or not, not yet acknowledged.
+    to_guest: VecDeque<u8>,
+    to_host: VecDeque<u8>,
+    host_eof: bool,
+    fin_sent: bool,
+    guest_fin: bool,
+    host_shut: bool,
+    /// The host socket is closed already (aborted on a reset).
+    released: bool,
+    rto: Duration,
+    retries: u32,
+    /// Retransmission, connect or TIME-WAIT deadline.
+    deadline: Option<Instant>,
+}
+
+impl TcpConn {
+    fn set_state(&mut self, state: TcpState) {
+        if self.state != state {
+            trace!(
+                "tcp {}:{} <-> {}:{}: {:?} -> {:?}",
+                self.key.guest.0,
+                self.key.guest.1,
+                self.key.remote.0,
+                self.key.remote.1,
+                self.state,
+                state
+            );
+            self.state = state;
+        }
+    }
+
+    /// The window we advertise, scaled.
+    fn window_field(&self) -> u16 {
+        let free = TO_HOST_CAP - self.to_host.len();
+        let shift = if self.scaling { WINDOW_SHIFT } else { 0 };
+        (free >> shift).min(usize::from(u16::MAX)) as u16
+    }
+
+    /// Bytes of `to_guest` not sent yet.
+    fn unsent(&self) -> usize {
+        let in_flight = self.snd_nxt - self.snd_una;
+        // The FIN occupies one sequence number past the data.
+        let in_flight = in_flight.min(self.to_guest.len());
+        self.to_guest.len() - in_flight
+    }
+}
+
+/// The connection table.
+#[derive(Debug, Default)]
+pub(crate) struct TcpTable {
+    conns: HashMap<ConnKey, TcpConn>,
+    by_socket: HashMap<SocketId, ConnKey>,
+}
+
+impl TcpTable {
+    pub(crate) fn by_socket(&self, sock: SocketId) -> Option<ConnKey> {
+        self.by_socket.get(&sock).copied()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        self.conns.values().filter_map(|c| c.deadline).min()
+    }
+}
+
+/// Initial sequence numbers: RFC 6528 asks for a keyed hash of the 4-tuple plus a clock; here a
+/// clock and the 4-tuple, which keeps them distinct per connection (the guest is the only peer).
+fn initial_seq(now: Instant, key: &ConnKey) -> SeqNumber {
+    let mut h: u32 = (now.total_micros() / 4) as u32;
+    for b in key.guest.0 .0.iter().chain(key.remote.0 .0.iter()) {
+        h = h.rotate_left(5) ^ u32::from(*b);
+    }
+    SeqNumber(h ^ (u32::from(key.guest.1) << 16 | u32::from(key.remote.1)))
+}
+
+impl<H: HostIo> Stack<H> {
+    /// Where a guest connection goes on the host; `None`: nothing serves it (RST).
+    fn tcp_host_destination(&self, dst: Ipv4Address, port: u16) -> Option<SocketAddr> {
+        if dst == self.cfg.gateway_ipv4 {
+            return self
+                .cfg
+                .map_gateway_to_loopback
+                .then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        }
+        if dst == self.cfg.dns_ipv4 {
+            // DNS over TCP is not forwarded yet.
+            return None;
+        }
+        Some(SocketAddr::from((Ipv4Addr::from(dst), port)))
+    }
+
+    /// A TCP segment from the guest. `packet` is the whole IPv4 packet.
+    pub(crate) fn process_tcp(&mut self, now: Instant, ip: &Ipv4Repr, packet: &[u8]) {
+        self.stats.tcp_rx_segments += 1;
+        let header_len = packet.len() - ip.payload_len;
+        let Ok(seg) = TcpPacket::new_checked(&packet[header_len..]) else {
+            self.stats.drop_tcp_malformed += 1;
+            return;
+        };
+        let repr = match TcpRepr::parse(&seg, ip.src, ip.dst) {
+            Ok(r) => r,
+            Err(crate::wire::Error::Checksum) => {
+                self.stats.drop_tcp_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.drop_tcp_malformed += 1;
+                return;
+            }
+        };
+        let key = ConnKey {
+            guest: (ip.src, repr.src_port),
+            remote: (ip.dst, repr.dst_port),
+        };
+        let Some(mut conn) = self.tcp.conns.remove(&key) else {
+            self.tcp_no_connection(now, key, &repr);
+            return;
+        };
+        self.tcp_segment(now, &mut conn, &repr);
+        self.tcp_output(now, &mut conn);
+        self.tcp_update_interest(&mut conn);
+        self.tcp_keep(conn);
+    }
+
+    /// Gives up the host socket: closed (orderly) or aborted (RST on the host side).
+    fn tcp_release(&mut self, conn: &mut TcpConn, abort: bool) {
+        if conn.released {
+            return;
+        }
+        conn.released = true;
+        self.tcp.by_socket.remove(&conn.sock);
+        if abort {
+            self.host.tcp_abort(conn.sock);
+        } else {
+            self.host.close(conn.sock);
+        }
+        self.stats.flows_closed += 1;
+    }
+
+    /// Puts a connection back in the table, or lets it go once closed.
+    fn tcp_keep(&mut self, mut conn: TcpConn) {
+        if conn.state == TcpState::Closed {
+            self.tcp_release(&mut conn, false);
+        } else {
+            self.tcp.conns.insert(conn.key, conn);
+        }
+        self.stats.tcp_connections = self.tcp.len() as u64;
+    }
+
+    /// A segment for no connection: a SYN opens one, anything else but a RST is answered with RST
+    /// (RFC 9293 §3.10.7.1).
+    fn tcp_no_connection(&mut self, now: Instant, key: ConnKey, repr: &TcpRepr) {
+        if repr.flags & flags::RST != 0 {
+            return;
+        }
+        let is_syn = repr.flags & flags::SYN != 0 && repr.ack_number.is_none();
+        if !is_syn {
+            self.stats.drop_tcp_no_connection += 1;
+            self.tcp_send_rst_for(now, key, repr);
+            return;
+        }
+        let Some(dst) = self.tcp_host_destination(key.remote.0, key.remote.1) else {
+            self.stats.tcp_refused += 1;
+            self.tcp_send_rst_for(now, key, repr);
+            return;
+        };
+        if self.tcp.len() >= MAX_CONNECTIONS {
+            self.stats.flows_refused += 1;
+            self.tcp_send_rst_for(now, key, repr);
+            return;
+        }
+        let sock = match self.host.tcp_connect(dst) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("tcp: connect to {dst} refused by the host: {e}");
+                self.stats.flows_refused += 1;
+                self.stats.tcp_refused += 1;
+                self.tcp_send_rst_for(now, key, repr);
+                return;
+            }
+        };
+        debug!("tcp: {}:{} -> {dst}", key.guest.0, key.guest.1);
+        self.stats.flows_opened += 1;
+        let iss = initial_seq(now, &key);
+        let scaling = repr.window_scale.is_some();
+        let mss_ceiling = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+        let conn = TcpConn {
+            key,
+            sock,
+            state: TcpState::Connecting,
+            rcv_nxt: repr.seq_number + 1,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_wnd: usize::from(repr.window_len),
+            snd_shift: repr.window_scale.unwrap_or(0).min(14),
+            scaling,
+            // RFC 9293 §3.7.1: without the option the peer takes 536.
+            mss: usize::from(repr.max_seg_size.unwrap_or(536)).clamp(64, mss_ceiling),
+            to_guest: VecDeque::new(),
+            to_host: VecDeque::new(),
+            host_eof: false,
+            fin_sent: false,
+            guest_fin: false,
+            host_shut: false,
+            released: false,
+            rto: INITIAL_RTO,
+            retries: 0,
+            deadline: Some(now + CONNECT_TIMEOUT),
+        };
+        self.host.set_interest(sock, false, true);
+        self.tcp.by_socket.insert(sock, key);
+        self.tcp.conns.insert(key, conn);
+        self.stats.tcp_connections = self.tcp.len() as u64;
+    }
+
+    /// RFC 9293 §3.10.7.4, for an existing connection.
+    fn tcp_segment(&mut self, now: Instant, conn: &mut TcpConn, repr: &TcpRepr) {
+        if repr.flags & flags::RST != 0 {
+            // Accept a RST in the window (RFC 5961 §3 would ask for an exact match and a challenge
+            // ACK otherwise; the guest is not an off-path attacker).
+            debug!("tcp: guest reset {:?}", conn.key);
+            self.tcp_release(conn, true);
+            conn.set_state(TcpState::Closed);
+            return;
+        }
+        if conn.state == TcpState::Connecting {
+            // A retransmitted SYN while the host connects: nothing to say yet.
+            return;
+        }
+        if repr.flags & flags::SYN != 0 {
+            // A retransmitted SYN (our SYN-ACK was lost): send it again.
+            if conn.state == TcpState::SynReceived && repr.seq_number + 1 == conn.rcv_nxt {
+                self.tcp_send_syn_ack(now, conn);
+            }
+            return;
+        }
+        let Some(ack) = repr.ack_number else {
+            return;
+        };
+        // ACK processing.
+        if ack.is_after(conn.snd_una) && !ack.is_after(conn.snd_nxt) {
+            let mut acked = ack - conn.snd_una;
+            if conn.state == TcpState::SynReceived {
+                acked -= 1; // our SYN
+                conn.set_state(TcpState::Established);
+            }
+            let data_acked = acked.min(conn.to_guest.len());
+            conn.to_guest.drain(..data_acked);
+            let fin_acked = conn.fin_sent && ack == conn.snd_nxt && conn.to_guest.is_empty();
+            conn.snd_una = ack;
+            conn.retries = 0;
+            conn.rto = INITIAL_RTO;
+            conn.deadline = (conn.snd_nxt != conn.snd_una).then(|| now + conn.rto);
+            if fin_acked {
+                match conn.state {
+                    TcpState::FinWait1 => conn.set_state(TcpState::FinWait2),
+                    TcpState::Closing => {
+                        conn.set_state(TcpState::TimeWait);
+                        conn.deadline = Some(now + TIME_WAIT);
+                    }
+                    TcpState::LastAck => conn.set_state(TcpState::Closed),
+                    _ => {}
+                }
+            }
+        } else if ack.is_after(conn.snd_nxt) {
+            // Acknowledges what we never sent: RFC 9293 says send an ACK and drop.
+            self.tcp_send_ack(now, conn);
+            return;
+        }
+        conn.snd_wnd =
+            usize::from(repr.window_len) << if conn.scaling { conn.snd_shift } else { 0 };
+        if conn.state == TcpState::Closed {
+            return;
+        }
+
+        // Data and FIN, in order only.
+        let has_data = !repr.payload.is_empty();
+        let has_fin = repr.flags & flags::FIN != 0;
+        if !has_data && !has_fin {
+            return;
+        }
+        if repr.seq_number != conn.rcv_nxt || conn.guest_fin {
+            // Out of order or duplicate: a duplicate ACK asks again for what we miss.
+            if has_data {
+                self.stats.drop_tcp_out_of_order += 1;
+            }
+            self.tcp_send_ack(now, conn);
+            return;
+        }
+        let room = TO_HOST_CAP - conn.to_host.len();
+        let take = repr.payload.len().min(room);
+        if take < repr.payload.len() {
+            // Beyond our window: the guest will send the rest again.
+            self.stats.drop_tcp_window_full += 1;
+        }
+        conn.to_host.extend(&repr.payload[..take]);
+        conn.rcv_nxt = conn.rcv_nxt + take;
+        if has_fin && take == repr.payload.len() {
+            conn.rcv_nxt = conn.rcv_nxt + 1;
+            conn.guest_fin = true;
+            match conn.state {
+                TcpState::Established => conn.set_state(TcpState::CloseWait),
+                TcpState::FinWait1 => conn.set_state(TcpState::Closing),
+                TcpState::FinWait2 => {
+                    conn.set_state(TcpState::TimeWait);
+                    conn.deadline = Some(now + TIME_WAIT);
+                }
+                _ => {}
+            }
+        }
+        self.tcp_flush_to_host(conn);
+        self.tcp_send_ack(now, conn);
+    }
+
+    /// Writes buffered guest data to the host; after the guest's FIN, shuts the host side down.
+    fn tcp_flush_to_host(&mut self, conn: &mut TcpConn) {
+        while !conn.to_host.is_empty() {
+            let (a, _) = conn.to_host.as_slices();
+            match self.host.tcp_send(conn.sock, a) {
+                Ok(n) => {
+                    conn.to_host.drain(..n);
+                    self.stats.tcp_tx_host_bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("tcp {:?}: host write failed: {e}", conn.key);
+                    conn.to_host.clear();
+                    break;
+                }
+            }
+        }
+        if conn.guest_fin && conn.to_host.is_empty() && !conn.host_shut {
+            let _ = self.host.tcp_shutdown_write(conn.sock);
+            conn.host_shut = true;
+        }
+    }
+
+    /// Host readiness for a TCP connection.
+    pub(crate) fn tcp_host_ready(&mut self, now: Instant, sock: SocketId) {
+        let Some(key) = self.tcp.by_socket(sock) else {
+            return;
+        };
+        let Some(mut conn) = self.tcp.conns.remove(&key) else {
+            return;
+        };
+        if conn.state == TcpState::Connecting {
+            match self.host.tcp_connect_result(sock) {
+                Ok(()) => {
+                    conn.set_state(TcpState::SynReceived);
+                    conn.snd_nxt = conn.iss + 1;
+                    conn.deadline = Some(now + conn.rto);
+                    self.tcp_send_syn_ack(now, &mut conn);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    debug!("tcp {:?}: host connect failed: {e}", conn.key);
+                    self.stats.tcp_refused += 1;
+                    self.tcp_reset_guest(now, &conn);
+                    conn.set_state(TcpState::Closed);
+                }
+            }
+            self.tcp_update_interest(&mut conn);
+            self.tcp_keep(conn);
+            return;
+        }
+        self.tcp_flush_to_host(&mut conn);
+        // Read while there is room for what the guest has not acknowledged.
+        let mut buf = std::mem::take(&mut self.host_buf);
+        while !conn.host_eof && conn.to_guest.len() < TO_GUEST_CAP {
+            let want = (TO_GUEST_CAP - conn.to_guest.len()).min(READ_CHUNK);
+            match self.host.tcp_recv(sock, &mut buf[..want]) {
+                Ok(0) => conn.host_eof = true,
+                Ok(n) => {
+                    conn.to_guest.extend(&buf[..n]);
+                    self.stats.tcp_rx_host_bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // The host peer reset: so does the guest's connection.
+                    debug!("tcp {:?}: host read failed: {e}", conn.key);
+                    self.stats.tcp_host_resets += 1;
+                    self.tcp_reset_guest(now, &conn);
+                    conn.set_state(TcpState::Closed);
+                    break;
+                }
+            }
+        }
+        self.host_buf = buf;
+        if conn.state != TcpState::Closed {
+            self.tcp_output(now, &mut conn);
+        }
+        self.tcp_update_interest(&mut conn);
+        self.tcp_keep(conn);
+    }
+
+    fn tcp_update_interest(&mut self, conn: &mut TcpConn) {
+        if conn.state == TcpState::Closed || conn.released {
+            return;
+        }
+        if conn.host_eof && conn.host_shut && conn.to_host.is_empty() {
+            // Both directions are done on the host side: the socket has nothing more to say (and a
+            // level-triggered hang-up would wake us for ever).
+            self.tcp_release(conn, false);
+            return;
+        }
+        let connecting = conn.state == TcpState::Connecting;
+        let readable = !connecting && !conn.host_eof && conn.to_guest.len() < TO_GUEST_CAP;
+        let writable = connecting || !conn.to_host.is_empty();
+        self.host.set_interest(conn.sock, readable, writable);
+    }
+
+    /// Sends new data within the guest's window, then our FIN when the host is done.
+    fn tcp_output(&mut self, now: Instant, conn: &mut TcpConn) {
+        if matches!(
+            conn.state,
+            TcpState::Connecting | TcpState::SynReceived | TcpState::Closed
+        ) {
+            return;
+        }
+        loop {
+            let in_flight = conn.snd_nxt - conn.snd_una;
+            let unsent = conn.unsent();
+            let window_left = conn.snd_wnd.saturating_sub(in_flight);
+            let n = unsent.min(window_left).min(conn.mss);
+            if n == 0 {
+                break;
+            }
+            let offset = conn.to_guest.len() - unsent;
+            let seq = conn.snd_nxt;
+            self.tcp_send_data(now, conn, seq, offset, n, false);
+            conn.snd_nxt = conn.snd_nxt + n;
+            if conn.deadline.is_none() {
+                conn.deadline = Some(now + conn.rto);
+            }
+        }
+        let all_sent = conn.unsent() == 0;
+        if conn.host_eof && all_sent && !conn.fin_sent {
+            let seq = conn.snd_nxt;
+            self.tcp_send_data(now, conn, seq, conn.to_guest.len(), 0, true);
+            conn.snd_nxt = conn.snd_nxt + 1;
+            conn.fin_sent = true;
+            conn.deadline.get_or_insert(now + conn.rto);
+            match conn.state {
+                TcpState::Established => conn.set_state(TcpState::FinWait1),
+                TcpState::CloseWait => conn.set_state(TcpState::LastAck),
+                _ => {}
+            }
+        }
+    }
+
+    /// Timers: connect timeout, retransmission, TIME-WAIT.
+    pub(crate) fn tcp_poll(&mut self, now: Instant) {
+        let due: Vec<ConnKey> = self
+            .tcp
+            .conns
+            .values()
+            .filter(|c| c.deadline.is_some_and(|d| d <= now))
+            .map(|c| c.key)
+            .collect();
+        for key in due {
+            let Some(mut conn) = self.tcp.conns.remove(&key) else {
+                continue;
+            };
+            conn.deadline = None;
+            match conn.state {
+                TcpState::Connecting => {
+                    self.stats.tcp_refused += 1;
+                    self.tcp_reset_guest(now, &conn);
+                    conn.set_state(TcpState::Closed);
+                }
+                TcpState::TimeWait => conn.set_state(TcpState::Closed),
+                _ if conn.snd_nxt != conn.snd_una => {
+                    conn.retries += 1;
+                    if conn.retries > MAX_RETRIES {
+                        debug!("tcp {:?}: guest stopped answering; reset", conn.key);
+                        self.tcp_release(&mut conn, true);
+                        self.tcp_reset_guest(now, &conn);
+                        conn.set_state(TcpState::Closed);
+                        self.tcp_keep(conn);
+                        continue;
+                    }
+                    self.stats.tcp_retransmits += 1;
+                    // RFC 6298 §5.5-5.6: back off and retransmit the earliest unacknowledged.
+                    conn.rto = (conn.rto + conn.rto).min(MAX_RTO);
+                    if conn.state == TcpState::SynReceived {
+                        self.tcp_send_syn_ack(now, &mut conn);
+                    } else {
+                        // Go back to snd_una and send again what the window allows.
+                        let fin_was_sent = conn.fin_sent && conn.unsent() == 0;
+                        conn.snd_nxt = conn.snd_una;
+                        if fin_was_sent && conn.to_guest.is_empty() {
+                            conn.fin_sent = false;
+                            conn.state = match conn.state {
+                                TcpState::FinWait1 => TcpState::Established,
+                                TcpState::LastAck => TcpState::CloseWait,
+                                TcpState::Closing => TcpState::CloseWait,
+                                s => s,
+                            };
+                        }
+                        self.tcp_output(now, &mut conn);
+                    }
+                    conn.deadline = Some(now + conn.rto);
+                }
+                _ => {}
+            }
+            self.tcp_keep(conn);
+        }
+    }
+
+    fn tcp_send_syn_ack(&mut self, now: Instant, conn: &mut TcpConn) {
+        let mss = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+        let repr = TcpRepr {
+            src_port: conn.key.remote.1,
+            dst_port: conn.key.guest.1,
+            seq_number: conn.iss,
+            ack_number: Some(conn.rcv_nxt),
+            flags: flags::SYN,
+            window_len: (TO_HOST_CAP - conn.to_host.len()).min(usize::from(u16::MAX)) as u16,
+            urgent_at: 0,
+            max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
+            window_scale: conn.scaling.then_some(WINDOW_SHIFT),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        self.tcp_emit(now, conn.key, &repr);
+    }
+
+    fn tcp_send_ack(&mut self, now: Instant, conn: &TcpConn) {
+        let repr = TcpRepr {
+            src_port: conn.key.remote.1,
+            dst_port: conn.key.guest.1,
+            seq_number: conn.snd_nxt,
+            ack_number: Some(conn.rcv_nxt),
+            flags: 0,
+            window_len: conn.window_field(),
+            urgent_at: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        self.tcp_emit(now, conn.key, &repr);
+    }
+
+    /// A segment carrying `len` bytes of `to_guest` from `offset` (and FIN when `fin`).
+    fn tcp_send_data(
+        &mut self,
+        now: Instant,
+        conn: &mut TcpConn,
+        seq: SeqNumber,
+        offset: usize,
+        len: usize,
+        fin: bool,
+    ) {
+        let window_len = conn.window_field();
+        let push = if conn.unsent() == len { flags::PSH } else { 0 };
+        let data = conn.to_guest.make_contiguous();
+        let payload = &data[offset..offset + len];
+        let repr = TcpRepr {
+            src_port: conn.key.remote.1,
+            dst_port: conn.key.guest.1,
+            seq_number: seq,
+            ack_number: Some(conn.rcv_nxt),
+            flags: if fin { flags::FIN } else { push },
+            window_len,
+            urgent_at: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let key = conn.key;
+        self.tcp_emit(now, key, &repr);
+    }
+
+    /// RST for the guest's side of `conn` (the host side refused, reset or timed out).
+    fn tcp_reset_guest(&mut self, now: Instant, conn: &TcpConn) {
+        let repr = TcpRepr {
+            src_port: conn.key.remote.1,
+            dst_port: conn.key.guest.1,
+            seq_number: conn.snd_nxt,
+            ack_number: Some(conn.rcv_nxt),
+            flags: flags::RST,
+            window_len: 0,
+            urgent_at: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        self.stats.tcp_resets_sent += 1;
+        self.tcp_emit(now, conn.key, &repr);
+    }
+
+    /// RFC 9293 §3.10.7.1: the RST answering a segment for no connection.
+    fn tcp_send_rst_for(&mut self, now: Instant, key: ConnKey, seg: &TcpRepr) {
+        let (seq, ack) = match seg.ack_number {
+            Some(a) => (a, None),
+            None => (SeqNumber(0), Some(seg.seq_number + seg.segment_len())),
+        };
+        let repr = TcpRepr {
+            src_port: key.remote.1,
+            dst_port: key.guest.1,
+            seq_number: seq,
+            ack_number: ack,
+            flags: flags::RST,
+            window_len: 0,
+            urgent_at: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        self.stats.tcp_resets_sent += 1;
+        self.tcp_emit(now, key, &repr);
+    }
+
+    fn tcp_emit(&mut self, now: Instant, key: ConnKey, repr: &TcpRepr) {
+        let ip = Ipv4Repr {
+            src: key.remote.0,
+            dst: key.guest.0,
+            protocol: IpProtocol::Tcp,
+            payload_len: repr.buffer_len(),
+            ttl: DEFAULT_TTL,
+        };
+        if self.dispatch_ipv4(now, None, &ip, |b| repr.emit_v4(b, ip.src, ip.dst, false)) {
+            self.stats.tcp_tx_segments += 1;
+        }
+    }
+}
