@@ -245,6 +245,10 @@ fn check_output(s: &mut Stack) {
                         let u = UdpPacket::new_checked(ip.payload()).unwrap();
                         assert!(u.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
                     }
+                    IpProtocol::Tcp => {
+                        let t = netstack::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+                        assert!(t.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+                    }
                     other => panic!("unexpected protocol {other}"),
                 }
             }

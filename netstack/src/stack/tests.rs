@@ -765,3 +765,251 @@ mod host_flows {
         );
     }
 }
+
+mod tcp_flows {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::host::{ScriptedHost, ScriptedSocket};
+    use crate::time::Duration;
+    use crate::wire::tcp::flags;
+    use crate::wire::{SeqNumber, TcpPacket, TcpRepr};
+
+    const GW: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+    const GUEST_ISN: u32 = 1000;
+
+    fn seg(flags: u8, seq: u32, ack: Option<u32>, window: u16, payload: &[u8]) -> Vec<u8> {
+        let r = TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            seq_number: SeqNumber(seq),
+            ack_number: ack.map(SeqNumber),
+            flags,
+            window_len: window,
+            urgent_at: 0,
+            max_seg_size: (flags & flags::SYN != 0).then_some(1460),
+            window_scale: (flags & flags::SYN != 0).then_some(7),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let mut t = vec![0u8; r.buffer_len()];
+        r.emit_v4(&mut t, GUEST_IP, GW, false);
+        ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t)
+    }
+
+    /// The TCP segments among the frames: (flags incl. ACK, seq, ack, window, options, payload).
+    fn segments(frames: &[Vec<u8>]) -> Vec<TcpRepr<'_>> {
+        frames
+            .iter()
+            .filter_map(|f| {
+                let ip = Ipv4Packet::new_checked(&f[14..]).ok()?;
+                if ip.protocol() != IpProtocol::Tcp {
+                    return None;
+                }
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
+                let body = &f[14 + usize::from(ip.header_len())..14 + usize::from(ip.total_len())];
+                let p = TcpPacket::new_checked(body).ok()?;
+                Some(TcpRepr::parse(&p, src, dst).expect("valid segment"))
+            })
+            .collect()
+    }
+
+    fn remote() -> SocketAddr {
+        "127.0.0.1:80".parse().unwrap()
+    }
+
+    /// A connection through the handshake; returns the stack and our ISN.
+    fn established() -> (Stack<ScriptedHost>, u32, crate::host::SocketId) {
+        let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+        s.process_frame(Instant::ZERO, &seg(flags::SYN, GUEST_ISN, None, 64240, b""));
+        let sock = s
+            .host()
+            .find(&ScriptedSocket::Tcp(remote()))
+            .expect("host connect");
+        // Nothing for the guest until the host answers.
+        assert!(segments(&drain(&mut s)).is_empty());
+        s.host_mut().tcp_connected.insert(sock, Ok(()));
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        let syn_ack = segments(&out)[0];
+        assert_eq!(syn_ack.flags, flags::SYN);
+        assert_eq!(syn_ack.ack_number, Some(SeqNumber(GUEST_ISN + 1)));
+        assert_eq!(syn_ack.max_seg_size, Some(1460));
+        assert_eq!(syn_ack.window_scale, Some(3));
+        let iss = syn_ack.seq_number.0;
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b""),
+        );
+        assert!(drain(&mut s).is_empty(), "a pure ACK is not answered");
+        (s, iss, sock)
+    }
+
+    #[test]
+    fn data_flows_both_ways_and_closes_cleanly() {
+        let (mut s, iss, sock) = established();
+        // Guest to host.
+        s.process_frame(
+            Instant::ZERO,
+            &seg(flags::PSH, GUEST_ISN + 1, Some(iss + 1), 502, b"GET /"),
+        );
+        assert_eq!(s.host().tcp_written[&sock], b"GET /");
+        let out = drain(&mut s);
+        let ack = segments(&out)[0];
+        assert_eq!(ack.ack_number, Some(SeqNumber(GUEST_ISN + 6)));
+        // Host to guest, then the host closes.
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .extend([Some(b"HTTP/1.0 200".to_vec()), None]);
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        let segs = segments(&out);
+        assert_eq!(segs.len(), 2);
+        assert_eq!(segs[0].payload, b"HTTP/1.0 200");
+        assert_eq!(segs[0].seq_number, SeqNumber(iss + 1));
+        assert_eq!(segs[1].flags, flags::FIN);
+        assert_eq!(segs[1].seq_number, SeqNumber(iss + 13));
+        // The guest acknowledges everything and closes too.
+        s.process_frame(
+            Instant::ZERO,
+            &seg(flags::FIN, GUEST_ISN + 6, Some(iss + 14), 502, b""),
+        );
+        let out = drain(&mut s);
+        assert_eq!(segments(&out)[0].ack_number, Some(SeqNumber(GUEST_ISN + 7)));
+        assert_eq!(s.host().tcp_shutdowns, vec![sock]);
+        // TIME-WAIT ends, the connection is gone and its socket closed.
+        s.poll(Instant::from_secs(10));
+        assert_eq!(s.stats().tcp_connections, 0);
+        assert!(s.host().closed.contains(&sock));
+    }
+
+    #[test]
+    fn refused_host_connection_is_a_reset() {
+        let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+        s.process_frame(Instant::ZERO, &seg(flags::SYN, GUEST_ISN, None, 64240, b""));
+        let sock = s.host().find(&ScriptedSocket::Tcp(remote())).unwrap();
+        s.host_mut()
+            .tcp_connected
+            .insert(sock, Err(std::io::ErrorKind::ConnectionRefused));
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        let rst = segments(&out)[0];
+        assert_eq!(rst.flags, flags::RST);
+        assert_eq!(rst.ack_number, Some(SeqNumber(GUEST_ISN + 1)));
+        assert_eq!(s.stats().tcp_refused, 1);
+        assert_eq!(s.stats().tcp_connections, 0);
+    }
+
+    #[test]
+    fn segments_for_no_connection_are_reset() {
+        let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+        s.process_frame(Instant::ZERO, &seg(0, 5, Some(777), 100, b"stray"));
+        let out = drain(&mut s);
+        let rst = segments(&out)[0];
+        // RFC 9293 §3.10.7.1: an ACK-bearing segment gets <SEQ=SEG.ACK><CTL=RST>.
+        assert_eq!(
+            (rst.flags, rst.seq_number, rst.ack_number),
+            (flags::RST, SeqNumber(777), None)
+        );
+        // A RST is never answered.
+        s.process_frame(Instant::ZERO, &seg(flags::RST, 5, None, 0, b""));
+        assert!(drain(&mut s).is_empty());
+        assert_eq!(s.stats().drop_tcp_no_connection, 1);
+    }
+
+    #[test]
+    fn unacknowledged_data_is_retransmitted_with_backoff() {
+        let (mut s, iss, sock) = established();
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .push_back(Some(b"data".to_vec()));
+        s.host_ready(Instant::ZERO, sock);
+        assert_eq!(segments(&drain(&mut s))[0].payload, b"data");
+        // One RTO (1 s) later the same bytes go again; the next wait is twice as long.
+        s.poll(Instant::from_millis(999));
+        assert!(drain(&mut s).is_empty());
+        s.poll(Instant::from_secs(1));
+        let out = drain(&mut s);
+        let again = segments(&out)[0];
+        assert_eq!(
+            (again.seq_number, again.payload),
+            (SeqNumber(iss + 1), &b"data"[..])
+        );
+        assert_eq!(s.poll_at().map(|t| t.total_micros()), Some(3_000_000));
+        assert_eq!(s.stats().tcp_retransmits, 1);
+        // Acknowledged: no more retransmissions.
+        s.process_frame(
+            Instant::from_secs(2),
+            &seg(0, GUEST_ISN + 1, Some(iss + 5), 502, b""),
+        );
+        s.poll(Instant::from_secs(10));
+        assert!(segments(&drain(&mut s)).is_empty());
+    }
+
+    #[test]
+    fn the_guest_window_limits_what_is_sent() {
+        let (mut s, iss, sock) = established();
+        // The guest's window: 502 << 7 = 64256 bytes; offer 100 000.
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .push_back(Some(vec![7u8; 100_000]));
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        let sent: usize = segments(&out).iter().map(|r| r.payload.len()).sum();
+        assert_eq!(sent, 502 << 7);
+        assert!(segments(&out).iter().all(|r| r.payload.len() <= 1460));
+        // A window update opens room for the rest.
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 1 + sent as u32), 502, b""),
+        );
+        let out = drain(&mut s);
+        let more: usize = segments(&out).iter().map(|r| r.payload.len()).sum();
+        assert_eq!(more, 100_000 - sent);
+    }
+
+    #[test]
+    fn a_slow_host_reader_shrinks_the_guest_window() {
+        let (mut s, iss, sock) = established();
+        s.host_mut().tcp_send_limit = Some(0); // the host socket buffer is full
+        let chunk = vec![1u8; 1000];
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, &chunk),
+        );
+        let out = drain(&mut s);
+        let ack = segments(&out)[0];
+        assert_eq!(ack.ack_number, Some(SeqNumber(GUEST_ISN + 1001)));
+        let full = crate::tcp::TO_HOST_CAP >> 3;
+        assert_eq!(
+            usize::from(ack.window_len),
+            (crate::tcp::TO_HOST_CAP - 1000) >> 3
+        );
+        assert!(usize::from(ack.window_len) < full);
+        // The host drains: the data goes out when it is writable again.
+        s.host_mut().tcp_send_limit = None;
+        s.host_ready(Instant::ZERO, sock);
+        assert_eq!(s.host().tcp_written[&sock].len(), 1000);
+    }
+
+    #[test]
+    fn a_guest_reset_aborts_the_host_side() {
+        let (mut s, iss, sock) = established();
+        s.process_frame(
+            Instant::ZERO,
+            &seg(flags::RST, GUEST_ISN + 1, Some(iss + 1), 0, b""),
+        );
+        assert_eq!(s.host().tcp_aborted, vec![sock]);
+        assert_eq!(s.stats().tcp_connections, 0);
+        assert!(drain(&mut s).is_empty());
+        let _ = Duration::ZERO;
+    }
+}
