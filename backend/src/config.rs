@@ -63,8 +63,8 @@ pub struct Args {
     #[arg(long, value_name = "MAC", default_value = "52:55:0a:00:02:02")]
     pub gateway_mac: String,
 
-    /// Inbound port forward, repeatable: `udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT`; HOST_ADDR defaults
-    /// to 127.0.0.1 (give 0.0.0.0 to accept from the network), IPv6 in brackets.
+    /// Inbound port forward, repeatable: `tcp|udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT`; HOST_ADDR
+    /// defaults to 127.0.0.1 (give 0.0.0.0 to accept from the network), IPv6 in brackets.
     #[arg(long = "forward", value_name = "SPEC")]
     pub forwards: Vec<String>,
 
@@ -164,7 +164,7 @@ impl Args {
                     .map(|v| parse_upstream(v))
                     .collect::<Result<_, _>>()?
             },
-            udp_forwards: self
+            forwards: self
                 .forwards
                 .iter()
                 .map(|f| parse_forward(f))
@@ -212,16 +212,16 @@ pub fn resolv_conf_nameservers(path: &Path) -> Vec<SocketAddr> {
 }
 
 /// `udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT`.
-fn parse_forward(spec: &str) -> Result<netstack::UdpForward, ConfigError> {
+fn parse_forward(spec: &str) -> Result<netstack::Forward, ConfigError> {
     let err = |why| ConfigError::Forward(spec.to_string(), why);
     let (proto, rest) = spec
         .split_once(':')
-        .ok_or_else(|| err("expected udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT"))?;
-    match proto {
-        "udp" => {}
-        "tcp" => return Err(err("TCP forwarding is not implemented yet (UDP is)")),
-        _ => return Err(err("the protocol must be udp")),
-    }
+        .ok_or_else(|| err("expected tcp|udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT"))?;
+    let protocol = match proto {
+        "tcp" => netstack::ForwardProtocol::Tcp,
+        "udp" => netstack::ForwardProtocol::Udp,
+        _ => return Err(err("the protocol must be tcp or udp")),
+    };
     let (host, guest_port) = rest
         .rsplit_once(':')
         .ok_or_else(|| err("expected HOST_PORT:GUEST_PORT"))?;
@@ -236,7 +236,11 @@ fn parse_forward(spec: &str) -> Result<netstack::UdpForward, ConfigError> {
         host.parse::<SocketAddr>()
             .map_err(|_| err("the host side must be PORT, ADDR:PORT or [ADDR]:PORT"))?
     };
-    Ok(netstack::UdpForward { host, guest_port })
+    Ok(netstack::Forward {
+        protocol,
+        host,
+        guest_port,
+    })
 }
 
 #[cfg(test)]
@@ -289,7 +293,7 @@ mod tests {
             "--no-map-gw",
         ])
         .unwrap();
-        let f = &c.stack.udp_forwards;
+        let f = &c.stack.forwards;
         assert_eq!(f[0].host, "127.0.0.1:5353".parse().unwrap());
         assert_eq!(f[0].guest_port, 53);
         assert_eq!(f[1].host, "0.0.0.0:6000".parse().unwrap());
@@ -340,11 +344,10 @@ mod tests {
             (&["--forward", "udp:53"][..], "HOST_PORT:GUEST_PORT"),
             (&["--forward", "udp:5353:0"][..], "guest port"),
             (&["--forward", "sctp:1:2"][..], "protocol"),
-            (&["--forward", "tcp:2222:22"][..], "not implemented yet"),
             (&["--forward", "udp:localhost:1:2"][..], "host side"),
             (
                 &["--forward", "udp:1:2", "--forward", "udp:1:3"][..],
-                "two forwards",
+                "two udp forwards",
             ),
             (&["--dns-upstream", "nowhere"][..], "--dns-upstream"),
         ] {

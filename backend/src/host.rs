@@ -303,6 +303,32 @@ impl HostIo for HostSockets {
         }
     }
 
+    fn tcp_listen(&mut self, local: SocketAddr) -> io::Result<SocketId> {
+        let s = Socket::new(
+            Domain::for_address(local),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.set_cloexec(true)?;
+        s.bind(&local.into())?;
+        s.listen(128)?;
+        self.add(HostSocket::Tcp(s))
+    }
+
+    fn tcp_accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
+        let (s, peer) = self.tcp(listener)?.accept()?;
+        s.set_nonblocking(true)?;
+        s.set_cloexec(true)?;
+        s.set_nodelay(true)?;
+        let peer = peer
+            .as_socket()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+        let id = self.add(HostSocket::Tcp(s))?;
+        Ok((id, peer))
+    }
+
     fn tcp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId> {
         let s = Socket::new(
             Domain::for_address(remote),

@@ -180,3 +180,55 @@ fn host_reset_resets_the_guest_connection() {
     assert_eq!(s["stack"]["tcp_host_resets"], 1, "{s:#}");
     assert_eq!(s["stack"]["tcp_connections"], 0, "{s:#}");
 }
+
+/// `--forward tcp:PORT:7`: a host client reaches a server in the guest (busybox nc running cat)
+/// and sees it from the gateway's side.
+#[test]
+fn host_client_reaches_guest_server_through_a_forward() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:7")]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    vm.sh("nc -l -p 7 -e cat </dev/null >/dev/null 2>&1 &");
+    vm.sh(
+        "i=0; until netstat -ltn | grep -q ':7 ' || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done",
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"through the forward\n").unwrap();
+    let mut got = [0u8; 20];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"through the forward\n");
+    // The guest saw the client arrive from the gateway address.
+    let conns = vm.sh("netstat -tn");
+    assert!(conns.contains("10.0.2.2:"), "{conns}");
+    drop(c);
+    let s = vg.stats();
+    assert_eq!(s["stack"]["tcp_forwarded"], 1);
+}
+
+#[test]
+fn forward_to_a_closed_guest_port_resets_the_host_client() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:9")]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 8];
+    // The guest answers our SYN with RST: the host client's connection is reset, not left hanging.
+    let r = c.read(&mut buf);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+            || matches!(r, Ok(0)),
+        "{r:?}"
+    );
+}

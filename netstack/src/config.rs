@@ -38,13 +38,30 @@ pub struct Config {
     pub map_gateway_to_loopback: bool,
     /// Resolvers that DNS queries to `dns_ipv4` are forwarded to (the first one is used).
     pub dns_upstreams: Vec<SocketAddr>,
-    /// Inbound UDP forwards: datagrams to `host` go to the guest's `guest_port`.
-    pub udp_forwards: Vec<UdpForward>,
+    /// Inbound forwards: connections or datagrams to `host` go to the guest's `guest_port`.
+    pub forwards: Vec<Forward>,
 }
 
-/// An inbound UDP port forward.
+/// The protocol of a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardProtocol {
+    Tcp,
+    Udp,
+}
+
+impl core::fmt::Display for ForwardProtocol {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        f.write_str(match self {
+            ForwardProtocol::Tcp => "tcp",
+            ForwardProtocol::Udp => "udp",
+        })
+    }
+}
+
+/// An inbound port forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UdpForward {
+pub struct Forward {
+    pub protocol: ForwardProtocol,
     pub host: SocketAddr,
     pub guest_port: u16,
 }
@@ -65,7 +82,7 @@ impl Default for Config {
             domain_name: None,
             map_gateway_to_loopback: true,
             dns_upstreams: Vec::new(),
-            udp_forwards: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 }
@@ -101,8 +118,8 @@ pub enum ConfigError {
     DomainName,
     #[error("forward {0}: guest port 0 is not a port")]
     ForwardGuestPort(SocketAddr),
-    #[error("two forwards listen on {0}")]
-    DuplicateForward(SocketAddr),
+    #[error("two {0} forwards listen on {1}")]
+    DuplicateForward(ForwardProtocol, SocketAddr),
 }
 
 impl Config {
@@ -159,12 +176,15 @@ impl Config {
                 return Err(ConfigError::DomainName);
             }
         }
-        for (i, f) in self.udp_forwards.iter().enumerate() {
+        for (i, f) in self.forwards.iter().enumerate() {
             if f.guest_port == 0 {
                 return Err(ConfigError::ForwardGuestPort(f.host));
             }
-            if self.udp_forwards[..i].iter().any(|g| g.host == f.host) {
-                return Err(ConfigError::DuplicateForward(f.host));
+            if self.forwards[..i]
+                .iter()
+                .any(|g| g.host == f.host && g.protocol == f.protocol)
+            {
+                return Err(ConfigError::DuplicateForward(f.protocol, f.host));
             }
         }
         Ok(())

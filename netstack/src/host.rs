@@ -35,6 +35,10 @@ pub trait HostIo {
     fn icmp_echo_send(&mut self, sock: SocketId, seq: u16, data: &[u8]) -> io::Result<()>;
     /// Receives one echo reply into `buf`: its sequence number and data length.
     fn icmp_echo_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(u16, usize)>;
+    /// A listening TCP socket on `local`, for inbound forwards.
+    fn tcp_listen(&mut self, local: SocketAddr) -> io::Result<SocketId>;
+    /// Accepts one pending connection: the new socket and the peer's address.
+    fn tcp_accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)>;
     /// Starts a non-blocking TCP connection; completion is reported through
     /// [`HostIo::tcp_connect_result`] once the socket becomes ready.
     fn tcp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId>;
@@ -88,6 +92,12 @@ impl HostIo for NoHost {
     fn icmp_echo_recv(&mut self, _: SocketId, _: &mut [u8]) -> io::Result<(u16, usize)> {
         Err(unsupported())
     }
+    fn tcp_listen(&mut self, _: SocketAddr) -> io::Result<SocketId> {
+        Err(unsupported())
+    }
+    fn tcp_accept(&mut self, _: SocketId) -> io::Result<(SocketId, SocketAddr)> {
+        Err(unsupported())
+    }
     fn tcp_connect(&mut self, _: SocketAddr) -> io::Result<SocketId> {
         Err(unsupported())
     }
@@ -112,6 +122,9 @@ impl HostIo for NoHost {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScriptedSocket {
     Tcp(SocketAddr),
+    TcpListener(SocketAddr),
+    /// Accepted from a listener, from this peer.
+    TcpAccepted(SocketAddr),
     UdpConnected(SocketAddr),
     UdpBound(SocketAddr),
     IcmpEcho(IpAddr),
@@ -159,6 +172,8 @@ pub struct ScriptedHost {
     pub tcp_shutdowns: Vec<SocketId>,
     pub tcp_aborted: Vec<SocketId>,
     pub interest: HashMap<SocketId, (bool, bool)>,
+    /// TCP: peers waiting to be accepted, per listener.
+    pub tcp_pending_accepts: HashMap<SocketId, VecDeque<SocketAddr>>,
 }
 
 impl ScriptedHost {
@@ -278,6 +293,20 @@ impl HostIo for ScriptedHost {
             Inbound::Error(kind) => Err(io::Error::from(kind)),
             Inbound::Datagram(..) => Err(io::Error::from(io::ErrorKind::InvalidData)),
         }
+    }
+
+    fn tcp_listen(&mut self, local: SocketAddr) -> io::Result<SocketId> {
+        self.open(ScriptedSocket::TcpListener(local))
+    }
+
+    fn tcp_accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
+        let peer = self
+            .tcp_pending_accepts
+            .get_mut(&listener)
+            .and_then(VecDeque::pop_front)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?;
+        let id = self.open(ScriptedSocket::TcpAccepted(peer))?;
+        Ok((id, peer))
     }
 
     fn tcp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId> {

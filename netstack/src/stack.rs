@@ -10,7 +10,7 @@ use std::sync::Arc;
 use log::{debug, trace};
 
 use crate::arp::NeighborCache;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ForwardProtocol};
 use crate::dhcpv4::{Destination, DhcpServer, LeaseInfo, Outcome};
 use crate::flows::FlowTable;
 use crate::host::{HostIo, NoHost, SocketId};
@@ -92,11 +92,12 @@ impl TxQueue {
 /// The largest datagram read from a host socket.
 const HOST_RECV_LEN: usize = 65536;
 
-/// An inbound UDP port forward: a bound host socket whose datagrams go to a guest port.
+/// An inbound forward's host socket: bound (UDP) or listening (TCP), for a guest port.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct UdpForwardListener {
+pub(crate) struct ForwardListener {
     pub(crate) socket: SocketId,
     pub(crate) guest_port: u16,
+    pub(crate) protocol: ForwardProtocol,
 }
 
 /// The gateway stack, reaching the host through `H`.
@@ -116,7 +117,7 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) host: H,
     pub(crate) flows: FlowTable,
     pub(crate) tcp: TcpTable,
-    pub(crate) udp_forwards: Vec<UdpForwardListener>,
+    pub(crate) forwards: Vec<ForwardListener>,
     /// One host datagram at a time, allocated once.
     pub(crate) host_buf: Vec<u8>,
 }
@@ -146,7 +147,7 @@ impl<H: HostIo> Stack<H> {
             host,
             flows: FlowTable::new(),
             tcp: TcpTable::default(),
-            udp_forwards: Vec::new(),
+            forwards: Vec::new(),
             host_buf: vec![0; HOST_RECV_LEN],
         })
     }

@@ -179,6 +179,10 @@ crate::counters! {
         tcp_tx_host_bytes,
         /// Host bytes read for the guest.
         tcp_rx_host_bytes,
+        /// Connections opened to the guest through inbound forwards.
+        tcp_forwarded,
+        /// Forwarded connections while the guest has no known address (reset).
+        tcp_forward_no_guest,
         /// Segments too short, with a bad header length or bad options.
         drop_tcp_malformed,
         drop_tcp_checksum,

@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use log::{debug, trace};
 
 use crate::host::{HostIo, SocketId};
-use crate::stack::{Stack, DEFAULT_TTL};
+use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
 use crate::time::{Duration, Instant};
 use crate::wire::tcp::flags;
 use crate::wire::{ipv4, tcp, IpProtocol, Ipv4Address, Ipv4Repr, SeqNumber, TcpPacket, TcpRepr};
@@ -48,11 +48,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const TIME_WAIT: Duration = Duration::from_secs(2);
 /// Host bytes read per readiness event.
 const READ_CHUNK: usize = 65536;
+/// Connections accepted per forward listener wake-up.
+const ACCEPT_BUDGET: usize = 16;
 
 /// RFC 9293 §3.3.2 states (plus `Connecting`: waiting for the host before the SYN-ACK).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpState {
     Connecting,
+    /// Our SYN to the guest is out (an inbound forward).
+    SynSent,
     SynReceived,
     Established,
     CloseWait,
@@ -174,8 +178,10 @@ impl<H: HostIo> Stack<H> {
                 .then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
         }
         if dst == self.cfg.dns_ipv4 {
-            // DNS over TCP is not forwarded yet.
-            return None;
+            // DNS over TCP (RFC 7766) goes to the same upstream as over UDP.
+            return (port == 53)
+                .then(|| self.cfg.dns_upstreams.first().copied())
+                .flatten();
         }
         Some(SocketAddr::from((Ipv4Addr::from(dst), port)))
     }
@@ -317,6 +323,25 @@ impl<H: HostIo> Stack<H> {
         }
         if conn.state == TcpState::Connecting {
             // A retransmitted SYN while the host connects: nothing to say yet.
+            return;
+        }
+        if conn.state == TcpState::SynSent {
+            // RFC 9293 §3.10.7.3: the guest's SYN-ACK for our SYN.
+            let acks_syn = repr.ack_number == Some(conn.iss + 1);
+            if repr.flags & flags::SYN != 0 && acks_syn {
+                conn.rcv_nxt = repr.seq_number + 1;
+                conn.snd_una = conn.iss + 1;
+                conn.snd_wnd = usize::from(repr.window_len);
+                conn.scaling = repr.window_scale.is_some();
+                conn.snd_shift = repr.window_scale.unwrap_or(0).min(14);
+                let mss_ceiling = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+                conn.mss = usize::from(repr.max_seg_size.unwrap_or(536)).clamp(64, mss_ceiling);
+                conn.retries = 0;
+                conn.rto = INITIAL_RTO;
+                conn.deadline = None;
+                conn.set_state(TcpState::Established);
+                self.tcp_send_ack(now, conn);
+            }
             return;
         }
         if repr.flags & flags::SYN != 0 {
@@ -496,7 +521,9 @@ impl<H: HostIo> Stack<H> {
             return;
         }
         let connecting = conn.state == TcpState::Connecting;
-        let readable = !connecting && !conn.host_eof && conn.to_guest.len() < TO_GUEST_CAP;
+        let readable = !matches!(conn.state, TcpState::Connecting | TcpState::SynSent)
+            && !conn.host_eof
+            && conn.to_guest.len() < TO_GUEST_CAP;
         let writable = connecting || !conn.to_host.is_empty();
         self.host.set_interest(conn.sock, readable, writable);
     }
@@ -505,7 +532,7 @@ impl<H: HostIo> Stack<H> {
     fn tcp_output(&mut self, now: Instant, conn: &mut TcpConn) {
         if matches!(
             conn.state,
-            TcpState::Connecting | TcpState::SynReceived | TcpState::Closed
+            TcpState::Connecting | TcpState::SynSent | TcpState::SynReceived | TcpState::Closed
         ) {
             return;
         }
@@ -576,6 +603,8 @@ impl<H: HostIo> Stack<H> {
                     conn.rto = (conn.rto + conn.rto).min(MAX_RTO);
                     if conn.state == TcpState::SynReceived {
                         self.tcp_send_syn_ack(now, &mut conn);
+                    } else if conn.state == TcpState::SynSent {
+                        self.tcp_send_syn(now, &conn);
                     } else {
                         // Go back to snd_una and send again what the window allows.
                         let fin_was_sent = conn.fin_sent && conn.unsent() == 0;
@@ -611,6 +640,92 @@ impl<H: HostIo> Stack<H> {
             urgent_at: 0,
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
             window_scale: conn.scaling.then_some(WINDOW_SHIFT),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        self.tcp_emit(now, conn.key, &repr);
+    }
+
+    /// A connection from a host peer of an inbound forward: accept it and open the guest side
+    /// with our SYN (the guest's SYN-ACK completes it, its RST refuses it).
+    pub(crate) fn tcp_accept_ready(&mut self, now: Instant, fwd: ForwardListener) {
+        for _ in 0..ACCEPT_BUDGET {
+            let (sock, peer) = match self.host.tcp_accept(fwd.socket) {
+                Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("tcp forward: accept failed: {e}");
+                    break;
+                }
+            };
+            let (Some(guest_ip), Some(remote_ip)) =
+                (self.guest_ipv4(), self.peer_as_seen_by_guest(peer))
+            else {
+                self.stats.tcp_forward_no_guest += 1;
+                self.host.tcp_abort(sock);
+                continue;
+            };
+            let key = ConnKey {
+                guest: (guest_ip, fwd.guest_port),
+                remote: (remote_ip, peer.port()),
+            };
+            if self.tcp.len() >= MAX_CONNECTIONS || self.tcp.conns.contains_key(&key) {
+                self.stats.flows_refused += 1;
+                self.host.tcp_abort(sock);
+                continue;
+            }
+            debug!(
+                "tcp forward: {peer} -> guest {}:{}",
+                guest_ip, fwd.guest_port
+            );
+            self.stats.flows_opened += 1;
+            self.stats.tcp_forwarded += 1;
+            let iss = initial_seq(now, &key);
+            let conn = TcpConn {
+                key,
+                sock,
+                state: TcpState::SynSent,
+                rcv_nxt: SeqNumber(0),
+                iss,
+                snd_una: iss,
+                snd_nxt: iss + 1,
+                snd_wnd: 0,
+                snd_shift: 0,
+                scaling: false,
+                mss: 536,
+                to_guest: VecDeque::new(),
+                to_host: VecDeque::new(),
+                host_eof: false,
+                fin_sent: false,
+                guest_fin: false,
+                host_shut: false,
+                released: false,
+                rto: INITIAL_RTO,
+                retries: 0,
+                deadline: Some(now + INITIAL_RTO),
+            };
+            self.tcp_send_syn(now, &conn);
+            self.host.set_interest(sock, false, false);
+            self.tcp.by_socket.insert(sock, key);
+            self.tcp.conns.insert(key, conn);
+        }
+        self.stats.tcp_connections = self.tcp.len() as u64;
+    }
+
+    fn tcp_send_syn(&mut self, now: Instant, conn: &TcpConn) {
+        let mss = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+        let repr = TcpRepr {
+            src_port: conn.key.remote.1,
+            dst_port: conn.key.guest.1,
+            seq_number: conn.iss,
+            ack_number: None,
+            flags: flags::SYN,
+            window_len: (TO_HOST_CAP - conn.to_host.len()).min(usize::from(u16::MAX)) as u16,
+            urgent_at: 0,
+            max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
+            window_scale: Some(WINDOW_SHIFT),
             sack_permitted: false,
             sack_ranges: [None; 3],
             timestamp: None,

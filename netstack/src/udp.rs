@@ -11,9 +11,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use log::{debug, trace};
 
+use crate::config::ForwardProtocol;
 use crate::flows::{Flow, FlowKey, Origin};
 use crate::host::{HostIo, SocketId};
-use crate::stack::{Stack, UdpForwardListener, DEFAULT_TTL};
+use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
 use crate::time::Instant;
 use crate::wire::icmpv4::unreachable;
 use crate::wire::{ipv4, IpProtocol, Ipv4Address, Ipv4Repr, UdpPacket, UdpRepr};
@@ -140,18 +141,27 @@ impl<H: HostIo> Stack<H> {
         self.stats.flows_active = self.flows.len() as u64;
     }
 
-    /// Binds the host sockets of the inbound forwards. Called once, before traffic.
+    /// Binds (UDP) or listens on (TCP) the host sockets of the inbound forwards. Called once,
+    /// before traffic.
     pub fn open_forwards(&mut self) -> io::Result<()> {
-        for f in self.cfg.udp_forwards.clone() {
-            let socket = self.host.udp_bind(f.host).map_err(|e| {
+        for f in self.cfg.forwards.clone() {
+            let opened = match f.protocol {
+                ForwardProtocol::Udp => self.host.udp_bind(f.host),
+                ForwardProtocol::Tcp => self.host.tcp_listen(f.host),
+            };
+            let socket = opened.map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("forward udp {} -> guest port {}: {e}", f.host, f.guest_port),
+                    format!(
+                        "forward {} {} -> guest port {}: {e}",
+                        f.protocol, f.host, f.guest_port
+                    ),
                 )
             })?;
-            self.udp_forwards.push(UdpForwardListener {
+            self.forwards.push(ForwardListener {
                 socket,
                 guest_port: f.guest_port,
+                protocol: f.protocol,
             });
         }
         Ok(())
@@ -167,8 +177,12 @@ impl<H: HostIo> Stack<H> {
             Some(key @ FlowKey::Udp { .. }) => self.udp_from_host(now, sock, key),
             Some(key @ FlowKey::IcmpEcho { .. }) => self.echo_from_host(now, sock, key),
             None => {
-                if let Some(fwd) = self.udp_forwards.iter().find(|f| f.socket == sock).copied() {
-                    self.udp_forward_ready(now, fwd);
+                let Some(fwd) = self.forwards.iter().find(|f| f.socket == sock).copied() else {
+                    return;
+                };
+                match fwd.protocol {
+                    ForwardProtocol::Udp => self.udp_forward_ready(now, fwd),
+                    ForwardProtocol::Tcp => self.tcp_accept_ready(now, fwd),
                 }
             }
         }
@@ -204,7 +218,7 @@ impl<H: HostIo> Stack<H> {
         self.host_buf = buf;
     }
 
-    fn udp_forward_ready(&mut self, now: Instant, fwd: UdpForwardListener) {
+    fn udp_forward_ready(&mut self, now: Instant, fwd: ForwardListener) {
         let mut buf = std::mem::take(&mut self.host_buf);
         for _ in 0..HOST_READ_BUDGET {
             let (n, peer) = match self.host.recv_from(fwd.socket, &mut buf) {
@@ -220,16 +234,10 @@ impl<H: HostIo> Stack<H> {
                 self.stats.drop_udp_forward_no_guest += 1;
                 continue;
             };
-            let remote_ip = match peer.ip() {
-                std::net::IpAddr::V4(a) if a.is_loopback() && self.cfg.map_gateway_to_loopback => {
-                    self.cfg.gateway_ipv4
-                }
-                std::net::IpAddr::V4(a) => Ipv4Address::from(a),
-                std::net::IpAddr::V6(_) => {
-                    // IPv6 peers need an IPv6 guest path.
-                    self.stats.drop_udp_forward_no_guest += 1;
-                    continue;
-                }
+            let Some(remote_ip) = self.peer_as_seen_by_guest(peer) else {
+                // IPv6 peers need an IPv6 guest path.
+                self.stats.drop_udp_forward_no_guest += 1;
+                continue;
             };
             let guest = (guest_ip, fwd.guest_port);
             let remote = (remote_ip, peer.port());
@@ -246,6 +254,18 @@ impl<H: HostIo> Stack<H> {
             self.udp_to_guest(now, remote, guest, &buf[..n]);
         }
         self.host_buf = buf;
+    }
+
+    /// The address a host peer of a forward has for the guest: the gateway for the host's own
+    /// loopback, the peer itself otherwise; `None` for IPv6 peers (no IPv6 guest path yet).
+    pub(crate) fn peer_as_seen_by_guest(&self, peer: SocketAddr) -> Option<Ipv4Address> {
+        match peer.ip() {
+            std::net::IpAddr::V4(a) if a.is_loopback() && self.cfg.map_gateway_to_loopback => {
+                Some(self.cfg.gateway_ipv4)
+            }
+            std::net::IpAddr::V4(a) => Some(Ipv4Address::from(a)),
+            std::net::IpAddr::V6(_) => None,
+        }
     }
 
     /// Sends a datagram to the guest from `src` (as the guest sees it).

@@ -483,7 +483,7 @@ mod host_flows {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::config::UdpForward;
+    use crate::config::{Forward, ForwardProtocol};
     use crate::flows::UDP_IDLE_TIMEOUT;
     use crate::host::{ScriptedHost, ScriptedSocket, Sent};
 
@@ -648,7 +648,8 @@ mod host_flows {
     fn inbound_forward_reaches_the_guest_and_replies_go_back() {
         let listen: SocketAddr = "127.0.0.1:5353".parse().unwrap();
         let mut s = host_stack(Config {
-            udp_forwards: vec![UdpForward {
+            forwards: vec![Forward {
+                protocol: ForwardProtocol::Udp,
                 host: listen,
                 guest_port: 53,
             }],
@@ -1011,5 +1012,134 @@ mod tcp_flows {
         assert_eq!(s.stats().tcp_connections, 0);
         assert!(drain(&mut s).is_empty());
         let _ = Duration::ZERO;
+    }
+}
+
+mod tcp_forwards {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::{Forward, ForwardProtocol};
+    use crate::host::{ScriptedHost, ScriptedSocket};
+    use crate::wire::tcp::flags;
+    use crate::wire::{SeqNumber, TcpPacket, TcpRepr};
+
+    const GW: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+
+    fn only_segment(frames: &[Vec<u8>]) -> (Ipv4Address, Ipv4Address, TcpRepr<'_>) {
+        let tcp: Vec<_> = frames
+            .iter()
+            .filter(|f| f[23] == 6)
+            .map(|f| {
+                let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+                let hl = usize::from(ip.header_len());
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
+                let body = &f[14 + hl..14 + usize::from(ip.total_len())];
+                (
+                    src,
+                    dst,
+                    TcpRepr::parse(&TcpPacket::new_checked(body).unwrap(), src, dst).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(tcp.len(), 1, "{tcp:?}");
+        tcp[0]
+    }
+
+    #[test]
+    fn forwarded_connection_opens_the_guest_side() {
+        let listen: SocketAddr = "127.0.0.1:2222".parse().unwrap();
+        let mut s = Stack::with_host(
+            Config {
+                forwards: vec![Forward {
+                    protocol: ForwardProtocol::Tcp,
+                    host: listen,
+                    guest_port: 22,
+                }],
+                ..Config::default()
+            },
+            ScriptedHost::new(),
+        )
+        .unwrap();
+        s.open_forwards().unwrap();
+        let lsock = s.host().find(&ScriptedSocket::TcpListener(listen)).unwrap();
+        // The guest is known (it pinged the DNS address).
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b""),
+        );
+        drain(&mut s);
+        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        s.host_mut()
+            .tcp_pending_accepts
+            .entry(lsock)
+            .or_default()
+            .push_back(peer);
+        s.host_ready(Instant::ZERO, lsock);
+        let out = drain(&mut s);
+        let (src, dst, syn) = only_segment(&out);
+        assert_eq!((src, dst), (GW, GUEST_IP));
+        assert_eq!(
+            (syn.src_port, syn.dst_port, syn.flags),
+            (50000, 22, flags::SYN)
+        );
+        assert_eq!(syn.window_scale, Some(3));
+        // The guest accepts.
+        let iss = syn.seq_number.0;
+        let syn_ack = TcpRepr {
+            src_port: 22,
+            dst_port: 50000,
+            seq_number: SeqNumber(7000),
+            ack_number: Some(SeqNumber(iss + 1)),
+            flags: flags::SYN,
+            window_len: 64240,
+            urgent_at: 0,
+            max_seg_size: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let mut t = vec![0u8; syn_ack.buffer_len()];
+        syn_ack.emit_v4(&mut t, GUEST_IP, GW, false);
+        s.process_frame(
+            Instant::ZERO,
+            &ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t),
+        );
+        let out = drain(&mut s);
+        let (_, _, ack) = only_segment(&out);
+        assert_eq!(ack.ack_number, Some(SeqNumber(7001)));
+        assert_eq!(ack.flags, 0);
+        assert_eq!(s.stats().tcp_forwarded, 1);
+        assert_eq!(s.stats().tcp_connections, 1);
+    }
+
+    #[test]
+    fn forwarded_connection_without_a_guest_is_reset() {
+        let listen: SocketAddr = "127.0.0.1:2222".parse().unwrap();
+        let mut s = Stack::with_host(
+            Config {
+                forwards: vec![Forward {
+                    protocol: ForwardProtocol::Tcp,
+                    host: listen,
+                    guest_port: 22,
+                }],
+                ..Config::default()
+            },
+            ScriptedHost::new(),
+        )
+        .unwrap();
+        s.open_forwards().unwrap();
+        let lsock = s.host().find(&ScriptedSocket::TcpListener(listen)).unwrap();
+        s.host_mut()
+            .tcp_pending_accepts
+            .entry(lsock)
+            .or_default()
+            .push_back("127.0.0.1:50001".parse().unwrap());
+        s.host_ready(Instant::ZERO, lsock);
+        assert_eq!(s.stats().tcp_forward_no_guest, 1);
+        assert_eq!(s.host().tcp_aborted.len(), 1);
+        assert!(drain(&mut s).is_empty());
     }
 }
