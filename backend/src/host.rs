@@ -47,6 +47,9 @@ impl HostSocket {
     }
 }
 
+/// `SIOCATMARK` from <asm-generic/sockios.h> (the libc crate does not export it).
+const SIOCATMARK: libc::Ioctl = 0x8905;
+
 /// Echo requests remembered per raw flow for matching replies.
 const OUTSTANDING_ECHOES: usize = 64;
 
@@ -322,6 +325,7 @@ impl HostIo for HostSockets {
         s.set_nonblocking(true)?;
         s.set_cloexec(true)?;
         s.set_nodelay(true)?;
+        s.set_out_of_band_inline(true)?;
         let peer = peer
             .as_socket()
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
@@ -338,6 +342,8 @@ impl HostIo for HostSockets {
         s.set_nonblocking(true)?;
         s.set_cloexec(true)?;
         s.set_nodelay(true)?;
+        // Urgent data arrives inline; SIOCATMARK tells where (see `tcp_at_mark`).
+        s.set_out_of_band_inline(true)?;
         match s.connect(&remote.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -368,6 +374,21 @@ impl HostIo for HostSockets {
 
     fn tcp_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<usize> {
         self.tcp(sock)?.read(buf)
+    }
+
+    fn tcp_send_urgent(&mut self, sock: SocketId, byte: u8) -> io::Result<()> {
+        self.tcp(sock)?.send_out_of_band(&[byte]).map(|_| ())
+    }
+
+    fn tcp_at_mark(&mut self, sock: SocketId) -> io::Result<bool> {
+        let fd = self.tcp(sock)?.as_raw_fd();
+        let mut at: libc::c_int = 0;
+        // SAFETY: SIOCATMARK writes one int through the pointer, which points at `at`.
+        let rc = unsafe { libc::ioctl(fd, SIOCATMARK, &mut at) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(at != 0)
     }
 
     fn tcp_shutdown_write(&mut self, sock: SocketId) -> io::Result<()> {

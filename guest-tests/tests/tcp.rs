@@ -278,3 +278,96 @@ fn many_short_connections_in_a_row_and_at_once() {
     }
     assert_eq!(left, 0, "connections linger");
 }
+
+/// Reads one urgent byte (MSG_OOB) from `s`, waiting up to ten seconds for it to arrive.
+fn recv_urgent(s: &TcpStream) -> Option<u8> {
+    use std::os::fd::AsRawFd;
+    for _ in 0..1000 {
+        let mut b = 0u8;
+        // SAFETY: recv writes at most one byte into `b`, which outlives the call.
+        let n = unsafe {
+            libc::recv(
+                s.as_raw_fd(),
+                (&mut b as *mut u8).cast(),
+                1,
+                libc::MSG_OOB | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 1 {
+            return Some(b);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// The guest's non-blocking client sends ordinary data and urgent data; the host server (without
+/// SO_OOBINLINE) reads "helloOO" inline and "B" as urgent: the urgent byte crossed the gateway as
+/// urgent and the stream is intact.
+#[test]
+fn urgent_data_from_the_guest_arrives_urgent() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut inline = [0u8; 7];
+        let ok = s.read_exact(&mut inline).is_ok();
+        let urgent = recv_urgent(&s);
+        let _ = tx.send((ok, inline, urgent));
+    });
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    let out = vm
+        .run(
+            &format!("tcpclient 10.0.2.2 {port} send hello oob OOB sleep 1000"),
+            Duration::from_secs(60),
+        )
+        .ok();
+    assert!(out.contains("connected"), "{out}");
+    let (ok, inline, urgent) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(ok);
+    assert_eq!(&inline, b"helloOO");
+    assert_eq!(urgent, Some(b'B'));
+    assert_eq!(vg.stats()["stack"]["tcp_urgent_from_guest"], 1);
+}
+
+/// A host client reaches the guest's pre-forked dual-stack echo server through a forward, is seen
+/// as ::ffff:10.0.2.2, and its urgent byte reaches the server as urgent.
+#[test]
+fn urgent_data_from_the_host_arrives_urgent_in_the_guest() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:7")]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    bring_up(&mut vm);
+    vm.sh("tcpecho 7 3 </dev/null >/tmp/echo.log 2>&1 &");
+    vm.sh("i=0; until grep -q listening /tmp/echo.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"hi").unwrap();
+    let mut got = [0u8; 2];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hi");
+    socket2::SockRef::from(&c).send_out_of_band(b"!").unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = vm.sh("cat /tmp/echo.log");
+        if seen.contains("oob:") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen.contains("oob:!"), "{seen}");
+    let client_port = c.local_addr().unwrap().port();
+    assert!(
+        seen.contains(&format!("client ::ffff:10.0.2.2 port {client_port}")),
+        "{seen}"
+    );
+    assert_eq!(vg.stats()["stack"]["tcp_urgent_from_host"], 1);
+}

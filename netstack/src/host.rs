@@ -48,6 +48,10 @@ pub trait HostIo {
     fn tcp_send(&mut self, sock: SocketId, data: &[u8]) -> io::Result<usize>;
     /// Reads what is there; `Ok(0)` is the peer's FIN.
     fn tcp_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<usize>;
+    /// Sends one byte as urgent data (`send(..., MSG_OOB)`).
+    fn tcp_send_urgent(&mut self, sock: SocketId, byte: u8) -> io::Result<()>;
+    /// Whether the next byte to read is the urgent byte (SIOCATMARK; urgent data is read inline).
+    fn tcp_at_mark(&mut self, sock: SocketId) -> io::Result<bool>;
     /// Sends FIN (shutdown for writing).
     fn tcp_shutdown_write(&mut self, sock: SocketId) -> io::Result<()>;
     /// Closes with a reset (SO_LINGER 0), as for a guest's RST.
@@ -110,6 +114,12 @@ impl HostIo for NoHost {
     fn tcp_recv(&mut self, _: SocketId, _: &mut [u8]) -> io::Result<usize> {
         Err(unsupported())
     }
+    fn tcp_send_urgent(&mut self, _: SocketId, _: u8) -> io::Result<()> {
+        Err(unsupported())
+    }
+    fn tcp_at_mark(&mut self, _: SocketId) -> io::Result<bool> {
+        Err(unsupported())
+    }
     fn tcp_shutdown_write(&mut self, _: SocketId) -> io::Result<()> {
         Err(unsupported())
     }
@@ -170,6 +180,10 @@ pub struct ScriptedHost {
     /// TCP: how many bytes a `tcp_send` accepts at most (a full socket buffer when 0).
     pub tcp_send_limit: Option<usize>,
     pub tcp_shutdowns: Vec<SocketId>,
+    /// TCP: urgent bytes sent, with how many ordinary bytes preceded each on the socket.
+    pub tcp_urgent_sent: Vec<(SocketId, usize, u8)>,
+    /// TCP: the next incoming chunk starts with the urgent byte.
+    pub tcp_mark_next: HashMap<SocketId, bool>,
     pub tcp_aborted: Vec<SocketId>,
     pub interest: HashMap<SocketId, (bool, bool)>,
     /// TCP: peers waiting to be accepted, per listener.
@@ -353,6 +367,16 @@ impl HostIo for ScriptedHost {
                 Ok(n)
             }
         }
+    }
+
+    fn tcp_send_urgent(&mut self, sock: SocketId, byte: u8) -> io::Result<()> {
+        let before = self.tcp_written.get(&sock).map_or(0, Vec::len);
+        self.tcp_urgent_sent.push((sock, before, byte));
+        Ok(())
+    }
+
+    fn tcp_at_mark(&mut self, sock: SocketId) -> io::Result<bool> {
+        Ok(self.tcp_mark_next.remove(&sock).unwrap_or(false))
     }
 
     fn tcp_shutdown_write(&mut self, sock: SocketId) -> io::Result<()> {

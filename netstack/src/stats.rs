@@ -179,6 +179,10 @@ crate::counters! {
         tcp_tx_host_bytes,
         /// Host bytes read for the guest.
         tcp_rx_host_bytes,
+        /// Urgent bytes from the guest sent to the host with MSG_OOB.
+        tcp_urgent_from_guest,
+        /// Urgent bytes from the host marked URG towards the guest.
+        tcp_urgent_from_host,
         /// Connections opened to the guest through inbound forwards.
         tcp_forwarded,
         /// Forwarded connections while the guest has no known address (reset).

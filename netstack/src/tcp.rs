@@ -97,6 +97,10 @@ pub(crate) struct TcpConn {
     fin_sent: bool,
     guest_fin: bool,
     host_shut: bool,
+    /// Index in `to_host` of an urgent byte from the guest, to be sent with MSG_OOB.
+    host_urgent: Option<usize>,
+    /// Sequence number of an urgent byte from the host, marked URG towards the guest until acked.
+    guest_urgent: Option<SeqNumber>,
     /// The host socket is closed already (aborted on a reset).
     released: bool,
     rto: Duration,
@@ -300,6 +304,8 @@ impl<H: HostIo> Stack<H> {
             fin_sent: false,
             guest_fin: false,
             host_shut: false,
+            host_urgent: None,
+            guest_urgent: None,
             released: false,
             rto: INITIAL_RTO,
             retries: 0,
@@ -363,6 +369,9 @@ impl<H: HostIo> Stack<H> {
             }
             let data_acked = acked.min(conn.to_guest.len());
             conn.to_guest.drain(..data_acked);
+            if conn.guest_urgent.is_some_and(|u| u.is_before(ack)) {
+                conn.guest_urgent = None;
+            }
             let fin_acked = conn.fin_sent && ack == conn.snd_nxt && conn.to_guest.is_empty();
             conn.snd_una = ack;
             conn.retries = 0;
@@ -410,6 +419,15 @@ impl<H: HostIo> Stack<H> {
             // Beyond our window: the guest will send the rest again.
             self.stats.drop_tcp_window_full += 1;
         }
+        if repr.flags & flags::URG != 0 && repr.urgent_at > 0 {
+            // RFC 9293 §3.8.5 (and RFC 6093): the urgent pointer points just past the urgent byte,
+            // as Linux and BSD send it. A byte beyond this segment is left to a later one.
+            let at = usize::from(repr.urgent_at) - 1;
+            if at < take {
+                conn.host_urgent = Some(conn.to_host.len() + at);
+                self.stats.tcp_urgent_from_guest += 1;
+            }
+        }
         conn.to_host.extend(&repr.payload[..take]);
         conn.rcv_nxt = conn.rcv_nxt + take;
         if has_fin && take == repr.payload.len() {
@@ -432,10 +450,32 @@ impl<H: HostIo> Stack<H> {
     /// Writes buffered guest data to the host; after the guest's FIN, shuts the host side down.
     fn tcp_flush_to_host(&mut self, conn: &mut TcpConn) {
         while !conn.to_host.is_empty() {
+            if conn.host_urgent == Some(0) {
+                let byte = conn.to_host[0];
+                match self.host.tcp_send_urgent(conn.sock, byte) {
+                    Ok(()) => {
+                        conn.to_host.pop_front();
+                        conn.host_urgent = None;
+                        self.stats.tcp_tx_host_bytes += 1;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        debug!("tcp {:?}: urgent byte refused by the host: {e}", conn.key);
+                        conn.host_urgent = None;
+                        continue;
+                    }
+                }
+            }
             let (a, _) = conn.to_host.as_slices();
+            // Ordinary bytes stop short of the urgent one.
+            let a = &a[..conn.host_urgent.map_or(a.len(), |u| u.min(a.len()))];
             match self.host.tcp_send(conn.sock, a) {
                 Ok(n) => {
                     conn.to_host.drain(..n);
+                    if let Some(u) = conn.host_urgent.as_mut() {
+                        *u -= n;
+                    }
                     self.stats.tcp_tx_host_bytes += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -485,6 +525,12 @@ impl<H: HostIo> Stack<H> {
         let mut buf = std::mem::take(&mut self.host_buf);
         while !conn.host_eof && conn.to_guest.len() < TO_GUEST_CAP {
             let want = (TO_GUEST_CAP - conn.to_guest.len()).min(READ_CHUNK);
+            // The kernel stops a read at the urgent mark: the byte at the mark comes first in the
+            // next read, inline (SO_OOBINLINE).
+            if self.host.tcp_at_mark(sock).unwrap_or(false) && conn.guest_urgent.is_none() {
+                conn.guest_urgent = Some(conn.snd_una + conn.to_guest.len());
+                self.stats.tcp_urgent_from_host += 1;
+            }
             match self.host.tcp_recv(sock, &mut buf[..want]) {
                 Ok(0) => conn.host_eof = true,
                 Ok(n) => {
@@ -701,6 +747,8 @@ impl<H: HostIo> Stack<H> {
                 fin_sent: false,
                 guest_fin: false,
                 host_shut: false,
+                host_urgent: None,
+                guest_urgent: None,
                 released: false,
                 rto: INITIAL_RTO,
                 retries: 0,
@@ -765,6 +813,12 @@ impl<H: HostIo> Stack<H> {
     ) {
         let window_len = conn.window_field();
         let push = if conn.unsent() == len { flags::PSH } else { 0 };
+        // RFC 9293 §3.8.5: URG with the pointer just past the urgent byte, when it is in this
+        // segment (or, as Linux does, in a later one still: the pointer may lie beyond).
+        let urgent = conn
+            .guest_urgent
+            .filter(|u| !u.is_before(seq))
+            .map(|u| u - seq + 1);
         let data = conn.to_guest.make_contiguous();
         let payload = &data[offset..offset + len];
         let repr = TcpRepr {
@@ -772,9 +826,9 @@ impl<H: HostIo> Stack<H> {
             dst_port: conn.key.guest.1,
             seq_number: seq,
             ack_number: Some(conn.rcv_nxt),
-            flags: if fin { flags::FIN } else { push },
+            flags: if fin { flags::FIN } else { push } | urgent.map_or(0, |_| flags::URG),
             window_len,
-            urgent_at: 0,
+            urgent_at: urgent.map_or(0, |u| u.min(usize::from(u16::MAX)) as u16),
             max_seg_size: None,
             window_scale: None,
             sack_permitted: false,

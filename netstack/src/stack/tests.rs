@@ -1002,6 +1002,50 @@ mod tcp_flows {
     }
 
     #[test]
+    fn urgent_bytes_cross_as_urgent_both_ways() {
+        let (mut s, iss, sock) = established();
+        // Guest: "OOB" with the pointer past "B" (Linux's send("B", MSG_OOB) after "OO").
+        let mut f = seg(flags::URG, GUEST_ISN + 1, Some(iss + 1), 502, b"OOB");
+        // Set the urgent pointer (3) and refresh the checksum through a re-emit.
+        let r = TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            seq_number: SeqNumber(GUEST_ISN + 1),
+            ack_number: Some(SeqNumber(iss + 1)),
+            flags: flags::URG,
+            window_len: 502,
+            urgent_at: 3,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: b"OOB",
+        };
+        let mut t = vec![0u8; r.buffer_len()];
+        r.emit_v4(&mut t, GUEST_IP, GW, false);
+        f.truncate(34);
+        f.extend_from_slice(&t);
+        s.process_frame(Instant::ZERO, &f);
+        assert_eq!(s.host().tcp_written[&sock], b"OO");
+        assert_eq!(s.host().tcp_urgent_sent, vec![(sock, 2, b'B')]);
+        drain(&mut s);
+        // Host: the next byte read is at the mark.
+        s.host_mut().tcp_mark_next.insert(sock, true);
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .push_back(Some(b"!".to_vec()));
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        let seg = segments(&out)[0];
+        assert_eq!(seg.payload, b"!");
+        assert_ne!(seg.flags & flags::URG, 0);
+        assert_eq!(seg.urgent_at, 1);
+    }
+
+    #[test]
     fn a_guest_reset_aborts_the_host_side() {
         let (mut s, iss, sock) = established();
         s.process_frame(

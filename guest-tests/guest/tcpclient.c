@@ -1,0 +1,83 @@
+/* tcpclient: a non-blocking TCP client. It connects (non-blocking connect, completion read with
+ * SO_ERROR), then runs commands from its arguments:
+ *   send TEXT   ordinary data
+ *   oob TEXT    TEXT with its last byte urgent (send(..., MSG_OOB): "OOB" sends "OO" inline, "B" urgent)
+ *   read N      reads N bytes and prints them as "got:..."
+ *   sleep MS
+ *
+ *   tcpclient HOST PORT COMMAND ARG [COMMAND ARG ...]
+ * Exit status: 0, 2 when the connection fails (the errno name is printed), 1 on other errors.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int wait_for(int fd, short ev, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+	return poll(&p, 1, ms) == 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_in to = { .sin_family = AF_INET };
+	int fd, err = 0, i;
+	socklen_t len = sizeof(err);
+
+	if (argc < 3 || (argc - 3) % 2) {
+		fprintf(stderr, "usage: tcpclient HOST PORT [send|oob|read|sleep ARG]...\n");
+		return 64;
+	}
+	to.sin_port = htons(atoi(argv[2]));
+	inet_pton(AF_INET, argv[1], &to.sin_addr);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0 && errno != EINPROGRESS) {
+		printf("connect: %s\n", strerror(errno));
+		return 2;
+	}
+	if (!wait_for(fd, POLLOUT, 10000)) {
+		printf("connect: timeout\n");
+		return 2;
+	}
+	getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+	if (err) {
+		printf("connect: %s\n", strerror(err));
+		return 2;
+	}
+	printf("connected\n");
+	for (i = 3; i < argc; i += 2) {
+		const char *cmd = argv[i], *arg = argv[i + 1];
+		size_t n = strlen(arg);
+		if (!strcmp(cmd, "send") || !strcmp(cmd, "oob")) {
+			int oob = !strcmp(cmd, "oob");
+			if (oob && n > 1 && send(fd, arg, n - 1, 0) != (ssize_t)(n - 1))
+				return 1;
+			if (send(fd, oob ? arg + n - 1 : arg, oob ? 1 : n, oob ? MSG_OOB : 0) < 0) {
+				perror("send");
+				return 1;
+			}
+		} else if (!strcmp(cmd, "read")) {
+			size_t want = atoi(arg), got = 0;
+			char buf[65536];
+			while (got < want && wait_for(fd, POLLIN, 10000)) {
+				ssize_t r = recv(fd, buf + got, want - got, 0);
+				if (r <= 0)
+					break;
+				got += r;
+			}
+			printf("got:%.*s\n", (int)got, buf);
+		} else if (!strcmp(cmd, "sleep")) {
+			usleep(atoi(arg) * 1000);
+		}
+	}
+	fflush(stdout);
+	close(fd);
+	return 0;
+}
