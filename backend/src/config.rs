@@ -77,6 +77,14 @@ pub struct Args {
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
 
+    /// Drop this percentage of frames at random in each direction, to test loss recovery.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    pub loss: f64,
+
+    /// Seed of the loss generator (the same seed drops the same frames).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub loss_seed: u64,
+
     /// Do not map the gateway address to the host's loopback.
     #[arg(long)]
     pub no_map_gw: bool,
@@ -99,6 +107,8 @@ pub enum ConfigError {
     NoSuchHost(Ipv4Cidr, u32),
     #[error("--forward {0}: {1}")]
     Forward(String, &'static str),
+    #[error("--loss {0}: must be a percentage from 0 to 100")]
+    Loss(f64),
     #[error(transparent)]
     Stack(#[from] netstack::ConfigError),
 }
@@ -107,6 +117,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub socket: PathBuf,
+    /// `--loss` as (percent, seed), when set.
+    pub loss: Option<(f64, u64)>,
     pub once: bool,
     pub stats_file: Option<PathBuf>,
     pub stack: netstack::Config,
@@ -171,7 +183,11 @@ impl Args {
                 .collect::<Result<_, _>>()?,
         };
         stack.validate()?;
+        if !(0.0..=100.0).contains(&self.loss) {
+            return Err(ConfigError::Loss(self.loss));
+        }
         Ok(Config {
+            loss: (self.loss > 0.0).then_some((self.loss, self.loss_seed)),
             socket: self.socket,
             once: self.once,
             stats_file: self.stats_file,
@@ -350,6 +366,7 @@ mod tests {
                 "two udp forwards",
             ),
             (&["--dns-upstream", "nowhere"][..], "--dns-upstream"),
+            (&["--loss", "101"][..], "--loss"),
         ] {
             let err = config(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

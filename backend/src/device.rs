@@ -108,6 +108,10 @@ netstack::counters! {
         tx_budget_exhausted,
         /// Errors reading ring indices (a guest that corrupts its rings).
         queue_errors,
+        /// Guest frames dropped on purpose by `--loss`.
+        tx_loss_injected,
+        /// Frames to the guest dropped on purpose by `--loss`.
+        rx_loss_injected,
     }
 }
 
@@ -174,6 +178,33 @@ impl DeviceStats {
     }
 }
 
+/// Drops frames at random for tests of loss recovery (`--loss`): a seeded xorshift64* generator, so a
+/// run can be repeated.
+#[derive(Debug, Clone)]
+pub struct LossInjector {
+    /// Probability of dropping a frame, scaled to u64::MAX.
+    threshold: u64,
+    state: u64,
+}
+
+impl LossInjector {
+    /// `percent` of frames in each direction are dropped; `seed` fixes the sequence.
+    pub fn new(percent: f64, seed: u64) -> Self {
+        let p = (percent / 100.0).clamp(0.0, 1.0);
+        LossInjector {
+            threshold: (p * u64::MAX as f64) as u64,
+            state: seed.max(1),
+        }
+    }
+
+    fn drop_next(&mut self) -> bool {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) < self.threshold
+    }
+}
+
 /// At most this many warnings per second per device reach the log; the rest are counted only.
 const LOG_BURST: u32 = 10;
 
@@ -225,6 +256,7 @@ pub struct NetDevice {
     /// RX chains gathered for one frame: head, first segment, capacity; or a bad chain.
     rx_chains: Vec<RxChain>,
     host_events: Vec<EpollEvent>,
+    loss: Option<LossInjector>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -251,7 +283,14 @@ impl NetDevice {
             rx_segments: Vec::with_capacity(MAX_QUEUE_SIZE),
             rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
             host_events: vec![EpollEvent::default(); HOST_EVENTS],
+            loss: None,
         })
+    }
+
+    /// Drops frames at random in both directions (see [`LossInjector`]).
+    pub fn with_loss(mut self, loss: Option<LossInjector>) -> Self {
+        self.loss = loss;
+        self
     }
 
     /// The timerfd to register with the worker's epoll as [`TIMER_EVENT`].
@@ -349,6 +388,10 @@ impl NetDevice {
                         let hdr = self.negotiated.header_len;
                         self.stats.tx_frames += 1;
                         self.stats.tx_bytes += (len - hdr) as u64;
+                        if self.loss.as_mut().is_some_and(LossInjector::drop_next) {
+                            self.stats.tx_loss_injected += 1;
+                            continue;
+                        }
                         self.stack.process_frame(now, &self.tx_buf[hdr..len]);
                     }
                     Err(fault) => self.count_fault(now, Queue::Tx, head, fault),
@@ -409,9 +452,19 @@ impl NetDevice {
                 chains: &mut self.rx_chains,
                 last_fault: None,
             };
-            let outcome = self
-                .stack
-                .dispatch(now, |frame| rx_writer.write_frame(frame));
+            let loss = &mut self.loss;
+            let mut lost = false;
+            let outcome = self.stack.dispatch(now, |frame| {
+                if loss.as_mut().is_some_and(LossInjector::drop_next) {
+                    lost = true;
+                    return true;
+                }
+                rx_writer.write_frame(frame)
+            });
+            if lost {
+                self.stats.rx_loss_injected += 1;
+                continue;
+            }
             if let Some((head, fault)) = rx_writer.last_fault {
                 self.warn_limited(
                     now,
@@ -802,5 +855,24 @@ impl VhostUserBackendMut for NetDevice {
             raise(rx);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_injector_drops_the_asked_share_repeatably() {
+        let mut a = LossInjector::new(10.0, 42);
+        let dropped = (0..100_000).filter(|_| a.drop_next()).count();
+        assert!((9_000..11_000).contains(&dropped), "{dropped}");
+        let mut b = LossInjector::new(10.0, 42);
+        let mut c = LossInjector::new(10.0, 42);
+        assert!((0..1000).all(|_| b.drop_next() == c.drop_next()));
+        let mut none = LossInjector::new(0.0, 1);
+        assert!((0..1000).all(|_| !none.drop_next()));
+        let mut all = LossInjector::new(100.0, 1);
+        assert!((0..1000).all(|_| all.drop_next()));
     }
 }

@@ -25,7 +25,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::Config;
-use crate::device::{NetDevice, Shared, HOST_EVENT, NUM_QUEUES, TIMER_EVENT};
+use crate::device::{LossInjector, NetDevice, Shared, HOST_EVENT, NUM_QUEUES, TIMER_EVENT};
 use crate::host::HostSockets;
 use crate::relay::{Relay, RelayShutdown};
 use crate::{stats, sys};
@@ -143,7 +143,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let host = HostSockets::new().map_err(ServerError::Device)?;
     let mut stack = Stack::with_host(config.stack.clone(), host)?;
     stack.open_forwards().map_err(ServerError::Forward)?;
-    let device = NetDevice::new(stack, Arc::clone(&shared)).map_err(ServerError::Device)?;
+    let device = NetDevice::new(stack, Arc::clone(&shared))
+        .map_err(ServerError::Device)?
+        .with_loss(config.loss.map(|(p, seed)| {
+            warn!("dropping {p}% of frames each way on purpose (--loss, seed {seed})");
+            LossInjector::new(p, seed)
+        }));
     let timer_fd = device.timer_fd();
     let host_fd = device.host_fd();
     let backend = Arc::new(RwLock::new(device));

@@ -175,6 +175,8 @@ crate::counters! {
         tcp_host_resets,
         /// Segments sent again after a retransmission timeout.
         tcp_retransmits,
+        /// Segments sent again after three duplicate ACKs.
+        tcp_fast_retransmits,
         /// Guest bytes written to host sockets.
         tcp_tx_host_bytes,
         /// Host bytes read for the guest.

@@ -37,6 +37,11 @@ pub const TO_HOST_CAP: usize = 256 * 1024;
 const WINDOW_SHIFT: u8 = 3;
 /// RFC 6298 §2.1: the first RTO is one second.
 const INITIAL_RTO: Duration = Duration::from_secs(1);
+/// The smallest RTO. RFC 6298 §2.4 says one second; like Linux (TCP_RTO_MIN) we allow 200 ms,
+/// which matters on a link whose round trip is a fraction of a millisecond.
+const MIN_RTO: Duration = Duration::from_millis(200);
+/// RFC 5681 §3.2: the third duplicate ACK triggers a fast retransmit.
+const DUP_ACK_THRESHOLD: u32 = 3;
 /// RFC 6298 §2.5 allows a maximum of at least 60 s.
 const MAX_RTO: Duration = Duration::from_secs(60);
 /// Retransmissions of the same data before the connection is reset.
@@ -104,12 +109,37 @@ pub(crate) struct TcpConn {
     /// The host socket is closed already (aborted on a reset).
     released: bool,
     rto: Duration,
+    /// RFC 6298 §2: smoothed round-trip time and its variation, once measured.
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    /// The segment being timed: the sequence number that acknowledges it, and when it left
+    /// (Karn: never a retransmitted one).
+    rtt_probe: Option<(SeqNumber, Instant)>,
+    dup_acks: u32,
     retries: u32,
     /// Retransmission, connect or TIME-WAIT deadline.
     deadline: Option<Instant>,
 }
 
 impl TcpConn {
+    /// RFC 6298 §2.2-2.3: folds a round-trip sample into SRTT/RTTVAR and recomputes the RTO.
+    fn sample_rtt(&mut self, r: Duration) {
+        let r_us = r.total_micros();
+        let (srtt, rttvar) = match self.srtt {
+            None => (r_us, r_us / 2),
+            Some(s) => {
+                let s_us = s.total_micros();
+                let rttvar = (3 * self.rttvar.total_micros() + s_us.abs_diff(r_us)) / 4;
+                ((7 * s_us + r_us) / 8, rttvar)
+            }
+        };
+        self.srtt = Some(Duration::from_micros(srtt));
+        self.rttvar = Duration::from_micros(rttvar);
+        // G, the clock granularity, is a microsecond here.
+        let rto = Duration::from_micros(srtt + (4 * rttvar).max(1));
+        self.rto = rto.clamp(MIN_RTO, MAX_RTO);
+    }
+
     fn set_state(&mut self, state: TcpState) {
         if self.state != state {
             trace!(
@@ -308,6 +338,10 @@ impl<H: HostIo> Stack<H> {
             guest_urgent: None,
             released: false,
             rto: INITIAL_RTO,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rtt_probe: None,
+            dup_acks: 0,
             retries: 0,
             deadline: Some(now + CONNECT_TIMEOUT),
         };
@@ -361,7 +395,35 @@ impl<H: HostIo> Stack<H> {
             return;
         };
         // ACK processing.
+        let window = usize::from(repr.window_len) << if conn.scaling { conn.snd_shift } else { 0 };
+        let duplicate = ack == conn.snd_una
+            && conn.snd_nxt != conn.snd_una
+            && repr.payload.is_empty()
+            && repr.flags & (flags::SYN | flags::FIN) == 0
+            && window == conn.snd_wnd;
+        if duplicate && conn.state != TcpState::SynReceived {
+            conn.dup_acks += 1;
+            if conn.dup_acks == DUP_ACK_THRESHOLD {
+                // RFC 5681 §3.2: resend what the guest is missing without waiting for the RTO.
+                self.stats.tcp_fast_retransmits += 1;
+                conn.rtt_probe = None;
+                let n = conn.to_guest.len().min(conn.mss);
+                let seq = conn.snd_una;
+                if n > 0 {
+                    self.tcp_send_data(now, conn, seq, 0, n, false);
+                } else if conn.fin_sent {
+                    self.tcp_send_data(now, conn, seq, 0, 0, true);
+                }
+            }
+        }
         if ack.is_after(conn.snd_una) && !ack.is_after(conn.snd_nxt) {
+            conn.dup_acks = 0;
+            if let Some((end, sent)) = conn.rtt_probe {
+                if !ack.is_before(end) {
+                    conn.sample_rtt(now - sent);
+                    conn.rtt_probe = None;
+                }
+            }
             let mut acked = ack - conn.snd_una;
             if conn.state == TcpState::SynReceived {
                 acked -= 1; // our SYN
@@ -375,7 +437,8 @@ impl<H: HostIo> Stack<H> {
             let fin_acked = conn.fin_sent && ack == conn.snd_nxt && conn.to_guest.is_empty();
             conn.snd_una = ack;
             conn.retries = 0;
-            conn.rto = INITIAL_RTO;
+            // RFC 6298 §5.3: restart the timer for what is still in flight, with the RTO as
+            // measured (a backed-off RTO returns to it with the next sample).
             conn.deadline = (conn.snd_nxt != conn.snd_una).then(|| now + conn.rto);
             if fin_acked {
                 match conn.state {
@@ -393,8 +456,7 @@ impl<H: HostIo> Stack<H> {
             self.tcp_send_ack(now, conn);
             return;
         }
-        conn.snd_wnd =
-            usize::from(repr.window_len) << if conn.scaling { conn.snd_shift } else { 0 };
+        conn.snd_wnd = window;
         if conn.state == TcpState::Closed {
             return;
         }
@@ -594,6 +656,9 @@ impl<H: HostIo> Stack<H> {
             let seq = conn.snd_nxt;
             self.tcp_send_data(now, conn, seq, offset, n, false);
             conn.snd_nxt = conn.snd_nxt + n;
+            if conn.rtt_probe.is_none() {
+                conn.rtt_probe = Some((conn.snd_nxt, now));
+            }
             if conn.deadline.is_none() {
                 conn.deadline = Some(now + conn.rto);
             }
@@ -645,8 +710,11 @@ impl<H: HostIo> Stack<H> {
                         continue;
                     }
                     self.stats.tcp_retransmits += 1;
-                    // RFC 6298 §5.5-5.6: back off and retransmit the earliest unacknowledged.
+                    // RFC 6298 §5.5-5.6: back off and retransmit the earliest unacknowledged;
+                    // Karn's algorithm: no RTT sample from a retransmitted segment.
                     conn.rto = (conn.rto + conn.rto).min(MAX_RTO);
+                    conn.rtt_probe = None;
+                    conn.dup_acks = 0;
                     if conn.state == TcpState::SynReceived {
                         self.tcp_send_syn_ack(now, &mut conn);
                     } else if conn.state == TcpState::SynSent {
@@ -751,6 +819,10 @@ impl<H: HostIo> Stack<H> {
                 guest_urgent: None,
                 released: false,
                 rto: INITIAL_RTO,
+                srtt: None,
+                rttvar: Duration::ZERO,
+                rtt_probe: None,
+                dup_acks: 0,
                 retries: 0,
                 deadline: Some(now + INITIAL_RTO),
             };

@@ -954,6 +954,60 @@ mod tcp_flows {
     }
 
     #[test]
+    fn three_duplicate_acks_resend_the_missing_segment() {
+        let (mut s, iss, sock) = established();
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .push_back(Some(vec![3u8; 4 * 1460]));
+        s.host_ready(Instant::ZERO, sock);
+        assert_eq!(segments(&drain(&mut s)).len(), 4);
+        // The first segment was lost: the guest acknowledges nothing new, three times.
+        for i in 0..3 {
+            s.process_frame(
+                Instant::from_millis(1),
+                &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b""),
+            );
+            let out = drain(&mut s);
+            let resent = segments(&out);
+            if i < 2 {
+                assert!(resent.is_empty());
+            } else {
+                assert_eq!(resent.len(), 1);
+                assert_eq!(resent[0].seq_number, SeqNumber(iss + 1));
+                assert_eq!(resent[0].payload.len(), 1460);
+            }
+        }
+        assert_eq!(s.stats().tcp_fast_retransmits, 1);
+    }
+
+    #[test]
+    fn measured_round_trips_set_the_rto() {
+        let (mut s, iss, sock) = established();
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .push_back(Some(b"x".to_vec()));
+        s.host_ready(Instant::ZERO, sock);
+        drain(&mut s);
+        // Acknowledged after 10 ms: SRTT 10 ms, RTTVAR 5 ms, RTO = 30 ms, raised to 200 ms.
+        s.process_frame(
+            Instant::from_millis(10),
+            &seg(0, GUEST_ISN + 1, Some(iss + 2), 502, b""),
+        );
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .push_back(Some(b"y".to_vec()));
+        s.host_ready(Instant::from_millis(20), sock);
+        drain(&mut s);
+        assert_eq!(s.poll_at(), Some(Instant::from_millis(220)));
+    }
+
+    #[test]
     fn the_guest_window_limits_what_is_sent() {
         let (mut s, iss, sock) = established();
         // The guest's window: 502 << 7 = 64256 bytes; offer 100 000.
