@@ -607,6 +607,23 @@ impl Vm {
         found.unwrap_or_else(|| panic!("guest command timed out after {timeout:?}: {cmd}"))
     }
 
+    /// Brings eth0 up with IPv6 off (so that the only traffic is what a test makes), waits for the
+    /// carrier, sets the ICMP error rate limit to 0 (tests provoke several), and runs udhcpc;
+    /// returns the lease as the udhcpc script recorded it.
+    pub fn bring_up(&mut self) -> std::collections::HashMap<String, String> {
+        self.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+        self.sh("sysctl -qw net.ipv4.icmp_ratelimit=0");
+        self.sh("ip link set eth0 up");
+        self.sh("i=0; while [ \"$(cat /sys/class/net/eth0/carrier)\" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; grep -qx 1 /sys/class/net/eth0/carrier");
+        self.run("udhcpc -i eth0 -n -q -t 10 -T 2", Duration::from_secs(90))
+            .ok();
+        self.sh("cat /run/lease")
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect()
+    }
+
     /// Runs a command that must succeed and returns its output.
     pub fn sh(&mut self, cmd: &str) -> String {
         self.run(cmd, Duration::from_secs(60)).ok()
@@ -658,6 +675,22 @@ pub fn parse_snmp(text: &str) -> std::collections::HashMap<String, i64> {
         }
     }
     out
+}
+
+/// A loopback UDP port nobody listens on (bound once and released).
+pub fn unused_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+/// A loopback TCP port nobody listens on (bound once and released).
+pub fn unused_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free TCP port")
+        .port()
 }
 
 /// Makes a file executable (for scripts written by tests).

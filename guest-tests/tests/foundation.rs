@@ -9,22 +9,6 @@ use guest_tests::{parse_snmp, Virtgate, Vm, VmOptions, GUEST_MAC};
 use rstest::rstest;
 use serde_json::Value;
 
-/// Brings eth0 up with IPv6 off (so that the only traffic is what the test makes), waits for the
-/// carrier, and runs udhcpc; returns the lease as udhcpc's script recorded it.
-fn bring_up(vm: &mut Vm) -> HashMap<String, String> {
-    vm.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-    vm.sh("sysctl -qw net.ipv4.icmp_ratelimit=0");
-    vm.sh("ip link set eth0 up");
-    vm.sh("i=0; while [ \"$(cat /sys/class/net/eth0/carrier)\" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; cat /sys/class/net/eth0/carrier | grep -qx 1");
-    vm.run("udhcpc -i eth0 -n -q -t 10 -T 2", Duration::from_secs(90))
-        .ok();
-    vm.sh("cat /run/lease")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
 fn counter(stats: &Value, section: &str, name: &str) -> i64 {
     stats[section][name]
         .as_i64()
@@ -55,7 +39,7 @@ fn dhcp_lease_mtu_ping_and_counters(#[case] mtu: u32) {
         "virtgate.test",
     ]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    let lease = bring_up(&mut vm);
+    let lease = vm.bring_up();
 
     // Exactly what virtgate was configured to hand out.
     let expect = [
@@ -163,12 +147,12 @@ fn new_qemu_on_the_same_virtgate_keeps_stack_state() {
     let vg = Virtgate::start(&[]);
     {
         let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-        bring_up(&mut vm);
+        vm.bring_up();
         vm.sh("ping -c 3 -W 5 10.0.2.2");
         vm.kill();
     }
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    let lease = bring_up(&mut vm);
+    let lease = vm.bring_up();
     assert_eq!(lease["ip"], "10.0.2.15");
     let out = vm
         .run("ping -c 3 -W 5 10.0.2.2", Duration::from_secs(30))
@@ -190,7 +174,7 @@ fn qemu_reconnects_to_a_restarted_virtgate() {
         ..VmOptions::default()
     };
     let mut vm = Vm::boot(&vg.socket, &opts);
-    bring_up(&mut vm);
+    vm.bring_up();
     vm.sh("ping -c 2 -W 5 10.0.2.2");
     let socket_dir = vg.socket.parent().unwrap().to_path_buf();
     vg.kill();
@@ -286,7 +270,7 @@ fn dhcp_renew_and_release() {
 fn guest_fragments_are_counted() {
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let before = snmp(&mut vm);
     // 3000 bytes of data: an ICMP message of 3008 bytes in fragments of 1480, 1480 and 48.
     let out = vm.run("ping -c 2 -W 1 -s 3000 10.0.2.2", Duration::from_secs(30));

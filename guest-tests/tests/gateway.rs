@@ -7,13 +7,6 @@ use std::time::Duration;
 
 use guest_tests::{Virtgate, Vm, VmOptions};
 
-fn bring_up(vm: &mut Vm) {
-    vm.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-    vm.sh("ip link set eth0 up");
-    vm.run("udhcpc -i eth0 -n -q -t 10 -T 2", Duration::from_secs(90))
-        .ok();
-}
-
 /// A UDP echo server on the host loopback for `count` datagrams; returns its port.
 fn host_udp_echo(count: usize) -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -38,7 +31,7 @@ fn guest_udp_reaches_host_loopback_through_the_gateway() {
     let port = host_udp_echo(3);
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     for i in 0..3 {
         let out = vm
             .run(
@@ -57,14 +50,10 @@ fn guest_udp_reaches_host_loopback_through_the_gateway() {
 
 #[test]
 fn closed_host_port_is_refused_in_the_guest() {
-    let closed = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = guest_tests::unused_udp_port();
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let out = vm.run(
         &format!("udptool send 10.0.2.2 {closed} anyone 10"),
         Duration::from_secs(30),
@@ -78,14 +67,10 @@ fn closed_host_port_is_refused_in_the_guest() {
 
 #[test]
 fn inbound_udp_forward_reaches_the_guest_server() {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = guest_tests::unused_udp_port();
     let vg = Virtgate::start(&["--forward", &format!("udp:{port}:5000")]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     vm.sh("udptool echo 5000 2 </dev/null >/tmp/echo.log 2>&1 &");
     vm.sh("i=0; until grep -q listening /tmp/echo.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -160,7 +145,7 @@ fn dns_through_the_gateway_uses_the_configured_upstream() {
     let port = host_dns("example.internal", [192, 0, 2, 1], 8);
     let vg = Virtgate::start(&["--dns-upstream", &format!("127.0.0.1:{port}")]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     assert!(vm
         .sh("cat /etc/resolv.conf")
         .contains("nameserver 10.0.2.3"));
@@ -190,7 +175,7 @@ fn without_an_upstream_dns_queries_are_counted() {
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     assert!(vg.log().contains("no DNS resolver found"), "{}", vg.log());
-    bring_up(&mut vm);
+    vm.bring_up();
     let out = vm.run(
         "nslookup -timeout=1 example.internal 10.0.2.3",
         Duration::from_secs(60),

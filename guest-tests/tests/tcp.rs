@@ -7,13 +7,6 @@ use std::time::Duration;
 
 use guest_tests::{Virtgate, Vm, VmOptions};
 
-fn bring_up(vm: &mut Vm) {
-    vm.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-    vm.sh("ip link set eth0 up");
-    vm.run("udhcpc -i eth0 -n -q -t 10 -T 2", Duration::from_secs(90))
-        .ok();
-}
-
 /// Serves `conns` connections with `handle`, each in its own thread; returns the port.
 fn serve(conns: usize, handle: fn(TcpStream)) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -77,7 +70,7 @@ fn wget_fetches_a_page_from_the_host() {
     });
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let out = vm
         .run(
             &format!("wget -q -O - http://10.0.2.2:{port}/"),
@@ -92,14 +85,10 @@ fn wget_fetches_a_page_from_the_host() {
 
 #[test]
 fn connection_to_a_closed_port_is_refused() {
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = guest_tests::unused_tcp_port();
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let out = vm.run(
         &format!("nc 10.0.2.2 {closed} </dev/null"),
         Duration::from_secs(60),
@@ -125,7 +114,7 @@ fn bulk_download_and_upload_arrive_intact() {
     });
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let got = vm
         .run(
             &format!("nc 10.0.2.2 {down} </dev/null | md5sum"),
@@ -168,7 +157,7 @@ fn host_reset_resets_the_guest_connection() {
     });
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
     let _ = vm.run(
         &format!("sleep 3 | nc 10.0.2.2 {port}"),
@@ -186,14 +175,10 @@ fn host_reset_resets_the_guest_connection() {
 /// and sees it from the gateway's side.
 #[test]
 fn host_client_reaches_guest_server_through_a_forward() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = guest_tests::unused_tcp_port();
     let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:7")]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     vm.sh("nc -l -p 7 -e cat </dev/null >/dev/null 2>&1 &");
     vm.sh(
         "i=0; until netstat -ltn | grep -q ':7 ' || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done",
@@ -214,14 +199,10 @@ fn host_client_reaches_guest_server_through_a_forward() {
 
 #[test]
 fn forward_to_a_closed_guest_port_resets_the_host_client() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = guest_tests::unused_tcp_port();
     let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:9")]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = [0u8; 8];
@@ -248,7 +229,7 @@ fn many_short_connections_in_a_row_and_at_once() {
     let port = http_server(220);
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let url = format!("http://10.0.2.2:{port}/");
     let serial = vm
         .run(
@@ -319,7 +300,7 @@ fn urgent_data_from_the_guest_arrives_urgent() {
     });
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let out = vm
         .run(
             &format!("tcpclient 10.0.2.2 {port} send hello oob OOB sleep 1000"),
@@ -338,14 +319,10 @@ fn urgent_data_from_the_guest_arrives_urgent() {
 /// as ::ffff:10.0.2.2, and its urgent byte reaches the server as urgent.
 #[test]
 fn urgent_data_from_the_host_arrives_urgent_in_the_guest() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = guest_tests::unused_tcp_port();
     let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:7")]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     vm.sh("tcpecho 7 3 </dev/null >/tmp/echo.log 2>&1 &");
     vm.sh("i=0; until grep -q listening /tmp/echo.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -388,7 +365,7 @@ fn transfers_survive_one_percent_loss() {
     });
     let vg = Virtgate::start(&["--loss", "1", "--loss-seed", "7"]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    bring_up(&mut vm);
+    vm.bring_up();
     let got = vm
         .run(
             &format!("nc 10.0.2.2 {down} </dev/null | md5sum"),

@@ -122,6 +122,39 @@ pub(crate) struct TcpConn {
 }
 
 impl TcpConn {
+    /// A connection with empty buffers and fresh timers; the caller sets what its opening knows.
+    fn new(key: ConnKey, sock: SocketId, state: TcpState, iss: SeqNumber) -> Self {
+        TcpConn {
+            key,
+            sock,
+            state,
+            rcv_nxt: SeqNumber(0),
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_wnd: 0,
+            snd_shift: 0,
+            scaling: false,
+            mss: 536,
+            to_guest: VecDeque::new(),
+            to_host: VecDeque::new(),
+            host_eof: false,
+            fin_sent: false,
+            guest_fin: false,
+            host_shut: false,
+            host_urgent: None,
+            guest_urgent: None,
+            released: false,
+            rto: INITIAL_RTO,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rtt_probe: None,
+            dup_acks: 0,
+            retries: 0,
+            deadline: None,
+        }
+    }
+
     /// RFC 6298 §2.2-2.3: folds a round-trip sample into SRTT/RTTVAR and recomputes the RTO.
     fn sample_rtt(&mut self, r: Duration) {
         let r_us = r.total_micros();
@@ -316,34 +349,14 @@ impl<H: HostIo> Stack<H> {
         let scaling = repr.window_scale.is_some();
         let mss_ceiling = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
         let conn = TcpConn {
-            key,
-            sock,
-            state: TcpState::Connecting,
             rcv_nxt: repr.seq_number + 1,
-            iss,
-            snd_una: iss,
-            snd_nxt: iss,
             snd_wnd: usize::from(repr.window_len),
             snd_shift: repr.window_scale.unwrap_or(0).min(14),
             scaling,
             // RFC 9293 §3.7.1: without the option the peer takes 536.
             mss: usize::from(repr.max_seg_size.unwrap_or(536)).clamp(64, mss_ceiling),
-            to_guest: VecDeque::new(),
-            to_host: VecDeque::new(),
-            host_eof: false,
-            fin_sent: false,
-            guest_fin: false,
-            host_shut: false,
-            host_urgent: None,
-            guest_urgent: None,
-            released: false,
-            rto: INITIAL_RTO,
-            srtt: None,
-            rttvar: Duration::ZERO,
-            rtt_probe: None,
-            dup_acks: 0,
-            retries: 0,
             deadline: Some(now + CONNECT_TIMEOUT),
+            ..TcpConn::new(key, sock, TcpState::Connecting, iss)
         };
         self.host.set_interest(sock, false, true);
         self.tcp.by_socket.insert(sock, key);
@@ -798,33 +811,9 @@ impl<H: HostIo> Stack<H> {
             self.stats.tcp_forwarded += 1;
             let iss = initial_seq(now, &key);
             let conn = TcpConn {
-                key,
-                sock,
-                state: TcpState::SynSent,
-                rcv_nxt: SeqNumber(0),
-                iss,
-                snd_una: iss,
                 snd_nxt: iss + 1,
-                snd_wnd: 0,
-                snd_shift: 0,
-                scaling: false,
-                mss: 536,
-                to_guest: VecDeque::new(),
-                to_host: VecDeque::new(),
-                host_eof: false,
-                fin_sent: false,
-                guest_fin: false,
-                host_shut: false,
-                host_urgent: None,
-                guest_urgent: None,
-                released: false,
-                rto: INITIAL_RTO,
-                srtt: None,
-                rttvar: Duration::ZERO,
-                rtt_probe: None,
-                dup_acks: 0,
-                retries: 0,
                 deadline: Some(now + INITIAL_RTO),
+                ..TcpConn::new(key, sock, TcpState::SynSent, iss)
             };
             self.tcp_send_syn(now, &conn);
             self.host.set_interest(sock, false, false);
