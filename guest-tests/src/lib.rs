@@ -119,10 +119,16 @@ impl GuestImage {
     /// initramfs from the cached kernel modules and the host's busybox-static.
     pub fn get() -> &'static GuestImage {
         static IMAGE: OnceLock<GuestImage> = OnceLock::new();
-        IMAGE.get_or_init(|| GuestImage::build().unwrap_or_else(|e| panic!("guest image: {e}")))
+        IMAGE.get_or_init(|| GuestImage::build(&[]).unwrap_or_else(|e| panic!("guest image: {e}")))
     }
 
-    fn build() -> Result<GuestImage, String> {
+    /// An image that also holds these host programs (dynamically linked ones with the libraries
+    /// `ldd` names, at the same paths), for tools such as iperf3 that are not built here.
+    pub fn with_host_programs(programs: &[PathBuf]) -> GuestImage {
+        GuestImage::build(programs).unwrap_or_else(|e| panic!("guest image: {e}"))
+    }
+
+    fn build(host_programs: &[PathBuf]) -> Result<GuestImage, String> {
         let cache = guest_cache();
         let kernel = cache.join("kernel/vmlinuz");
         if !kernel.is_file() {
@@ -167,6 +173,16 @@ impl GuestImage {
         for (name, bytes) in guest_programs()? {
             archive.file(&format!("usr/bin/{name}"), 0o755, &bytes);
         }
+        let mut dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+        for file in host_program_files(host_programs)? {
+            let rel = file.strip_prefix("/").unwrap_or(&file).to_path_buf();
+            for anc in rel.ancestors().skip(1) {
+                if !anc.as_os_str().is_empty() && dirs.insert(anc.to_path_buf()) {
+                    archive.dir(&anc.to_string_lossy());
+                }
+            }
+            archive.file(&rel.to_string_lossy(), 0o755, &read(&file)?);
+        }
         let bytes = archive.finish();
         let digest = fnv1a(&bytes);
         let initramfs = cache.join(format!("initramfs-{digest:016x}.cpio"));
@@ -178,6 +194,32 @@ impl GuestImage {
         }
         Ok(GuestImage { kernel, initramfs })
     }
+}
+
+/// The programs and the shared libraries they load (from `ldd`), as absolute host paths.
+fn host_program_files(programs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for p in programs {
+        files.push(p.clone());
+        let out = Command::new("ldd")
+            .arg(p)
+            .output()
+            .map_err(|e| format!("ldd {}: {e}", p.display()))?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux... (0x...)"
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(path) = path.filter(|p| p.starts_with('/')) {
+                let path = PathBuf::from(path);
+                if !files.contains(&path) {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// Static guest programs built from `guest-tests/guest/*.c` (none yet in this scope beyond
@@ -429,6 +471,11 @@ impl Drop for Virtgate {
 /// Options for a VM.
 #[derive(Debug, Clone)]
 pub struct VmOptions {
+    /// QEMU's own user-mode network (`-netdev user`, libslirp) instead of virtgate: the baseline
+    /// of the benchmarks.
+    pub user_net: bool,
+    /// Host programs to put in the guest image (see [`GuestImage::with_host_programs`]).
+    pub host_programs: Vec<PathBuf>,
     pub memory_mib: u32,
     pub mac: String,
     /// `reconnect=N` on the chardev: QEMU reconnects to a restarted virtgate.
@@ -439,6 +486,8 @@ pub struct VmOptions {
 impl Default for VmOptions {
     fn default() -> Self {
         VmOptions {
+            user_net: false,
+            host_programs: Vec::new(),
             memory_mib: 512,
             mac: GUEST_MAC.into(),
             reconnect_secs: None,
@@ -505,7 +554,13 @@ impl Output {
 impl Vm {
     /// Boots a guest on `socket` and waits for its shell.
     pub fn boot(socket: &Path, opts: &VmOptions) -> Vm {
-        let image = GuestImage::get();
+        let owned;
+        let image = if opts.host_programs.is_empty() {
+            GuestImage::get()
+        } else {
+            owned = GuestImage::with_host_programs(&opts.host_programs);
+            &owned
+        };
         let (qemu, major) = qemu();
         let accel = std::env::var("VIRTGATE_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut chardev = format!("socket,id=c0,path={}", socket.display());
@@ -546,8 +601,16 @@ impl Vm {
                 &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
             ])
             .args(["-numa", "node,memdev=mem"])
-            .args(["-chardev", &chardev])
-            .args(["-netdev", "vhost-user,id=n0,chardev=c0"])
+            .args(if opts.user_net {
+                vec!["-netdev".to_string(), "user,id=n0".to_string()]
+            } else {
+                vec![
+                    "-chardev".to_string(),
+                    chardev.clone(),
+                    "-netdev".to_string(),
+                    "vhost-user,id=n0,chardev=c0".to_string(),
+                ]
+            })
             .args(["-device", &device])
             .args(extra_qemu_args())
             .stdin(Stdio::piped())
