@@ -177,6 +177,8 @@ crate::counters! {
         tcp_retransmits,
         /// Segments sent again after three duplicate ACKs.
         tcp_fast_retransmits,
+        /// Zero-window probes sent (the guest's window stayed closed).
+        tcp_window_probes,
         /// Guest bytes written to host sockets.
         tcp_tx_host_bytes,
         /// Host bytes read for the guest.

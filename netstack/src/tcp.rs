@@ -676,6 +676,11 @@ impl<H: HostIo> Stack<H> {
                 conn.deadline = Some(now + conn.rto);
             }
         }
+        // RFC 9293 §3.8.6.1: with data waiting, nothing in flight and a zero window, a lost window
+        // update would stall both sides; the persist timer probes the window.
+        if conn.unsent() > 0 && conn.snd_nxt == conn.snd_una && conn.snd_wnd == 0 {
+            conn.deadline.get_or_insert(now + conn.rto);
+        }
         let all_sent = conn.unsent() == 0;
         if conn.host_eof && all_sent && !conn.fin_sent {
             let seq = conn.snd_nxt;
@@ -712,6 +717,17 @@ impl<H: HostIo> Stack<H> {
                     conn.set_state(TcpState::Closed);
                 }
                 TcpState::TimeWait => conn.set_state(TcpState::Closed),
+                _ if conn.snd_nxt == conn.snd_una && conn.unsent() > 0 && conn.snd_wnd == 0 => {
+                    // Zero-window probe: one byte past the window; the guest answers with its
+                    // current window (and takes the byte if it has room by then).
+                    self.stats.tcp_window_probes += 1;
+                    let offset = conn.to_guest.len() - conn.unsent();
+                    let seq = conn.snd_nxt;
+                    self.tcp_send_data(now, &mut conn, seq, offset, 1, false);
+                    conn.snd_nxt = conn.snd_nxt + 1;
+                    conn.rto = (conn.rto + conn.rto).min(MAX_RTO);
+                    conn.deadline = Some(now + conn.rto);
+                }
                 _ if conn.snd_nxt != conn.snd_una => {
                     conn.retries += 1;
                     if conn.retries > MAX_RETRIES {

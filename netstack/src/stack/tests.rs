@@ -1032,6 +1032,39 @@ mod tcp_flows {
     }
 
     #[test]
+    fn a_closed_guest_window_is_probed() {
+        let (mut s, iss, sock) = established();
+        // The guest closes its window.
+        s.process_frame(Instant::ZERO, &seg(0, GUEST_ISN + 1, Some(iss + 1), 0, b""));
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .push_back(Some(b"waiting".to_vec()));
+        s.host_ready(Instant::ZERO, sock);
+        assert!(
+            segments(&drain(&mut s)).is_empty(),
+            "nothing fits a zero window"
+        );
+        // Its window update is lost; the persist timer probes with one byte.
+        s.poll(Instant::from_secs(1));
+        let out = drain(&mut s);
+        let probe = segments(&out)[0];
+        assert_eq!(
+            (probe.seq_number, probe.payload),
+            (SeqNumber(iss + 1), &b"w"[..])
+        );
+        assert_eq!(s.stats().tcp_window_probes, 1);
+        // The answer opens the window: the rest follows.
+        s.process_frame(
+            Instant::from_secs(1),
+            &seg(0, GUEST_ISN + 1, Some(iss + 2), 502, b""),
+        );
+        let out = drain(&mut s);
+        assert_eq!(segments(&out)[0].payload, b"aiting");
+    }
+
+    #[test]
     fn a_slow_host_reader_shrinks_the_guest_window() {
         let (mut s, iss, sock) = established();
         s.host_mut().tcp_send_limit = Some(0); // the host socket buffer is full
