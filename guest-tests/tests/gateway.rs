@@ -188,3 +188,30 @@ fn without_an_upstream_dns_queries_are_counted() {
     );
     assert_eq!(s["stack"]["udp_tx_host_datagrams"], 0);
 }
+
+/// A host datagram larger than the guest's MTU reaches the guest in fragments, which the guest
+/// reassembles (ip_defrag): the guest server sees all 4000 bytes.
+#[test]
+fn large_host_datagrams_arrive_in_fragments() {
+    let port = guest_tests::unused_udp_port();
+    let vg = Virtgate::start(&["--forward", &format!("udp:{port}:5000")]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    vm.bring_up();
+    vm.sh("udptool echo 5000 1 </dev/null >/tmp/echo.log 2>&1 &");
+    vm.sh("i=0; until grep -q listening /tmp/echo.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
+    let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(&[0x42; 4000], ("127.0.0.1", port)).unwrap();
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = vm.sh("cat /tmp/echo.log");
+        if log.contains("bytes") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(log.contains("4000 bytes"), "{log}");
+    let after = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+    assert_eq!(after["Ip.ReasmOKs"] - before["Ip.ReasmOKs"], 1);
+    assert_eq!(vg.stats()["stack"]["ipv4_tx_fragments"], 3);
+}

@@ -555,7 +555,14 @@ impl<H: HostIo> Stack<H> {
         if sent {
             match reply.repr.message_type {
                 DhcpMessageType::Offer => self.stats.dhcp_tx_offers += 1,
-                DhcpMessageType::Ack => self.stats.dhcp_tx_acks += 1,
+                DhcpMessageType::Ack => {
+                    self.stats.dhcp_tx_acks += 1;
+                    // The client now owns the address: remember where it lives, so traffic for it
+                    // (forwards, fragments) needs no ARP round first.
+                    if !reply.repr.your_ip.is_unspecified() {
+                        self.learn(now, reply.repr.your_ip, reply.repr.client_hardware_address);
+                    }
+                }
                 DhcpMessageType::Nak => self.stats.dhcp_tx_naks += 1,
                 _ => {}
             }
@@ -589,6 +596,65 @@ impl<H: HostIo> Stack<H> {
         };
         self.dispatch_arp(EthernetAddress::BROADCAST, &req);
         self.stats.arp_tx_requests += 1;
+    }
+
+    /// Queues an IPv4 packet larger than the MTU as fragments (RFC 791: pieces of a multiple of 8
+    /// bytes, MF on all but the last, one identification). All pieces are queued or none: a
+    /// partial datagram would only waste the guest's reassembly memory. The destination must be a
+    /// resolved neighbour (the guest spoke to us first); otherwise ARP is asked and the datagram
+    /// dropped.
+    pub(crate) fn dispatch_ipv4_fragmented(
+        &mut self,
+        now: Instant,
+        repr: &Ipv4Repr,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let Some(mac) = self.neighbors.lookup(now, repr.dst) else {
+            self.stats.drop_arp_unresolved += 1;
+            self.dispatch_arp_request(repr.dst);
+            return false;
+        };
+        let piece = (usize::from(self.cfg.mtu) - ipv4::HEADER_LEN) & !7;
+        let pieces = repr.payload_len.div_ceil(piece);
+        if TX_QUEUE_CAPACITY - self.txq.frames.len() < pieces {
+            self.stats.drop_tx_queue_full += 1;
+            return false;
+        }
+        let mut whole = core::mem::take(&mut self.scratch);
+        whole.clear();
+        whole.resize(repr.payload_len, 0);
+        emit_payload(&mut whole);
+        let ident = self.ip_ident;
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        let eth = EthernetRepr {
+            src: self.cfg.gateway_mac,
+            dst: mac,
+            ethertype: EtherType::Ipv4,
+        };
+        for (i, chunk) in whole.chunks(piece).enumerate() {
+            let part = Ipv4Repr {
+                payload_len: chunk.len(),
+                ..*repr
+            };
+            let fragment = wire::Fragment::Piece {
+                offset: (i * piece) as u16,
+                more: (i + 1) * piece < whole.len(),
+            };
+            let queued = self.txq.push_with(
+                ethernet::HEADER_LEN + ipv4::HEADER_LEN + chunk.len(),
+                |buf| {
+                    eth.emit(buf);
+                    let ip = &mut buf[ethernet::HEADER_LEN..];
+                    part.emit_with_fragment(ip, ident, fragment);
+                    ip[ipv4::HEADER_LEN..].copy_from_slice(chunk);
+                },
+            );
+            debug_assert!(queued, "room was checked");
+            self.stats.ipv4_tx_packets += 1;
+            self.stats.ipv4_tx_fragments += 1;
+        }
+        self.scratch = whole;
+        true
     }
 
     /// Queues an IPv4 packet; `emit_payload` writes the payload into the slice it is given. With no

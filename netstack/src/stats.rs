@@ -145,8 +145,10 @@ crate::counters! {
         udp_rx_host_datagrams,
         /// A host socket refused a guest datagram (other than a remote's port unreachable).
         drop_udp_host_error,
-        /// Host datagrams too large for the link MTU (no fragmentation yet).
+        /// Host datagrams too large for an IPv4 packet (over 65507 bytes).
         drop_udp_too_big,
+        /// Fragments sent to the guest (datagrams larger than the link MTU).
+        ipv4_tx_fragments,
         /// Datagrams on an inbound forward while the guest has no known address.
         drop_udp_forward_no_guest,
         /// DNS queries while no upstream resolver is configured.

@@ -688,6 +688,37 @@ mod host_flows {
     }
 
     #[test]
+    fn datagrams_larger_than_the_mtu_leave_in_fragments() {
+        let mut s = host_stack(Config::default());
+        let gw = Ipv4Address::new(10, 0, 2, 2);
+        s.process_frame(Instant::ZERO, &udp_frame(gw, 40000, 7, b"big?"));
+        let sock = s.host().sockets.keys().copied().next().unwrap();
+        let big: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+        s.host_mut()
+            .inject_datagram(sock, "127.0.0.1:7".parse().unwrap(), &big);
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 3);
+        let mut whole = Vec::new();
+        let mut ident = None;
+        for (i, f) in out.iter().enumerate() {
+            let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+            assert!(ip.verify_checksum());
+            assert!(ip.total_len() <= 1500);
+            assert_eq!(usize::from(ip.frag_offset()), whole.len());
+            assert_eq!(ip.more_frags(), i < 2);
+            assert!(ident.is_none_or(|id| id == ip.ident()));
+            ident = Some(ip.ident());
+            whole.extend_from_slice(ip.payload());
+        }
+        // The reassembled datagram is whole and its checksum holds.
+        let u = UdpPacket::new_checked(&whole[..]).unwrap();
+        assert!(u.verify_checksum_v4(gw, GUEST_IP));
+        assert_eq!(u.payload(), &big[..]);
+        assert_eq!(s.stats().ipv4_tx_fragments, 3);
+    }
+
+    #[test]
     fn idle_flows_expire_and_close_their_sockets() {
         let mut s = host_stack(Config::default());
         s.process_frame(

@@ -356,6 +356,15 @@ impl<T: AsRef<[u8]>> fmt::Display for Ipv4Packet<T> {
     }
 }
 
+/// The fragmentation fields of an emitted header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// A whole packet with DF set (path MTU discovery, RFC 1191).
+    DontFragment,
+    /// A piece of a datagram at byte `offset` (a multiple of 8); `more` sets MF.
+    Piece { offset: u16, more: bool },
+}
+
 /// An IPv4 header (without options) as a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Repr {
@@ -387,12 +396,25 @@ impl Ipv4Repr {
 
     /// Writes a 20-byte header with DF set, identification `ident`, and a valid checksum.
     pub fn emit(&self, buf: &mut [u8], ident: u16) {
+        self.emit_with_fragment(buf, ident, Fragment::DontFragment);
+    }
+
+    /// Writes the header of a whole packet or of one fragment (`payload_len` is then the
+    /// fragment's payload), with a valid checksum.
+    pub fn emit_with_fragment(&self, buf: &mut [u8], ident: u16, fragment: Fragment) {
         let buf = &mut buf[..HEADER_LEN];
         buf[field::VER_IHL] = 0x45;
         buf[field::DSCP_ECN] = 0;
         write_u16(buf, field::LENGTH, (HEADER_LEN + self.payload_len) as u16);
         write_u16(buf, field::IDENT, ident);
-        write_u16(buf, field::FLG_OFF, FLAG_DF);
+        let flg_off = match fragment {
+            Fragment::DontFragment => FLAG_DF,
+            Fragment::Piece { offset, more } => {
+                debug_assert_eq!(offset % 8, 0, "fragment offsets are in 8-byte units");
+                (offset / 8) & OFFSET_MASK | if more { FLAG_MF } else { 0 }
+            }
+        };
+        write_u16(buf, field::FLG_OFF, flg_off);
         buf[field::TTL] = self.ttl;
         buf[field::PROTOCOL] = self.protocol.into();
         write_u16(buf, field::CHECKSUM, 0);
@@ -502,6 +524,40 @@ mod tests {
         let p = Ipv4Packet::new_checked(&bytes[..]).unwrap();
         assert!(p.is_fragment());
         assert_eq!(p.frag_offset(), 8);
+    }
+
+    #[test]
+    fn fragment_headers() {
+        let repr = Ipv4Repr {
+            src: Ipv4Address::new(10, 0, 2, 2),
+            dst: Ipv4Address::new(10, 0, 2, 15),
+            protocol: IpProtocol::Udp,
+            payload_len: 1480,
+            ttl: 64,
+        };
+        let mut buf = vec![0u8; 1500];
+        repr.emit_with_fragment(
+            &mut buf,
+            9,
+            Fragment::Piece {
+                offset: 1480,
+                more: true,
+            },
+        );
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        assert!(p.more_frags() && !p.dont_frag() && p.is_fragment());
+        assert_eq!(p.frag_offset(), 1480);
+        assert!(p.verify_checksum());
+        repr.emit_with_fragment(
+            &mut buf,
+            9,
+            Fragment::Piece {
+                offset: 2960,
+                more: false,
+            },
+        );
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        assert!(!p.more_frags() && p.frag_offset() == 2960);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use arp::{ArpOperation, ArpPacket, ArpRepr};
 pub use dhcpv4::{DhcpMessageType, DhcpPacket, DhcpRepr};
 pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr};
-pub use ipv4::{IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr};
+pub use ipv4::{Fragment, IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr};
 pub use tcp::{SeqNumber, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
