@@ -116,10 +116,6 @@ impl<H: HostIo> Stack<H> {
                         payload_len: reply.buffer_len(),
                         ttl: DEFAULT_TTL,
                     };
-                    if ipv4::HEADER_LEN + reply.buffer_len() > usize::from(self.cfg.mtu) {
-                        self.stats.drop_icmp_unsupported += 1;
-                        continue;
-                    }
                     if self.dispatch_ipv4(now, None, &ip, |b| reply.emit(b)) {
                         self.stats.icmp_tx_echo_replies += 1;
                     }

@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError, ForwardProtocol};
 use crate::dhcpv4::{Destination, DhcpServer, LeaseInfo, Outcome};
 use crate::flows::FlowTable;
 use crate::host::{HostIo, NoHost, SocketId};
+use crate::reassembly::{self, Reassembler};
 use crate::stats::Stats;
 use crate::tcp::TcpTable;
 use crate::time::Instant;
@@ -117,6 +118,9 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) host: H,
     pub(crate) flows: FlowTable,
     pub(crate) tcp: TcpTable,
+    reassembly: Reassembler,
+    /// A reassembled datagram, allocated once and reused.
+    reasm_buf: Vec<u8>,
     pub(crate) forwards: Vec<ForwardListener>,
     /// One host datagram at a time, allocated once.
     pub(crate) host_buf: Vec<u8>,
@@ -147,6 +151,8 @@ impl<H: HostIo> Stack<H> {
             host,
             flows: FlowTable::new(),
             tcp: TcpTable::default(),
+            reassembly: Reassembler::new(),
+            reasm_buf: Vec::new(),
             forwards: Vec::new(),
             host_buf: vec![0; HOST_RECV_LEN],
         })
@@ -215,6 +221,7 @@ impl<H: HostIo> Stack<H> {
             self.dhcp.poll_at(),
             self.flows.poll_at(),
             self.tcp.poll_at(),
+            self.reassembly.poll_at(),
         ]
         .into_iter()
         .flatten()
@@ -225,6 +232,13 @@ impl<H: HostIo> Stack<H> {
     pub fn poll(&mut self, now: Instant) {
         self.expire_flows(now);
         self.tcp_poll(now);
+        let mut quotes = Vec::new();
+        let n = self.reassembly.expire(now, |e| quotes.push(e.quote));
+        self.stats.ipv4_reasm_timeouts += n as u64;
+        for quote in quotes {
+            // RFC 792: Time Exceeded, code 1 (fragment reassembly), when the first fragment came.
+            self.dispatch_icmp_error(now, icmpv4::TYPE_TIME_EXCEEDED, 1, &quote);
+        }
         let mut due = [Ipv4Address::UNSPECIFIED; 8];
         let mut n = 0;
         let result = self.neighbors.poll(now, |ip| {
@@ -361,8 +375,24 @@ impl<H: HostIo> Stack<H> {
             return;
         };
         if packet.is_fragment() {
-            self.stats.drop_ipv4_fragment += 1;
-            trace!("drop: {packet}: fragment (no reassembly yet)");
+            self.stats.ipv4_rx_fragments += 1;
+            let mut whole = core::mem::take(&mut self.reasm_buf);
+            match self.reassembly.add(now, &packet, &mut whole) {
+                reassembly::Outcome::Pending => {}
+                reassembly::Outcome::Complete => {
+                    self.stats.ipv4_reassembled += 1;
+                    self.process_ipv4(now, eth, &whole);
+                }
+                reassembly::Outcome::Overlap => {
+                    self.stats.drop_ipv4_reasm_overlap += 1;
+                    trace!("drop: {packet}: overlapping fragment, datagram discarded");
+                }
+                reassembly::Outcome::Invalid => {
+                    self.stats.drop_ipv4_fragment += 1;
+                    trace!("drop: {packet}: invalid fragment");
+                }
+            }
+            self.reasm_buf = whole;
             return;
         }
         let dhcp_client = repr.src.is_unspecified() && repr.protocol == IpProtocol::Udp;
@@ -603,13 +633,14 @@ impl<H: HostIo> Stack<H> {
     /// partial datagram would only waste the guest's reassembly memory. The destination must be a
     /// resolved neighbour (the guest spoke to us first); otherwise ARP is asked and the datagram
     /// dropped.
-    pub(crate) fn dispatch_ipv4_fragmented(
+    fn dispatch_ipv4_fragmented(
         &mut self,
         now: Instant,
+        dst_mac: Option<EthernetAddress>,
         repr: &Ipv4Repr,
         emit_payload: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let Some(mac) = self.neighbors.lookup(now, repr.dst) else {
+        let Some(mac) = dst_mac.or_else(|| self.neighbors.lookup(now, repr.dst)) else {
             self.stats.drop_arp_unresolved += 1;
             self.dispatch_arp_request(repr.dst);
             return false;
@@ -669,10 +700,8 @@ impl<H: HostIo> Stack<H> {
     ) -> bool {
         let ip_len = ipv4::HEADER_LEN + repr.payload_len;
         if ip_len > usize::from(self.cfg.mtu) {
-            // Replies are built from requests that fit the MTU; anything larger is a bug upstream of
-            // here, counted rather than sent oversize.
-            self.stats.drop_tx_queue_full += 1;
-            return false;
+            // Larger than the link: fragments, which the guest reassembles (ip_defrag).
+            return self.dispatch_ipv4_fragmented(now, dst_mac, repr, emit_payload);
         }
         let ident = self.ip_ident;
         self.ip_ident = self.ip_ident.wrapping_add(1);

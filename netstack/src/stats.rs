@@ -77,8 +77,16 @@ crate::counters! {
         drop_ipv4_malformed,
         /// Bad IPv4 header checksum.
         drop_ipv4_checksum,
-        /// Fragments are not reassembled yet.
+        /// Invalid fragments (not a multiple of 8, beyond 64 KiB) or over the reassembly memory.
         drop_ipv4_fragment,
+        /// Fragments from the guest.
+        ipv4_rx_fragments,
+        /// Datagrams reassembled from the guest's fragments.
+        ipv4_reassembled,
+        /// Datagrams discarded because a fragment overlapped another.
+        drop_ipv4_reasm_overlap,
+        /// Datagrams whose fragments did not all arrive within 30 s.
+        ipv4_reasm_timeouts,
         /// Source outside the guest network, or one of the gateway's own addresses.
         drop_ipv4_bad_source,
         /// Destination beyond the gateway: host-side forwarding is not implemented yet.

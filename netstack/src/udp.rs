@@ -292,16 +292,10 @@ impl<H: HostIo> Stack<H> {
             src_port: src.1,
             dst_port: dst.1,
         };
-        let emit = |buf: &mut [u8]| {
+        let sent = self.dispatch_ipv4(now, None, &ip, |buf| {
             buf[8..].copy_from_slice(payload);
             udp.emit_v4(buf, ip.src, ip.dst);
-        };
-        let sent = if ipv4::HEADER_LEN + udp_len > usize::from(self.cfg.mtu) {
-            // Larger than the link: fragments, which the guest reassembles (ip_defrag).
-            self.dispatch_ipv4_fragmented(now, &ip, emit)
-        } else {
-            self.dispatch_ipv4(now, None, &ip, emit)
-        };
+        });
         if sent {
             self.stats.udp_rx_host_datagrams += 1;
         }

@@ -1,0 +1,299 @@
+//! IPv4 reassembly of the guest's fragments (RFC 791 §3.2, RFC 815).
+//!
+//! Theory of operation. Fragments are grouped by (source, destination, protocol, identification).
+//! Each datagram in progress keeps its bytes in one buffer and the list of ranges received. Once
+//! the last fragment has set the length and the ranges cover it, the datagram is handed back with
+//! the first fragment's header (MF and offset cleared, total length and checksum fixed). A
+//! fragment that overlaps bytes already received discards the whole datagram, as Linux does
+//! (`IpExtReasmOverlaps`) since overlaps are only ever made by evasion or corruption.
+
+use crate::time::{Duration, Instant};
+use crate::wire::{ipv4, Ipv4Address, Ipv4Packet};
+
+/// RFC 1122 §3.3.2 leaves the timeout to the host; Linux uses 30 s (`ipfrag_time`).
+pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Datagrams being reassembled at once; a new one beyond it evicts the oldest.
+pub const MAX_DATAGRAMS: usize = 64;
+/// Bytes held across all datagrams in progress; beyond it new fragments are dropped.
+pub const MAX_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    protocol: u8,
+    ident: u16,
+}
+
+#[derive(Debug)]
+struct Datagram {
+    key: Key,
+    /// The first fragment's header (offset 0), once seen.
+    header: Option<[u8; ipv4::HEADER_LEN]>,
+    data: Vec<u8>,
+    /// Received byte ranges of the payload, unordered, never overlapping.
+    ranges: Vec<(usize, usize)>,
+    /// Payload length, known from the last fragment.
+    total: Option<usize>,
+    expires_at: Instant,
+}
+
+impl Datagram {
+    fn complete(&self) -> bool {
+        let Some(total) = self.total else {
+            return false;
+        };
+        let covered: usize = self.ranges.iter().map(|(a, b)| b - a).sum();
+        covered == total && self.header.is_some()
+    }
+}
+
+/// What a fragment did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored; the datagram is not complete yet.
+    Pending,
+    /// The datagram is complete: the whole packet, header included, is in the buffer passed in.
+    Complete,
+    /// Dropped: it overlapped earlier fragments (the whole datagram went with it).
+    Overlap,
+    /// Dropped: bad offsets or lengths, or over the memory bound.
+    Invalid,
+}
+
+/// A datagram that timed out with its first fragment: the header and leading bytes to quote in
+/// ICMP Time Exceeded (code 1), as RFC 792 asks.
+pub struct Expired {
+    pub quote: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    datagrams: Vec<Datagram>,
+    bytes: usize,
+}
+
+impl Reassembler {
+    pub fn new() -> Self {
+        Reassembler::default()
+    }
+
+    /// Adds a fragment. On `Complete`, `out` holds the reassembled packet.
+    pub fn add(&mut self, now: Instant, frag: &Ipv4Packet<&[u8]>, out: &mut Vec<u8>) -> Outcome {
+        let key = Key {
+            src: frag.src_addr(),
+            dst: frag.dst_addr(),
+            protocol: frag.protocol().into(),
+            ident: frag.ident(),
+        };
+        let offset = usize::from(frag.frag_offset());
+        let payload = frag.payload();
+        let end = offset + payload.len();
+        // RFC 791: every fragment but the last carries a multiple of 8 bytes; nothing may end past
+        // the largest IPv4 packet.
+        if (frag.more_frags() && payload.len() % 8 != 0)
+            || end + usize::from(frag.header_len()) > usize::from(u16::MAX)
+            || payload.is_empty() && frag.more_frags()
+        {
+            return Outcome::Invalid;
+        }
+        let index = match self.datagrams.iter().position(|d| d.key == key) {
+            Some(i) => i,
+            None => {
+                if self.datagrams.len() >= MAX_DATAGRAMS {
+                    let oldest = self
+                        .datagrams
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, d)| d.expires_at)
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
+                    self.discard(oldest);
+                }
+                self.datagrams.push(Datagram {
+                    key,
+                    header: None,
+                    data: Vec::new(),
+                    ranges: Vec::new(),
+                    total: None,
+                    expires_at: now + REASSEMBLY_TIMEOUT,
+                });
+                self.datagrams.len() - 1
+            }
+        };
+        let d = &mut self.datagrams[index];
+        if d.ranges.iter().any(|&(a, b)| offset < b && a < end)
+            || d.total
+                .is_some_and(|t| end > t || (!frag.more_frags() && end != t))
+            || (!frag.more_frags() && d.ranges.iter().any(|&(_, b)| b > end))
+        {
+            self.discard(index);
+            return Outcome::Overlap;
+        }
+        if self.bytes + payload.len() > MAX_BYTES {
+            return Outcome::Invalid;
+        }
+        let d = &mut self.datagrams[index];
+        if d.data.len() < end {
+            self.bytes += end - d.data.len();
+            d.data.resize(end, 0);
+        }
+        d.data[offset..end].copy_from_slice(payload);
+        d.ranges.push((offset, end));
+        if !frag.more_frags() {
+            d.total = Some(end);
+        }
+        if offset == 0 {
+            let mut h = [0u8; ipv4::HEADER_LEN];
+            h.copy_from_slice(&frag.packet()[..ipv4::HEADER_LEN]);
+            d.header = Some(h);
+        }
+        if !d.complete() {
+            return Outcome::Pending;
+        }
+        let d = self.datagrams.swap_remove(index);
+        self.bytes -= d.data.len();
+        let header = d.header.expect("complete");
+        out.clear();
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&d.data);
+        // Options of the first fragment are dropped (header rebuilt at 20 bytes).
+        out[0] = 0x45;
+        let total = out.len() as u16;
+        out[2..4].copy_from_slice(&total.to_be_bytes());
+        out[6] = 0;
+        out[7] = 0;
+        out[10] = 0;
+        out[11] = 0;
+        let sum = crate::wire::checksum::compute(&out[..ipv4::HEADER_LEN]);
+        out[10..12].copy_from_slice(&sum.to_be_bytes());
+        Outcome::Complete
+    }
+
+    fn discard(&mut self, index: usize) {
+        let d = self.datagrams.swap_remove(index);
+        self.bytes -= d.data.len();
+    }
+
+    /// Drops datagrams past their timeout; returns those whose first fragment had arrived.
+    pub fn expire(&mut self, now: Instant, mut expired: impl FnMut(Expired)) -> usize {
+        let mut n = 0;
+        let mut i = 0;
+        while i < self.datagrams.len() {
+            if self.datagrams[i].expires_at <= now {
+                let d = self.datagrams.swap_remove(i);
+                self.bytes -= d.data.len();
+                n += 1;
+                if let Some(h) = d.header {
+                    let mut quote = h.to_vec();
+                    quote.extend_from_slice(&d.data[..d.data.len().min(8)]);
+                    expired(Expired { quote });
+                }
+            } else {
+                i += 1;
+            }
+        }
+        n
+    }
+
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.datagrams.iter().map(|d| d.expires_at).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Fragment, IpProtocol, Ipv4Repr};
+
+    fn frag(offset: u16, more: bool, data: &[u8]) -> Vec<u8> {
+        let r = Ipv4Repr {
+            src: Ipv4Address::new(10, 0, 2, 15),
+            dst: Ipv4Address::new(10, 0, 2, 3),
+            protocol: IpProtocol::Icmp,
+            payload_len: data.len(),
+            ttl: 64,
+        };
+        let mut b = vec![0u8; 20 + data.len()];
+        r.emit_with_fragment(&mut b, 77, Fragment::Piece { offset, more });
+        b[20..].copy_from_slice(data);
+        b
+    }
+
+    fn add(r: &mut Reassembler, now: u64, b: &[u8], out: &mut Vec<u8>) -> Outcome {
+        r.add(
+            Instant::from_secs(now),
+            &Ipv4Packet::new_checked(b).unwrap(),
+            out,
+        )
+    }
+
+    #[test]
+    fn in_order_reversed_and_complete() {
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let pieces = [
+                frag(0, true, &[1; 16]),
+                frag(16, true, &[2; 16]),
+                frag(32, false, &[3; 5]),
+            ];
+            let mut r = Reassembler::new();
+            let mut out = Vec::new();
+            let mut outcomes = Vec::new();
+            for i in order {
+                outcomes.push(add(&mut r, 0, &pieces[i], &mut out));
+            }
+            assert_eq!(
+                outcomes,
+                [Outcome::Pending, Outcome::Pending, Outcome::Complete]
+            );
+            let p = Ipv4Packet::new_checked(&out[..]).unwrap();
+            assert!(p.verify_checksum() && !p.is_fragment());
+            assert_eq!(p.total_len(), 20 + 37);
+            assert_eq!(&p.payload()[..16], &[1; 16]);
+            assert_eq!(&p.payload()[32..], &[3; 5]);
+            assert_eq!(r.bytes, 0);
+        }
+    }
+
+    #[test]
+    fn overlaps_and_bad_fragments_are_dropped() {
+        let mut r = Reassembler::new();
+        let mut out = Vec::new();
+        assert_eq!(
+            add(&mut r, 0, &frag(0, true, &[1; 16]), &mut out),
+            Outcome::Pending
+        );
+        assert_eq!(
+            add(&mut r, 0, &frag(8, true, &[9; 16]), &mut out),
+            Outcome::Overlap
+        );
+        // The datagram went: a fresh start with the same id is pending again.
+        assert_eq!(
+            add(&mut r, 0, &frag(16, false, &[2; 4]), &mut out),
+            Outcome::Pending
+        );
+        // Non-last fragment not a multiple of 8 bytes.
+        assert_eq!(
+            add(&mut r, 0, &frag(0, true, &[1; 10]), &mut out),
+            Outcome::Invalid
+        );
+    }
+
+    #[test]
+    fn timeouts_report_datagrams_with_their_first_fragment() {
+        let mut r = Reassembler::new();
+        let mut out = Vec::new();
+        add(&mut r, 0, &frag(0, true, &[1; 16]), &mut out);
+        let mut quotes = 0;
+        assert_eq!(r.expire(Instant::from_secs(29), |_| quotes += 1), 0);
+        assert_eq!(
+            r.expire(Instant::from_secs(30), |e| {
+                assert_eq!(e.quote.len(), 28);
+                quotes += 1
+            }),
+            1
+        );
+        assert_eq!(quotes, 1);
+        assert_eq!(r.poll_at(), None);
+    }
+}
