@@ -235,6 +235,34 @@ fn initial_seq(now: Instant, key: &ConnKey) -> SeqNumber {
     SeqNumber(h ^ (u32::from(key.guest.1) << 16 | u32::from(key.remote.1)))
 }
 
+impl ConnKey {
+    /// A segment from the remote side to the guest with no options and no payload; callers fill in
+    /// what else they send.
+    fn segment(
+        &self,
+        seq: SeqNumber,
+        ack: Option<SeqNumber>,
+        flags: u8,
+        window: u16,
+    ) -> TcpRepr<'static> {
+        TcpRepr {
+            src_port: self.remote.1,
+            dst_port: self.guest.1,
+            seq_number: seq,
+            ack_number: ack,
+            flags,
+            window_len: window,
+            urgent_at: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        }
+    }
+}
+
 impl<H: HostIo> Stack<H> {
     /// Where a guest connection goes on the host; `None`: nothing serves it (RST).
     fn tcp_host_destination(&self, dst: Ipv4Address, port: u16) -> Option<SocketAddr> {
@@ -773,20 +801,13 @@ impl<H: HostIo> Stack<H> {
 
     fn tcp_send_syn_ack(&mut self, now: Instant, conn: &mut TcpConn) {
         let mss = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+        let window = (TO_HOST_CAP - conn.to_host.len()).min(usize::from(u16::MAX)) as u16;
         let repr = TcpRepr {
-            src_port: conn.key.remote.1,
-            dst_port: conn.key.guest.1,
-            seq_number: conn.iss,
-            ack_number: Some(conn.rcv_nxt),
-            flags: flags::SYN,
-            window_len: (TO_HOST_CAP - conn.to_host.len()).min(usize::from(u16::MAX)) as u16,
-            urgent_at: 0,
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
             window_scale: conn.scaling.then_some(WINDOW_SHIFT),
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
+            ..conn
+                .key
+                .segment(conn.iss, Some(conn.rcv_nxt), flags::SYN, window)
         };
         self.tcp_emit(now, conn.key, &repr);
     }
@@ -841,40 +862,19 @@ impl<H: HostIo> Stack<H> {
 
     fn tcp_send_syn(&mut self, now: Instant, conn: &TcpConn) {
         let mss = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+        let window = (TO_HOST_CAP - conn.to_host.len()).min(usize::from(u16::MAX)) as u16;
         let repr = TcpRepr {
-            src_port: conn.key.remote.1,
-            dst_port: conn.key.guest.1,
-            seq_number: conn.iss,
-            ack_number: None,
-            flags: flags::SYN,
-            window_len: (TO_HOST_CAP - conn.to_host.len()).min(usize::from(u16::MAX)) as u16,
-            urgent_at: 0,
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
             window_scale: Some(WINDOW_SHIFT),
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
+            ..conn.key.segment(conn.iss, None, flags::SYN, window)
         };
         self.tcp_emit(now, conn.key, &repr);
     }
 
     fn tcp_send_ack(&mut self, now: Instant, conn: &TcpConn) {
-        let repr = TcpRepr {
-            src_port: conn.key.remote.1,
-            dst_port: conn.key.guest.1,
-            seq_number: conn.snd_nxt,
-            ack_number: Some(conn.rcv_nxt),
-            flags: 0,
-            window_len: conn.window_field(),
-            urgent_at: 0,
-            max_seg_size: None,
-            window_scale: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
+        let repr = conn
+            .key
+            .segment(conn.snd_nxt, Some(conn.rcv_nxt), 0, conn.window_field());
         self.tcp_emit(now, conn.key, &repr);
     }
 
@@ -898,20 +898,11 @@ impl<H: HostIo> Stack<H> {
             .map(|u| u - seq + 1);
         let data = conn.to_guest.make_contiguous();
         let payload = &data[offset..offset + len];
+        let flags = if fin { flags::FIN } else { push } | urgent.map_or(0, |_| flags::URG);
         let repr = TcpRepr {
-            src_port: conn.key.remote.1,
-            dst_port: conn.key.guest.1,
-            seq_number: seq,
-            ack_number: Some(conn.rcv_nxt),
-            flags: if fin { flags::FIN } else { push } | urgent.map_or(0, |_| flags::URG),
-            window_len,
             urgent_at: urgent.map_or(0, |u| u.min(usize::from(u16::MAX)) as u16),
-            max_seg_size: None,
-            window_scale: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
             payload,
+            ..conn.key.segment(seq, Some(conn.rcv_nxt), flags, window_len)
         };
         let key = conn.key;
         self.tcp_emit(now, key, &repr);
@@ -919,21 +910,9 @@ impl<H: HostIo> Stack<H> {
 
     /// RST for the guest's side of `conn` (the host side refused, reset or timed out).
     fn tcp_reset_guest(&mut self, now: Instant, conn: &TcpConn) {
-        let repr = TcpRepr {
-            src_port: conn.key.remote.1,
-            dst_port: conn.key.guest.1,
-            seq_number: conn.snd_nxt,
-            ack_number: Some(conn.rcv_nxt),
-            flags: flags::RST,
-            window_len: 0,
-            urgent_at: 0,
-            max_seg_size: None,
-            window_scale: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
+        let repr = conn
+            .key
+            .segment(conn.snd_nxt, Some(conn.rcv_nxt), flags::RST, 0);
         self.stats.tcp_resets_sent += 1;
         self.tcp_emit(now, conn.key, &repr);
     }
@@ -944,21 +923,7 @@ impl<H: HostIo> Stack<H> {
             Some(a) => (a, None),
             None => (SeqNumber(0), Some(seg.seq_number + seg.segment_len())),
         };
-        let repr = TcpRepr {
-            src_port: key.remote.1,
-            dst_port: key.guest.1,
-            seq_number: seq,
-            ack_number: ack,
-            flags: flags::RST,
-            window_len: 0,
-            urgent_at: 0,
-            max_seg_size: None,
-            window_scale: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
+        let repr = key.segment(seq, ack, flags::RST, 0);
         self.stats.tcp_resets_sent += 1;
         self.tcp_emit(now, key, &repr);
     }
