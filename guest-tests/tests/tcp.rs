@@ -404,3 +404,27 @@ fn transfers_survive_one_percent_loss() {
         + s["stack"]["tcp_fast_retransmits"].as_u64().unwrap();
     assert!(ours > 0, "virtgate never had to resend: {s:#}");
 }
+
+/// A forward listening on the host's IPv6 loopback: the client on ::1 reaches the guest's server,
+/// which sees it as the gateway (there is no IPv6 guest path yet, and ::1 is the host's loopback).
+#[test]
+fn forward_on_the_ipv6_loopback() {
+    let port = std::net::TcpListener::bind("[::1]:0")
+        .and_then(|l| l.local_addr())
+        .expect("IPv6 loopback")
+        .port();
+    let vg = Virtgate::start(&["--forward", &format!("tcp:[::1]:{port}:7")]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    vm.bring_up();
+    vm.sh("nc -l -p 7 -e cat </dev/null >/dev/null 2>&1 &");
+    vm.sh(
+        "i=0; until netstat -ltn | grep -q ':7 ' || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done",
+    );
+    let mut c = TcpStream::connect(("::1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"over ::1\n").unwrap();
+    let mut got = [0u8; 9];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"over ::1\n");
+    assert!(vm.sh("netstat -tn").contains("10.0.2.2:"));
+}

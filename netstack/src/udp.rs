@@ -257,15 +257,18 @@ impl<H: HostIo> Stack<H> {
     }
 
     /// The address a host peer of a forward has for the guest: the gateway for the host's own
-    /// loopback, the peer itself otherwise; `None` for IPv6 peers (no IPv6 guest path yet).
+    /// loopback (127.0.0.0/8 or ::1), the peer itself for other IPv4 (or IPv4-mapped) peers; `None`
+    /// for other IPv6 peers (no IPv6 guest path yet).
     pub(crate) fn peer_as_seen_by_guest(&self, peer: SocketAddr) -> Option<Ipv4Address> {
-        match peer.ip() {
-            std::net::IpAddr::V4(a) if a.is_loopback() && self.cfg.map_gateway_to_loopback => {
-                Some(self.cfg.gateway_ipv4)
-            }
-            std::net::IpAddr::V4(a) => Some(Ipv4Address::from(a)),
-            std::net::IpAddr::V6(_) => None,
+        let v4 = match peer.ip() {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(a) if a.is_loopback() => Some(Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::V6(a) => a.to_ipv4_mapped(),
+        }?;
+        if v4.is_loopback() && self.cfg.map_gateway_to_loopback {
+            return Some(self.cfg.gateway_ipv4);
         }
+        Some(Ipv4Address::from(v4))
     }
 
     /// Sends a datagram to the guest from `src` (as the guest sees it).

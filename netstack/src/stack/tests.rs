@@ -1278,6 +1278,20 @@ mod tcp_forwards {
     }
 
     #[test]
+    fn forward_peers_as_the_guest_sees_them() {
+        let s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+        let seen = |a: &str| s.peer_as_seen_by_guest(a.parse().unwrap());
+        assert_eq!(seen("127.0.0.1:1"), Some(GW));
+        assert_eq!(seen("[::1]:1"), Some(GW));
+        assert_eq!(
+            seen("[::ffff:192.0.2.9]:1"),
+            Some(Ipv4Address::new(192, 0, 2, 9))
+        );
+        assert_eq!(seen("192.0.2.9:1"), Some(Ipv4Address::new(192, 0, 2, 9)));
+        assert_eq!(seen("[2001:db8::1]:1"), None);
+    }
+
+    #[test]
     fn forwarded_connection_without_a_guest_is_reset() {
         let listen: SocketAddr = "127.0.0.1:2222".parse().unwrap();
         let mut s = Stack::with_host(
