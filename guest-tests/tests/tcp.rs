@@ -8,7 +8,7 @@ use std::time::Duration;
 use guest_tests::{Virtgate, Vm, VmOptions};
 
 /// Serves `conns` connections with `handle`, each in its own thread; returns the port.
-fn serve(conns: usize, handle: fn(TcpStream)) -> u16 {
+fn serve(conns: usize, handle: impl Fn(TcpStream) + Copy + Send + 'static) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -51,6 +51,40 @@ fn pattern(len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Moves `size` bytes host → guest (a host server writes a known pattern, the guest checksums what
+/// it reads) and guest → host (the guest sends random bytes, the host server returns the checksum of
+/// what it read), and asserts both checksums match.
+fn transfer_both_ways(vm: &mut Vm, size: usize, timeout: Duration) {
+    let down = serve(1, move |mut s| {
+        let _ = s.write_all(&pattern(size));
+    });
+    let up = serve(1, move |mut s| {
+        let mut got = vec![0u8; size];
+        if s.read_exact(&mut got).is_ok() {
+            let _ = writeln!(s, "{}", md5_of(&got));
+        }
+    });
+    let got = vm
+        .run(&format!("nc 10.0.2.2 {down} </dev/null | md5sum"), timeout)
+        .ok();
+    assert_eq!(
+        got.split_whitespace().next(),
+        Some(md5_of(&pattern(size)).as_str()),
+        "the guest received other bytes than the host sent"
+    );
+    vm.sh(&format!(
+        "dd if=/dev/urandom of=/tmp/up bs=1M count={} 2>/dev/null",
+        size >> 20
+    ));
+    let local = vm.sh("md5sum /tmp/up");
+    let remote = vm.run(&format!("nc 10.0.2.2 {up} </tmp/up"), timeout).ok();
+    assert_eq!(
+        remote.split_whitespace().next(),
+        local.split_whitespace().next(),
+        "the host received other bytes than the guest sent"
+    );
 }
 
 /// The issue asks for 64 MiB each way, checksummed at both ends.
@@ -103,44 +137,10 @@ fn connection_to_a_closed_port_is_refused() {
 
 #[test]
 fn bulk_download_and_upload_arrive_intact() {
-    let down = serve(1, |mut s| {
-        let _ = s.write_all(&pattern(BIG));
-    });
-    let up = serve(1, |mut s| {
-        let mut got = vec![0u8; BIG];
-        if s.read_exact(&mut got).is_ok() {
-            let _ = writeln!(s, "{}", md5_of(&got));
-        }
-    });
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
-    let got = vm
-        .run(
-            &format!("nc 10.0.2.2 {down} </dev/null | md5sum"),
-            Duration::from_secs(180),
-        )
-        .ok();
-    assert_eq!(
-        got.split_whitespace().next(),
-        Some(md5_of(&pattern(BIG)).as_str())
-    );
-    vm.sh(&format!(
-        "dd if=/dev/urandom of=/tmp/up bs=1M count={} 2>/dev/null",
-        BIG >> 20
-    ));
-    let local = vm.sh("md5sum /tmp/up");
-    let remote = vm
-        .run(
-            &format!("nc 10.0.2.2 {up} </tmp/up"),
-            Duration::from_secs(180),
-        )
-        .ok();
-    assert_eq!(
-        remote.split_whitespace().next(),
-        local.split_whitespace().next(),
-        "the host received other bytes than the guest sent"
-    );
+    transfer_both_ways(&mut vm, BIG, Duration::from_secs(180));
     let s = vg.stats();
     assert!(s["stack"]["tcp_rx_host_bytes"].as_u64().unwrap() >= BIG as u64);
     assert!(s["stack"]["tcp_tx_host_bytes"].as_u64().unwrap() >= BIG as u64);
@@ -353,44 +353,10 @@ fn urgent_data_from_the_host_arrives_urgent_in_the_guest() {
 /// retransmissions and virtgate's (RTO and fast retransmit), and the bytes arrive intact.
 #[test]
 fn transfers_survive_one_percent_loss() {
-    const SIZE: usize = 4 << 20;
-    let down = serve(1, |mut s| {
-        let _ = s.write_all(&pattern(SIZE));
-    });
-    let up = serve(1, |mut s| {
-        let mut got = vec![0u8; SIZE];
-        if s.read_exact(&mut got).is_ok() {
-            let _ = writeln!(s, "{}", md5_of(&got));
-        }
-    });
     let vg = Virtgate::start(&["--loss", "1", "--loss-seed", "7"]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
-    let got = vm
-        .run(
-            &format!("nc 10.0.2.2 {down} </dev/null | md5sum"),
-            Duration::from_secs(240),
-        )
-        .ok();
-    assert_eq!(
-        got.split_whitespace().next(),
-        Some(md5_of(&pattern(SIZE)).as_str())
-    );
-    vm.sh(&format!(
-        "dd if=/dev/urandom of=/tmp/up bs=1M count={} 2>/dev/null",
-        SIZE >> 20
-    ));
-    let local = vm.sh("md5sum /tmp/up");
-    let remote = vm
-        .run(
-            &format!("nc 10.0.2.2 {up} </tmp/up"),
-            Duration::from_secs(240),
-        )
-        .ok();
-    assert_eq!(
-        remote.split_whitespace().next(),
-        local.split_whitespace().next()
-    );
+    transfer_both_ways(&mut vm, 4 << 20, Duration::from_secs(240));
     let s = vg.stats();
     assert!(
         s["device"]["rx_loss_injected"].as_u64().unwrap() > 0,

@@ -1208,8 +1208,8 @@ mod tcp_forwards {
         tcp[0]
     }
 
-    #[test]
-    fn forwarded_connection_opens_the_guest_side() {
+    /// A stack forwarding the host's 127.0.0.1:2222 to the guest's port 22, and the listener.
+    fn forward_stack() -> (Stack<ScriptedHost>, crate::host::SocketId) {
         let listen: SocketAddr = "127.0.0.1:2222".parse().unwrap();
         let mut s = Stack::with_host(
             Config {
@@ -1225,6 +1225,12 @@ mod tcp_forwards {
         .unwrap();
         s.open_forwards().unwrap();
         let lsock = s.host().find(&ScriptedSocket::TcpListener(listen)).unwrap();
+        (s, lsock)
+    }
+
+    #[test]
+    fn forwarded_connection_opens_the_guest_side() {
+        let (mut s, lsock) = forward_stack();
         // The guest is known (it pinged the DNS address).
         s.process_frame(
             Instant::ZERO,
@@ -1293,21 +1299,7 @@ mod tcp_forwards {
 
     #[test]
     fn forwarded_connection_without_a_guest_is_reset() {
-        let listen: SocketAddr = "127.0.0.1:2222".parse().unwrap();
-        let mut s = Stack::with_host(
-            Config {
-                forwards: vec![Forward {
-                    protocol: ForwardProtocol::Tcp,
-                    host: listen,
-                    guest_port: 22,
-                }],
-                ..Config::default()
-            },
-            ScriptedHost::new(),
-        )
-        .unwrap();
-        s.open_forwards().unwrap();
-        let lsock = s.host().find(&ScriptedSocket::TcpListener(listen)).unwrap();
+        let (mut s, lsock) = forward_stack();
         s.host_mut()
             .tcp_pending_accepts
             .entry(lsock)
