@@ -89,6 +89,11 @@ pub struct Args {
     #[arg(long)]
     pub no_map_gw: bool,
 
+    /// TCP keepalive for idle connections, towards the guest and on host sockets:
+    /// `IDLE,INTERVAL,PROBES` in seconds and a count, or `off`.
+    #[arg(long, value_name = "IDLE,INTERVAL,PROBES", default_value = "7200,75,9")]
+    pub tcp_keepalive: String,
+
     /// More logging: -v for debug, -vv for per-packet traces (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -181,6 +186,7 @@ impl Args {
                 .iter()
                 .map(|f| parse_forward(f))
                 .collect::<Result<_, _>>()?,
+            tcp_keepalive: parse_keepalive(&self.tcp_keepalive)?,
         };
         stack.validate()?;
         if !(0.0..=100.0).contains(&self.loss) {
@@ -195,6 +201,33 @@ impl Args {
             verbose: self.verbose,
         })
     }
+}
+
+/// `IDLE,INTERVAL,PROBES` (seconds, seconds, count; all at least 1) or `off`.
+fn parse_keepalive(v: &str) -> Result<Option<netstack::Keepalive>, ConfigError> {
+    if v == "off" {
+        return Ok(None);
+    }
+    let bad = || ConfigError::Parse {
+        option: "tcp-keepalive",
+        value: v.to_string(),
+        expected: "IDLE,INTERVAL,PROBES (seconds, seconds, count, each at least 1) or off",
+    };
+    let parts: Vec<u64> = v
+        .split(',')
+        .map(|p| p.trim().parse::<u64>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [idle, interval, probes] = parts[..] else {
+        return Err(bad());
+    };
+    if idle == 0 || interval == 0 || probes == 0 || probes > 255 || idle > 86400 * 365 {
+        return Err(bad());
+    }
+    Ok(Some(netstack::Keepalive {
+        idle: Duration::from_secs(idle),
+        interval: Duration::from_secs(interval.min(86400)),
+        probes: probes as u32,
+    }))
 }
 
 /// `ADDR` or `ADDR:PORT` (IPv6 in brackets with a port), port 53 by default.
@@ -282,6 +315,27 @@ mod tests {
                 ..netstack::Config::default()
             }
         );
+    }
+
+    #[test]
+    fn keepalive_is_three_numbers_or_off() {
+        let c = config(&["--tcp-keepalive", "30,5,3"]).unwrap();
+        assert_eq!(
+            c.stack.tcp_keepalive,
+            Some(netstack::Keepalive {
+                idle: Duration::from_secs(30),
+                interval: Duration::from_secs(5),
+                probes: 3,
+            })
+        );
+        assert_eq!(
+            config(&["--tcp-keepalive", "off"]).unwrap().stack.tcp_keepalive,
+            None
+        );
+        for bad in ["30,5", "0,5,3", "30,5,3,1", "x,5,3", "30,5,0"] {
+            let e = config(&["--tcp-keepalive", bad]).unwrap_err();
+            assert!(e.contains("--tcp-keepalive"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct HostSockets {
     idents_issued: u64,
     /// One ICMP message being built or read.
     icmp_buf: Vec<u8>,
+    /// The epoll events each slot is registered for (`EventSet` bits), so that an unchanged
+    /// interest costs no system call.
+    interest: Vec<u32>,
+    /// SO_KEEPALIVE settings for TCP sockets: a host peer that vanished is noticed.
+    keepalive: Option<netstack::Keepalive>,
 }
 
 impl HostSockets {
@@ -85,7 +90,34 @@ impl HostSockets {
             ident_seed: RandomState::new(),
             idents_issued: 0,
             icmp_buf: vec![0; 65536],
+            interest: Vec::new(),
+            keepalive: None,
         })
+    }
+
+    /// TCP keepalive on every host TCP socket opened from now on (`None`: the kernel's default,
+    /// off).
+    pub fn set_tcp_keepalive(&mut self, keepalive: Option<netstack::Keepalive>) {
+        self.keepalive = keepalive;
+    }
+
+    /// The options every connected host TCP socket gets.
+    fn prepare_tcp(&self, s: &Socket) -> io::Result<()> {
+        s.set_nonblocking(true)?;
+        s.set_cloexec(true)?;
+        s.set_nodelay(true)?;
+        // Urgent data arrives inline; SIOCATMARK tells where (see `tcp_at_mark`).
+        s.set_out_of_band_inline(true)?;
+        if let Some(k) = self.keepalive {
+            let secs = |d: netstack::Duration| std::time::Duration::from_secs(d.total_secs());
+            s.set_tcp_keepalive(
+                &socket2::TcpKeepalive::new()
+                    .with_time(secs(k.idle))
+                    .with_interval(secs(k.interval))
+                    .with_retries(k.probes),
+            )?;
+        }
+        Ok(())
     }
 
     /// The epoll descriptor to register with the worker.
@@ -115,6 +147,8 @@ impl HostSockets {
             return Err(e);
         }
         self.slots[id as usize] = Some(s);
+        self.interest.resize(self.slots.len(), 0);
+        self.interest[id as usize] = EventSet::IN.bits();
         Ok(SocketId(id))
     }
 
@@ -322,10 +356,7 @@ impl HostIo for HostSockets {
 
     fn tcp_accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
         let (s, peer) = self.tcp(listener)?.accept()?;
-        s.set_nonblocking(true)?;
-        s.set_cloexec(true)?;
-        s.set_nodelay(true)?;
-        s.set_out_of_band_inline(true)?;
+        self.prepare_tcp(&s)?;
         let peer = peer
             .as_socket()
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
@@ -339,11 +370,7 @@ impl HostIo for HostSockets {
             Type::STREAM,
             Some(Protocol::TCP),
         )?;
-        s.set_nonblocking(true)?;
-        s.set_cloexec(true)?;
-        s.set_nodelay(true)?;
-        // Urgent data arrives inline; SIOCATMARK tells where (see `tcp_at_mark`).
-        s.set_out_of_band_inline(true)?;
+        self.prepare_tcp(&s)?;
         match s.connect(&remote.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -412,9 +439,15 @@ impl HostIo for HostSockets {
         if writable {
             events |= EventSet::OUT;
         }
+        let fd = s.fd();
+        let slot = &mut self.interest[sock.0 as usize];
+        if *slot == events.bits() {
+            return;
+        }
+        *slot = events.bits();
         let _ = self.epoll.ctl(
             ControlOperation::Modify,
-            s.fd(),
+            fd,
             EpollEvent::new(events, u64::from(sock.0)),
         );
     }

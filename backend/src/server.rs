@@ -140,7 +140,8 @@ impl Control {
 /// Runs virtgate until a signal (or, with `--once`, the first disconnect).
 pub fn run(config: Config) -> Result<(), ServerError> {
     let shared = Arc::new(Shared::default());
-    let host = HostSockets::new().map_err(ServerError::Device)?;
+    let mut host = HostSockets::new().map_err(ServerError::Device)?;
+    host.set_tcp_keepalive(config.stack.tcp_keepalive);
     let mut stack = Stack::with_host(config.stack.clone(), host)?;
     stack.open_forwards().map_err(ServerError::Forward)?;
     let device = NetDevice::new(stack, Arc::clone(&shared))

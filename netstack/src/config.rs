@@ -40,6 +40,28 @@ pub struct Config {
     pub dns_upstreams: Vec<SocketAddr>,
     /// Inbound forwards: connections or datagrams to `host` go to the guest's `guest_port`.
     pub forwards: Vec<Forward>,
+    /// TCP keepalive (RFC 9293 §3.8.4) towards the guest and on the host sockets; `None`: off.
+    pub tcp_keepalive: Option<Keepalive>,
+}
+
+/// TCP keepalive: after `idle` without a word from the peer, up to `probes` probes `interval`
+/// apart; no answer to any of them resets the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub probes: u32,
+}
+
+impl Default for Keepalive {
+    /// Linux's defaults (`net.ipv4.tcp_keepalive_time`, `_intvl`, `_probes`): 2 h, 75 s, 9.
+    fn default() -> Self {
+        Keepalive {
+            idle: Duration::from_secs(7200),
+            interval: Duration::from_secs(75),
+            probes: 9,
+        }
+    }
 }
 
 /// The protocol of a forward.
@@ -83,6 +105,9 @@ impl Default for Config {
             map_gateway_to_loopback: true,
             dns_upstreams: Vec::new(),
             forwards: Vec::new(),
+            // On by default, unlike an endpoint (RFC 1122 §4.2.3.6): a gateway must reclaim the
+            // connections of a guest that went away without a word (killed, rebooted).
+            tcp_keepalive: Some(Keepalive::default()),
         }
     }
 }

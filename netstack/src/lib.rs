@@ -33,7 +33,7 @@ pub mod time;
 mod udp;
 pub mod wire;
 
-pub use config::{Config, ConfigError, Forward, ForwardProtocol};
+pub use config::{Config, ConfigError, Forward, ForwardProtocol, Keepalive};
 pub use host::{HostIo, NoHost, SocketId};
 pub use stack::Stack;
 pub use stats::Stats;

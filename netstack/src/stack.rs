@@ -220,7 +220,7 @@ impl<H: HostIo> Stack<H> {
             self.neighbors.poll_at(),
             self.dhcp.poll_at(),
             self.flows.poll_at(),
-            self.tcp.poll_at(),
+            self.tcp.poll_at(self.cfg.tcp_keepalive.as_ref()),
             self.reassembly.poll_at(),
         ]
         .into_iter()

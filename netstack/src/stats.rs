@@ -183,10 +183,26 @@ crate::counters! {
         tcp_resets_sent,
         /// Host connections reset by their peer (the guest's connection is reset too).
         tcp_host_resets,
-        /// Segments sent again after a retransmission timeout.
+        /// Retransmission timeouts (RFC 6298): the window collapses to one segment.
         tcp_retransmits,
-        /// Segments sent again after three duplicate ACKs.
+        /// Loss recoveries started by three duplicate ACKs or by SACK (RFC 6675, RFC 6582).
         tcp_fast_retransmits,
+        /// Segments sent to the guest again, for any reason.
+        tcp_retransmitted_segments,
+        /// SACK blocks received from the guest (RFC 2018).
+        tcp_sack_blocks_received,
+        /// Guest segments held out of order until the gap before them filled.
+        tcp_out_of_order_queued,
+        /// Guest segments, or parts, that we already had (retransmissions).
+        tcp_duplicate_segments,
+        /// ACKs sent when the delayed-ACK timer fired.
+        tcp_delayed_acks,
+        /// Window updates sent because the host drained our buffer.
+        tcp_window_updates,
+        /// Keepalive probes sent to an idle guest connection.
+        tcp_keepalive_probes,
+        /// Connections reset because the guest stopped answering keepalive probes.
+        tcp_keepalive_timeouts,
         /// Zero-window probes sent (the guest's window stayed closed).
         tcp_window_probes,
         /// Guest bytes written to host sockets.
@@ -206,8 +222,10 @@ crate::counters! {
         drop_tcp_checksum,
         /// Segments for no connection (answered with RST).
         drop_tcp_no_connection,
-        /// Data out of order (a duplicate ACK asks for the gap).
+        /// Out-of-order data with no room left to hold it (too many gaps; the guest resends it).
         drop_tcp_out_of_order,
+        /// Segments with an old timestamp (PAWS, RFC 7323 §5), answered with an ACK.
+        drop_tcp_paws,
         /// Data beyond the window we advertised.
         drop_tcp_window_full,
     }
