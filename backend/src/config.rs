@@ -329,7 +329,10 @@ mod tests {
             })
         );
         assert_eq!(
-            config(&["--tcp-keepalive", "off"]).unwrap().stack.tcp_keepalive,
+            config(&["--tcp-keepalive", "off"])
+                .unwrap()
+                .stack
+                .tcp_keepalive,
             None
         );
         for bad in ["30,5", "0,5,3", "30,5,3,1", "x,5,3", "30,5,0"] {

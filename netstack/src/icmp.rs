@@ -140,6 +140,12 @@ impl<H: HostIo> Stack<H> {
         original: &[u8],
     ) {
         let data = &original[..original.len().min(MAX_QUOTE)];
+        // Port (and protocol) unreachable come from the host that was reached; a network or host
+        // that cannot be reached is reported by the router on the way, the gateway.
+        let from = match code {
+            icmpv4::unreachable::PORT => from,
+            _ => self.cfg.gateway_ipv4,
+        };
         self.dispatch_icmp_to_guest(
             now,
             from,

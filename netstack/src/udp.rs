@@ -33,6 +33,17 @@ pub(crate) fn unreachable_code(e: &io::Error) -> u8 {
     }
 }
 
+/// Errors a connected socket reports for an ICMP error its kernel received (Linux's
+/// `icmp_err_convert`).
+pub(crate) fn is_icmp_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::HostUnreachable
+    )
+}
+
 impl<H: HostIo> Stack<H> {
     /// Where a guest datagram to `dst:port` goes on the host; `None` when nothing serves it.
     fn udp_host_destination(&mut self, dst: Ipv4Address, port: u16) -> Option<SocketAddr> {
@@ -202,11 +213,11 @@ impl<H: HostIo> Stack<H> {
                     self.udp_to_guest(now, remote, guest, &buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    // The remote answered an earlier datagram with port unreachable: tell the guest
-                    // with the header of a datagram of this flow.
+                Err(e) if is_icmp_error(&e) => {
+                    // The kernel got an ICMP error for an earlier datagram (port, host or network
+                    // unreachable): tell the guest, quoting the header of a datagram of this flow.
                     let quote = udp_quote(guest, remote);
-                    self.dispatch_icmp_unreachable(now, unreachable::PORT, remote.0, &quote);
+                    self.dispatch_icmp_unreachable(now, unreachable_code(&e), remote.0, &quote);
                 }
                 Err(e) => {
                     self.stats.drop_udp_host_error += 1;

@@ -65,6 +65,8 @@ fn drain<H: crate::host::HostIo>(s: &mut Stack<H>) -> Vec<Vec<u8>> {
     out
 }
 
+mod lossy_link;
+
 mod ethernet_layer {
     use super::*;
 
@@ -854,7 +856,11 @@ mod tcp_flows {
 
     /// A connection through the handshake; returns the stack and our ISN.
     fn established() -> (Stack<ScriptedHost>, u32, crate::host::SocketId) {
-        let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+        established_with(Config::default())
+    }
+
+    fn established_with(cfg: Config) -> (Stack<ScriptedHost>, u32, crate::host::SocketId) {
+        let mut s = Stack::with_host(cfg, ScriptedHost::new()).unwrap();
         s.process_frame(Instant::ZERO, &seg(flags::SYN, GUEST_ISN, None, 64240, b""));
         let sock = s
             .host()
@@ -934,6 +940,31 @@ mod tcp_flows {
         assert_eq!(rst.ack_number, Some(SeqNumber(GUEST_ISN + 1)));
         assert_eq!(s.stats().tcp_refused, 1);
         assert_eq!(s.stats().tcp_connections, 0);
+    }
+
+    #[test]
+    fn unreachable_host_is_an_icmp_error_quoting_the_syn() {
+        let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+        s.process_frame(Instant::ZERO, &seg(flags::SYN, GUEST_ISN, None, 64240, b""));
+        let sock = s.host().find(&ScriptedSocket::Tcp(remote())).unwrap();
+        s.host_mut()
+            .tcp_connected
+            .insert(sock, Err(std::io::ErrorKind::HostUnreachable));
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 1);
+        let ip = Ipv4Packet::new_checked(&out[0][14..]).unwrap();
+        assert_eq!(ip.protocol(), IpProtocol::Icmp);
+        assert_eq!(ip.src_addr(), GW, "a router's error comes from the gateway");
+        let icmp = &out[0][34..];
+        assert_eq!((icmp[0], icmp[1]), (3, 1), "host unreachable");
+        // The quoted SYN: ports and sequence number, as the guest matches them.
+        let quote = &icmp[8..];
+        assert_eq!(&quote[20..22], &40000u16.to_be_bytes());
+        assert_eq!(&quote[22..24], &80u16.to_be_bytes());
+        assert_eq!(&quote[24..28], &GUEST_ISN.to_be_bytes());
+        assert_eq!(s.stats().tcp_connections, 0);
+        assert!(segments(&out).is_empty(), "no RST");
     }
 
     #[test]
@@ -1042,7 +1073,10 @@ mod tcp_flows {
     fn the_guest_window_limits_what_is_sent() {
         let (mut s, iss, sock) = established();
         // The guest's window, 60 << 7 = 7680 bytes, is below the initial congestion window.
-        s.process_frame(Instant::ZERO, &seg(0, GUEST_ISN + 1, Some(iss + 1), 60, b""));
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 1), 60, b""),
+        );
         s.host_mut()
             .tcp_incoming
             .entry(sock)
@@ -1164,6 +1198,162 @@ mod tcp_flows {
         assert_eq!(seg.payload, b"!");
         assert_ne!(seg.flags & flags::URG, 0);
         assert_eq!(seg.urgent_at, 1);
+    }
+
+    #[test]
+    fn acks_are_delayed_after_the_first_segments() {
+        let (mut s, iss, _) = established();
+        // Quick ACKs first: each of the first 16 data segments is acknowledged at once.
+        let mut seq = GUEST_ISN + 1;
+        for _ in 0..16 {
+            s.process_frame(Instant::ZERO, &seg(0, seq, Some(iss + 1), 502, &[1; 100]));
+            seq += 100;
+            assert_eq!(segments(&drain(&mut s)).len(), 1);
+        }
+        // Then a small segment waits for the 40 ms timer (or for data to carry the ACK).
+        s.process_frame(Instant::ZERO, &seg(0, seq, Some(iss + 1), 502, &[1; 100]));
+        seq += 100;
+        assert!(drain(&mut s).is_empty());
+        assert_eq!(s.poll_at(), Some(Instant::from_millis(40)));
+        s.poll(Instant::from_millis(40));
+        let out = drain(&mut s);
+        assert_eq!(segments(&out)[0].ack_number, Some(SeqNumber(seq)));
+        assert_eq!(s.stats().tcp_delayed_acks, 1);
+        // Two full-sized segments are acknowledged at once (RFC 5681 §4.2).
+        for _ in 0..2 {
+            s.process_frame(
+                Instant::from_millis(50),
+                &seg(0, seq, Some(iss + 1), 502, &[2; 1460]),
+            );
+            seq += 1460;
+        }
+        let out = drain(&mut s);
+        assert_eq!(segments(&out).len(), 1);
+        assert_eq!(segments(&out)[0].ack_number, Some(SeqNumber(seq)));
+    }
+
+    #[test]
+    fn segments_outside_the_window_are_answered_with_an_ack() {
+        let (mut s, iss, sock) = established();
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b"abc"),
+        );
+        drain(&mut s);
+        // The guest's keepalive probe: one byte before the window, no data.
+        s.process_frame(
+            Instant::from_secs(1),
+            &seg(0, GUEST_ISN + 3, Some(iss + 1), 502, b""),
+        );
+        let out = drain(&mut s);
+        let ack = segments(&out)[0];
+        assert_eq!(ack.ack_number, Some(SeqNumber(GUEST_ISN + 4)));
+        // A full duplicate, too; the host does not see it twice.
+        s.process_frame(
+            Instant::from_secs(1),
+            &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b"abc"),
+        );
+        assert_eq!(segments(&drain(&mut s)).len(), 1);
+        assert_eq!(s.host().tcp_written[&sock], b"abc");
+        assert_eq!(s.stats().tcp_duplicate_segments, 1);
+    }
+
+    #[test]
+    fn data_beyond_a_gap_is_held_until_the_gap_fills() {
+        let (mut s, iss, sock) = established();
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 4, Some(iss + 1), 502, b"def"),
+        );
+        let out = drain(&mut s);
+        // A duplicate ACK at once, still asking for the gap.
+        assert_eq!(segments(&out)[0].ack_number, Some(SeqNumber(GUEST_ISN + 1)));
+        assert!(!s.host().tcp_written.contains_key(&sock));
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b"abc"),
+        );
+        assert_eq!(s.host().tcp_written[&sock], b"abcdef");
+        let out = drain(&mut s);
+        assert_eq!(segments(&out)[0].ack_number, Some(SeqNumber(GUEST_ISN + 7)));
+        assert_eq!(s.stats().tcp_out_of_order_queued, 1);
+    }
+
+    #[test]
+    fn a_drained_buffer_sends_a_window_update() {
+        let (mut s, iss, sock) = established();
+        s.host_mut().tcp_send_limit = Some(0);
+        // Fill our buffer completely: the window closes.
+        let chunk = vec![5u8; 1460];
+        let mut seq = GUEST_ISN + 1;
+        let mut last = None;
+        while seq - (GUEST_ISN + 1) < crate::tcp::TO_HOST_CAP as u32 {
+            let n = (crate::tcp::TO_HOST_CAP as u32 - (seq - (GUEST_ISN + 1))).min(1460);
+            s.process_frame(
+                Instant::ZERO,
+                &seg(0, seq, Some(iss + 1), 502, &chunk[..n as usize]),
+            );
+            seq += n;
+            if let Some(a) = segments(&drain(&mut s)).last() {
+                last = Some((a.ack_number, a.window_len));
+            }
+        }
+        s.poll(Instant::from_millis(40));
+        if let Some(a) = segments(&drain(&mut s)).last() {
+            last = Some((a.ack_number, a.window_len));
+        }
+        assert_eq!(last, Some((Some(SeqNumber(seq)), 0)));
+        // The host reads: the guest hears of the open window without probing for it.
+        s.host_mut().tcp_send_limit = None;
+        s.host_ready(Instant::from_millis(50), sock);
+        let out = drain(&mut s);
+        let update = segments(&out)[0];
+        assert_eq!(update.ack_number, Some(SeqNumber(seq)));
+        assert_eq!(usize::from(update.window_len), crate::tcp::TO_HOST_CAP >> 3);
+        assert_eq!(s.stats().tcp_window_updates, 1);
+    }
+
+    #[test]
+    fn an_idle_guest_is_probed_and_reset_when_it_stays_silent() {
+        // Short enough that the guest's neighbour entry is still fresh (no ARP in between).
+        let k = crate::config::Keepalive {
+            idle: Duration::from_secs(20),
+            interval: Duration::from_secs(5),
+            probes: 3,
+        };
+        let (mut s, iss, sock) = established_with(Config {
+            tcp_keepalive: Some(k),
+            ..Config::default()
+        });
+        let idle = k.idle.total_micros();
+        let interval = k.interval.total_micros();
+        s.poll(Instant::from_micros(idle - 1));
+        assert!(drain(&mut s).is_empty());
+        s.poll(Instant::from_micros(idle));
+        let out = drain(&mut s);
+        let probe = segments(&out)[0];
+        // One byte before the window, no data: the guest must answer with an ACK.
+        assert_eq!(probe.seq_number, SeqNumber(iss));
+        assert!(probe.payload.is_empty());
+        // It answers: the connection is idle again, from now.
+        let t = Instant::from_micros(idle + 1000);
+        s.process_frame(t, &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b""));
+        s.poll(Instant::from_micros(t.total_micros() + idle - 1));
+        assert!(drain(&mut s).is_empty());
+        // Then silence: 3 probes `interval` apart, and a reset of both sides.
+        let mut now = t + k.idle;
+        for _ in 0..k.probes {
+            s.poll(now);
+            assert_eq!(segments(&drain(&mut s)).len(), 1);
+            now = Instant::from_micros(now.total_micros() + interval);
+        }
+        s.poll(now);
+        let out = drain(&mut s);
+        assert_eq!(segments(&out)[0].flags, flags::RST);
+        assert_eq!(s.host().tcp_aborted, vec![sock]);
+        assert_eq!(s.stats().tcp_keepalive_probes, 1 + u64::from(k.probes));
+        assert_eq!(s.stats().tcp_keepalive_timeouts, 1);
+        assert_eq!(s.stats().tcp_connections, 0);
     }
 
     #[test]

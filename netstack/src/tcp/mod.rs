@@ -597,7 +597,7 @@ impl<H: HostIo> Stack<H> {
                 debug!("tcp: connect to {dst} refused by the host: {e}");
                 self.stats.flows_refused += 1;
                 self.stats.tcp_refused += 1;
-                self.tcp_send_rst_for(now, key, repr);
+                self.tcp_refuse(now, key, repr.seq_number, &e);
                 return;
             }
         };
@@ -1074,7 +1074,8 @@ impl<H: HostIo> Stack<H> {
                 Err(e) => {
                     debug!("tcp {:?}: host connect failed: {e}", conn.key);
                     self.stats.tcp_refused += 1;
-                    self.tcp_reset_guest(now, &conn);
+                    let isn = SeqNumber(conn.rcv_nxt.0.wrapping_sub(1));
+                    self.tcp_refuse(now, conn.key, isn, &e);
                     conn.set_state(TcpState::Closed);
                 }
             }
@@ -1476,6 +1477,34 @@ impl<H: HostIo> Stack<H> {
         self.tcp_emit(now, conn.key, &repr);
     }
 
+    /// The host could not connect for the guest's SYN (sequence number `isn`): what a real
+    /// network would show the guest. A refusal is a RST; an unreachable host or network is the
+    /// ICMP error a router would send (RFC 1122 §4.2.3.9: a SYN-SENT connection may abort on
+    /// it, and Linux does, with EHOSTUNREACH or ENETUNREACH).
+    fn tcp_refuse(&mut self, now: Instant, key: ConnKey, isn: SeqNumber, e: &io::Error) {
+        if e.kind() == io::ErrorKind::ConnectionRefused || !crate::udp::is_icmp_error(e) {
+            let syn = key.segment(isn, None, flags::SYN, 0);
+            self.tcp_send_rst_for(now, key, &syn);
+            return;
+        }
+        // The quoted SYN: its IPv4 header and the first 8 bytes of TCP (ports and sequence
+        // number, which the guest checks against its connection).
+        let mut quote = [0u8; 28];
+        Ipv4Repr {
+            src: key.guest.0,
+            dst: key.remote.0,
+            protocol: IpProtocol::Tcp,
+            payload_len: 8,
+            ttl: DEFAULT_TTL,
+        }
+        .emit(&mut quote, 0);
+        quote[20..22].copy_from_slice(&key.guest.1.to_be_bytes());
+        quote[22..24].copy_from_slice(&key.remote.1.to_be_bytes());
+        quote[24..28].copy_from_slice(&isn.0.to_be_bytes());
+        let code = crate::udp::unreachable_code(e);
+        self.dispatch_icmp_unreachable(now, code, key.remote.0, &quote);
+    }
+
     /// RST for the guest's side of `conn` (the host side refused, reset or timed out).
     fn tcp_reset_guest(&mut self, now: Instant, conn: &TcpConn) {
         let repr = conn
@@ -1507,5 +1536,14 @@ impl<H: HostIo> Stack<H> {
         if self.dispatch_ipv4(now, None, &ip, |b| repr.emit_v4(b, ip.src, ip.dst, false)) {
             self.stats.tcp_tx_segments += 1;
         }
+    }
+}
+
+#[cfg(test)]
+impl<H: HostIo> Stack<H> {
+    /// The first connection's congestion state: (cwnd, ssthresh, not in loss recovery).
+    pub(crate) fn tcp_congestion(&self) -> Option<(usize, usize, bool)> {
+        let c = self.tcp.conns.values().next()?;
+        Some((c.cc.cwnd, c.cc.ssthresh, c.recovery.is_none()))
     }
 }
