@@ -4,6 +4,8 @@
  *   oob TEXT    TEXT with its last byte urgent (send(..., MSG_OOB): "OOB" sends "OO" inline, "B" urgent)
  *   read N      reads N bytes and prints them as "got:..."
  *   sleep MS
+ *   keepalive SECS  SO_KEEPALIVE: the first probe after SECS idle, then every second, 2 unanswered
+ *               probes end the connection (so a peer that does not answer them shows quickly)
  *
  *   tcpclient HOST PORT COMMAND ARG [COMMAND ARG ...]
  * Exit status: 0, 2 when the connection fails (the errno name is printed), 1 on other errors.
@@ -12,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +78,18 @@ int main(int argc, char **argv)
 			printf("got:%.*s\n", (int)got, buf);
 		} else if (!strcmp(cmd, "sleep")) {
 			usleep(atoi(arg) * 1000);
+		} else if (!strcmp(cmd, "keepalive")) {
+			int on = 1, idle = atoi(arg), intvl = 1, cnt = 2;
+			if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) ||
+			    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) ||
+			    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) ||
+			    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt))) {
+				perror("keepalive");
+				return 1;
+			}
+		} else {
+			fprintf(stderr, "unknown command %s\n", cmd);
+			return 64;
 		}
 	}
 	fflush(stdout);

@@ -353,10 +353,23 @@ impl Virtgate {
 
     /// Starts virtgate with its socket and stats file in `dir` (to restart on the same socket).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Virtgate {
+        Virtgate::spawn(dir, Command::new(virtgate_bin()), extra)
+    }
+
+    /// Starts virtgate in a network namespace of its own (`unshare --net`, as root), which has
+    /// only a loopback that is down: every host socket it opens fails with "network unreachable",
+    /// and no packet can leave the machine. The QEMU socket is a path, so QEMU still reaches it.
+    pub fn start_isolated(extra: &[&str]) -> Virtgate {
+        let mut cmd = Command::new("unshare");
+        cmd.arg("--net").arg("--").arg(virtgate_bin());
+        Virtgate::spawn(&unique_dir("vg"), cmd, extra)
+    }
+
+    fn spawn(dir: &Path, mut cmd: Command, extra: &[&str]) -> Virtgate {
         let dir = dir.to_path_buf();
         let socket = dir.join("vm.sock");
         let stats_file = dir.join("stats.json");
-        let mut child = Command::new(virtgate_bin())
+        let mut child = cmd
             .arg("--socket")
             .arg(&socket)
             .arg("--stats-file")

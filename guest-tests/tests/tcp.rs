@@ -371,6 +371,82 @@ fn transfers_survive_one_percent_loss() {
     assert!(ours > 0, "virtgate never had to resend: {s:#}");
 }
 
+/// Keepalive both ways on idle connections. The guest's own probes (SO_KEEPALIVE, 1 s idle, two
+/// unanswered probes end it) are answered by virtgate, so its connection lives through 6 s of
+/// silence; and virtgate's probes (`--tcp-keepalive 2,1,3`) to a guest connection without
+/// keepalive are answered by the guest, so nothing is reset.
+#[test]
+fn idle_connections_survive_keepalive_probes_both_ways() {
+    let port = serve(2, |mut s| {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let vg = Virtgate::start(&["--tcp-keepalive", "2,1,3"]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    vm.bring_up();
+    let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/netstat"));
+    let out = vm
+        .run(
+            &format!(
+                "tcpclient 10.0.2.2 {port} keepalive 1 send ab read 2 sleep 6000 send cd read 2"
+            ),
+            Duration::from_secs(60),
+        )
+        .ok();
+    assert!(out.contains("got:ab") && out.contains("got:cd"), "{out}");
+    let after = guest_tests::parse_snmp(&vm.sh("cat /proc/net/netstat"));
+    let probes = after["TcpExt.TCPKeepAlive"] - before["TcpExt.TCPKeepAlive"];
+    assert!(probes >= 3, "the guest sent {probes} keepalive probes");
+    let s = vg.stats();
+    assert_eq!(
+        s["stack"]["tcp_keepalive_probes"], 0,
+        "the guest's probes kept it busy: {s:#}"
+    );
+    let out = vm
+        .run(
+            &format!("tcpclient 10.0.2.2 {port} send ef read 2 sleep 6000 send gh read 2"),
+            Duration::from_secs(60),
+        )
+        .ok();
+    assert!(out.contains("got:ef") && out.contains("got:gh"), "{out}");
+    let s = vg.stats();
+    assert!(
+        s["stack"]["tcp_keepalive_probes"].as_u64().unwrap() >= 2,
+        "{s:#}"
+    );
+    assert_eq!(s["stack"]["tcp_keepalive_timeouts"], 0, "{s:#}");
+}
+
+/// A host that cannot reach the destination (virtgate in a network namespace with no route at
+/// all): the guest's connect fails with "Network is unreachable", from the ICMP error the gateway
+/// sends as a router would, not with a reset.
+#[test]
+fn unreachable_network_fails_the_guest_connect_with_icmp() {
+    let vg = Virtgate::start_isolated(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    vm.bring_up();
+    let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+    let out = vm.run("tcpclient 192.0.2.1 80 send x", Duration::from_secs(60));
+    assert_eq!(out.status, 2, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("connect: Network is unreachable"),
+        "{}",
+        out.stdout
+    );
+    let after = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+    assert!(
+        after["IcmpMsg.InType3"] > before.get("IcmpMsg.InType3").copied().unwrap_or(0),
+        "the guest counted no ICMP unreachable"
+    );
+    let s = vg.stats();
+    assert_eq!(s["stack"]["tcp_resets_sent"], 0, "{s:#}");
+    assert!(s["stack"]["icmp_tx_errors"].as_u64().unwrap() >= 1, "{s:#}");
+}
+
 /// A forward listening on the host's IPv6 loopback: the client on ::1 reaches the guest's server,
 /// which sees it as the gateway (there is no IPv6 guest path yet, and ::1 is the host's loopback).
 #[test]
