@@ -179,6 +179,8 @@ pub struct ScriptedHost {
     pub tcp_incoming: HashMap<SocketId, VecDeque<Option<Vec<u8>>>>,
     /// TCP: how many bytes a `tcp_send` accepts at most (a full socket buffer when 0).
     pub tcp_send_limit: Option<usize>,
+    /// TCP: `tcp_send` fails with this error while set (the host peer went away).
+    pub tcp_send_error: Option<io::ErrorKind>,
     pub tcp_shutdowns: Vec<SocketId>,
     /// TCP: urgent bytes sent, with how many ordinary bytes preceded each on the socket.
     pub tcp_urgent_sent: Vec<(SocketId, usize, u8)>,
@@ -336,6 +338,9 @@ impl HostIo for ScriptedHost {
     }
 
     fn tcp_send(&mut self, sock: SocketId, data: &[u8]) -> io::Result<usize> {
+        if let Some(kind) = self.tcp_send_error {
+            return Err(io::Error::from(kind));
+        }
         let n = self
             .tcp_send_limit
             .map_or(data.len(), |l| l.min(data.len()));

@@ -1357,6 +1357,49 @@ mod tcp_flows {
     }
 
     #[test]
+    fn an_unacceptable_ack_in_syn_received_is_reset() {
+        let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+        s.process_frame(Instant::ZERO, &seg(flags::SYN, GUEST_ISN, None, 64240, b""));
+        let sock = s.host().find(&ScriptedSocket::Tcp(remote())).unwrap();
+        s.host_mut().tcp_connected.insert(sock, Ok(()));
+        s.host_ready(Instant::ZERO, sock);
+        let iss = segments(&drain(&mut s))[0].seq_number.0;
+        // RFC 9293 §3.10.7.4: <SEQ=SEG.ACK><CTL=RST>, and the connection stays.
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 77), 502, b""),
+        );
+        let out = drain(&mut s);
+        let rst = segments(&out)[0];
+        assert_eq!(
+            (rst.flags, rst.seq_number, rst.ack_number),
+            (flags::RST, SeqNumber(iss + 77), None)
+        );
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b""),
+        );
+        assert_eq!(s.stats().tcp_connections, 1);
+        assert!(segments(&drain(&mut s)).is_empty());
+    }
+
+    #[test]
+    fn a_vanished_host_peer_resets_the_guest_when_it_sends() {
+        let (mut s, iss, sock) = established();
+        s.host_mut().tcp_send_error = Some(std::io::ErrorKind::BrokenPipe);
+        s.process_frame(
+            Instant::ZERO,
+            &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b"anyone?"),
+        );
+        let out = drain(&mut s);
+        let segs = segments(&out);
+        assert_eq!(segs.last().unwrap().flags, flags::RST);
+        assert_eq!(s.host().tcp_aborted, vec![sock]);
+        assert_eq!(s.stats().tcp_host_resets, 1);
+        assert_eq!(s.stats().tcp_connections, 0);
+    }
+
+    #[test]
     fn a_guest_reset_aborts_the_host_side() {
         let (mut s, iss, sock) = established();
         s.process_frame(
@@ -1488,6 +1531,55 @@ mod tcp_forwards {
         );
         assert_eq!(seen("192.0.2.9:1"), Some(Ipv4Address::new(192, 0, 2, 9)));
         assert_eq!(seen("[2001:db8::1]:1"), None);
+    }
+
+    #[test]
+    fn a_stray_ack_for_our_syn_is_reset() {
+        let (mut s, lsock) = forward_stack();
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b""),
+        );
+        drain(&mut s);
+        s.host_mut()
+            .tcp_pending_accepts
+            .entry(lsock)
+            .or_default()
+            .push_back("127.0.0.1:50002".parse().unwrap());
+        s.host_ready(Instant::ZERO, lsock);
+        let out = drain(&mut s);
+        let (_, _, syn) = only_segment(&out);
+        // An old connection's ACK (not acknowledging our SYN): RFC 9293 §3.10.7.3 asks
+        // <SEQ=SEG.ACK><CTL=RST>; our SYN stays outstanding.
+        let stray = TcpRepr {
+            src_port: 22,
+            dst_port: 50002,
+            seq_number: SeqNumber(9000),
+            ack_number: Some(SeqNumber(syn.seq_number.0.wrapping_add(5000))),
+            flags: 0,
+            window_len: 1000,
+            urgent_at: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let mut t = vec![0u8; stray.buffer_len()];
+        stray.emit_v4(&mut t, GUEST_IP, GW, false);
+        s.process_frame(
+            Instant::ZERO,
+            &ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t),
+        );
+        let out = drain(&mut s);
+        let (_, _, rst) = only_segment(&out);
+        assert_eq!(rst.flags, flags::RST);
+        assert_eq!(
+            rst.seq_number,
+            SeqNumber(syn.seq_number.0.wrapping_add(5000))
+        );
+        assert_eq!(s.stats().tcp_connections, 1);
     }
 
     #[test]

@@ -191,6 +191,8 @@ pub(crate) struct TcpConn {
     /// The largest segment seen from the guest (Linux's rcv_mss).
     rcv_mss: usize,
     quick_acks: u32,
+    /// A write to the host socket failed for good: both sides are reset.
+    host_write_failed: bool,
     /// Keepalive: when the guest last sent anything, and probes sent since.
     last_heard: Instant,
     keepalive_probes: u32,
@@ -246,6 +248,7 @@ impl TcpConn {
             rcv_unacked: 0,
             rcv_mss: 536,
             quick_acks: QUICK_ACKS,
+            host_write_failed: false,
             last_heard: now,
             keepalive_probes: 0,
         }
@@ -538,6 +541,7 @@ impl<H: HostIo> Stack<H> {
             return;
         };
         self.tcp_segment(now, &mut conn, &repr);
+        self.tcp_check_host_write(now, &mut conn);
         self.tcp_output(now, &mut conn);
         self.tcp_ack_if_owed(now, &mut conn);
         self.tcp_update_interest(&mut conn);
@@ -650,6 +654,10 @@ impl<H: HostIo> Stack<H> {
                 conn.set_state(TcpState::Established);
                 conn.ack_owed = true;
                 conn.ack_now = true;
+            } else if repr.ack_number.is_some() && !acks_syn {
+                // RFC 9293 §3.10.7.3: an ACK for something else is answered with
+                // <SEQ=SEG.ACK><CTL=RST>.
+                self.tcp_send_rst_for(now, conn.key, repr);
             }
             return;
         }
@@ -723,6 +731,14 @@ impl<H: HostIo> Stack<H> {
         repr: &TcpRepr,
         ack: SeqNumber,
     ) {
+        if conn.state == TcpState::SynReceived
+            && !(ack.is_after(conn.snd_una) && !ack.is_after(conn.snd_nxt))
+        {
+            // RFC 9293 §3.10.7.4: an unacceptable ACK in SYN-RECEIVED is answered with
+            // <SEQ=SEG.ACK><CTL=RST>.
+            self.tcp_send_rst_for(now, conn.key, repr);
+            return;
+        }
         if ack.is_after(conn.snd_nxt) {
             // Acknowledges what we never sent: RFC 9293 says send an ACK and drop.
             conn.ack_owed = true;
@@ -1042,8 +1058,11 @@ impl<H: HostIo> Stack<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
+                    // The host peer is gone (EPIPE, ECONNRESET): the guest's data has nowhere to
+                    // go, and the guest must learn it (a reset, as from a closed socket).
                     debug!("tcp {:?}: host write failed: {e}", conn.key);
                     conn.to_host.clear();
+                    conn.host_write_failed = true;
                     break;
                 }
             }
@@ -1052,6 +1071,17 @@ impl<H: HostIo> Stack<H> {
             let _ = self.host.tcp_shutdown_write(conn.sock);
             conn.host_shut = true;
         }
+    }
+
+    /// After a failed host write: reset the guest's side and abort the host socket.
+    fn tcp_check_host_write(&mut self, now: Instant, conn: &mut TcpConn) {
+        if !conn.host_write_failed || conn.state == TcpState::Closed {
+            return;
+        }
+        self.stats.tcp_host_resets += 1;
+        self.tcp_reset_guest(now, conn);
+        self.tcp_release(conn, true);
+        conn.set_state(TcpState::Closed);
     }
 
     /// Host readiness for a TCP connection.
@@ -1084,6 +1114,11 @@ impl<H: HostIo> Stack<H> {
             return;
         }
         self.tcp_flush_to_host(&mut conn);
+        self.tcp_check_host_write(now, &mut conn);
+        if conn.state == TcpState::Closed {
+            self.tcp_keep(conn);
+            return;
+        }
         // Read while there is room for what the guest has not acknowledged.
         let mut buf = std::mem::take(&mut self.host_buf);
         while !conn.host_eof && conn.to_guest.len() < TO_GUEST_CAP {

@@ -49,6 +49,8 @@ struct Impairments {
     /// A frame is held back and delivered after the next one (a swap, displacement one).
     reorder: f64,
     duplicate: f64,
+    /// Each frame is delayed by up to this much more, at random (deeper reordering).
+    jitter: Duration,
 }
 
 /// One direction of the link.
@@ -92,7 +94,13 @@ impl Link {
             self.held = Some(frame);
             return;
         }
-        let at = now + self.delay;
+        let jitter = self.imp.jitter.total_micros();
+        let extra = if jitter > 0 {
+            self.rng.next() % jitter
+        } else {
+            0
+        };
+        let at = now + self.delay + Duration::from_micros(extra);
         if self.rng.chance(self.imp.duplicate) {
             self.queue.push((at, index, frame.clone()));
         }
@@ -526,6 +534,7 @@ const LOSSY: Impairments = Impairments {
     loss: 2.0,
     reorder: 2.0,
     duplicate: 1.0,
+    jitter: Duration::ZERO,
 };
 
 #[rstest::rstest]
@@ -692,4 +701,42 @@ fn a_lost_tail_is_repaired_by_the_timer() {
     );
     let (cwnd, _, _) = sim.stack.tcp_congestion().unwrap();
     assert!(cwnd >= 1448, "cwnd {cwnd}");
+}
+
+/// Loss on a link whose delay varies by up to 3 ms per frame (six times its base delay): frames
+/// overtake each other several places deep, RTT samples swing, and both directions still arrive
+/// intact without the timer taking over.
+#[rstest::rstest]
+fn jitter_and_loss_both_ways(#[values(21, 22)] seed: u64) {
+    let imp = Impairments {
+        loss: 1.0,
+        jitter: Duration::from_millis(3),
+        ..Impairments::default()
+    };
+    let data = pattern(1 << 20, seed as u8);
+    let mut sim = Sim::connect(seed, imp, data.clone());
+    sim.stack
+        .host_mut()
+        .tcp_incoming
+        .entry(sim.sock)
+        .or_default()
+        .push_back(Some(data.clone()));
+    let took = sim.run(Duration::from_secs(120), |s| {
+        s.guest.received.len() >= data.len() && s.host_written().len() >= data.len()
+    });
+    assert!(sim.guest.received == data && sim.host_written() == data);
+    let st = sim.stack.stats();
+    assert!(st.tcp_out_of_order_queued > 0);
+    assert!(
+        st.tcp_retransmits <= 3,
+        "{} timeouts in {took}",
+        st.tcp_retransmits
+    );
+    eprintln!(
+        "seed {seed}: {took}, {} resent, {} recoveries, {} timeouts, {} lost",
+        st.tcp_retransmitted_segments,
+        st.tcp_fast_retransmits,
+        st.tcp_retransmits,
+        sim.to_guest.dropped
+    );
 }
