@@ -731,9 +731,8 @@ impl<H: HostIo> Stack<H> {
         repr: &TcpRepr,
         ack: SeqNumber,
     ) {
-        if conn.state == TcpState::SynReceived
-            && !(ack.is_after(conn.snd_una) && !ack.is_after(conn.snd_nxt))
-        {
+        let acceptable = ack.is_after(conn.snd_una) && !ack.is_after(conn.snd_nxt);
+        if conn.state == TcpState::SynReceived && !acceptable {
             // RFC 9293 §3.10.7.4: an unacceptable ACK in SYN-RECEIVED is answered with
             // <SEQ=SEG.ACK><CTL=RST>.
             self.tcp_send_rst_for(now, conn.key, repr);
