@@ -239,17 +239,17 @@ impl<H: HostIo> Stack<H> {
             // RFC 792: Time Exceeded, code 1 (fragment reassembly), when the first fragment came.
             self.dispatch_icmp_error(now, icmpv4::TYPE_TIME_EXCEEDED, 1, &quote);
         }
-        let mut due = [Ipv4Address::UNSPECIFIED; 8];
+        let mut due = [(Ipv4Address::UNSPECIFIED, None); 8];
         let mut n = 0;
-        let result = self.neighbors.poll(now, |ip| {
+        let result = self.neighbors.poll(now, |ip, mac| {
             if n < due.len() {
-                due[n] = ip;
+                due[n] = (ip, mac);
                 n += 1;
             }
         });
         self.stats.drop_arp_unresolved += result.dropped;
-        for ip in &due[..n] {
-            self.dispatch_arp_request(*ip);
+        for (ip, mac) in due[..n].iter().copied() {
+            self.dispatch_arp_request_to(ip, mac);
         }
         self.dhcp.poll(now);
     }
@@ -617,6 +617,12 @@ impl<H: HostIo> Stack<H> {
     }
 
     fn dispatch_arp_request(&mut self, target: Ipv4Address) {
+        self.dispatch_arp_request_to(target, None);
+    }
+
+    /// An ARP request for `target`: broadcast, or unicast to `mac` to confirm a stale mapping
+    /// (as Linux's ARP probes do).
+    fn dispatch_arp_request_to(&mut self, target: Ipv4Address, mac: Option<EthernetAddress>) {
         let req = ArpRepr {
             operation: ArpOperation::Request,
             source_hardware_addr: self.cfg.gateway_mac,
@@ -624,7 +630,7 @@ impl<H: HostIo> Stack<H> {
             target_hardware_addr: EthernetAddress([0; 6]),
             target_protocol_addr: target,
         };
-        self.dispatch_arp(EthernetAddress::BROADCAST, &req);
+        self.dispatch_arp(mac.unwrap_or(EthernetAddress::BROADCAST), &req);
         self.stats.arp_tx_requests += 1;
     }
 

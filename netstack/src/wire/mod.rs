@@ -6,9 +6,12 @@
 pub mod arp;
 pub mod checksum;
 pub mod dhcpv4;
+pub mod dhcpv6;
 pub mod ethernet;
 pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 
@@ -18,7 +21,9 @@ pub use arp::{ArpOperation, ArpPacket, ArpRepr};
 pub use dhcpv4::{DhcpMessageType, DhcpPacket, DhcpRepr};
 pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr};
+pub use icmpv6::{Icmpv6Repr, NdpOptions};
 pub use ipv4::{Fragment, IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Address, Ipv6Cidr, Ipv6Packet, Ipv6Repr};
 pub use tcp::{SeqNumber, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
