@@ -89,6 +89,49 @@ pub struct Args {
     #[arg(long)]
     pub no_map_gw: bool,
 
+    /// Send nothing unasked when a guest's driver comes up (by default the gateway announces its
+    /// addresses: gratuitous ARP, unsolicited Neighbor Advertisements, a Router Advertisement).
+    #[arg(long)]
+    pub no_link_announce: bool,
+
+    /// Serve no IPv6 (frames are dropped and counted).
+    #[arg(long)]
+    pub no_ipv6: bool,
+
+    /// The IPv6 prefix announced for SLAAC (a /64); the gateway is host 2, DNS host 3.
+    #[arg(long, value_name = "CIDR", default_value = "fd00::/64")]
+    pub ipv6_prefix: String,
+
+    /// Valid lifetime of the prefix in router advertisements, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 86400)]
+    pub ipv6_valid_lifetime: u64,
+
+    /// Preferred lifetime of the prefix in router advertisements, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 14400)]
+    pub ipv6_preferred_lifetime: u64,
+
+    /// How long the guest keeps the gateway as its default IPv6 router, seconds (0: not a
+    /// default router).
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub router_lifetime: u64,
+
+    /// The longest time between unsolicited router advertisements, seconds (4 to 1800).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub ra_interval: u64,
+
+    /// DHCPv6: `off`, `stateless` (DNS configuration only; RA "other" flag) or `stateful`
+    /// (addresses too; RA "managed" flag).
+    #[arg(long, value_name = "MODE", default_value = "stateless")]
+    pub dhcpv6: String,
+
+    /// First address of the stateful DHCPv6 pool [default: host 0x100 of --ipv6-prefix].
+    #[arg(long, value_name = "IP")]
+    pub dhcpv6_start: Option<String>,
+
+    /// Number of addresses in the stateful DHCPv6 pool.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub dhcpv6_pool_size: u32,
+
     /// TCP keepalive for idle connections, towards the guest and on host sockets:
     /// `IDLE,INTERVAL,PROBES` in seconds and a count, or `off`.
     #[arg(long, value_name = "IDLE,INTERVAL,PROBES", default_value = "7200,75,9")]
@@ -187,6 +230,42 @@ impl Args {
                 .map(|f| parse_forward(f))
                 .collect::<Result<_, _>>()?,
             tcp_keepalive: parse_keepalive(&self.tcp_keepalive)?,
+            link_announce: !self.no_link_announce,
+            ipv6: if self.no_ipv6 {
+                None
+            } else {
+                let prefix: netstack::wire::Ipv6Cidr = parse(
+                    "ipv6-prefix",
+                    &self.ipv6_prefix,
+                    "an IPv6 prefix like fd00::/64",
+                )?;
+                Some(netstack::Ipv6Config {
+                    prefix,
+                    gateway: prefix.host(2),
+                    dns: prefix.host(3),
+                    valid_lifetime: Duration::from_secs(self.ipv6_valid_lifetime),
+                    preferred_lifetime: Duration::from_secs(self.ipv6_preferred_lifetime),
+                    router_lifetime: Duration::from_secs(self.router_lifetime),
+                    ra_interval: Duration::from_secs(self.ra_interval),
+                    dhcpv6: match self.dhcpv6.as_str() {
+                        "off" => netstack::Dhcpv6Mode::Off,
+                        "stateless" => netstack::Dhcpv6Mode::Stateless,
+                        "stateful" => netstack::Dhcpv6Mode::Stateful,
+                        _ => {
+                            return Err(ConfigError::Parse {
+                                option: "dhcpv6",
+                                value: self.dhcpv6.clone(),
+                                expected: "off, stateless or stateful",
+                            })
+                        }
+                    },
+                    dhcpv6_start: match &self.dhcpv6_start {
+                        Some(v) => parse("dhcpv6-start", v, "an IPv6 address")?,
+                        None => prefix.host(0x100),
+                    },
+                    dhcpv6_pool_size: self.dhcpv6_pool_size,
+                })
+            },
         };
         stack.validate()?;
         if !(0.0..=100.0).contains(&self.loss) {
@@ -315,6 +394,38 @@ mod tests {
                 ..netstack::Config::default()
             }
         );
+    }
+
+    #[test]
+    fn ipv6_options() {
+        let c = config(&[
+            "--ipv6-prefix",
+            "fd12:3456::/64",
+            "--dhcpv6",
+            "stateful",
+            "--ipv6-valid-lifetime",
+            "600",
+            "--ipv6-preferred-lifetime",
+            "300",
+        ])
+        .unwrap();
+        let v6 = c.stack.ipv6.unwrap();
+        assert_eq!(v6.gateway.to_string(), "fd12:3456::2");
+        assert_eq!(v6.dns.to_string(), "fd12:3456::3");
+        assert_eq!(v6.dhcpv6_start.to_string(), "fd12:3456::100");
+        assert_eq!(v6.dhcpv6, netstack::Dhcpv6Mode::Stateful);
+        assert_eq!(v6.valid_lifetime, Duration::from_secs(600));
+        assert!(config(&["--no-ipv6"]).unwrap().stack.ipv6.is_none());
+        for (args, needle) in [
+            (&["--ipv6-prefix", "fd00::/48"][..], "/64"),
+            (&["--ipv6-prefix", "nonsense"][..], "--ipv6-prefix"),
+            (&["--dhcpv6", "maybe"][..], "--dhcpv6"),
+            (&["--mtu", "1000"][..], "1280"),
+        ] {
+            let e = config(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        assert!(config(&["--mtu", "1000", "--no-ipv6"]).is_ok());
     }
 
     #[test]

@@ -247,6 +247,8 @@ pub struct NetDevice {
     timer_deadline: Option<Instant>,
     /// TX work left over when the budget ran out.
     tx_pending: bool,
+    /// A frontend connected and the gateway has not announced itself yet (see `Stack::link_up`).
+    announce_link: bool,
     shared: Arc<Shared>,
     log: LogLimiter,
     /// Scratch for one TX frame with its header.
@@ -277,6 +279,7 @@ impl NetDevice {
             timer: Timer::new()?,
             timer_deadline: None,
             tx_pending: false,
+            announce_link: true,
             shared,
             log: LogLimiter::default(),
             tx_buf: vec![0; MAX_FRAME_LEN + virtio_net::HEADER_LEN_V1],
@@ -771,6 +774,8 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn acked_features(&mut self, features: u64) {
+        // A (re)connected frontend: announce the gateway when the driver posts buffers.
+        self.announce_link = true;
         self.acked_features = features;
         self.negotiated = Negotiated::from_features(features);
         debug!("features acked: {features:#x} ({:?})", self.negotiated);
@@ -813,6 +818,11 @@ impl VhostUserBackendMut for NetDevice {
         match device_event {
             RX_QUEUE_EVENT => {
                 self.stats.rx_kicks += 1;
+                if self.announce_link && queue_ready(rx) {
+                    // The first buffers after a connect: the guest's driver is there.
+                    self.announce_link = false;
+                    self.stack.link_up(now);
+                }
                 // The guest posted buffers; it need not tell us again until we run out.
                 if queue_ready(rx) {
                     if let Err(e) = rx.disable_notification() {

@@ -67,6 +67,44 @@ fn arp_and_echo_through_the_device(#[case] features: u64) {
     assert_eq!(stats["virtio"]["acked_features"], format!("{features:#x}"));
 }
 
+/// When the guest's driver posts its first buffers after a connect, the gateway announces itself:
+/// gratuitous ARP for 10.0.2.2 and 10.0.2.3, unsolicited Neighbor Advertisements for fe80::2,
+/// fd00::2 and fd00::3, and a Router Advertisement, all to everyone; and only once per connection.
+#[test]
+fn link_up_announces_the_gateway() {
+    let vg = Virtgate::start_announcing(&[]);
+    let mut fe = connect(&vg);
+    fe.post_rx_buffers(16);
+    let mut arp_targets = Vec::new();
+    let mut icmpv6_types = Vec::new();
+    while let Some(f) = fe.recv(Duration::from_millis(500)) {
+        assert!(f[0] & 1 == 1, "to a group address: {:02x?}", &f[..6]);
+        match (f[12], f[13]) {
+            (0x08, 0x06) => {
+                // A request whose sender and target addresses are the same (RFC 5227 §3).
+                assert_eq!(&f[20..22], &[0, 1]);
+                assert_eq!(f[28..32], f[38..42]);
+                arp_targets.push(f[38..42].to_vec());
+            }
+            (0x86, 0xdd) => {
+                assert_eq!(f[20], 58, "ICMPv6");
+                assert_eq!(f[21], 255, "NDP hop limit");
+                icmpv6_types.push(f[54]);
+            }
+            other => panic!("unexpected EtherType {other:x?}"),
+        }
+    }
+    assert_eq!(arp_targets, vec![vec![10, 0, 2, 2], vec![10, 0, 2, 3]]);
+    assert_eq!(icmpv6_types, vec![136, 136, 136, 134]);
+    let s = vg.stats();
+    assert_eq!(s["stack"]["arp_tx_announcements"], 2);
+    assert_eq!(s["stack"]["ndp_tx_neighbor_adverts"], 3);
+    assert_eq!(s["stack"]["ndp_tx_router_adverts"], 1);
+    // More buffers are not a new link.
+    fe.post_rx_buffers(16);
+    assert!(fe.recv(Duration::from_millis(300)).is_none());
+}
+
 /// A frame larger than one RX buffer spans several with MRG_RXBUF and arrives whole.
 #[test]
 fn large_frames_span_mergeable_buffers() {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::time::Duration;
-use crate::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use crate::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 
 /// The largest MTU virtio-net can carry: a 64 KiB IP packet less headers (the same bound QEMU and
 /// Linux use for virtio-net, 65535 - 14 - 1, rounded to 65520).
@@ -42,6 +42,123 @@ pub struct Config {
     pub forwards: Vec<Forward>,
     /// TCP keepalive (RFC 9293 §3.8.4) towards the guest and on the host sockets; `None`: off.
     pub tcp_keepalive: Option<Keepalive>,
+    /// IPv6 on the link; `None`: IPv6 frames are dropped and counted.
+    pub ipv6: Option<Ipv6Config>,
+    /// Announce the gateway at link up (gratuitous ARP, unsolicited NA, a Router Advertisement).
+    pub link_announce: bool,
+}
+
+/// The gateway's link-local address (RFC 4861 §6.1.2: routers advertise from one), mirroring
+/// host 2 of the IPv4 network.
+pub const GATEWAY_LINK_LOCAL: Ipv6Address = Ipv6Address::new([0xfe80, 0, 0, 0, 0, 0, 0, 2]);
+
+/// What DHCPv6 serves (RFC 8415), announced by the RA's M and O flags (RFC 4861 §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dhcpv6Mode {
+    /// No DHCPv6 server; addresses by SLAAC, DNS by RDNSS.
+    Off,
+    /// Information-Request answered (DNS servers, search list); the O flag is set.
+    Stateless,
+    /// Addresses assigned from the pool as well; the M and O flags are set.
+    Stateful,
+}
+
+/// IPv6 on the link: router advertisements for SLAAC, DHCPv6, and the gateway's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Config {
+    /// The on-link prefix announced for SLAAC; a /64 (RFC 4862 §5.5.3 with 64-bit interface IDs).
+    pub prefix: Ipv6Cidr,
+    /// The gateway's address in the prefix (host 2, as 10.0.2.2).
+    pub gateway: Ipv6Address,
+    /// The DNS address announced by RDNSS and DHCPv6 (host 3, as 10.0.2.3).
+    pub dns: Ipv6Address,
+    /// Prefix lifetimes in the Prefix Information option (RFC 4861 §4.6.2).
+    pub valid_lifetime: Duration,
+    pub preferred_lifetime: Duration,
+    /// How long the guest keeps the gateway as its default router (RFC 4861 §4.2).
+    pub router_lifetime: Duration,
+    /// The longest time between unsolicited router advertisements (MaxRtrAdvInterval, §6.2.1).
+    pub ra_interval: Duration,
+    pub dhcpv6: Dhcpv6Mode,
+    /// First address of the stateful DHCPv6 pool and its size.
+    pub dhcpv6_start: Ipv6Address,
+    pub dhcpv6_pool_size: u32,
+}
+
+impl Default for Ipv6Config {
+    /// `fd00::/64` with the gateway at `fd00::2` and DNS at `fd00::3`; prefix lifetimes of a day
+    /// (valid) and four hours (preferred); RAs at most 10 minutes apart (RFC 4861's default
+    /// MaxRtrAdvInterval); stateless DHCPv6; a stateful pool of 256 from `fd00::100`.
+    fn default() -> Self {
+        let prefix = Ipv6Cidr::new(Ipv6Address::new([0xfd00, 0, 0, 0, 0, 0, 0, 0]), 64)
+            .expect("valid prefix");
+        Ipv6Config {
+            prefix,
+            gateway: prefix.host(2),
+            dns: prefix.host(3),
+            valid_lifetime: Duration::from_secs(86400),
+            preferred_lifetime: Duration::from_secs(14400),
+            router_lifetime: Duration::from_secs(1800),
+            ra_interval: Duration::from_secs(600),
+            dhcpv6: Dhcpv6Mode::Stateless,
+            dhcpv6_start: prefix.host(0x100),
+            dhcpv6_pool_size: 256,
+        }
+    }
+}
+
+impl Ipv6Config {
+    fn validate(&self, mtu: u16) -> Result<(), ConfigError> {
+        let prefix = self.prefix;
+        if prefix.prefix_len() != 64 {
+            return Err(ConfigError::Ipv6PrefixLength(prefix));
+        }
+        let in_prefix = |a: Ipv6Address| prefix.contains(a) && a != prefix.network();
+        for (what, addr) in [("gateway", self.gateway), ("DNS", self.dns)] {
+            if !in_prefix(addr) {
+                return Err(ConfigError::Ipv6NotInPrefix { what, addr, prefix });
+            }
+        }
+        if self.gateway == self.dns {
+            return Err(ConfigError::Ipv6SameAddress(self.gateway));
+        }
+        if usize::from(mtu) < crate::wire::ipv6::MIN_MTU {
+            return Err(ConfigError::Ipv6Mtu(mtu));
+        }
+        let (preferred, valid) = (
+            self.preferred_lifetime.total_secs(),
+            self.valid_lifetime.total_secs(),
+        );
+        if preferred > valid || valid > u64::from(u32::MAX - 1) {
+            return Err(ConfigError::Ipv6Lifetimes { preferred, valid });
+        }
+        let interval = self.ra_interval.total_secs();
+        if self.router_lifetime.total_secs() > 9000 || !(4..=1800).contains(&interval) {
+            return Err(ConfigError::Ipv6RouterTimes);
+        }
+        let start = u128::from_be_bytes(self.dhcpv6_start.0);
+        let size = self.dhcpv6_pool_size;
+        let last = start.checked_add(u128::from(size.saturating_sub(1)));
+        let pool_ok = size > 0
+            && in_prefix(self.dhcpv6_start)
+            && last.is_some_and(|l| in_prefix(Ipv6Address(l.to_be_bytes())))
+            && [self.gateway, self.dns].iter().all(|a| {
+                let a = u128::from_be_bytes(a.0);
+                a < start || last.is_some_and(|l| a > l)
+            });
+        if !pool_ok {
+            return Err(ConfigError::Dhcpv6Pool {
+                start: self.dhcpv6_start,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `addr` is one of the gateway's own IPv6 addresses.
+    pub fn is_gateway_address(&self, addr: Ipv6Address) -> bool {
+        addr == GATEWAY_LINK_LOCAL || addr == self.gateway || addr == self.dns
+    }
 }
 
 /// TCP keepalive: after `idle` without a word from the peer, up to `probes` probes `interval`
@@ -108,6 +225,8 @@ impl Default for Config {
             // On by default, unlike an endpoint (RFC 1122 §4.2.3.6): a gateway must reclaim the
             // connections of a guest that went away without a word (killed, rebooted).
             tcp_keepalive: Some(Keepalive::default()),
+            ipv6: Some(Ipv6Config::default()),
+            link_announce: true,
         }
     }
 }
@@ -145,6 +264,28 @@ pub enum ConfigError {
     ForwardGuestPort(SocketAddr),
     #[error("two {0} forwards listen on {1}")]
     DuplicateForward(ForwardProtocol, SocketAddr),
+    #[error("IPv6 prefix {0} must be a /64 (SLAAC forms addresses from 64-bit interface IDs)")]
+    Ipv6PrefixLength(Ipv6Cidr),
+    #[error(
+        "IPv6 {what} {addr} is not in the prefix {prefix}, or is its subnet-router anycast address"
+    )]
+    Ipv6NotInPrefix {
+        what: &'static str,
+        addr: Ipv6Address,
+        prefix: Ipv6Cidr,
+    },
+    #[error("the IPv6 gateway and DNS addresses must differ ({0})")]
+    Ipv6SameAddress(Ipv6Address),
+    #[error("IPv6 needs an MTU of at least 1280 (RFC 8200 §5), got {0}")]
+    Ipv6Mtu(u16),
+    #[error("IPv6 lifetimes: preferred ({preferred} s) must not exceed valid ({valid} s), both at most 2^32-2 s")]
+    Ipv6Lifetimes { preferred: u64, valid: u64 },
+    #[error(
+        "the router lifetime must be 0..=9000 s and the RA interval 4..=1800 s (RFC 4861 §6.2.1)"
+    )]
+    Ipv6RouterTimes,
+    #[error("DHCPv6 pool of {size} addresses from {start} leaves the prefix or holds the gateway or DNS address")]
+    Dhcpv6Pool { start: Ipv6Address, size: u32 },
 }
 
 impl Config {
@@ -211,6 +352,9 @@ impl Config {
             {
                 return Err(ConfigError::DuplicateForward(f.protocol, f.host));
             }
+        }
+        if let Some(v6) = &self.ipv6 {
+            v6.validate(self.mtu)?;
         }
         Ok(())
     }
@@ -291,6 +435,70 @@ mod tests {
                 "unicast",
             ),
         ];
+        let v6 = Ipv6Config::default();
+        let with_v6 = |v: Ipv6Config| Config {
+            ipv6: Some(v),
+            ..base.clone()
+        };
+        let mut cases = cases;
+        cases.extend([
+            (
+                with_v6(Ipv6Config {
+                    prefix: "fd00::/48".parse().unwrap(),
+                    ..v6.clone()
+                }),
+                "/64",
+            ),
+            (
+                with_v6(Ipv6Config {
+                    gateway: "fd01::2".parse().unwrap(),
+                    ..v6.clone()
+                }),
+                "not in the prefix",
+            ),
+            (
+                with_v6(Ipv6Config {
+                    dns: v6.gateway,
+                    ..v6.clone()
+                }),
+                "must differ",
+            ),
+            (
+                with_v6(Ipv6Config {
+                    preferred_lifetime: Duration::from_secs(90000),
+                    ..v6.clone()
+                }),
+                "preferred",
+            ),
+            (
+                with_v6(Ipv6Config {
+                    ra_interval: Duration::from_secs(2),
+                    ..v6.clone()
+                }),
+                "RA interval",
+            ),
+            (
+                with_v6(Ipv6Config {
+                    dhcpv6_start: "fd00::1".parse().unwrap(),
+                    ..v6.clone()
+                }),
+                "DHCPv6 pool",
+            ),
+            (
+                Config {
+                    mtu: 1000,
+                    ..base.clone()
+                },
+                "1280",
+            ),
+        ]);
+        assert!(Config {
+            mtu: 1000,
+            ipv6: None,
+            ..base.clone()
+        }
+        .validate()
+        .is_ok());
         for (cfg, needle) in cases {
             let err = cfg.validate().unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");

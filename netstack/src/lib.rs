@@ -22,9 +22,11 @@
 pub mod arp;
 pub mod config;
 pub mod dhcpv4;
+pub mod dhcpv6;
 pub mod flows;
 pub mod host;
 mod icmp;
+mod ipv6;
 pub mod reassembly;
 pub mod stack;
 pub mod stats;
@@ -33,7 +35,10 @@ pub mod time;
 mod udp;
 pub mod wire;
 
-pub use config::{Config, ConfigError, Forward, ForwardProtocol, Keepalive};
+pub use config::{
+    Config, ConfigError, Dhcpv6Mode, Forward, ForwardProtocol, Ipv6Config, Keepalive,
+    GATEWAY_LINK_LOCAL,
+};
 pub use host::{HostIo, NoHost, SocketId};
 pub use stack::Stack;
 pub use stats::Stats;

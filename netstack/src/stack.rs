@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError, ForwardProtocol};
 use crate::dhcpv4::{Destination, DhcpServer, LeaseInfo, Outcome};
 use crate::flows::FlowTable;
 use crate::host::{HostIo, NoHost, SocketId};
+use crate::ipv6::Ipv6State;
 use crate::reassembly::{self, Reassembler};
 use crate::stats::Stats;
 use crate::tcp::TcpTable;
@@ -124,6 +125,7 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) forwards: Vec<ForwardListener>,
     /// One host datagram at a time, allocated once.
     pub(crate) host_buf: Vec<u8>,
+    pub(crate) v6: Ipv6State,
 }
 
 impl Stack<NoHost> {
@@ -138,6 +140,11 @@ impl<H: HostIo> Stack<H> {
     /// when the configuration has inbound forwards.
     pub fn with_host(cfg: Config, host: H) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let v6 = Ipv6State::new(
+            cfg.ipv6.as_ref(),
+            cfg.gateway_mac,
+            cfg.domain_name.as_deref(),
+        );
         Ok(Stack {
             cfg: Arc::new(cfg),
             stats: Stats::default(),
@@ -155,6 +162,7 @@ impl<H: HostIo> Stack<H> {
             reasm_buf: Vec::new(),
             forwards: Vec::new(),
             host_buf: vec![0; HOST_RECV_LEN],
+            v6,
         })
     }
 
@@ -222,6 +230,7 @@ impl<H: HostIo> Stack<H> {
             self.flows.poll_at(),
             self.tcp.poll_at(self.cfg.tcp_keepalive.as_ref()),
             self.reassembly.poll_at(),
+            self.v6.poll_at(),
         ]
         .into_iter()
         .flatten()
@@ -252,6 +261,53 @@ impl<H: HostIo> Stack<H> {
             self.dispatch_arp_request_to(ip, mac);
         }
         self.dhcp.poll(now);
+        self.ipv6_poll(now);
+    }
+
+    /// The guest's driver is up (it posted receive buffers after a connect): the gateway announces
+    /// itself, as a NIC's peer does on link up — gratuitous ARP for its IPv4 addresses (RFC 5227
+    /// §3 announcements), unsolicited Neighbor Advertisements and a Router Advertisement.
+    pub fn link_up(&mut self, now: Instant) {
+        if !self.cfg.link_announce {
+            return;
+        }
+        for ip in [self.cfg.gateway_ipv4, self.cfg.dns_ipv4] {
+            let announce = ArpRepr {
+                operation: ArpOperation::Request,
+                source_hardware_addr: self.cfg.gateway_mac,
+                source_protocol_addr: ip,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: ip,
+            };
+            self.dispatch_arp(EthernetAddress::BROADCAST, &announce);
+            self.stats.arp_tx_announcements += 1;
+        }
+        self.ipv6_link_up(now);
+    }
+
+    /// Queues a complete frame (a parked one released by resolution).
+    pub(crate) fn queue_frame(&mut self, frame: Vec<u8>) {
+        if !self.txq.push(frame) {
+            self.stats.drop_tx_queue_full += 1;
+        }
+    }
+
+    /// Queues a frame of `len` bytes written by `emit`; false (counted) when the queue is full.
+    pub(crate) fn queue_frame_with(&mut self, len: usize, emit: impl FnOnce(&mut [u8])) -> bool {
+        if self.txq.push_with(len, emit) {
+            true
+        } else {
+            self.stats.drop_tx_queue_full += 1;
+            false
+        }
+    }
+
+    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.scratch)
+    }
+
+    pub(crate) fn put_scratch(&mut self, scratch: Vec<u8>) {
+        self.scratch = scratch;
     }
 
     /// Handles one Ethernet frame from the guest.
@@ -284,10 +340,7 @@ impl<H: HostIo> Stack<H> {
         match eth_repr.ethertype {
             EtherType::Arp => self.process_arp(now, eth.payload()),
             EtherType::Ipv4 => self.process_ipv4(now, &eth_repr, eth.payload()),
-            EtherType::Ipv6 => {
-                self.stats.drop_ipv6_unsupported += 1;
-                trace!("drop: {eth}: IPv6 not served");
-            }
+            EtherType::Ipv6 => self.process_ipv6(now, &eth_repr, eth.payload()),
             EtherType::Unknown(_) => {
                 self.stats.drop_eth_unknown_ethertype += 1;
                 trace!("drop: {eth}: unknown EtherType");

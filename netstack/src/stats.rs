@@ -51,7 +51,8 @@ crate::counters! {
         drop_eth_foreign_destination,
         /// EtherType the stack does not speak.
         drop_eth_unknown_ethertype,
-        /// IPv6 is not served yet.
+        /// IPv6 frames while IPv6 is off, and IPv6 TCP/UDP for the gateway itself (served with the
+        /// IPv6 gateway).
         drop_ipv6_unsupported,
         /// ARP requests from the guest.
         arp_rx_requests,
@@ -61,6 +62,8 @@ crate::counters! {
         arp_tx_requests,
         /// ARP replies the gateway sent for its own addresses.
         arp_tx_replies,
+        /// Gratuitous ARP announcements of the gateway's addresses at link up.
+        arp_tx_announcements,
         /// Not Ethernet/IPv4 ARP, or shorter than 28 bytes.
         drop_arp_malformed,
         /// A request for an address the gateway does not own.
@@ -161,6 +164,82 @@ crate::counters! {
         drop_udp_forward_no_guest,
         /// DNS queries while no upstream resolver is configured.
         drop_dns_no_upstream,
+        /// IPv6 packets from the guest.
+        ipv6_rx_packets,
+        /// IPv6 packets sent to the guest.
+        ipv6_tx_packets,
+        /// IPv6 packets shorter than their header or payload length.
+        drop_ipv6_truncated,
+        /// IPv6 packets with a version other than 6.
+        drop_ipv6_malformed,
+        /// IPv6 packets from a source that is not the guest's (multicast, ours, off-link).
+        drop_ipv6_bad_source,
+        /// IPv6 packets for another address on the link or a group we do not listen to.
+        drop_ipv6_not_for_us,
+        /// Extension headers that are truncated, say "discard", or earned a Parameter Problem.
+        drop_ipv6_ext_header,
+        /// Upper-layer protocols the gateway does not serve (Parameter Problem code 1).
+        drop_ipv6_unknown_next_header,
+        /// Guest IPv6 fragments (reassembly is not done yet).
+        drop_ipv6_fragment,
+        /// Packets to route whose hop limit ran out (Time Exceeded sent).
+        drop_ipv6_hop_limit,
+        /// Packets larger than the link MTU (Packet Too Big sent for the guest's).
+        drop_ipv6_too_big,
+        /// Packets for beyond the gateway while IPv6 is not routed (Destination Unreachable).
+        drop_ipv6_not_routed,
+        /// ICMPv6 messages from the guest.
+        icmpv6_rx_messages,
+        /// ICMPv6 messages sent to the guest.
+        icmpv6_tx_messages,
+        /// ICMPv6 echo requests to the gateway's addresses.
+        icmpv6_rx_echo_requests,
+        /// ICMPv6 echo replies sent.
+        icmpv6_tx_echo_replies,
+        /// ICMPv6 errors from the guest.
+        icmpv6_rx_errors,
+        /// ICMPv6 errors sent (unreachable, packet too big, time exceeded, parameter problem).
+        icmpv6_tx_errors,
+        /// ICMPv6 errors not sent because of the rate limit (RFC 4443 §2.4(f)).
+        drop_icmpv6_rate_limited,
+        drop_icmpv6_checksum,
+        /// ICMPv6 messages too short or with invalid options.
+        drop_icmpv6_malformed,
+        /// ICMPv6 messages the gateway has no use for (router advertisements from the guest...).
+        drop_icmpv6_unsupported,
+        /// Router Solicitations from the guest.
+        ndp_rx_router_solicits,
+        /// Router Advertisements sent.
+        ndp_tx_router_adverts,
+        /// Neighbor Solicitations from the guest (DAD probes included).
+        ndp_rx_neighbor_solicits,
+        /// Duplicate Address Detection probes from the guest.
+        ndp_rx_dad_probes,
+        /// Neighbor Advertisements sent (answers, DAD defence, link-up announcements).
+        ndp_tx_neighbor_adverts,
+        /// Neighbor Advertisements from the guest.
+        ndp_rx_neighbor_adverts,
+        /// Neighbor Solicitations sent to resolve or confirm a guest address.
+        ndp_tx_neighbor_solicits,
+        /// NDP messages with a hop limit other than 255 or invalid for their source.
+        drop_ndp_invalid,
+        /// Packets dropped because the guest's address did not resolve.
+        drop_ndp_unresolved,
+        /// MLD reports (v1 and v2) from the guest.
+        mld_rx_reports,
+        /// Group records in those reports.
+        mld_rx_group_records,
+        /// DHCPv6 messages from the guest.
+        dhcpv6_rx_messages,
+        /// DHCPv6 Advertise and Reply messages sent.
+        dhcpv6_tx_replies,
+        /// Addresses bound (or renewed) by DHCPv6.
+        dhcpv6_addresses_bound,
+        /// DHCPv6 messages while DHCPv6 is off.
+        drop_dhcpv6_off,
+        drop_dhcpv6_malformed,
+        /// DHCPv6 messages for another server or that this mode does not answer.
+        drop_dhcpv6_not_for_us,
         /// Flows currently in the table (a gauge).
         flows_active,
         /// Flows created.

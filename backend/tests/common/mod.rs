@@ -30,6 +30,16 @@ pub struct Virtgate {
 
 impl Virtgate {
     pub fn start(extra: &[&str]) -> Virtgate {
+        Virtgate::start_with(extra, false)
+    }
+
+    /// Starts virtgate with its link-up announcements on (the default for users).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_announcing(extra: &[&str]) -> Virtgate {
+        Virtgate::start_with(extra, true)
+    }
+
+    fn start_with(extra: &[&str], announce: bool) -> Virtgate {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "virtgate-dev-{}-{}",
@@ -46,6 +56,12 @@ impl Virtgate {
             .arg(&stats_file)
             // Never the host's resolvers: tests reach only what they create on the loopback.
             .args(["--resolv-conf", "/dev/null"])
+            // A quiet link by default: the rings carry only what each test provokes.
+            .args(if announce {
+                &[][..]
+            } else {
+                &["--no-link-announce"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -65,6 +65,7 @@ fn drain<H: crate::host::HostIo>(s: &mut Stack<H>) -> Vec<Vec<u8>> {
     out
 }
 
+mod ipv6;
 mod lossy_link;
 
 mod ethernet_layer {
@@ -95,7 +96,12 @@ mod ethernet_layer {
 
     #[test]
     fn unknown_ethertypes_and_ipv6_are_counted() {
-        let mut s = stack();
+        // Without IPv6, its frames are counted as unsupported.
+        let mut s = Stack::new(Config {
+            ipv6: None,
+            ..Config::default()
+        })
+        .unwrap();
         s.process_frame(
             Instant::ZERO,
             &eth_frame(

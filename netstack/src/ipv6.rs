@@ -1,0 +1,921 @@
+//! IPv6 on the guest link: header validation and the extension-header walk (RFC 8200), Neighbor
+//! Discovery (RFC 4861: answering for the gateway's addresses, defending them against DAD,
+//! resolving the guest's), the router role (solicited and periodic Router Advertisements with the
+//! prefix for SLAAC, RFC 4862, the MTU, and DNS by RDNSS/DNSSL, RFC 8106), ICMPv6 (RFC 4443: echo,
+//! and errors within a rate limit), MLD reports (counted), and DHCPv6 (`dhcpv6`).
+//!
+//! The gateway owns three addresses: `fe80::2` (link-local, the source of everything NDP), the
+//! prefix's host 2 (the gateway) and host 3 (DNS), mirroring 10.0.2.2 and 10.0.2.3.
+
+use log::trace;
+
+use crate::arp::NeighborCache;
+use crate::config::{Dhcpv6Mode, Ipv6Config, GATEWAY_LINK_LOCAL};
+use crate::dhcpv6::{self, Answer, Dhcpv6Lease, Dhcpv6Server};
+use crate::host::HostIo;
+use crate::stack::Stack;
+use crate::time::{Duration, Instant};
+use crate::wire::dhcpv6::{opt, Dhcpv6Repr, CLIENT_PORT, SERVER_PORT};
+use crate::wire::icmpv6::{
+    encode_domains, na_flags, prefix_flags, ra_flags, unreachable, Icmpv6Repr, NdpOptions,
+    PrefixInfo, MAX_ERROR_QUOTE,
+};
+use crate::wire::ipv6::{self as wire_ipv6, walk_extension_headers, ExtError};
+use crate::wire::{
+    ethernet, udp, EtherType, EthernetAddress, EthernetRepr, IpProtocol, Ipv6Address, Ipv6Packet,
+    Ipv6Repr, UdpPacket,
+};
+
+/// RFC 4861 §6.1 / §7.1: NDP messages are sent, and must arrive, with hop limit 255 (proof that
+/// they did not cross a router).
+const NDP_HOP_LIMIT: u8 = 255;
+/// The hop limit of what the gateway originates (RFC 8200 §3; Linux's default).
+const DEFAULT_HOP_LIMIT: u8 = 64;
+/// RFC 4861 §10: MIN_DELAY_BETWEEN_RAS.
+const MIN_DELAY_BETWEEN_RAS: Duration = Duration::from_secs(3);
+/// RFC 4861 §10: MAX_INITIAL_RTR_ADVERTISEMENTS and MAX_INITIAL_RTR_ADVERT_INTERVAL.
+const INITIAL_RAS: u8 = 3;
+const INITIAL_RA_INTERVAL: Duration = Duration::from_secs(16);
+/// ICMPv6 error rate limit (RFC 4443 §2.4(f)): a bucket of this many tokens, one back every
+/// `ERROR_TOKEN_INTERVAL` (10 errors per second sustained, like Linux's 100 ms `ratelimit`).
+const ERROR_BURST: u32 = 10;
+const ERROR_TOKEN_INTERVAL: Duration = Duration::from_millis(100);
+/// ff02::1:2, All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
+const ALL_DHCP_SERVERS: Ipv6Address = Ipv6Address::new([0xff02, 0, 0, 0, 0, 0, 1, 2]);
+
+/// IPv6 state of the stack.
+#[derive(Debug)]
+pub(crate) struct Ipv6State {
+    pub(crate) neighbors: NeighborCache<Ipv6Address>,
+    /// When the next unsolicited Router Advertisement is due.
+    next_ra_at: Option<Instant>,
+    /// When the last multicast Router Advertisement left.
+    last_ra_at: Option<Instant>,
+    initial_ras: u8,
+    ra_count: u64,
+    error_tokens: u32,
+    tokens_at: Instant,
+    /// The guest's most recent global address (the destination of forwarded connections).
+    pub(crate) last_guest_global: Option<Ipv6Address>,
+    /// RDNSS and DNSSL payloads, built once from the configuration.
+    rdnss: [u8; 16],
+    dnssl: Vec<u8>,
+    dhcp: Dhcpv6Server,
+    /// Our DHCPv6 DUID (DUID-LL from the gateway MAC, RFC 8415 §11.4).
+    duid: [u8; 10],
+}
+
+impl Ipv6State {
+    pub(crate) fn new(
+        cfg: Option<&Ipv6Config>,
+        mac: EthernetAddress,
+        domain: Option<&str>,
+    ) -> Self {
+        let mut duid = [0u8; 10];
+        duid[..4].copy_from_slice(&[0, 3, 0, 1]);
+        duid[4..].copy_from_slice(&mac.0);
+        Ipv6State {
+            neighbors: NeighborCache::default(),
+            next_ra_at: None,
+            last_ra_at: None,
+            initial_ras: 0,
+            ra_count: 0,
+            error_tokens: ERROR_BURST,
+            tokens_at: Instant::ZERO,
+            last_guest_global: None,
+            rdnss: cfg.map_or([0; 16], |c| c.dns.0),
+            dnssl: domain.map_or_else(Vec::new, |d| encode_domains(&[d])),
+            dhcp: Dhcpv6Server::default(),
+            duid,
+        }
+    }
+
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        [self.next_ra_at, self.neighbors.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Takes a token for an ICMPv6 error, if one is left.
+    fn error_allowed(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_since(self.tokens_at).total_micros()
+            / ERROR_TOKEN_INTERVAL.total_micros();
+        if earned > 0 {
+            self.error_tokens =
+                (self.error_tokens + earned.min(u64::from(ERROR_BURST)) as u32).min(ERROR_BURST);
+            self.tokens_at = self.tokens_at
+                + Duration::from_micros(earned * ERROR_TOKEN_INTERVAL.total_micros());
+        }
+        if self.error_tokens == 0 {
+            return false;
+        }
+        self.error_tokens -= 1;
+        true
+    }
+}
+
+/// Where a packet from the guest is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    /// One of the gateway's unicast addresses.
+    Gateway,
+    /// A multicast group the gateway listens to.
+    OurGroup,
+    /// Another multicast group (only MLD reports for it are of interest).
+    OtherGroup,
+    /// An address on the link that is not ours (nobody else is there).
+    OnLink,
+    /// Beyond the gateway.
+    Routed,
+}
+
+impl<H: HostIo> Stack<H> {
+    fn v6cfg(&self) -> Option<&Ipv6Config> {
+        self.cfg.ipv6.as_ref()
+    }
+
+    /// The guest's DHCPv6 bindings.
+    pub fn dhcpv6_leases(&self) -> impl Iterator<Item = Dhcpv6Lease> + '_ {
+        self.v6.dhcp.leases()
+    }
+
+    /// The guest's global IPv6 address, as last seen in its traffic.
+    pub fn guest_ipv6(&self) -> Option<Ipv6Address> {
+        self.v6.last_guest_global
+    }
+
+    fn classify(&self, cfg: &Ipv6Config, dst: Ipv6Address) -> Destination {
+        if cfg.is_gateway_address(dst) {
+            return Destination::Gateway;
+        }
+        if dst.is_multicast() {
+            let ours = [
+                Ipv6Address::ALL_NODES,
+                Ipv6Address::ALL_ROUTERS,
+                Ipv6Address::ALL_MLDV2_ROUTERS,
+                ALL_DHCP_SERVERS,
+                GATEWAY_LINK_LOCAL.solicited_node(),
+                cfg.gateway.solicited_node(),
+                cfg.dns.solicited_node(),
+            ];
+            return if ours.contains(&dst) {
+                Destination::OurGroup
+            } else {
+                Destination::OtherGroup
+            };
+        }
+        if dst.is_link_local() || cfg.prefix.contains(dst) {
+            return Destination::OnLink;
+        }
+        Destination::Routed
+    }
+
+    /// An IPv6 packet from the guest (RFC 8200 §3-4).
+    pub(crate) fn process_ipv6(&mut self, now: Instant, eth: &EthernetRepr, payload: &[u8]) {
+        let Some(cfg) = self.cfg.ipv6.clone() else {
+            self.stats.drop_ipv6_unsupported += 1;
+            trace!("drop: IPv6 is off");
+            return;
+        };
+        self.stats.ipv6_rx_packets += 1;
+        let packet = match Ipv6Packet::new_checked(payload) {
+            Ok(p) => p,
+            Err(crate::wire::Error::Truncated) => {
+                self.stats.drop_ipv6_truncated += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.drop_ipv6_malformed += 1;
+                return;
+            }
+        };
+        let repr = Ipv6Repr::parse(&packet);
+        // Sources: the guest's link-local or prefix addresses, or :: for DAD and early MLD
+        // (checked per message below). Never multicast (RFC 4291 §2.7), never ours.
+        let src_ok = repr.src.is_unspecified()
+            || ((repr.src.is_link_local() || cfg.prefix.contains(repr.src))
+                && !cfg.is_gateway_address(repr.src)
+                && repr.src != cfg.prefix.network());
+        if !src_ok {
+            self.stats.drop_ipv6_bad_source += 1;
+            trace!("drop: IPv6 from {}: not a guest address", repr.src);
+            return;
+        }
+        if !repr.src.is_unspecified() {
+            self.learn_v6(now, repr.src, eth.src);
+            if cfg.prefix.contains(repr.src) {
+                self.v6.last_guest_global = Some(repr.src);
+            }
+        }
+        let dest = self.classify(&cfg, repr.dst);
+        let upper = match walk_extension_headers(
+            u8::from(repr.next_header),
+            packet.payload(),
+            repr.dst.is_multicast(),
+        ) {
+            Ok(u) => u,
+            Err(ExtError::Drop) => {
+                self.stats.drop_ipv6_ext_header += 1;
+                return;
+            }
+            Err(ExtError::ParameterProblem { code, pointer }) => {
+                self.stats.drop_ipv6_ext_header += 1;
+                // RFC 4443 §2.4(e.3): to a multicast destination, only code 2 is reported.
+                if !repr.dst.is_multicast() || code == wire_ipv6::param_problem::UNKNOWN_OPTION {
+                    self.send_icmpv6_error(
+                        now,
+                        &repr,
+                        packet.packet(),
+                        Icmpv6Repr::ParamProblem {
+                            code,
+                            pointer,
+                            data: packet.packet(),
+                        },
+                    );
+                }
+                return;
+            }
+        };
+        if upper.fragment.is_some() {
+            // Reassembly of the guest's IPv6 fragments is not done yet.
+            self.stats.drop_ipv6_fragment += 1;
+            return;
+        }
+        let body = &packet.payload()[upper.offset..];
+        match dest {
+            Destination::OnLink => {
+                self.stats.drop_ipv6_not_for_us += 1;
+                return;
+            }
+            Destination::OtherGroup if upper.protocol != IpProtocol::Icmpv6 => {
+                self.stats.drop_ipv6_not_for_us += 1;
+                return;
+            }
+            Destination::Routed => {
+                self.ipv6_routed(now, &cfg, &repr, packet.packet());
+                return;
+            }
+            _ => {}
+        }
+        match upper.protocol {
+            IpProtocol::Icmpv6 => self.process_icmpv6(now, &cfg, eth, &repr, dest, body),
+            IpProtocol::Udp => self.process_udp6(now, &cfg, &repr, dest, body, packet.packet()),
+            IpProtocol::Tcp => {
+                // TCP to the gateway's IPv6 addresses comes with the IPv6 gateway.
+                self.stats.drop_ipv6_unsupported += 1;
+            }
+            _ => {
+                self.stats.drop_ipv6_unknown_next_header += 1;
+                if dest == Destination::Gateway {
+                    // RFC 8200 §4: code 1, pointing at the field that named it.
+                    self.send_icmpv6_error(
+                        now,
+                        &repr,
+                        packet.packet(),
+                        Icmpv6Repr::ParamProblem {
+                            code: wire_ipv6::param_problem::UNKNOWN_NEXT_HEADER,
+                            pointer: upper.next_header_at,
+                            data: packet.packet(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// A packet for beyond the gateway. Until the IPv6 gateway exists, it has no route.
+    fn ipv6_routed(&mut self, now: Instant, cfg: &Ipv6Config, repr: &Ipv6Repr, packet: &[u8]) {
+        if repr.hop_limit <= 1 {
+            // RFC 4443 §3.3: a router that would forward a packet whose hop limit runs out.
+            self.stats.drop_ipv6_hop_limit += 1;
+            self.send_icmpv6_error(
+                now,
+                repr,
+                packet,
+                Icmpv6Repr::TimeExceeded {
+                    code: 0,
+                    data: packet,
+                },
+            );
+            return;
+        }
+        if packet.len() > usize::from(self.cfg.mtu) {
+            // RFC 8200 §5, RFC 4443 §3.2: too big for the next link.
+            self.stats.drop_ipv6_too_big += 1;
+            self.send_icmpv6_error(
+                now,
+                repr,
+                packet,
+                Icmpv6Repr::PacketTooBig {
+                    mtu: u32::from(self.cfg.mtu),
+                    data: packet,
+                },
+            );
+            return;
+        }
+        let _ = cfg;
+        self.stats.drop_ipv6_not_routed += 1;
+        self.send_icmpv6_error(
+            now,
+            repr,
+            packet,
+            Icmpv6Repr::DstUnreachable {
+                code: unreachable::NO_ROUTE,
+                data: packet,
+            },
+        );
+    }
+
+    fn learn_v6(&mut self, now: Instant, ip: Ipv6Address, mac: EthernetAddress) {
+        if !mac.is_unicast() {
+            return;
+        }
+        if let Some(frame) = self.v6.neighbors.fill(now, ip, mac) {
+            self.stats.ipv6_tx_packets += 1;
+            self.queue_frame(frame);
+        }
+    }
+
+    fn process_icmpv6(
+        &mut self,
+        now: Instant,
+        cfg: &Ipv6Config,
+        eth: &EthernetRepr,
+        ip: &Ipv6Repr,
+        dest: Destination,
+        body: &[u8],
+    ) {
+        let msg = match Icmpv6Repr::parse(body, ip.src, ip.dst) {
+            Ok(m) => m,
+            Err(crate::wire::Error::Checksum) => {
+                self.stats.drop_icmpv6_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.drop_icmpv6_malformed += 1;
+                return;
+            }
+        };
+        self.stats.icmpv6_rx_messages += 1;
+        let ndp = matches!(
+            msg,
+            Icmpv6Repr::RouterSolicit { .. }
+                | Icmpv6Repr::RouterAdvert { .. }
+                | Icmpv6Repr::NeighborSolicit { .. }
+                | Icmpv6Repr::NeighborAdvert { .. }
+        );
+        if ndp && ip.hop_limit != NDP_HOP_LIMIT {
+            self.stats.drop_ndp_invalid += 1;
+            return;
+        }
+        if ip.src.is_unspecified()
+            && !matches!(
+                msg,
+                Icmpv6Repr::NeighborSolicit { .. }
+                    | Icmpv6Repr::RouterSolicit { .. }
+                    | Icmpv6Repr::MldReport { .. }
+            )
+        {
+            self.stats.drop_ipv6_bad_source += 1;
+            return;
+        }
+        if dest == Destination::OtherGroup && !matches!(msg, Icmpv6Repr::MldReport { .. }) {
+            self.stats.drop_ipv6_not_for_us += 1;
+            return;
+        }
+        match msg {
+            Icmpv6Repr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            } => {
+                self.stats.icmpv6_rx_echo_requests += 1;
+                // From the address asked, or for a group, from the address of the same scope.
+                let src = if dest == Destination::Gateway {
+                    ip.dst
+                } else if ip.src.is_link_local() {
+                    GATEWAY_LINK_LOCAL
+                } else {
+                    cfg.gateway
+                };
+                let reply = Icmpv6Repr::EchoReply {
+                    ident,
+                    seq_no,
+                    data,
+                };
+                if self.send_icmpv6(now, src, ip.src, DEFAULT_HOP_LIMIT, Some(eth.src), &reply) {
+                    self.stats.icmpv6_tx_echo_replies += 1;
+                }
+            }
+            Icmpv6Repr::RouterSolicit { options } => {
+                self.stats.ndp_rx_router_solicits += 1;
+                // RFC 4861 §6.1.1: no source link-layer option from the unspecified address.
+                if ip.src.is_unspecified() && options.source_lladdr.is_some() {
+                    self.stats.drop_ndp_invalid += 1;
+                    return;
+                }
+                if let Some(mac) = options.source_lladdr.filter(|_| !ip.src.is_unspecified()) {
+                    self.learn_v6(now, ip.src, mac);
+                }
+                // RFC 4861 §6.2.6: answer (to all nodes) no sooner than MIN_DELAY_BETWEEN_RAS
+                // after the previous multicast RA.
+                let earliest = self
+                    .v6
+                    .last_ra_at
+                    .map_or(now, |t| (t + MIN_DELAY_BETWEEN_RAS).max(now));
+                if earliest <= now {
+                    self.send_router_advert(now, cfg);
+                } else {
+                    let next = self.v6.next_ra_at.map_or(earliest, |n| n.min(earliest));
+                    self.v6.next_ra_at = Some(next);
+                }
+            }
+            Icmpv6Repr::NeighborSolicit { target, options } => {
+                self.stats.ndp_rx_neighbor_solicits += 1;
+                let dad = ip.src.is_unspecified();
+                if dad {
+                    // RFC 4861 §7.1.1: a DAD probe goes to the solicited-node group, alone.
+                    if !ip.dst.is_multicast() || options.source_lladdr.is_some() {
+                        self.stats.drop_ndp_invalid += 1;
+                        return;
+                    }
+                    self.stats.ndp_rx_dad_probes += 1;
+                }
+                if !cfg.is_gateway_address(target) {
+                    // Not ours: in particular the guest's own tentative address, which we never
+                    // claim (its DAD must succeed).
+                    return;
+                }
+                if let Some(mac) = options.source_lladdr {
+                    self.learn_v6(now, ip.src, mac);
+                }
+                let (dst, flags) = if dad {
+                    // RFC 4862 §5.4.3: defend the address, to all nodes, unsolicited.
+                    (
+                        Ipv6Address::ALL_NODES,
+                        na_flags::ROUTER | na_flags::OVERRIDE,
+                    )
+                } else {
+                    (
+                        ip.src,
+                        na_flags::ROUTER | na_flags::SOLICITED | na_flags::OVERRIDE,
+                    )
+                };
+                let dst_mac = (!dad).then(|| options.source_lladdr.unwrap_or(eth.src));
+                self.send_neighbor_advert(now, target, dst, dst_mac, flags);
+            }
+            Icmpv6Repr::NeighborAdvert {
+                target, options, ..
+            } => {
+                self.stats.ndp_rx_neighbor_adverts += 1;
+                if target.is_link_local() || cfg.prefix.contains(target) {
+                    if cfg.is_gateway_address(target) {
+                        // Someone claims our address: nothing we can do but count it.
+                        self.stats.drop_ndp_invalid += 1;
+                        return;
+                    }
+                    let mac = options.target_lladdr.unwrap_or(eth.src);
+                    self.learn_v6(now, target, mac);
+                }
+            }
+            Icmpv6Repr::RouterAdvert { .. } => {
+                // Another router on the link: we are the only one; counted and ignored.
+                self.stats.drop_icmpv6_unsupported += 1;
+            }
+            Icmpv6Repr::MldReport { groups, .. } => {
+                self.stats.mld_rx_reports += 1;
+                self.stats.mld_rx_group_records += u64::from(groups);
+            }
+            Icmpv6Repr::EchoReply { .. } => self.stats.drop_icmpv6_unsupported += 1,
+            m if m.is_error() => self.stats.icmpv6_rx_errors += 1,
+            _ => self.stats.drop_icmpv6_unsupported += 1,
+        }
+    }
+
+    fn process_udp6(
+        &mut self,
+        now: Instant,
+        cfg: &Ipv6Config,
+        ip: &Ipv6Repr,
+        dest: Destination,
+        body: &[u8],
+        packet: &[u8],
+    ) {
+        let Ok(udp) = UdpPacket::new_checked(body) else {
+            self.stats.drop_udp_malformed += 1;
+            return;
+        };
+        if !udp_checksum_ok(ip, body) {
+            self.stats.drop_udp_checksum += 1;
+            return;
+        }
+        if udp.dst_port() == SERVER_PORT
+            && udp.src_port() == CLIENT_PORT
+            && (ip.dst == ALL_DHCP_SERVERS || dest == Destination::Gateway)
+        {
+            self.process_dhcpv6(now, cfg, ip, udp.payload());
+            return;
+        }
+        if dest != Destination::Gateway {
+            self.stats.drop_ipv6_not_for_us += 1;
+            return;
+        }
+        // UDP to the gateway's IPv6 addresses comes with the IPv6 gateway: a closed port now.
+        self.stats.drop_ipv6_unsupported += 1;
+        self.send_icmpv6_error(
+            now,
+            ip,
+            packet,
+            Icmpv6Repr::DstUnreachable {
+                code: unreachable::PORT,
+                data: packet,
+            },
+        );
+    }
+
+    fn process_dhcpv6(&mut self, now: Instant, cfg: &Ipv6Config, ip: &Ipv6Repr, payload: &[u8]) {
+        if cfg.dhcpv6 == Dhcpv6Mode::Off {
+            self.stats.drop_dhcpv6_off += 1;
+            return;
+        }
+        let Ok(m) = Dhcpv6Repr::parse(payload) else {
+            self.stats.drop_dhcpv6_malformed += 1;
+            return;
+        };
+        self.stats.dhcpv6_rx_messages += 1;
+        let duid = self.v6.duid;
+        let for_us = m.server_id == Some(&duid[..]);
+        let Answer::Reply {
+            msg_type,
+            ia,
+            status,
+            rapid_commit,
+        } = self.v6.dhcp.handle(now, cfg, &m, for_us)
+        else {
+            self.stats.drop_dhcpv6_not_for_us += 1;
+            return;
+        };
+        let dns = cfg.dns.0;
+        let domains = self.v6.dnssl.clone();
+        let reply = Dhcpv6Repr {
+            msg_type,
+            transaction_id: m.transaction_id,
+            client_id: m.client_id,
+            server_id: Some(&duid),
+            ia_na: ia.map(|(iaid, got)| dhcpv6::ia_option(iaid, got)),
+            rapid_commit,
+            status: status.map(|c| (c, "")),
+            dns_servers: dhcpv6::wants(&m, opt::DNS_SERVERS).then_some(&dns[..]),
+            domain_list: (!domains.is_empty() && dhcpv6::wants(&m, opt::DOMAIN_LIST))
+                .then_some(&domains[..]),
+            ..Dhcpv6Repr::default()
+        };
+        if reply.ia_na.is_some_and(|i| i.addr.is_some())
+            && msg_type != crate::wire::dhcpv6::msg::ADVERTISE
+        {
+            self.stats.dhcpv6_addresses_bound += 1;
+        }
+        // RFC 8415 §18.3.10: the reply goes to the client's link-local source, port 546.
+        let len = udp::HEADER_LEN + reply.buffer_len();
+        let repr = Ipv6Repr {
+            src: GATEWAY_LINK_LOCAL,
+            dst: ip.src,
+            next_header: IpProtocol::Udp,
+            payload_len: len,
+            hop_limit: DEFAULT_HOP_LIMIT,
+        };
+        let (src, dst) = (repr.src, repr.dst);
+        let sent = self.dispatch_ipv6(now, None, &repr, |b| {
+            reply.emit(&mut b[udp::HEADER_LEN..]);
+            emit_udp6(b, SERVER_PORT, CLIENT_PORT, src, dst);
+        });
+        if sent {
+            self.stats.dhcpv6_tx_replies += 1;
+        }
+    }
+
+    /// The timers: periodic Router Advertisements and neighbour resolution.
+    pub(crate) fn ipv6_poll(&mut self, now: Instant) {
+        let Some(cfg) = self.cfg.ipv6.clone() else {
+            return;
+        };
+        if self.v6.next_ra_at.is_some_and(|t| t <= now) {
+            self.send_router_advert(now, &cfg);
+        }
+        let mut due = [(Ipv6Address::UNSPECIFIED, None); 8];
+        let mut n = 0;
+        let result = self.v6.neighbors.poll(now, |ip, mac| {
+            if n < due.len() {
+                due[n] = (ip, mac);
+                n += 1;
+            }
+        });
+        self.stats.drop_ndp_unresolved += result.dropped;
+        for (ip, mac) in due[..n].iter().copied() {
+            self.send_neighbor_solicit(now, &cfg, ip, mac);
+        }
+    }
+
+    /// The link came up (a guest driver is there): announce the gateway's addresses (unsolicited
+    /// Neighbor Advertisements, RFC 4861 §7.2.6) and start the initial Router Advertisements
+    /// (§6.2.4).
+    pub(crate) fn ipv6_link_up(&mut self, now: Instant) {
+        let Some(cfg) = self.cfg.ipv6.clone() else {
+            return;
+        };
+        for target in [GATEWAY_LINK_LOCAL, cfg.gateway, cfg.dns] {
+            self.send_neighbor_advert(
+                now,
+                target,
+                Ipv6Address::ALL_NODES,
+                None,
+                na_flags::ROUTER | na_flags::OVERRIDE,
+            );
+        }
+        self.v6.initial_ras = INITIAL_RAS;
+        self.v6.last_ra_at = None;
+        self.send_router_advert(now, &cfg);
+    }
+
+    /// A Router Advertisement to all nodes, and the next one scheduled.
+    fn send_router_advert(&mut self, now: Instant, cfg: &Ipv6Config) {
+        let secs = |d: Duration| d.total_secs().min(u64::from(u32::MAX)) as u32;
+        let mut flags = 0;
+        match cfg.dhcpv6 {
+            Dhcpv6Mode::Off => {}
+            Dhcpv6Mode::Stateless => flags |= ra_flags::OTHER,
+            Dhcpv6Mode::Stateful => flags |= ra_flags::MANAGED | ra_flags::OTHER,
+        }
+        // RFC 8106 §5.1: the RDNSS lifetime at least 3 × MaxRtrAdvInterval.
+        let dns_lifetime = 3 * secs(cfg.ra_interval);
+        let rdnss = self.v6.rdnss;
+        let dnssl = core::mem::take(&mut self.v6.dnssl);
+        let ra = Icmpv6Repr::RouterAdvert {
+            hop_limit: DEFAULT_HOP_LIMIT,
+            flags,
+            router_lifetime: secs(cfg.router_lifetime).min(9000) as u16,
+            reachable_time: 0,
+            retrans_time: 0,
+            options: NdpOptions {
+                source_lladdr: Some(self.cfg.gateway_mac),
+                mtu: Some(u32::from(self.cfg.mtu)),
+                prefix: Some(PrefixInfo {
+                    prefix_len: cfg.prefix.prefix_len(),
+                    flags: prefix_flags::ON_LINK | prefix_flags::AUTONOMOUS,
+                    valid_lifetime: secs(cfg.valid_lifetime),
+                    preferred_lifetime: secs(cfg.preferred_lifetime),
+                    prefix: cfg.prefix.network(),
+                }),
+                rdnss: Some((dns_lifetime, &rdnss)),
+                dnssl: (!dnssl.is_empty()).then_some((dns_lifetime, &dnssl[..])),
+                ..NdpOptions::default()
+            },
+        };
+        let sent = self.send_icmpv6(
+            now,
+            GATEWAY_LINK_LOCAL,
+            Ipv6Address::ALL_NODES,
+            NDP_HOP_LIMIT,
+            None,
+            &ra,
+        );
+        self.v6.dnssl = dnssl;
+        if sent {
+            self.stats.ndp_tx_router_adverts += 1;
+        }
+        self.v6.last_ra_at = Some(now);
+        self.v6.ra_count += 1;
+        // RFC 4861 §6.2.4: the first few close together, then uniformly between
+        // MinRtrAdvInterval (a third of the maximum) and MaxRtrAdvInterval; the spread is a fixed
+        // sequence here, so runs repeat.
+        let max = cfg.ra_interval.total_micros();
+        let mut wait = max / 3 + (self.v6.ra_count.wrapping_mul(0x9e37_79b9) % (max - max / 3 + 1));
+        if self.v6.initial_ras > 0 {
+            self.v6.initial_ras -= 1;
+            wait = wait.min(INITIAL_RA_INTERVAL.total_micros());
+        }
+        self.v6.next_ra_at = Some(now + Duration::from_micros(wait));
+    }
+
+    fn send_neighbor_advert(
+        &mut self,
+        now: Instant,
+        target: Ipv6Address,
+        dst: Ipv6Address,
+        dst_mac: Option<EthernetAddress>,
+        flags: u8,
+    ) {
+        let na = Icmpv6Repr::NeighborAdvert {
+            flags,
+            target,
+            options: NdpOptions {
+                target_lladdr: Some(self.cfg.gateway_mac),
+                ..NdpOptions::default()
+            },
+        };
+        // From the target itself (as Linux answers), so the guest learns it directly.
+        if self.send_icmpv6(now, target, dst, NDP_HOP_LIMIT, dst_mac, &na) {
+            self.stats.ndp_tx_neighbor_adverts += 1;
+        }
+    }
+
+    /// Resolves `target` (multicast to its solicited-node group) or confirms it (`mac`: unicast).
+    fn send_neighbor_solicit(
+        &mut self,
+        now: Instant,
+        cfg: &Ipv6Config,
+        target: Ipv6Address,
+        mac: Option<EthernetAddress>,
+    ) {
+        let src = if target.is_link_local() {
+            GATEWAY_LINK_LOCAL
+        } else {
+            cfg.gateway
+        };
+        let dst = if mac.is_some() {
+            target
+        } else {
+            target.solicited_node()
+        };
+        let ns = Icmpv6Repr::NeighborSolicit {
+            target,
+            options: NdpOptions {
+                source_lladdr: Some(self.cfg.gateway_mac),
+                ..NdpOptions::default()
+            },
+        };
+        let dst_mac = Some(mac.unwrap_or_else(|| dst.multicast_mac()));
+        if self.send_icmpv6(now, src, dst, NDP_HOP_LIMIT, dst_mac, &ns) {
+            self.stats.ndp_tx_neighbor_solicits += 1;
+        }
+    }
+
+    /// An ICMPv6 error about `packet` (whose header is `ip`) to its source, unless RFC 4443 §2.4(e)
+    /// forbids it or the rate limit (§2.4(f)) is spent.
+    pub(crate) fn send_icmpv6_error(
+        &mut self,
+        now: Instant,
+        ip: &Ipv6Repr,
+        packet: &[u8],
+        error: Icmpv6Repr,
+    ) {
+        if ip.src.is_unspecified() || ip.src.is_multicast() {
+            return;
+        }
+        // Never about an ICMPv6 error (§2.4(e.1)).
+        if ip.next_header == IpProtocol::Icmpv6 {
+            let body = &packet[wire_ipv6::HEADER_LEN..];
+            if body.first().is_some_and(|t| *t < 128) {
+                return;
+            }
+        }
+        if !self.v6.error_allowed(now) {
+            self.stats.drop_icmpv6_rate_limited += 1;
+            return;
+        }
+        let Some(cfg) = self.v6cfg() else {
+            return;
+        };
+        let src = if ip.src.is_link_local() {
+            GATEWAY_LINK_LOCAL
+        } else if cfg.is_gateway_address(ip.dst) {
+            ip.dst
+        } else {
+            cfg.gateway
+        };
+        let quote = &packet[..packet.len().min(MAX_ERROR_QUOTE)];
+        let error = match error {
+            Icmpv6Repr::DstUnreachable { code, .. } => {
+                Icmpv6Repr::DstUnreachable { code, data: quote }
+            }
+            Icmpv6Repr::PacketTooBig { mtu, .. } => Icmpv6Repr::PacketTooBig { mtu, data: quote },
+            Icmpv6Repr::TimeExceeded { code, .. } => Icmpv6Repr::TimeExceeded { code, data: quote },
+            Icmpv6Repr::ParamProblem { code, pointer, .. } => Icmpv6Repr::ParamProblem {
+                code,
+                pointer,
+                data: quote,
+            },
+            other => other,
+        };
+        if self.send_icmpv6(now, src, ip.src, DEFAULT_HOP_LIMIT, None, &error) {
+            self.stats.icmpv6_tx_errors += 1;
+        }
+    }
+
+    /// Queues an ICMPv6 message; false if it could not be.
+    fn send_icmpv6(
+        &mut self,
+        now: Instant,
+        src: Ipv6Address,
+        dst: Ipv6Address,
+        hop_limit: u8,
+        dst_mac: Option<EthernetAddress>,
+        msg: &Icmpv6Repr,
+    ) -> bool {
+        let repr = Ipv6Repr {
+            src,
+            dst,
+            next_header: IpProtocol::Icmpv6,
+            payload_len: msg.buffer_len(),
+            hop_limit,
+        };
+        let sent = self.dispatch_ipv6(now, dst_mac, &repr, |b| msg.emit(b, src, dst));
+        if sent {
+            self.stats.icmpv6_tx_messages += 1;
+        }
+        sent
+    }
+
+    /// Queues an IPv6 packet; `emit_payload` writes the payload. Multicast goes to its group
+    /// MAC; unicast to `dst_mac`, or through the neighbour cache (resolved with NDP).
+    pub(crate) fn dispatch_ipv6(
+        &mut self,
+        now: Instant,
+        dst_mac: Option<EthernetAddress>,
+        repr: &Ipv6Repr,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let ip_len = repr.buffer_len();
+        if ip_len > usize::from(self.cfg.mtu) {
+            // The gateway sends nothing larger than the link (fragmentation comes with the IPv6
+            // gateway's host datagrams).
+            self.stats.drop_ipv6_too_big += 1;
+            return false;
+        }
+        let src_mac = self.cfg.gateway_mac;
+        let build = |buf: &mut [u8], dst: EthernetAddress| {
+            EthernetRepr {
+                src: src_mac,
+                dst,
+                ethertype: EtherType::Ipv6,
+            }
+            .emit(buf);
+            let ip = &mut buf[ethernet::HEADER_LEN..];
+            repr.emit(ip);
+            emit_payload(&mut ip[wire_ipv6::HEADER_LEN..]);
+        };
+        let frame_len = ethernet::HEADER_LEN + ip_len;
+        let mac = if repr.dst.is_multicast() {
+            Some(repr.dst.multicast_mac())
+        } else {
+            dst_mac.or_else(|| self.v6.neighbors.lookup(now, repr.dst))
+        };
+        match mac {
+            Some(mac) => {
+                if !self.queue_frame_with(frame_len, |b| build(b, mac)) {
+                    return false;
+                }
+                self.stats.ipv6_tx_packets += 1;
+                true
+            }
+            None => {
+                let mut scratch = self.take_scratch();
+                scratch.clear();
+                scratch.resize(frame_len, 0);
+                build(&mut scratch, EthernetAddress([0; 6]));
+                let (request, replaced) = self.v6.neighbors.park(now, repr.dst, &scratch);
+                self.put_scratch(scratch);
+                if replaced {
+                    self.stats.drop_ndp_unresolved += 1;
+                }
+                if request {
+                    if let Some(cfg) = self.cfg.ipv6.clone() {
+                        self.send_neighbor_solicit(now, &cfg, repr.dst, None);
+                    }
+                }
+                true
+            }
+        }
+    }
+}
+
+/// UDP over IPv6 must carry a checksum (RFC 8200 §8.1: a zero one is invalid).
+fn udp_checksum_ok(ip: &Ipv6Repr, body: &[u8]) -> bool {
+    if body.len() < 8 || body[6..8] == [0, 0] {
+        return false;
+    }
+    let sum = wire_ipv6::pseudo_header_sum(ip.src, ip.dst, 17, body.len() as u32);
+    crate::wire::checksum::finish(crate::wire::checksum::accumulate(sum, body)) == 0
+}
+
+/// Writes a UDP header over `b` (the whole datagram, payload in place) with its IPv6 checksum.
+pub(crate) fn emit_udp6(
+    b: &mut [u8],
+    src_port: u16,
+    dst_port: u16,
+    src: Ipv6Address,
+    dst: Ipv6Address,
+) {
+    b[0..2].copy_from_slice(&src_port.to_be_bytes());
+    b[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    let len = b.len() as u16;
+    b[4..6].copy_from_slice(&len.to_be_bytes());
+    b[6..8].fill(0);
+    let sum = wire_ipv6::pseudo_header_sum(src, dst, 17, b.len() as u32);
+    let mut c = crate::wire::checksum::finish(crate::wire::checksum::accumulate(sum, b));
+    if c == 0 {
+        c = 0xffff;
+    }
+    b[6..8].copy_from_slice(&c.to_be_bytes());
+}

@@ -1,0 +1,548 @@
+//! IPv6 on the link: NDP, router advertisements, ICMPv6 echo and errors, MLD, DHCPv6.
+
+use super::*;
+use crate::config::{Dhcpv6Mode, Ipv6Config, GATEWAY_LINK_LOCAL};
+use crate::wire::dhcpv6::{self, Dhcpv6Repr, IaNa};
+use crate::wire::icmpv6::{na_flags, prefix_flags, ra_flags, Icmpv6Repr, NdpOptions};
+use crate::wire::ipv6::{pseudo_header_sum, HEADER_LEN};
+use crate::wire::{Ipv6Address, Ipv6Packet, Ipv6Repr};
+
+fn a(s: &str) -> Ipv6Address {
+    s.parse().unwrap()
+}
+
+fn guest_ll() -> Ipv6Address {
+    Ipv6Address::link_local_from_mac(GUEST_MAC)
+}
+
+/// An Ethernet frame with an IPv6 packet from the guest.
+fn ipv6_frame(
+    src: Ipv6Address,
+    dst: Ipv6Address,
+    next: u8,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut ip = vec![0u8; HEADER_LEN + payload.len()];
+    Ipv6Repr {
+        src,
+        dst,
+        next_header: IpProtocol::from(next),
+        payload_len: payload.len(),
+        hop_limit,
+    }
+    .emit(&mut ip);
+    ip[HEADER_LEN..].copy_from_slice(payload);
+    let dst_mac = if dst.is_multicast() {
+        dst.multicast_mac()
+    } else {
+        Config::default().gateway_mac
+    };
+    eth_frame(dst_mac, EtherType::Ipv6, &ip)
+}
+
+fn icmpv6_frame(src: Ipv6Address, dst: Ipv6Address, hop_limit: u8, m: &Icmpv6Repr) -> Vec<u8> {
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit(&mut b, src, dst);
+    ipv6_frame(src, dst, 58, hop_limit, &b)
+}
+
+/// The IPv6 packets among the frames: (header, ICMPv6 message bytes or UDP datagram).
+fn v6_packets(frames: &[Vec<u8>]) -> Vec<(EthernetAddress, Ipv6Repr, Vec<u8>)> {
+    frames
+        .iter()
+        .filter(|f| f[12..14] == [0x86, 0xdd])
+        .map(|f| {
+            let p = Ipv6Packet::new_checked(&f[14..]).unwrap();
+            (
+                EthernetAddress::from_bytes(&f[..6]),
+                Ipv6Repr::parse(&p),
+                p.payload().to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn icmpv6_of(ip: &Ipv6Repr, body: &[u8]) -> Icmpv6Repr<'static> {
+    let leaked: &'static [u8] = Box::leak(body.to_vec().into_boxed_slice());
+    Icmpv6Repr::parse(leaked, ip.src, ip.dst).expect("valid ICMPv6")
+}
+
+#[test]
+fn neighbor_solicitations_for_our_addresses_are_answered() {
+    let mut s = stack();
+    for target in [GATEWAY_LINK_LOCAL, a("fd00::2"), a("fd00::3")] {
+        let ns = Icmpv6Repr::NeighborSolicit {
+            target,
+            options: NdpOptions {
+                source_lladdr: Some(GUEST_MAC),
+                ..NdpOptions::default()
+            },
+        };
+        s.process_frame(
+            Instant::ZERO,
+            &icmpv6_frame(guest_ll(), target.solicited_node(), 255, &ns),
+        );
+        let out = v6_packets(&drain(&mut s));
+        assert_eq!(out.len(), 1);
+        let (mac, ip, body) = &out[0];
+        assert_eq!(*mac, GUEST_MAC);
+        assert_eq!((ip.src, ip.dst, ip.hop_limit), (target, guest_ll(), 255));
+        let Icmpv6Repr::NeighborAdvert {
+            flags,
+            target: t,
+            options,
+        } = icmpv6_of(ip, body)
+        else {
+            panic!()
+        };
+        assert_eq!(t, target);
+        assert_eq!(
+            flags,
+            na_flags::ROUTER | na_flags::SOLICITED | na_flags::OVERRIDE
+        );
+        assert_eq!(options.target_lladdr, Some(Config::default().gateway_mac));
+    }
+    // Someone else's address, and NDP that crossed a router (hop limit < 255): no answer.
+    let ns = Icmpv6Repr::NeighborSolicit {
+        target: a("fd00::99"),
+        options: NdpOptions::default(),
+    };
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(guest_ll(), a("fd00::99").solicited_node(), 255, &ns),
+    );
+    let ns = Icmpv6Repr::NeighborSolicit {
+        target: a("fd00::2"),
+        options: NdpOptions::default(),
+    };
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(guest_ll(), a("fd00::2").solicited_node(), 64, &ns),
+    );
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().drop_ndp_invalid, 1);
+    assert_eq!(s.stats().ndp_tx_neighbor_adverts, 3);
+}
+
+#[test]
+fn dad_probes_for_the_guest_are_left_alone_and_ours_are_defended() {
+    let mut s = stack();
+    let probe = |target: Ipv6Address| {
+        icmpv6_frame(
+            Ipv6Address::UNSPECIFIED,
+            target.solicited_node(),
+            255,
+            &Icmpv6Repr::NeighborSolicit {
+                target,
+                options: NdpOptions::default(),
+            },
+        )
+    };
+    // The guest checks its own tentative addresses: silence, or its DAD would fail.
+    s.process_frame(Instant::ZERO, &probe(guest_ll()));
+    s.process_frame(Instant::ZERO, &probe(a("fd00::5054:ff:fe12:3456")));
+    assert!(drain(&mut s).is_empty());
+    // A guest that tries to take the gateway's address is told it is taken, to all nodes.
+    s.process_frame(Instant::ZERO, &probe(a("fd00::2")));
+    let out = v6_packets(&drain(&mut s));
+    let (mac, ip, body) = &out[0];
+    assert_eq!(ip.dst, Ipv6Address::ALL_NODES);
+    assert_eq!(*mac, Ipv6Address::ALL_NODES.multicast_mac());
+    assert!(matches!(
+        icmpv6_of(ip, body),
+        Icmpv6Repr::NeighborAdvert { flags, .. } if flags & na_flags::SOLICITED == 0
+    ));
+    // The guest's probes went to groups we do not listen to; ours was counted as DAD.
+    assert_eq!(s.stats().drop_ipv6_not_for_us, 2);
+    assert_eq!(s.stats().ndp_rx_dad_probes, 1);
+}
+
+#[test]
+fn router_solicitations_get_an_advertisement_with_everything_for_slaac() {
+    let mut s = Stack::new(Config {
+        domain_name: Some("example.internal".into()),
+        ..Config::default()
+    })
+    .unwrap();
+    let rs = Icmpv6Repr::RouterSolicit {
+        options: NdpOptions {
+            source_lladdr: Some(GUEST_MAC),
+            ..NdpOptions::default()
+        },
+    };
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(guest_ll(), Ipv6Address::ALL_ROUTERS, 255, &rs),
+    );
+    let out = v6_packets(&drain(&mut s));
+    assert_eq!(out.len(), 1);
+    let (_, ip, body) = &out[0];
+    assert_eq!(
+        (ip.src, ip.dst, ip.hop_limit),
+        (GATEWAY_LINK_LOCAL, Ipv6Address::ALL_NODES, 255)
+    );
+    let Icmpv6Repr::RouterAdvert {
+        flags,
+        router_lifetime,
+        options,
+        ..
+    } = icmpv6_of(ip, body)
+    else {
+        panic!()
+    };
+    let v6 = Ipv6Config::default();
+    assert_eq!(flags, ra_flags::OTHER, "stateless DHCPv6 by default");
+    assert_eq!(router_lifetime, 1800);
+    assert_eq!(options.mtu, Some(1500));
+    let p = options.prefix.unwrap();
+    assert_eq!((p.prefix, p.prefix_len), (a("fd00::"), 64));
+    assert_eq!(p.flags, prefix_flags::ON_LINK | prefix_flags::AUTONOMOUS);
+    assert_eq!(
+        (p.valid_lifetime, p.preferred_lifetime),
+        (
+            v6.valid_lifetime.total_secs() as u32,
+            v6.preferred_lifetime.total_secs() as u32
+        )
+    );
+    assert_eq!(options.rdnss.unwrap().1, &a("fd00::3").0[..]);
+    assert!(options
+        .dnssl
+        .unwrap()
+        .1
+        .starts_with(b"\x07example\x08internal\x00"));
+    assert_eq!(options.source_lladdr, Some(Config::default().gateway_mac));
+    // A second solicitation within 3 s waits for MIN_DELAY_BETWEEN_RAS (RFC 4861 §6.2.6).
+    s.process_frame(
+        Instant::from_secs(1),
+        &icmpv6_frame(guest_ll(), Ipv6Address::ALL_ROUTERS, 255, &rs),
+    );
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.poll_at(), Some(Instant::from_secs(3)));
+    s.poll(Instant::from_secs(3));
+    assert_eq!(v6_packets(&drain(&mut s)).len(), 1);
+    // Then periodically, between a third of the interval and the interval.
+    let ras = |s: &mut Stack| s.stats().ndp_tx_router_adverts;
+    s.poll(Instant::from_secs(3 + 199));
+    drain(&mut s);
+    assert_eq!(ras(&mut s), 2);
+    s.poll(Instant::from_secs(3 + 600));
+    drain(&mut s);
+    assert_eq!(ras(&mut s), 3);
+}
+
+#[test]
+fn stateful_dhcpv6_sets_the_managed_flag() {
+    let mut s = Stack::new(Config {
+        ipv6: Some(Ipv6Config {
+            dhcpv6: Dhcpv6Mode::Stateful,
+            ..Ipv6Config::default()
+        }),
+        ..Config::default()
+    })
+    .unwrap();
+    s.link_up(Instant::ZERO);
+    let out = v6_packets(&drain(&mut s));
+    let ra = out
+        .iter()
+        .map(|(_, ip, b)| icmpv6_of(ip, b))
+        .find(|m| matches!(m, Icmpv6Repr::RouterAdvert { .. }))
+        .unwrap();
+    assert!(matches!(ra, Icmpv6Repr::RouterAdvert { flags, .. }
+        if flags == ra_flags::MANAGED | ra_flags::OTHER));
+}
+
+#[test]
+fn echo_to_every_gateway_address() {
+    let mut s = stack();
+    for (src, dst) in [
+        (guest_ll(), GATEWAY_LINK_LOCAL),
+        (a("fd00::15"), a("fd00::2")),
+        (a("fd00::15"), a("fd00::3")),
+        (guest_ll(), Ipv6Address::ALL_NODES),
+    ] {
+        let req = Icmpv6Repr::EchoRequest {
+            ident: 7,
+            seq_no: 1,
+            data: b"ping6",
+        };
+        s.process_frame(Instant::ZERO, &icmpv6_frame(src, dst, 64, &req));
+        let out = v6_packets(&drain(&mut s));
+        assert_eq!(out.len(), 1, "{dst}");
+        let (_, ip, body) = &out[0];
+        let from = if dst.is_multicast() {
+            GATEWAY_LINK_LOCAL
+        } else {
+            dst
+        };
+        assert_eq!((ip.src, ip.dst), (from, src));
+        assert_eq!(
+            icmpv6_of(ip, body),
+            Icmpv6Repr::EchoReply {
+                ident: 7,
+                seq_no: 1,
+                data: b"ping6"
+            }
+        );
+    }
+    assert_eq!(s.stats().icmpv6_tx_echo_replies, 4);
+}
+
+#[test]
+fn unknown_next_header_gets_parameter_problem_code_1() {
+    let mut s = stack();
+    let f = ipv6_frame(a("fd00::15"), a("fd00::2"), 253, 64, b"whatever");
+    s.process_frame(Instant::ZERO, &f);
+    let out = v6_packets(&drain(&mut s));
+    let (_, ip, body) = &out[0];
+    let Icmpv6Repr::ParamProblem {
+        code,
+        pointer,
+        data,
+    } = icmpv6_of(ip, body)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (code, pointer),
+        (1, 6),
+        "the next-header field of the fixed header"
+    );
+    assert_eq!(data, &f[14..], "the whole offending packet is quoted");
+    assert_eq!(s.stats().drop_ipv6_unknown_next_header, 1);
+}
+
+#[test]
+fn routed_packets_time_out_and_have_no_route_yet() {
+    let mut s = stack();
+    let req = Icmpv6Repr::EchoRequest {
+        ident: 1,
+        seq_no: 1,
+        data: b"",
+    };
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(a("fd00::15"), a("2001:db8::1"), 1, &req),
+    );
+    let out = v6_packets(&drain(&mut s));
+    let (_, ip, body) = &out[0];
+    assert_eq!(ip.src, a("fd00::2"));
+    assert!(matches!(
+        icmpv6_of(ip, body),
+        Icmpv6Repr::TimeExceeded { code: 0, .. }
+    ));
+    assert_eq!(s.stats().drop_ipv6_hop_limit, 1);
+}
+
+#[test]
+fn errors_are_rate_limited() {
+    let mut s = stack();
+    for i in 0..30u8 {
+        let f = ipv6_frame(a("fd00::15"), a("fd00::2"), 253, 64, &[i]);
+        s.process_frame(Instant::ZERO, &f);
+    }
+    assert_eq!(s.stats().icmpv6_tx_errors, 10);
+    assert_eq!(s.stats().drop_icmpv6_rate_limited, 20);
+    // Tokens come back at ten a second.
+    s.process_frame(
+        Instant::from_millis(250),
+        &ipv6_frame(a("fd00::15"), a("fd00::2"), 253, 64, b"x"),
+    );
+    assert_eq!(s.stats().icmpv6_tx_errors, 11);
+}
+
+#[test]
+fn mld_reports_are_counted() {
+    let mut s = stack();
+    // An MLDv2 report with two records, with a Hop-by-Hop Router Alert (RFC 3810 §5).
+    let mut report = vec![143u8, 0, 0, 0, 0, 0, 0, 2];
+    report.extend([0u8; 40]);
+    let src = guest_ll();
+    let dst = Ipv6Address::ALL_MLDV2_ROUTERS;
+    let sum = pseudo_header_sum(src, dst, 58, report.len() as u32);
+    let c = crate::wire::checksum::finish(crate::wire::checksum::accumulate(sum, &report));
+    report[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut payload = vec![58u8, 0, 5, 2, 0, 0, 1, 0];
+    payload.extend(&report);
+    s.process_frame(Instant::ZERO, &ipv6_frame(src, dst, 0, 1, &payload));
+    assert_eq!(s.stats().mld_rx_reports, 1);
+    assert_eq!(s.stats().mld_rx_group_records, 2);
+    assert!(drain(&mut s).is_empty());
+}
+
+fn dhcpv6_frame(m: &Dhcpv6Repr) -> Vec<u8> {
+    let mut b = vec![0u8; 8 + m.buffer_len()];
+    m.emit(&mut b[8..]);
+    crate::ipv6::emit_udp6(
+        &mut b,
+        546,
+        547,
+        guest_ll(),
+        Ipv6Address::new([0xff02, 0, 0, 0, 0, 0, 1, 2]),
+    );
+    ipv6_frame(
+        guest_ll(),
+        Ipv6Address::new([0xff02, 0, 0, 0, 0, 0, 1, 2]),
+        17,
+        1,
+        &b,
+    )
+}
+
+fn dhcpv6_reply(frames: &[Vec<u8>]) -> Dhcpv6Repr<'static> {
+    let out = v6_packets(frames);
+    let (_, ip, body) = &out[0];
+    assert_eq!((ip.src, ip.dst), (GATEWAY_LINK_LOCAL, guest_ll()));
+    assert_eq!(&body[..4], &[2, 35, 2, 34], "547 -> 546");
+    let leaked: &'static [u8] = Box::leak(body[8..].to_vec().into_boxed_slice());
+    Dhcpv6Repr::parse(leaked).unwrap()
+}
+
+#[test]
+fn dhcpv6_information_request_gets_dns() {
+    let mut s = stack();
+    let oro = [0u8, 23, 0, 24];
+    let req = Dhcpv6Repr {
+        msg_type: dhcpv6::msg::INFORMATION_REQUEST,
+        transaction_id: 0x4242,
+        client_id: Some(&[0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+        oro: Some(&oro),
+        ..Dhcpv6Repr::default()
+    };
+    s.process_frame(Instant::ZERO, &dhcpv6_frame(&req));
+    let r = dhcpv6_reply(&drain(&mut s));
+    assert_eq!((r.msg_type, r.transaction_id), (dhcpv6::msg::REPLY, 0x4242));
+    assert_eq!(r.dns_servers, Some(&a("fd00::3").0[..]));
+    assert_eq!(r.client_id, req.client_id);
+    assert!(r.server_id.is_some());
+    assert_eq!(s.stats().dhcpv6_tx_replies, 1);
+}
+
+#[test]
+fn dhcpv6_stateful_assigns_from_the_pool() {
+    let mut s = Stack::new(Config {
+        ipv6: Some(Ipv6Config {
+            dhcpv6: Dhcpv6Mode::Stateful,
+            ..Ipv6Config::default()
+        }),
+        ..Config::default()
+    })
+    .unwrap();
+    let duid = [0u8, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    let ia = IaNa {
+        iaid: 9,
+        t1: 0,
+        t2: 0,
+        addr: None,
+        status: None,
+    };
+    let solicit = Dhcpv6Repr {
+        msg_type: dhcpv6::msg::SOLICIT,
+        transaction_id: 1,
+        client_id: Some(&duid),
+        ia_na: Some(ia),
+        ..Dhcpv6Repr::default()
+    };
+    s.process_frame(Instant::ZERO, &dhcpv6_frame(&solicit));
+    let adv = dhcpv6_reply(&drain(&mut s));
+    assert_eq!(adv.msg_type, dhcpv6::msg::ADVERTISE);
+    let offered = adv.ia_na.unwrap().addr.unwrap().addr;
+    assert_eq!(offered, a("fd00::100"));
+    let server: &'static [u8] = Box::leak(adv.server_id.unwrap().to_vec().into_boxed_slice());
+    let request = Dhcpv6Repr {
+        msg_type: dhcpv6::msg::REQUEST,
+        transaction_id: 2,
+        server_id: Some(server),
+        ..solicit
+    };
+    s.process_frame(Instant::ZERO, &dhcpv6_frame(&request));
+    let reply = dhcpv6_reply(&drain(&mut s));
+    assert_eq!(reply.msg_type, dhcpv6::msg::REPLY);
+    let got = reply.ia_na.unwrap().addr.unwrap();
+    assert_eq!(got.addr, offered);
+    assert!(got.preferred <= got.valid && got.valid > 0);
+    assert_eq!(s.dhcpv6_leases().count(), 1);
+    assert_eq!(s.stats().dhcpv6_addresses_bound, 1);
+}
+
+#[test]
+fn packets_for_an_unresolved_guest_wait_for_neighbor_discovery() {
+    let mut s = stack();
+    // The gateway learns of fd00::15 only by its packets; here it must solicit. An echo request
+    // from the guest's link-local address teaches the link-local mapping, not the global one.
+    let req = Icmpv6Repr::EchoRequest {
+        ident: 1,
+        seq_no: 1,
+        data: b"",
+    };
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(guest_ll(), GATEWAY_LINK_LOCAL, 64, &req),
+    );
+    drain(&mut s);
+    let repr = Ipv6Repr {
+        src: a("fd00::2"),
+        dst: a("fd00::15"),
+        next_header: IpProtocol::Icmpv6,
+        payload_len: 8,
+        hop_limit: 64,
+    };
+    let echo = Icmpv6Repr::EchoRequest {
+        ident: 2,
+        seq_no: 2,
+        data: b"",
+    };
+    assert!(s.dispatch_ipv6(Instant::ZERO, None, &repr, |b| echo
+        .emit(b, repr.src, repr.dst)));
+    let out = v6_packets(&drain(&mut s));
+    assert_eq!(out.len(), 1);
+    let (mac, ip, body) = &out[0];
+    assert_eq!(ip.dst, a("fd00::15").solicited_node());
+    assert_eq!(*mac, a("fd00::15").solicited_node().multicast_mac());
+    assert!(matches!(
+        icmpv6_of(ip, body),
+        Icmpv6Repr::NeighborSolicit { target, .. } if target == a("fd00::15")
+    ));
+    // The answer releases the parked packet.
+    let na = Icmpv6Repr::NeighborAdvert {
+        flags: na_flags::SOLICITED,
+        target: a("fd00::15"),
+        options: NdpOptions {
+            target_lladdr: Some(GUEST_MAC),
+            ..NdpOptions::default()
+        },
+    };
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(a("fd00::15"), a("fd00::2"), 255, &na),
+    );
+    let out = v6_packets(&drain(&mut s));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, GUEST_MAC);
+    assert_eq!(out[0].1.dst, a("fd00::15"));
+}
+
+#[test]
+fn bad_sources_and_truncated_packets_are_counted() {
+    let mut s = stack();
+    let req = Icmpv6Repr::EchoRequest {
+        ident: 1,
+        seq_no: 1,
+        data: b"",
+    };
+    // From the gateway's own address, from off-link, truncated.
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(a("fd00::2"), a("fd00::3"), 64, &req),
+    );
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(a("2001:db8::9"), a("fd00::2"), 64, &req),
+    );
+    let mut f = icmpv6_frame(a("fd00::15"), a("fd00::2"), 64, &req);
+    f.truncate(60);
+    s.process_frame(Instant::ZERO, &f);
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().drop_ipv6_bad_source, 2);
+    assert_eq!(s.stats().drop_ipv6_truncated, 1);
+}
