@@ -123,6 +123,10 @@ pub struct Snapshot {
     pub guest_mac: Option<EthernetAddress>,
     /// The address of the guest's first bound DHCP lease.
     pub guest_ipv4: Option<Ipv4Address>,
+    /// The guest's global IPv6 address as last seen in its traffic.
+    pub guest_ipv6: Option<netstack::wire::Ipv6Address>,
+    /// Addresses bound by DHCPv6.
+    pub dhcpv6_leases: Vec<netstack::wire::Ipv6Address>,
     pub acked_features: u64,
 }
 
@@ -247,8 +251,6 @@ pub struct NetDevice {
     timer_deadline: Option<Instant>,
     /// TX work left over when the budget ran out.
     tx_pending: bool,
-    /// A frontend connected and the gateway has not announced itself yet (see `Stack::link_up`).
-    announce_link: bool,
     shared: Arc<Shared>,
     log: LogLimiter,
     /// Scratch for one TX frame with its header.
@@ -279,7 +281,6 @@ impl NetDevice {
             timer: Timer::new()?,
             timer_deadline: None,
             tx_pending: false,
-            announce_link: true,
             shared,
             log: LogLimiter::default(),
             tx_buf: vec![0; MAX_FRAME_LEN + virtio_net::HEADER_LEN_V1],
@@ -535,6 +536,10 @@ impl NetDevice {
         snap.stack.clone_from(self.stack.stats());
         snap.guest_mac = self.stack.guest_mac();
         snap.guest_ipv4 = self.stack.leases().find(|l| l.bound).map(|l| l.addr);
+        snap.guest_ipv6 = self.stack.guest_ipv6();
+        snap.dhcpv6_leases.clear();
+        snap.dhcpv6_leases
+            .extend(self.stack.dhcpv6_leases().map(|l| l.addr));
         snap.acked_features = self.acked_features;
     }
 }
@@ -774,8 +779,8 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn acked_features(&mut self, features: u64) {
-        // A (re)connected frontend: announce the gateway when the driver posts buffers.
-        self.announce_link = true;
+        // A (re)connected frontend: a new link for the stack.
+        self.stack.link_up();
         self.acked_features = features;
         self.negotiated = Negotiated::from_features(features);
         debug!("features acked: {features:#x} ({:?})", self.negotiated);
@@ -818,11 +823,6 @@ impl VhostUserBackendMut for NetDevice {
         match device_event {
             RX_QUEUE_EVENT => {
                 self.stats.rx_kicks += 1;
-                if self.announce_link && queue_ready(rx) {
-                    // The first buffers after a connect: the guest's driver is there.
-                    self.announce_link = false;
-                    self.stack.link_up(now);
-                }
                 // The guest posted buffers; it need not tell us again until we run out.
                 if queue_ready(rx) {
                     if let Err(e) = rx.disable_notification() {

@@ -21,6 +21,8 @@ pub fn to_json(snap: &Snapshot, host_mtu: Option<u16>) -> Value {
         "guest": {
             "mac": snap.guest_mac.map(|m| m.to_string()),
             "ipv4": snap.guest_ipv4.map(|a| a.to_string()),
+            "ipv6": snap.guest_ipv6.map(|a| a.to_string()),
+            "dhcpv6_leases": snap.dhcpv6_leases.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         },
         "virtio": {
             "acked_features": format!("{:#x}", snap.acked_features),

@@ -67,17 +67,39 @@ fn arp_and_echo_through_the_device(#[case] features: u64) {
     assert_eq!(stats["virtio"]["acked_features"], format!("{features:#x}"));
 }
 
-/// When the guest's driver posts its first buffers after a connect, the gateway announces itself:
-/// gratuitous ARP for 10.0.2.2 and 10.0.2.3, unsolicited Neighbor Advertisements for fe80::2,
-/// fd00::2 and fd00::3, and a Router Advertisement, all to everyone; and only once per connection.
+/// An IPv6 packet from the guest's link-local address to fe80::2 with nothing in it (next
+/// header 59): the guest speaks IPv6, the gateway drops it silently.
+fn ipv6_no_next_header() -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40];
+    f[..6].copy_from_slice(&GATEWAY_MAC.0);
+    f[6..12].copy_from_slice(&GUEST_MAC.0);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    f[14] = 0x60;
+    f[20] = 59;
+    f[21] = 64;
+    f[22..24].copy_from_slice(&[0xfe, 0x80]);
+    f[30..38].copy_from_slice(&[0x50, 0x54, 0, 0xff, 0xfe, 0x12, 0x34, 0x56]);
+    f[38..40].copy_from_slice(&[0xfe, 0x80]);
+    f[53] = 2;
+    f
+}
+
+/// When the guest first speaks after a connect (its interface is up), the gateway announces
+/// itself — each family half a second after the guest's first frame of it: gratuitous ARP for 10.0.2.2 and 10.0.2.3, unsolicited Neighbor Advertisements for
+/// fe80::2, fd00::2 and fd00::3, and a Router Advertisement, all to everyone; once per connection.
 #[test]
 fn link_up_announces_the_gateway() {
     let vg = Virtgate::start_announcing(&[]);
     let mut fe = connect(&vg);
-    fe.post_rx_buffers(16);
+    fe.post_rx_buffers(32);
+    fe.send(&arp_request(GATEWAY_IP));
+    let reply = fe.recv(T).expect("ARP reply");
+    assert_eq!(&reply[0..6], &GUEST_MAC.0, "the answer comes first");
+    fe.send(&ipv6_no_next_header());
     let mut arp_targets = Vec::new();
     let mut icmpv6_types = Vec::new();
-    while let Some(f) = fe.recv(Duration::from_millis(500)) {
+    // Half a second after the guest's first frame.
+    while let Some(f) = fe.recv(Duration::from_secs(2)) {
         assert!(f[0] & 1 == 1, "to a group address: {:02x?}", &f[..6]);
         match (f[12], f[13]) {
             (0x08, 0x06) => {
@@ -100,9 +122,21 @@ fn link_up_announces_the_gateway() {
     assert_eq!(s["stack"]["arp_tx_announcements"], 2);
     assert_eq!(s["stack"]["ndp_tx_neighbor_adverts"], 3);
     assert_eq!(s["stack"]["ndp_tx_router_adverts"], 1);
-    // More buffers are not a new link.
-    fe.post_rx_buffers(16);
+    // More traffic is not a new link.
+    ping(&mut fe, 1, b"again");
     assert!(fe.recv(Duration::from_millis(300)).is_none());
+    // A new connection is.
+    fe.shutdown().unwrap();
+    let mut fe = connect(&vg);
+    fe.post_rx_buffers(32);
+    fe.send(&arp_request(GATEWAY_IP));
+    fe.recv(T).expect("ARP reply");
+    fe.send(&ipv6_no_next_header());
+    let mut again = 0;
+    while fe.recv(Duration::from_secs(2)).is_some() {
+        again += 1;
+    }
+    assert_eq!(again, 6);
 }
 
 /// A frame larger than one RX buffer spans several with MRG_RXBUF and arrives whole.

@@ -687,7 +687,27 @@ impl Vm {
     /// carrier, sets the ICMP error rate limit to 0 (tests provoke several), and runs udhcpc;
     /// returns the lease as the udhcpc script recorded it.
     pub fn bring_up(&mut self) -> std::collections::HashMap<String, String> {
+        // IPv4-only unless a test asks for IPv6 (`bring_up_dual_stack`): the counters IPv4
+        // tests compare stay free of IPv6 chatter.
         self.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+        self.bring_up_link()
+    }
+
+    /// Brings eth0 up with IPv4 (DHCP) and IPv6 (SLAAC from the gateway's router
+    /// advertisements, nothing configured by hand), and waits until the global IPv6 address has
+    /// passed duplicate address detection. Returns the DHCP lease.
+    pub fn bring_up_dual_stack(&mut self) -> std::collections::HashMap<String, String> {
+        let lease = self.bring_up_link();
+        self.sh("i=0; until ip -6 addr show dev eth0 scope global | grep inet6 | grep -qv tentative || [ $i -ge 150 ]; do sleep 0.1; i=$((i+1)); done");
+        let addrs = self.sh("ip -6 addr show dev eth0 scope global");
+        assert!(
+            addrs.contains("scope global") && !addrs.contains("tentative"),
+            "no SLAAC address: {addrs}"
+        );
+        lease
+    }
+
+    fn bring_up_link(&mut self) -> std::collections::HashMap<String, String> {
         self.sh("sysctl -qw net.ipv4.icmp_ratelimit=0");
         self.sh("ip link set eth0 up");
         self.sh("i=0; while [ \"$(cat /sys/class/net/eth0/carrier)\" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; grep -qx 1 /sys/class/net/eth0/carrier");

@@ -380,7 +380,14 @@ impl<H: HostIo> Stack<H> {
             self.stats.drop_ipv6_bad_source += 1;
             return;
         }
-        if dest == Destination::OtherGroup && !matches!(msg, Icmpv6Repr::MldReport { .. }) {
+        // Groups we do not listen to: only MLD reports (sent to the group they report) and the
+        // guest's DAD probes (to its own solicited-node group, counted and left alone) matter.
+        if dest == Destination::OtherGroup
+            && !matches!(
+                msg,
+                Icmpv6Repr::MldReport { .. } | Icmpv6Repr::NeighborSolicit { .. }
+            )
+        {
             self.stats.drop_ipv6_not_for_us += 1;
             return;
         }

@@ -126,6 +126,48 @@ pub struct Stack<H: HostIo = NoHost> {
     /// One host datagram at a time, allocated once.
     pub(crate) host_buf: Vec<u8>,
     pub(crate) v6: Ipv6State,
+    /// Link-up announcements, IPv4 (ARP) and IPv6 (NDP), each started by the guest's first frame
+    /// of that family: a guest speaks IPv6 only once its IPv6 on the interface is up (routes in
+    /// place), and an IPv4-only guest still gets its ARP announcements.
+    announce_v4: Announce,
+    announce_v6: Announce,
+}
+
+/// Where the link-up announcement stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    Idle,
+    /// A new link: waiting for the guest's first frame.
+    AwaitingGuest,
+    /// Due at this instant.
+    At(Instant),
+}
+
+/// From the guest's first frame on a new link to the gateway's announcements.
+const ANNOUNCE_DELAY: crate::time::Duration = crate::time::Duration::from_millis(500);
+
+impl Announce {
+    fn guest_spoke(&mut self, now: Instant) {
+        if *self == Announce::AwaitingGuest {
+            *self = Announce::At(now + ANNOUNCE_DELAY);
+        }
+    }
+
+    fn due(&self) -> Option<Instant> {
+        match *self {
+            Announce::At(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether the announcement is due at `now` (it is then done).
+    fn take_due(&mut self, now: Instant) -> bool {
+        if self.due().is_some_and(|t| t <= now) {
+            *self = Announce::Idle;
+            return true;
+        }
+        false
+    }
 }
 
 impl Stack<NoHost> {
@@ -163,6 +205,8 @@ impl<H: HostIo> Stack<H> {
             forwards: Vec::new(),
             host_buf: vec![0; HOST_RECV_LEN],
             v6,
+            announce_v4: Announce::Idle,
+            announce_v6: Announce::Idle,
         })
     }
 
@@ -231,6 +275,8 @@ impl<H: HostIo> Stack<H> {
             self.tcp.poll_at(self.cfg.tcp_keepalive.as_ref()),
             self.reassembly.poll_at(),
             self.v6.poll_at(),
+            self.announce_v4.due(),
+            self.announce_v6.due(),
         ]
         .into_iter()
         .flatten()
@@ -262,15 +308,31 @@ impl<H: HostIo> Stack<H> {
         }
         self.dhcp.poll(now);
         self.ipv6_poll(now);
+        if self.announce_v4.take_due(now) {
+            self.announce_ipv4();
+        }
+        if self.announce_v6.take_due(now) {
+            self.ipv6_link_up(now);
+        }
     }
 
-    /// The guest's driver is up (it posted receive buffers after a connect): the gateway announces
-    /// itself, as a NIC's peer does on link up — gratuitous ARP for its IPv4 addresses (RFC 5227
-    /// §3 announcements), unsolicited Neighbor Advertisements and a Router Advertisement.
-    pub fn link_up(&mut self, now: Instant) {
-        if !self.cfg.link_announce {
-            return;
-        }
+    /// A frontend (re)connected: the link is new. Shortly after the guest first speaks on it
+    /// (its interface is up; the delay lets its stack finish bringing the interface up, or the
+    /// guest drops what arrives meanwhile), the gateway announces itself, as a NIC's peer does on
+    /// link up (see `send_announcements`).
+    pub fn link_up(&mut self) {
+        let state = if self.cfg.link_announce {
+            Announce::AwaitingGuest
+        } else {
+            Announce::Idle
+        };
+        self.announce_v4 = state;
+        self.announce_v6 = state;
+    }
+
+    /// Gratuitous ARP for the gateway's IPv4 addresses (RFC 5227 §3 announcements); the IPv6 side
+    /// (unsolicited Neighbor Advertisements and a Router Advertisement) is `ipv6_link_up`.
+    fn announce_ipv4(&mut self) {
         for ip in [self.cfg.gateway_ipv4, self.cfg.dns_ipv4] {
             let announce = ArpRepr {
                 operation: ArpOperation::Request,
@@ -282,7 +344,6 @@ impl<H: HostIo> Stack<H> {
             self.dispatch_arp(EthernetAddress::BROADCAST, &announce);
             self.stats.arp_tx_announcements += 1;
         }
-        self.ipv6_link_up(now);
     }
 
     /// Queues a complete frame (a parked one released by resolution).
@@ -345,6 +406,11 @@ impl<H: HostIo> Stack<H> {
                 self.stats.drop_eth_unknown_ethertype += 1;
                 trace!("drop: {eth}: unknown EtherType");
             }
+        }
+        match eth_repr.ethertype {
+            EtherType::Arp | EtherType::Ipv4 => self.announce_v4.guest_spoke(now),
+            EtherType::Ipv6 => self.announce_v6.guest_spoke(now),
+            EtherType::Unknown(_) => {}
         }
     }
 

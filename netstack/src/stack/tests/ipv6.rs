@@ -153,9 +153,8 @@ fn dad_probes_for_the_guest_are_left_alone_and_ours_are_defended() {
         icmpv6_of(ip, body),
         Icmpv6Repr::NeighborAdvert { flags, .. } if flags & na_flags::SOLICITED == 0
     ));
-    // The guest's probes went to groups we do not listen to; ours was counted as DAD.
-    assert_eq!(s.stats().drop_ipv6_not_for_us, 2);
-    assert_eq!(s.stats().ndp_rx_dad_probes, 1);
+    assert_eq!(s.stats().ndp_rx_dad_probes, 3);
+    assert_eq!(s.stats().ndp_rx_neighbor_solicits, 3);
 }
 
 #[test]
@@ -241,8 +240,24 @@ fn stateful_dhcpv6_sets_the_managed_flag() {
         ..Config::default()
     })
     .unwrap();
-    s.link_up(Instant::ZERO);
+    s.link_up();
+    let rs = Icmpv6Repr::RouterSolicit {
+        options: NdpOptions::default(),
+    };
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(guest_ll(), Ipv6Address::ALL_ROUTERS, 255, &rs),
+    );
+    // The answer to the solicitation now, the announcements half a second later.
+    assert_eq!(v6_packets(&drain(&mut s)).len(), 1);
+    assert_eq!(s.poll_at(), Some(Instant::from_millis(500)));
+    s.poll(Instant::from_millis(500));
     let out = v6_packets(&drain(&mut s));
+    assert_eq!(
+        out.len(),
+        4,
+        "three neighbour advertisements and a router advertisement"
+    );
     let ra = out
         .iter()
         .map(|(_, ip, b)| icmpv6_of(ip, b))
@@ -545,4 +560,20 @@ fn bad_sources_and_truncated_packets_are_counted() {
     assert!(drain(&mut s).is_empty());
     assert_eq!(s.stats().drop_ipv6_bad_source, 2);
     assert_eq!(s.stats().drop_ipv6_truncated, 1);
+}
+
+#[test]
+fn too_big_to_route_gets_packet_too_big_with_our_mtu() {
+    // A guest whose MTU is larger than the gateway's link (misconfigured): RFC 4443 §3.2.
+    let mut s = stack();
+    let f = ipv6_frame(a("fd00::15"), a("2001:db8::1"), 17, 64, &[0u8; 1600]);
+    s.process_frame(Instant::ZERO, &f);
+    let out = v6_packets(&drain(&mut s));
+    let (_, ip, body) = &out[0];
+    let Icmpv6Repr::PacketTooBig { mtu, data } = icmpv6_of(ip, body) else {
+        panic!()
+    };
+    assert_eq!(mtu, 1500);
+    assert_eq!(data.len(), crate::wire::icmpv6::MAX_ERROR_QUOTE);
+    assert_eq!(s.stats().drop_ipv6_too_big, 1);
 }
