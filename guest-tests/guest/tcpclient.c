@@ -7,7 +7,7 @@
  *   keepalive SECS  SO_KEEPALIVE: the first probe after SECS idle, then every second, 2 unanswered
  *               probes end the connection (so a peer that does not answer them shows quickly)
  *
- *   tcpclient HOST PORT COMMAND ARG [COMMAND ARG ...]
+ *   tcpclient HOST PORT COMMAND ARG [COMMAND ARG ...]      (HOST: an IPv4 or IPv6 address)
  * Exit status: 0, 2 when the connection fails (the errno name is printed), 1 on other errors.
  */
 #include <arpa/inet.h>
@@ -30,7 +30,10 @@ static int wait_for(int fd, short ev, int ms)
 
 int main(int argc, char **argv)
 {
-	struct sockaddr_in to = { .sin_family = AF_INET };
+	struct sockaddr_storage to = { 0 };
+	struct sockaddr_in *to4 = (struct sockaddr_in *)&to;
+	struct sockaddr_in6 *to6 = (struct sockaddr_in6 *)&to;
+	socklen_t to_len;
 	int fd, err = 0, i;
 	socklen_t len = sizeof(err);
 
@@ -38,10 +41,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: tcpclient HOST PORT [send|oob|read|sleep ARG]...\n");
 		return 64;
 	}
-	to.sin_port = htons(atoi(argv[2]));
-	inet_pton(AF_INET, argv[1], &to.sin_addr);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	if (connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0 && errno != EINPROGRESS) {
+	if (strchr(argv[1], ':')) {
+		to6->sin6_family = AF_INET6;
+		to6->sin6_port = htons(atoi(argv[2]));
+		if (inet_pton(AF_INET6, argv[1], &to6->sin6_addr) != 1)
+			return 64;
+		to_len = sizeof(*to6);
+	} else {
+		to4->sin_family = AF_INET;
+		to4->sin_port = htons(atoi(argv[2]));
+		if (inet_pton(AF_INET, argv[1], &to4->sin_addr) != 1)
+			return 64;
+		to_len = sizeof(*to4);
+	}
+	fd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (connect(fd, (struct sockaddr *)&to, to_len) < 0 && errno != EINPROGRESS) {
 		printf("connect: %s\n", strerror(errno));
 		return 2;
 	}

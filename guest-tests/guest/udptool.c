@@ -1,10 +1,11 @@
 /* udptool: the guest's UDP client and server for virtgate's tests (busybox has no UDP tools).
  *
  *   udptool send HOST PORT MESSAGE [TIMEOUT_S]
- *       sends MESSAGE from a connected socket and prints the reply.
+ *       sends MESSAGE from a connected socket and prints the reply (HOST: IPv4 or IPv6).
  *       exit 0 with a reply, 2 on timeout, 3 when the remote refused (ICMP port unreachable).
  *   udptool echo PORT COUNT
- *       answers COUNT datagrams on 0.0.0.0:PORT with their own bytes, printing each sender.
+ *       answers COUNT datagrams on [::]:PORT (IPv4 too, as mapped addresses) with their own
+ *       bytes, printing each sender.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,16 +25,28 @@ static int usage(void)
 
 static int do_send(const char *host, int port, const char *msg, int timeout_s)
 {
-	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_storage to = { 0 };
+	struct sockaddr_in *to4 = (struct sockaddr_in *)&to;
+	struct sockaddr_in6 *to6 = (struct sockaddr_in6 *)&to;
+	socklen_t to_len;
 	char buf[65536];
 	struct pollfd p;
 	ssize_t n;
 	int fd;
 
-	if (inet_pton(AF_INET, host, &to.sin_addr) != 1)
+	if (inet_pton(AF_INET6, host, &to6->sin6_addr) == 1) {
+		to6->sin6_family = AF_INET6;
+		to6->sin6_port = htons(port);
+		to_len = sizeof(*to6);
+	} else if (inet_pton(AF_INET, host, &to4->sin_addr) == 1) {
+		to4->sin_family = AF_INET;
+		to4->sin_port = htons(port);
+		to_len = sizeof(*to4);
+	} else {
 		return usage();
-	fd = socket(AF_INET, SOCK_DGRAM, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0) {
+	}
+	fd = socket(to.ss_family, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&to, to_len) < 0) {
 		perror("socket/connect");
 		return 1;
 	}
@@ -63,14 +76,15 @@ static int do_send(const char *host, int port, const char *msg, int timeout_s)
 
 static int do_echo(int port, int count)
 {
-	struct sockaddr_in me = { .sin_family = AF_INET, .sin_port = htons(port) };
-	struct sockaddr_in from;
+	struct sockaddr_in6 me = { .sin6_family = AF_INET6, .sin6_port = htons(port),
+				   .sin6_addr = IN6ADDR_ANY_INIT };
+	struct sockaddr_in6 from;
 	socklen_t len;
-	char buf[65536], addr[INET_ADDRSTRLEN];
+	char buf[65536], addr[INET6_ADDRSTRLEN];
 	ssize_t n;
 	int fd, i;
 
-	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	fd = socket(AF_INET6, SOCK_DGRAM, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&me, sizeof(me)) < 0) {
 		perror("socket/bind");
 		return 1;
@@ -84,8 +98,10 @@ static int do_echo(int port, int count)
 			perror("recvfrom");
 			return 1;
 		}
-		inet_ntop(AF_INET, &from.sin_addr, addr, sizeof(addr));
-		printf("from %s:%d %zd bytes\n", addr, ntohs(from.sin_port), n);
+		inet_ntop(AF_INET6, &from.sin6_addr, addr, sizeof(addr));
+		/* IPv4 senders print as themselves, not as ::ffff:a.b.c.d. */
+		printf("from %s:%d %zd bytes\n",
+		       strncmp(addr, "::ffff:", 7) ? addr : addr + 7, ntohs(from.sin6_port), n);
 		fflush(stdout);
 		if (sendto(fd, buf, n, 0, (struct sockaddr *)&from, len) < 0) {
 			perror("sendto");

@@ -549,6 +549,77 @@ pub struct Vm {
     next_id: u64,
 }
 
+/// The address family a test runs over: the same test, once for each (rstest
+/// `#[values(Family::V4, Family::V6)]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The gateway's address as the guest dials it (the host's loopback behind it).
+    pub fn gateway(self) -> &'static str {
+        match self {
+            Family::V4 => "10.0.2.2",
+            Family::V6 => "fd00::2",
+        }
+    }
+
+    /// The gateway's address in a URL.
+    pub fn url_host(self) -> &'static str {
+        match self {
+            Family::V4 => "10.0.2.2",
+            Family::V6 => "[fd00::2]",
+        }
+    }
+
+    /// The DNS address handed to the guest.
+    pub fn dns(self) -> &'static str {
+        match self {
+            Family::V4 => "10.0.2.3",
+            Family::V6 => "fd00::3",
+        }
+    }
+
+    /// The host loopback the gateway's address maps to.
+    pub fn loopback(self) -> std::net::IpAddr {
+        match self {
+            Family::V4 => std::net::Ipv4Addr::LOCALHOST.into(),
+            Family::V6 => std::net::Ipv6Addr::LOCALHOST.into(),
+        }
+    }
+
+    /// `--forward` host side for `port` on this family's loopback.
+    pub fn forward_host(self, port: u16) -> String {
+        match self {
+            Family::V4 => format!("127.0.0.1:{port}"),
+            Family::V6 => format!("[::1]:{port}"),
+        }
+    }
+
+    /// How a guest server on a dual-stack socket sees a host client of a forward: the gateway,
+    /// IPv4-mapped for IPv4.
+    pub fn gateway_as_seen_by_guest_server(self) -> &'static str {
+        match self {
+            Family::V4 => "::ffff:10.0.2.2",
+            Family::V6 => "fd00::2",
+        }
+    }
+
+    /// Brings the guest up for this family (IPv6: dual stack, nothing configured by hand).
+    pub fn bring_up(self, vm: &mut Vm) {
+        match self {
+            Family::V4 => {
+                vm.bring_up();
+            }
+            Family::V6 => {
+                vm.bring_up_dual_stack();
+            }
+        }
+    }
+}
+
 /// The result of a guest command.
 #[derive(Debug, Clone)]
 pub struct Output {

@@ -5,11 +5,12 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use guest_tests::{Virtgate, Vm, VmOptions};
+use guest_tests::{Family, Virtgate, Vm, VmOptions};
+use rstest::rstest;
 
-/// A UDP echo server on the host loopback for `count` datagrams; returns its port.
-fn host_udp_echo(count: usize) -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+/// A UDP echo server on the family's host loopback for `count` datagrams; returns its port.
+fn host_udp_echo(family: Family, count: usize) -> u16 {
+    let s = UdpSocket::bind((family.loopback(), 0)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let port = s.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -26,16 +27,18 @@ fn host_udp_echo(count: usize) -> u16 {
     port
 }
 
-#[test]
-fn guest_udp_reaches_host_loopback_through_the_gateway() {
-    let port = host_udp_echo(3);
+#[rstest]
+fn guest_udp_reaches_host_loopback_through_the_gateway(
+    #[values(Family::V4, Family::V6)] family: Family,
+) {
+    let port = host_udp_echo(family, 3);
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     for i in 0..3 {
         let out = vm
             .run(
-                &format!("udptool send 10.0.2.2 {port} hello{i}"),
+                &format!("udptool send {} {port} hello{i}", family.gateway()),
                 Duration::from_secs(30),
             )
             .ok();
@@ -48,38 +51,53 @@ fn guest_udp_reaches_host_loopback_through_the_gateway() {
     assert_eq!(s["stack"]["flows_opened"], 3);
 }
 
-#[test]
-fn closed_host_port_is_refused_in_the_guest() {
+#[rstest]
+fn closed_host_port_is_refused_in_the_guest(#[values(Family::V4, Family::V6)] family: Family) {
     let closed = guest_tests::unused_udp_port();
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     let out = vm.run(
-        &format!("udptool send 10.0.2.2 {closed} anyone 10"),
+        &format!("udptool send {} {closed} anyone 10", family.gateway()),
         Duration::from_secs(30),
     );
     assert_eq!(out.status, 3, "expected ECONNREFUSED: {}", out.stdout);
     assert!(out.stdout.contains("refused"));
-    let snmp = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
-    assert!(snmp["Icmp.InDestUnreachs"] >= 1);
-    assert!(vg.stats()["stack"]["icmp_tx_errors"].as_u64().unwrap() >= 1);
+    let s = vg.stats();
+    match family {
+        Family::V4 => {
+            let snmp = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
+            assert!(snmp["Icmp.InDestUnreachs"] >= 1);
+            assert!(s["stack"]["icmp_tx_errors"].as_u64().unwrap() >= 1);
+        }
+        Family::V6 => {
+            let snmp6 = vm.sh("cat /proc/net/snmp6");
+            let unreach = snmp6
+                .lines()
+                .find_map(|l| l.strip_prefix("Icmp6InDestUnreachs"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            assert!(unreach >= Some(1), "{snmp6}");
+            assert!(s["stack"]["icmpv6_tx_errors"].as_u64().unwrap() >= 1);
+        }
+    }
 }
 
-#[test]
-fn inbound_udp_forward_reaches_the_guest_server() {
+#[rstest]
+fn inbound_udp_forward_reaches_the_guest_server(#[values(Family::V4, Family::V6)] family: Family) {
     let port = guest_tests::unused_udp_port();
-    let vg = Virtgate::start(&["--forward", &format!("udp:{port}:5000")]);
+    let spec = format!("udp:{}:5000", family.forward_host(port));
+    let vg = Virtgate::start(&["--forward", &spec]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     vm.sh("udptool echo 5000 2 </dev/null >/tmp/echo.log 2>&1 &");
     vm.sh("i=0; until grep -q listening /tmp/echo.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client = UdpSocket::bind((family.loopback(), 0)).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut buf = [0u8; 128];
     for msg in [&b"first"[..], b"second"] {
-        client.send_to(msg, ("127.0.0.1", port)).unwrap();
+        client.send_to(msg, (family.loopback(), port)).unwrap();
         let (n, from) = client.recv_from(&mut buf).expect("the guest answers");
         assert_eq!(&buf[..n], msg);
         assert_eq!(from.port(), port);
@@ -88,7 +106,7 @@ fn inbound_udp_forward_reaches_the_guest_server() {
     let log = vm.sh("cat /tmp/echo.log");
     let client_port = client.local_addr().unwrap().port();
     assert!(
-        log.contains(&format!("from 10.0.2.2:{client_port}")),
+        log.contains(&format!("from {}:{client_port}", family.gateway())),
         "{log}"
     );
 }
@@ -140,24 +158,29 @@ fn dns_answer(q: &[u8], name: &str, addr: [u8; 4]) -> Option<Vec<u8>> {
     Some(r)
 }
 
-#[test]
-fn dns_through_the_gateway_uses_the_configured_upstream() {
+/// DNS through the DNS address of either family (10.0.2.3 or fd00::3) reaches the upstream
+/// resolver the test runs on the host's loopback.
+#[rstest]
+fn dns_through_the_gateway_uses_the_configured_upstream(
+    #[values(Family::V4, Family::V6)] family: Family,
+) {
     let port = host_dns("example.internal", [192, 0, 2, 1], 8);
     let vg = Virtgate::start(&["--dns-upstream", &format!("127.0.0.1:{port}")]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     assert!(vm
         .sh("cat /etc/resolv.conf")
         .contains("nameserver 10.0.2.3"));
+    let dns = family.dns();
     let out = vm
         .run(
-            "nslookup example.internal 10.0.2.3",
+            &format!("nslookup example.internal {dns}"),
             Duration::from_secs(30),
         )
         .ok();
     assert!(out.contains("192.0.2.1"), "{out}");
     let missing = vm.run(
-        "nslookup nowhere.internal 10.0.2.3",
+        &format!("nslookup nowhere.internal {dns}"),
         Duration::from_secs(30),
     );
     assert!(!missing.stdout.contains("192.0.2.1"), "{}", missing.stdout);

@@ -5,11 +5,21 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use guest_tests::{Virtgate, Vm, VmOptions};
+use guest_tests::{Family, Virtgate, Vm, VmOptions};
+use rstest::rstest;
 
 /// Serves `conns` connections with `handle`, each in its own thread; returns the port.
 fn serve(conns: usize, handle: impl Fn(TcpStream) + Copy + Send + 'static) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on(Family::V4, conns, handle)
+}
+
+/// [`serve`] on the family's loopback.
+fn serve_on(
+    family: Family,
+    conns: usize,
+    handle: impl Fn(TcpStream) + Copy + Send + 'static,
+) -> u16 {
+    let l = TcpListener::bind((family.loopback(), 0)).unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for _ in 0..conns {
@@ -56,18 +66,19 @@ fn pattern(len: usize) -> Vec<u8> {
 /// Moves `size` bytes host → guest (a host server writes a known pattern, the guest checksums what
 /// it reads) and guest → host (the guest sends random bytes, the host server returns the checksum of
 /// what it read), and asserts both checksums match.
-fn transfer_both_ways(vm: &mut Vm, size: usize, timeout: Duration) {
-    let down = serve(1, move |mut s| {
+fn transfer_both_ways(vm: &mut Vm, family: Family, size: usize, timeout: Duration) {
+    let gw = family.gateway();
+    let down = serve_on(family, 1, move |mut s| {
         let _ = s.write_all(&pattern(size));
     });
-    let up = serve(1, move |mut s| {
+    let up = serve_on(family, 1, move |mut s| {
         let mut got = vec![0u8; size];
         if s.read_exact(&mut got).is_ok() {
             let _ = writeln!(s, "{}", md5_of(&got));
         }
     });
     let got = vm
-        .run(&format!("nc 10.0.2.2 {down} </dev/null | md5sum"), timeout)
+        .run(&format!("nc {gw} {down} </dev/null | md5sum"), timeout)
         .ok();
     assert_eq!(
         got.split_whitespace().next(),
@@ -79,7 +90,7 @@ fn transfer_both_ways(vm: &mut Vm, size: usize, timeout: Duration) {
         size >> 20
     ));
     let local = vm.sh("md5sum /tmp/up");
-    let remote = vm.run(&format!("nc 10.0.2.2 {up} </tmp/up"), timeout).ok();
+    let remote = vm.run(&format!("nc {gw} {up} </tmp/up"), timeout).ok();
     assert_eq!(
         remote.split_whitespace().next(),
         local.split_whitespace().next(),
@@ -90,9 +101,9 @@ fn transfer_both_ways(vm: &mut Vm, size: usize, timeout: Duration) {
 /// The issue asks for 64 MiB each way, checksummed at both ends.
 const BIG: usize = 64 << 20;
 
-#[test]
-fn wget_fetches_a_page_from_the_host() {
-    let port = serve(1, |mut s| {
+#[rstest]
+fn wget_fetches_a_page_from_the_host(#[values(Family::V4, Family::V6)] family: Family) {
+    let port = serve_on(family, 1, |mut s| {
         let mut req = [0u8; 1024];
         let _ = s.read(&mut req);
         let body = "hello from the host\n";
@@ -104,10 +115,10 @@ fn wget_fetches_a_page_from_the_host() {
     });
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     let out = vm
         .run(
-            &format!("wget -q -O - http://10.0.2.2:{port}/"),
+            &format!("wget -q -O - http://{}:{port}/", family.url_host()),
             Duration::from_secs(60),
         )
         .ok();
@@ -117,14 +128,14 @@ fn wget_fetches_a_page_from_the_host() {
     assert!(s["stack"]["tcp_rx_host_bytes"].as_u64().unwrap() > 20);
 }
 
-#[test]
-fn connection_to_a_closed_port_is_refused() {
+#[rstest]
+fn connection_to_a_closed_port_is_refused(#[values(Family::V4, Family::V6)] family: Family) {
     let closed = guest_tests::unused_tcp_port();
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     let out = vm.run(
-        &format!("nc 10.0.2.2 {closed} </dev/null"),
+        &format!("nc {} {closed} </dev/null", family.gateway()),
         Duration::from_secs(60),
     );
     assert_ne!(out.status, 0);
@@ -135,20 +146,20 @@ fn connection_to_a_closed_port_is_refused() {
     assert_eq!(snmp["Tcp.AttemptFails"], 1);
 }
 
-#[test]
-fn bulk_download_and_upload_arrive_intact() {
+#[rstest]
+fn bulk_download_and_upload_arrive_intact(#[values(Family::V4, Family::V6)] family: Family) {
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
-    transfer_both_ways(&mut vm, BIG, Duration::from_secs(180));
+    family.bring_up(&mut vm);
+    transfer_both_ways(&mut vm, family, BIG, Duration::from_secs(180));
     let s = vg.stats();
     assert!(s["stack"]["tcp_rx_host_bytes"].as_u64().unwrap() >= BIG as u64);
     assert!(s["stack"]["tcp_tx_host_bytes"].as_u64().unwrap() >= BIG as u64);
 }
 
-#[test]
-fn host_reset_resets_the_guest_connection() {
-    let port = serve(1, |s| {
+#[rstest]
+fn host_reset_resets_the_guest_connection(#[values(Family::V4, Family::V6)] family: Family) {
+    let port = serve_on(family, 1, |s| {
         // Close with a RST: linger 0.
         let sock = socket2::SockRef::from(&s);
         let _ = sock.set_linger(Some(Duration::ZERO));
@@ -157,10 +168,10 @@ fn host_reset_resets_the_guest_connection() {
     });
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
     let _ = vm.run(
-        &format!("sleep 3 | nc 10.0.2.2 {port}"),
+        &format!("sleep 3 | nc {} {port}", family.gateway()),
         Duration::from_secs(60),
     );
     let after = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
@@ -285,9 +296,9 @@ fn recv_urgent(s: &TcpStream) -> Option<u8> {
 /// The guest's non-blocking client sends ordinary data and urgent data; the host server (without
 /// SO_OOBINLINE) reads "helloOO" inline and "B" as urgent: the urgent byte crossed the gateway as
 /// urgent and the stream is intact.
-#[test]
-fn urgent_data_from_the_guest_arrives_urgent() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+#[rstest]
+fn urgent_data_from_the_guest_arrives_urgent(#[values(Family::V4, Family::V6)] family: Family) {
+    let l = TcpListener::bind((family.loopback(), 0)).unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -300,10 +311,13 @@ fn urgent_data_from_the_guest_arrives_urgent() {
     });
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     let out = vm
         .run(
-            &format!("tcpclient 10.0.2.2 {port} send hello oob OOB sleep 1000"),
+            &format!(
+                "tcpclient {} {port} send hello oob OOB sleep 1000",
+                family.gateway()
+            ),
             Duration::from_secs(60),
         )
         .ok();
@@ -317,15 +331,18 @@ fn urgent_data_from_the_guest_arrives_urgent() {
 
 /// A host client reaches the guest's pre-forked dual-stack echo server through a forward, is seen
 /// as ::ffff:10.0.2.2, and its urgent byte reaches the server as urgent.
-#[test]
-fn urgent_data_from_the_host_arrives_urgent_in_the_guest() {
+#[rstest]
+fn urgent_data_from_the_host_arrives_urgent_in_the_guest(
+    #[values(Family::V4, Family::V6)] family: Family,
+) {
     let port = guest_tests::unused_tcp_port();
-    let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:7")]);
+    let spec = format!("tcp:{}:7", family.forward_host(port));
+    let vg = Virtgate::start(&["--forward", &spec]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
+    family.bring_up(&mut vm);
     vm.sh("tcpecho 7 3 </dev/null >/tmp/echo.log 2>&1 &");
     vm.sh("i=0; until grep -q listening /tmp/echo.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = TcpStream::connect((family.loopback(), port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     c.write_all(b"hi").unwrap();
     let mut got = [0u8; 2];
@@ -343,7 +360,10 @@ fn urgent_data_from_the_host_arrives_urgent_in_the_guest() {
     assert!(seen.contains("oob:!"), "{seen}");
     let client_port = c.local_addr().unwrap().port();
     assert!(
-        seen.contains(&format!("client ::ffff:10.0.2.2 port {client_port}")),
+        seen.contains(&format!(
+            "client {} port {client_port}",
+            family.gateway_as_seen_by_guest_server()
+        )),
         "{seen}"
     );
     assert_eq!(vg.stats()["stack"]["tcp_urgent_from_host"], 1);
@@ -356,7 +376,7 @@ fn transfers_survive_one_percent_loss() {
     let vg = Virtgate::start(&["--loss", "1", "--loss-seed", "7"]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
-    transfer_both_ways(&mut vm, 4 << 20, Duration::from_secs(240));
+    transfer_both_ways(&mut vm, Family::V4, 4 << 20, Duration::from_secs(240));
     let s = vg.stats();
     assert!(
         s["device"]["rx_loss_injected"].as_u64().unwrap() > 0,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use crate::host::SocketId;
 use crate::time::{Duration, Instant};
-use crate::wire::Ipv4Address;
+use crate::wire::{IpAddress, Ipv4Address};
 
 /// At most this many flows; a new flow beyond it evicts the least recently used one
 /// (`flows_evicted`).
@@ -27,8 +27,8 @@ pub const ICMP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FlowKey {
     Udp {
-        guest: (Ipv4Address, u16),
-        remote: (Ipv4Address, u16),
+        guest: (IpAddress, u16),
+        remote: (IpAddress, u16),
     },
     IcmpEcho {
         guest: Ipv4Address,
@@ -169,8 +169,8 @@ mod tests {
 
     fn udp(port: u16) -> FlowKey {
         FlowKey::Udp {
-            guest: (Ipv4Address::new(10, 0, 2, 15), port),
-            remote: (Ipv4Address::new(127, 0, 0, 1), 53),
+            guest: (Ipv4Address::new(10, 0, 2, 15).into(), port),
+            remote: (Ipv4Address::new(127, 0, 0, 1).into(), 53),
         }
     }
 

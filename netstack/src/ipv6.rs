@@ -7,6 +7,8 @@
 //! The gateway owns three addresses: `fe80::2` (link-local, the source of everything NDP), the
 //! prefix's host 2 (the gateway) and host 3 (DNS), mirroring 10.0.2.2 and 10.0.2.3.
 
+use std::net::SocketAddr;
+
 use log::trace;
 
 use crate::arp::NeighborCache;
@@ -253,7 +255,7 @@ impl<H: HostIo> Stack<H> {
                 return;
             }
             Destination::Routed => {
-                self.ipv6_routed(now, &cfg, &repr, packet.packet());
+                self.ipv6_routed(now, &repr, upper.protocol, body, packet.packet());
                 return;
             }
             _ => {}
@@ -261,10 +263,10 @@ impl<H: HostIo> Stack<H> {
         match upper.protocol {
             IpProtocol::Icmpv6 => self.process_icmpv6(now, &cfg, eth, &repr, dest, body),
             IpProtocol::Udp => self.process_udp6(now, &cfg, &repr, dest, body, packet.packet()),
-            IpProtocol::Tcp => {
-                // TCP to the gateway's IPv6 addresses comes with the IPv6 gateway.
-                self.stats.drop_ipv6_unsupported += 1;
+            IpProtocol::Tcp if dest == Destination::Gateway => {
+                self.process_tcp(now, repr.src.into(), repr.dst.into(), body)
             }
+            IpProtocol::Tcp => self.stats.drop_ipv6_not_for_us += 1,
             _ => {
                 self.stats.drop_ipv6_unknown_next_header += 1;
                 if dest == Destination::Gateway {
@@ -284,8 +286,16 @@ impl<H: HostIo> Stack<H> {
         }
     }
 
-    /// A packet for beyond the gateway. Until the IPv6 gateway exists, it has no route.
-    fn ipv6_routed(&mut self, now: Instant, cfg: &Ipv6Config, repr: &Ipv6Repr, packet: &[u8]) {
+    /// A packet for beyond the gateway: TCP and UDP go through host sockets; other protocols have
+    /// no route (ICMPv6 echo through the host is not done yet).
+    fn ipv6_routed(
+        &mut self,
+        now: Instant,
+        repr: &Ipv6Repr,
+        protocol: IpProtocol,
+        body: &[u8],
+        packet: &[u8],
+    ) {
         if repr.hop_limit <= 1 {
             // RFC 4443 §3.3: a router that would forward a packet whose hop limit runs out.
             self.stats.drop_ipv6_hop_limit += 1;
@@ -314,7 +324,26 @@ impl<H: HostIo> Stack<H> {
             );
             return;
         }
-        let _ = cfg;
+        match protocol {
+            IpProtocol::Tcp => {
+                self.process_tcp(now, repr.src.into(), repr.dst.into(), body);
+                return;
+            }
+            IpProtocol::Udp => {
+                if let Ok(udp) = UdpPacket::new_checked(body) {
+                    if udp_checksum_ok(repr, body) {
+                        self.stats.udp_rx_datagrams += 1;
+                        self.udp_to_host(now, repr.src.into(), repr.dst.into(), &udp, packet);
+                    } else {
+                        self.stats.drop_udp_checksum += 1;
+                    }
+                } else {
+                    self.stats.drop_udp_malformed += 1;
+                }
+                return;
+            }
+            _ => {}
+        }
         self.stats.drop_ipv6_not_routed += 1;
         self.send_icmpv6_error(
             now,
@@ -528,17 +557,33 @@ impl<H: HostIo> Stack<H> {
             self.stats.drop_ipv6_not_for_us += 1;
             return;
         }
-        // UDP to the gateway's IPv6 addresses comes with the IPv6 gateway: a closed port now.
-        self.stats.drop_ipv6_unsupported += 1;
-        self.send_icmpv6_error(
-            now,
-            ip,
-            packet,
-            Icmpv6Repr::DstUnreachable {
-                code: unreachable::PORT,
-                data: packet,
-            },
-        );
+        // The gateway's addresses: the host's loopback and the DNS upstream, as over IPv4.
+        self.stats.udp_rx_datagrams += 1;
+        let _ = cfg;
+        self.udp_to_host(now, ip.src.into(), ip.dst.into(), &udp, packet);
+    }
+
+    /// Where a guest connection or datagram to `dst` goes on the host (`None`: nothing serves
+    /// it): the gateway's addresses stand for the host's `::1` (unless `--no-map-gw`), the DNS
+    /// address on port 53 for the first upstream resolver, addresses beyond the link for
+    /// themselves.
+    pub(crate) fn ipv6_host_destination(&self, dst: Ipv6Address, port: u16) -> Option<SocketAddr> {
+        let cfg = self.cfg.ipv6.as_ref()?;
+        if dst == cfg.dns {
+            return (port == 53)
+                .then(|| self.cfg.dns_upstreams.first().copied())
+                .flatten();
+        }
+        if dst == cfg.gateway || dst == GATEWAY_LINK_LOCAL {
+            return self
+                .cfg
+                .map_gateway_to_loopback
+                .then(|| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+        }
+        if dst.is_link_local() || dst.is_multicast() || cfg.prefix.contains(dst) {
+            return None;
+        }
+        Some(SocketAddr::from((std::net::Ipv6Addr::from(dst), port)))
     }
 
     fn process_dhcpv6(&mut self, now: Instant, cfg: &Ipv6Config, ip: &Ipv6Repr, payload: &[u8]) {
@@ -767,6 +812,19 @@ impl<H: HostIo> Stack<H> {
         packet: &[u8],
         error: Icmpv6Repr,
     ) {
+        self.send_icmpv6_error_from(now, None, ip, packet, error)
+    }
+
+    /// [`Stack::send_icmpv6_error`] from `from` (the host that refused, for a port unreachable)
+    /// rather than the gateway's address of the same scope.
+    pub(crate) fn send_icmpv6_error_from(
+        &mut self,
+        now: Instant,
+        from: Option<Ipv6Address>,
+        ip: &Ipv6Repr,
+        packet: &[u8],
+        error: Icmpv6Repr,
+    ) {
         if ip.src.is_unspecified() || ip.src.is_multicast() {
             return;
         }
@@ -784,7 +842,9 @@ impl<H: HostIo> Stack<H> {
         let Some(cfg) = self.v6cfg() else {
             return;
         };
-        let src = if ip.src.is_link_local() {
+        let src = if let Some(from) = from {
+            from
+        } else if ip.src.is_link_local() {
             GATEWAY_LINK_LOCAL
         } else if cfg.is_gateway_address(ip.dst) {
             ip.dst

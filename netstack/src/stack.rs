@@ -558,7 +558,9 @@ impl<H: HostIo> Stack<H> {
                 self.stats.drop_tcp_unsupported += 1;
                 trace!("drop: {packet}: TCP to a broadcast address");
             }
-            IpProtocol::Tcp => self.process_tcp(now, &repr, packet.packet()),
+            IpProtocol::Tcp => {
+                self.process_tcp(now, repr.src.into(), repr.dst.into(), packet.payload())
+            }
             _ => {
                 self.stats.drop_ipv4_unknown_protocol += 1;
                 trace!("drop: {packet}: protocol not served");
@@ -642,7 +644,7 @@ impl<H: HostIo> Stack<H> {
             self.process_dhcpv4(now, udp.payload());
             return;
         }
-        self.udp_to_host(now, ip, &udp, packet);
+        self.udp_to_host(now, ip.src.into(), ip.dst.into(), &udp, packet);
     }
 
     fn process_dhcpv4(&mut self, now: Instant, payload: &[u8]) {

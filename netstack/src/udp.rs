@@ -17,20 +17,57 @@ use crate::host::{HostIo, SocketId};
 use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
 use crate::time::Instant;
 use crate::wire::icmpv4::unreachable;
-use crate::wire::{ipv4, IpProtocol, Ipv4Address, Ipv4Repr, UdpPacket, UdpRepr};
+use crate::wire::{ipv4, IpAddress, IpProtocol, Ipv4Address, Ipv4Repr, UdpPacket, UdpRepr};
 
 /// Datagrams read from one host socket per readiness event, so that one busy socket cannot starve
 /// the others or the guest's queues.
 pub const HOST_READ_BUDGET: usize = 64;
 
+/// Why a destination cannot be reached, in terms both ICMP versions have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreachable {
+    Port,
+    Net,
+    Host,
+    AdminProhibited,
+}
+
+impl Unreachable {
+    /// The ICMPv4 code (RFC 792, RFC 1812 §5.2.7.1).
+    pub(crate) fn v4_code(self) -> u8 {
+        match self {
+            Unreachable::Port => unreachable::PORT,
+            Unreachable::Net => unreachable::NET,
+            Unreachable::Host => unreachable::HOST,
+            Unreachable::AdminProhibited => unreachable::ADMIN_PROHIBITED,
+        }
+    }
+
+    /// The ICMPv6 code (RFC 4443 §3.1).
+    pub(crate) fn v6_code(self) -> u8 {
+        use crate::wire::icmpv6::unreachable as v6;
+        match self {
+            Unreachable::Port => v6::PORT,
+            Unreachable::Net => v6::NO_ROUTE,
+            Unreachable::Host => v6::ADDRESS,
+            Unreachable::AdminProhibited => v6::ADMIN_PROHIBITED,
+        }
+    }
+}
+
+/// What a host-side error means for the guest.
+pub(crate) fn unreachable_kind(e: &io::Error) -> Unreachable {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => Unreachable::Port,
+        io::ErrorKind::NetworkUnreachable => Unreachable::Net,
+        io::ErrorKind::HostUnreachable => Unreachable::Host,
+        _ => Unreachable::AdminProhibited,
+    }
+}
+
 /// The ICMP unreachable code for a host-side error.
 pub(crate) fn unreachable_code(e: &io::Error) -> u8 {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => unreachable::PORT,
-        io::ErrorKind::NetworkUnreachable => unreachable::NET,
-        io::ErrorKind::HostUnreachable => unreachable::HOST,
-        _ => unreachable::ADMIN_PROHIBITED,
-    }
+    unreachable_kind(e).v4_code()
 }
 
 /// Errors a connected socket reports for an ICMP error its kernel received (Linux's
@@ -46,7 +83,11 @@ pub(crate) fn is_icmp_error(e: &io::Error) -> bool {
 
 impl<H: HostIo> Stack<H> {
     /// Where a guest datagram to `dst:port` goes on the host; `None` when nothing serves it.
-    fn udp_host_destination(&mut self, dst: Ipv4Address, port: u16) -> Option<SocketAddr> {
+    fn udp_host_destination(&mut self, dst: IpAddress, port: u16) -> Option<SocketAddr> {
+        let dst = match dst {
+            IpAddress::V4(d) => d,
+            IpAddress::V6(d) => return self.ipv6_host_destination(d, port),
+        };
         if dst == self.cfg.dns_ipv4 {
             if port != 53 {
                 return None;
@@ -70,17 +111,19 @@ impl<H: HostIo> Stack<H> {
         Some(SocketAddr::from((Ipv4Addr::from(dst), port)))
     }
 
-    /// A guest datagram for the host. `packet` is the whole IPv4 packet, quoted in ICMP errors.
+    /// A guest datagram from `src` to `dst` for the host. `packet` is the whole IP packet, quoted
+    /// in ICMP errors.
     pub(crate) fn udp_to_host(
         &mut self,
         now: Instant,
-        ip: &Ipv4Repr,
+        src: IpAddress,
+        dst: IpAddress,
         udp: &UdpPacket<&[u8]>,
         packet: &[u8],
     ) {
         let key = FlowKey::Udp {
-            guest: (ip.src, udp.src_port()),
-            remote: (ip.dst, udp.dst_port()),
+            guest: (src, udp.src_port()),
+            remote: (dst, udp.dst_port()),
         };
         let (sock, origin) = match self.flows.get_mut(&key) {
             Some(flow) => {
@@ -88,14 +131,18 @@ impl<H: HostIo> Stack<H> {
                 (flow.socket, flow.origin)
             }
             None => {
-                let Some(dst) = self.udp_host_destination(ip.dst, udp.dst_port()) else {
+                let Some(to) = self.udp_host_destination(dst, udp.dst_port()) else {
                     self.stats.drop_udp_no_service += 1;
-                    trace!("drop: {udp} to {}: no service", ip.dst);
+                    trace!("drop: {udp} to {dst}: no service");
+                    if matches!(dst, IpAddress::V6(_)) {
+                        // As a closed port on a real host (the IPv4 side keeps its counter only).
+                        self.unreachable_for_packet(now, Unreachable::Port, dst, packet);
+                    }
                     return;
                 };
-                match self.host.udp_connect(dst) {
+                match self.host.udp_connect(to) {
                     Ok(sock) => {
-                        debug!("flow: udp {}:{} -> {dst}", ip.src, udp.src_port());
+                        debug!("flow: udp {src}:{} -> {to}", udp.src_port());
                         self.add_flow(Flow {
                             key,
                             socket: sock,
@@ -106,8 +153,8 @@ impl<H: HostIo> Stack<H> {
                     }
                     Err(e) => {
                         self.stats.flows_refused += 1;
-                        debug!("flow: udp to {dst} refused by the host: {e}");
-                        self.dispatch_icmp_unreachable(now, unreachable_code(&e), ip.dst, packet);
+                        debug!("flow: udp to {to} refused by the host: {e}");
+                        self.unreachable_for_packet(now, unreachable_kind(&e), dst, packet);
                         return;
                     }
                 }
@@ -121,13 +168,88 @@ impl<H: HostIo> Stack<H> {
             Ok(_) => self.stats.udp_tx_host_datagrams += 1,
             // An earlier datagram drew an ICMP port unreachable from the remote.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                self.dispatch_icmp_unreachable(now, unreachable::PORT, ip.dst, packet)
+                self.unreachable_for_packet(now, Unreachable::Port, dst, packet)
             }
             Err(e) => {
                 self.stats.drop_udp_host_error += 1;
                 trace!("drop: {udp}: host send failed: {e}");
             }
         }
+    }
+
+    /// Destination unreachable to the guest about `packet` (its IPv4 or IPv6 packet), from
+    /// `from` (the address it tried to reach).
+    pub(crate) fn unreachable_for_packet(
+        &mut self,
+        now: Instant,
+        kind: Unreachable,
+        from: IpAddress,
+        packet: &[u8],
+    ) {
+        match from {
+            IpAddress::V4(from) => {
+                self.dispatch_icmp_unreachable(now, kind.v4_code(), from, packet)
+            }
+            IpAddress::V6(from) => {
+                let Ok(p) = crate::wire::Ipv6Packet::new_checked(packet) else {
+                    return;
+                };
+                let ip = crate::wire::Ipv6Repr::parse(&p);
+                let source = (kind == Unreachable::Port).then_some(from);
+                self.send_icmpv6_error_from(
+                    now,
+                    source,
+                    &ip,
+                    packet,
+                    crate::wire::Icmpv6Repr::DstUnreachable {
+                        code: kind.v6_code(),
+                        data: packet,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Destination unreachable about a guest packet that is gone (the host reported the error
+    /// later): its IP header is rebuilt around `l4_head`, the first bytes of its upper layer.
+    pub(crate) fn unreachable_to_guest(
+        &mut self,
+        now: Instant,
+        kind: Unreachable,
+        guest: IpAddress,
+        remote: IpAddress,
+        protocol: IpProtocol,
+        l4_head: &[u8],
+    ) {
+        let mut quote = [0u8; 40 + 8];
+        let len = match (guest, remote) {
+            (IpAddress::V4(g), IpAddress::V4(r)) => {
+                Ipv4Repr {
+                    src: g,
+                    dst: r,
+                    protocol,
+                    payload_len: l4_head.len(),
+                    ttl: DEFAULT_TTL,
+                }
+                .emit(&mut quote, 0);
+                ipv4::HEADER_LEN
+            }
+            (IpAddress::V6(g), IpAddress::V6(r)) => {
+                crate::wire::Ipv6Repr {
+                    src: g,
+                    dst: r,
+                    next_header: protocol,
+                    payload_len: l4_head.len(),
+                    hop_limit: DEFAULT_TTL,
+                }
+                .emit(&mut quote);
+                crate::wire::ipv6::HEADER_LEN
+            }
+            _ => return,
+        };
+        let n = l4_head.len().min(8);
+        quote[len..len + n].copy_from_slice(&l4_head[..n]);
+        self.unreachable_for_packet(now, kind, remote, &quote[..len + n]);
     }
 
     pub(crate) fn add_flow(&mut self, flow: Flow) {
@@ -216,8 +338,12 @@ impl<H: HostIo> Stack<H> {
                 Err(e) if is_icmp_error(&e) => {
                     // The kernel got an ICMP error for an earlier datagram (port, host or network
                     // unreachable): tell the guest, quoting the header of a datagram of this flow.
-                    let quote = udp_quote(guest, remote);
-                    self.dispatch_icmp_unreachable(now, unreachable_code(&e), remote.0, &quote);
+                    let mut udp8 = [0u8; 8];
+                    udp8[0..2].copy_from_slice(&guest.1.to_be_bytes());
+                    udp8[2..4].copy_from_slice(&remote.1.to_be_bytes());
+                    udp8[4..6].copy_from_slice(&8u16.to_be_bytes());
+                    let kind = unreachable_kind(&e);
+                    self.unreachable_to_guest(now, kind, guest.0, remote.0, IpProtocol::Udp, &udp8);
                 }
                 Err(e) => {
                     self.stats.drop_udp_host_error += 1;
@@ -241,12 +367,7 @@ impl<H: HostIo> Stack<H> {
                     break;
                 }
             };
-            let Some(guest_ip) = self.guest_ipv4() else {
-                self.stats.drop_udp_forward_no_guest += 1;
-                continue;
-            };
-            let Some(remote_ip) = self.peer_as_seen_by_guest(peer) else {
-                // IPv6 peers need an IPv6 guest path.
+            let Some((guest_ip, remote_ip)) = self.forward_endpoints(peer) else {
                 self.stats.drop_udp_forward_no_guest += 1;
                 continue;
             };
@@ -282,14 +403,58 @@ impl<H: HostIo> Stack<H> {
         Some(Ipv4Address::from(v4))
     }
 
+    /// The two ends of a forwarded connection or datagram as the guest sees them: a peer that
+    /// speaks IPv6 (not IPv4-mapped) reaches the guest's IPv6 address when IPv6 is on and the
+    /// guest has one (from the gateway's address if the peer is the host's loopback); anything else
+    /// reaches its IPv4 address.
+    pub(crate) fn forward_endpoints(&self, peer: SocketAddr) -> Option<(IpAddress, IpAddress)> {
+        if let (std::net::IpAddr::V6(a), Some(v6), Some(guest)) =
+            (peer.ip(), self.cfg.ipv6.as_ref(), self.guest_ipv6())
+        {
+            if a.to_ipv4_mapped().is_none() {
+                let remote = if a.is_loopback() && self.cfg.map_gateway_to_loopback {
+                    v6.gateway
+                } else {
+                    crate::wire::Ipv6Address::from(a)
+                };
+                return Some((guest.into(), remote.into()));
+            }
+        }
+        Some((
+            self.guest_ipv4()?.into(),
+            self.peer_as_seen_by_guest(peer)?.into(),
+        ))
+    }
+
     /// Sends a datagram to the guest from `src` (as the guest sees it).
     pub(crate) fn udp_to_guest(
         &mut self,
         now: Instant,
-        src: (Ipv4Address, u16),
-        dst: (Ipv4Address, u16),
+        src: (IpAddress, u16),
+        dst: (IpAddress, u16),
         payload: &[u8],
     ) {
+        let (src, dst) = match (src, dst) {
+            ((IpAddress::V4(s), sp), (IpAddress::V4(d), dp)) => ((s, sp), (d, dp)),
+            ((IpAddress::V6(s), sp), (IpAddress::V6(d), dp)) => {
+                let repr = crate::wire::Ipv6Repr {
+                    src: s,
+                    dst: d,
+                    next_header: IpProtocol::Udp,
+                    payload_len: 8 + payload.len(),
+                    hop_limit: DEFAULT_TTL,
+                };
+                let sent = self.dispatch_ipv6(now, None, &repr, |b| {
+                    b[8..].copy_from_slice(payload);
+                    crate::ipv6::emit_udp6(b, sp, dp, s, d);
+                });
+                if sent {
+                    self.stats.udp_rx_host_datagrams += 1;
+                }
+                return;
+            }
+            _ => return,
+        };
         let udp_len = 8 + payload.len();
         if ipv4::HEADER_LEN + udp_len > usize::from(u16::MAX) {
             self.stats.drop_udp_too_big += 1;
@@ -314,22 +479,4 @@ impl<H: HostIo> Stack<H> {
             self.stats.udp_rx_host_datagrams += 1;
         }
     }
-}
-
-/// The IPv4 and UDP headers of a datagram of this flow, for an ICMP error's quote when the original
-/// datagram is gone (the host reports the error later).
-fn udp_quote(guest: (Ipv4Address, u16), remote: (Ipv4Address, u16)) -> [u8; 28] {
-    let mut q = [0u8; 28];
-    Ipv4Repr {
-        src: guest.0,
-        dst: remote.0,
-        protocol: IpProtocol::Udp,
-        payload_len: 8,
-        ttl: DEFAULT_TTL,
-    }
-    .emit(&mut q, 0);
-    q[20..22].copy_from_slice(&guest.1.to_be_bytes());
-    q[22..24].copy_from_slice(&remote.1.to_be_bytes());
-    q[24..26].copy_from_slice(&8u16.to_be_bytes());
-    q
 }

@@ -38,7 +38,9 @@ use crate::host::{HostIo, SocketId};
 use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
 use crate::time::{Duration, Instant};
 use crate::wire::tcp::flags;
-use crate::wire::{ipv4, tcp, IpProtocol, Ipv4Address, Ipv4Repr, SeqNumber, TcpPacket, TcpRepr};
+use crate::wire::{
+    ipv4, ipv6, tcp, IpAddress, IpProtocol, Ipv4Repr, Ipv6Repr, SeqNumber, TcpPacket, TcpRepr,
+};
 
 use congestion::NewReno;
 use ooo::{Held, OutOfOrder};
@@ -101,8 +103,8 @@ pub enum TcpState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ConnKey {
-    guest: (Ipv4Address, u16),
-    remote: (Ipv4Address, u16),
+    guest: (IpAddress, u16),
+    remote: (IpAddress, u16),
 }
 
 /// RFC 7323 timestamps, when both sides offered them.
@@ -254,12 +256,11 @@ impl TcpConn {
         }
     }
 
-    /// Takes what the guest's SYN or SYN-ACK negotiated.
-    fn negotiate(&mut self, repr: &TcpRepr, mtu: u16) {
+    /// Takes what the guest's SYN or SYN-ACK negotiated; `mss_ceiling` is what the link allows.
+    fn negotiate(&mut self, repr: &TcpRepr, mss_ceiling: usize) {
         self.snd_wnd = usize::from(repr.window_len);
         self.scaling = repr.window_scale.is_some();
         self.snd_shift = repr.window_scale.unwrap_or(0).min(14);
-        let mss_ceiling = usize::from(mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
         // RFC 9293 §3.7.1: without the option the peer takes 536.
         self.mss = usize::from(repr.max_seg_size.unwrap_or(536)).clamp(64, mss_ceiling);
         self.sack_ok = repr.sack_permitted;
@@ -461,13 +462,33 @@ impl TcpTable {
 /// clock and the 4-tuple, which keeps them distinct per connection (the guest is the only peer).
 fn initial_seq(now: Instant, key: &ConnKey) -> SeqNumber {
     let mut h: u32 = (now.total_micros() / 4) as u32;
-    for b in key.guest.0 .0.iter().chain(key.remote.0 .0.iter()) {
+    for b in addr_bytes(&key.guest.0)
+        .iter()
+        .chain(addr_bytes(&key.remote.0).iter())
+    {
         h = h.rotate_left(5) ^ u32::from(*b);
     }
     SeqNumber(h ^ (u32::from(key.guest.1) << 16 | u32::from(key.remote.1)))
 }
 
+fn addr_bytes(a: &IpAddress) -> &[u8] {
+    match a {
+        IpAddress::V4(a) => &a.0,
+        IpAddress::V6(a) => &a.0,
+    }
+}
+
 impl ConnKey {
+    /// The largest segment payload the link carries for this connection (MTU less the IP and
+    /// TCP headers).
+    fn mss_ceiling(&self, mtu: u16) -> usize {
+        let ip = match self.guest.0 {
+            IpAddress::V4(_) => ipv4::HEADER_LEN,
+            IpAddress::V6(_) => ipv6::HEADER_LEN,
+        };
+        usize::from(mtu) - ip - tcp::HEADER_LEN
+    }
+
     /// A segment from the remote side to the guest with no options and no payload; callers fill in
     /// what else they send.
     fn segment(
@@ -497,7 +518,11 @@ impl ConnKey {
 
 impl<H: HostIo> Stack<H> {
     /// Where a guest connection goes on the host; `None`: nothing serves it (RST).
-    fn tcp_host_destination(&self, dst: Ipv4Address, port: u16) -> Option<SocketAddr> {
+    fn tcp_host_destination(&self, dst: IpAddress, port: u16) -> Option<SocketAddr> {
+        let dst = match dst {
+            IpAddress::V4(d) => d,
+            IpAddress::V6(d) => return self.ipv6_host_destination(d, port),
+        };
         if dst == self.cfg.gateway_ipv4 {
             return self
                 .cfg
@@ -513,15 +538,20 @@ impl<H: HostIo> Stack<H> {
         Some(SocketAddr::from((Ipv4Addr::from(dst), port)))
     }
 
-    /// A TCP segment from the guest. `packet` is the whole IPv4 packet.
-    pub(crate) fn process_tcp(&mut self, now: Instant, ip: &Ipv4Repr, packet: &[u8]) {
+    /// A TCP segment from the guest, from `src` to `dst`.
+    pub(crate) fn process_tcp(
+        &mut self,
+        now: Instant,
+        src: IpAddress,
+        dst: IpAddress,
+        segment: &[u8],
+    ) {
         self.stats.tcp_rx_segments += 1;
-        let header_len = packet.len() - ip.payload_len;
-        let Ok(seg) = TcpPacket::new_checked(&packet[header_len..]) else {
+        let Ok(seg) = TcpPacket::new_checked(segment) else {
             self.stats.drop_tcp_malformed += 1;
             return;
         };
-        let repr = match TcpRepr::parse(&seg, ip.src, ip.dst) {
+        let repr = match TcpRepr::parse(&seg, src, dst) {
             Ok(r) => r,
             Err(crate::wire::Error::Checksum) => {
                 self.stats.drop_tcp_checksum += 1;
@@ -533,8 +563,8 @@ impl<H: HostIo> Stack<H> {
             }
         };
         let key = ConnKey {
-            guest: (ip.src, repr.src_port),
-            remote: (ip.dst, repr.dst_port),
+            guest: (src, repr.src_port),
+            remote: (dst, repr.dst_port),
         };
         let Some(mut conn) = self.tcp.conns.remove(&key) else {
             self.tcp_no_connection(now, key, &repr);
@@ -612,7 +642,7 @@ impl<H: HostIo> Stack<H> {
             deadline: Some(now + CONNECT_TIMEOUT),
             ..TcpConn::new(key, sock, TcpState::Connecting, iss, now)
         };
-        conn.negotiate(repr, self.cfg.mtu);
+        conn.negotiate(repr, key.mss_ceiling(self.cfg.mtu));
         self.host.set_interest(sock, false, true);
         self.tcp.by_socket.insert(sock, key);
         self.tcp.conns.insert(key, conn);
@@ -646,7 +676,7 @@ impl<H: HostIo> Stack<H> {
             // RFC 9293 §3.10.7.3: the guest's SYN-ACK for our SYN.
             let acks_syn = repr.ack_number == Some(conn.iss + 1);
             if repr.flags & flags::SYN != 0 && acks_syn {
-                conn.negotiate(repr, self.cfg.mtu);
+                conn.negotiate(repr, conn.key.mss_ceiling(self.cfg.mtu));
                 conn.snd_una = conn.iss + 1;
                 conn.retries = 0;
                 conn.rto = INITIAL_RTO;
@@ -1354,7 +1384,7 @@ impl<H: HostIo> Stack<H> {
     }
 
     fn tcp_send_syn_ack(&mut self, now: Instant, conn: &mut TcpConn) {
-        let mss = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+        let mss = conn.key.mss_ceiling(self.cfg.mtu);
         let window = conn.rcv_wnd().min(usize::from(u16::MAX)) as u16;
         let repr = TcpRepr {
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
@@ -1381,9 +1411,7 @@ impl<H: HostIo> Stack<H> {
                     break;
                 }
             };
-            let (Some(guest_ip), Some(remote_ip)) =
-                (self.guest_ipv4(), self.peer_as_seen_by_guest(peer))
-            else {
+            let Some((guest_ip, remote_ip)) = self.forward_endpoints(peer) else {
                 self.stats.tcp_forward_no_guest += 1;
                 self.host.tcp_abort(sock);
                 continue;
@@ -1419,7 +1447,7 @@ impl<H: HostIo> Stack<H> {
 
     /// Our SYN offers everything we do: MSS, window scale, SACK, timestamps.
     fn tcp_send_syn(&mut self, now: Instant, conn: &TcpConn) {
-        let mss = usize::from(self.cfg.mtu) - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+        let mss = conn.key.mss_ceiling(self.cfg.mtu);
         let window = conn.rcv_wnd().min(usize::from(u16::MAX)) as u16;
         let repr = TcpRepr {
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
@@ -1521,22 +1549,14 @@ impl<H: HostIo> Stack<H> {
             self.tcp_send_rst_for(now, key, &syn);
             return;
         }
-        // The quoted SYN: its IPv4 header and the first 8 bytes of TCP (ports and sequence
-        // number, which the guest checks against its connection).
-        let mut quote = [0u8; 28];
-        Ipv4Repr {
-            src: key.guest.0,
-            dst: key.remote.0,
-            protocol: IpProtocol::Tcp,
-            payload_len: 8,
-            ttl: DEFAULT_TTL,
-        }
-        .emit(&mut quote, 0);
-        quote[20..22].copy_from_slice(&key.guest.1.to_be_bytes());
-        quote[22..24].copy_from_slice(&key.remote.1.to_be_bytes());
-        quote[24..28].copy_from_slice(&isn.0.to_be_bytes());
-        let code = crate::udp::unreachable_code(e);
-        self.dispatch_icmp_unreachable(now, code, key.remote.0, &quote);
+        // The quoted SYN: the first 8 bytes of TCP (ports and sequence number, which the guest
+        // checks against its connection) behind its IP header.
+        let mut tcp8 = [0u8; 8];
+        tcp8[0..2].copy_from_slice(&key.guest.1.to_be_bytes());
+        tcp8[2..4].copy_from_slice(&key.remote.1.to_be_bytes());
+        tcp8[4..8].copy_from_slice(&isn.0.to_be_bytes());
+        let kind = crate::udp::unreachable_kind(e);
+        self.unreachable_to_guest(now, kind, key.guest.0, key.remote.0, IpProtocol::Tcp, &tcp8);
     }
 
     /// RST for the guest's side of `conn` (the host side refused, reset or timed out).
@@ -1560,14 +1580,32 @@ impl<H: HostIo> Stack<H> {
     }
 
     fn tcp_emit(&mut self, now: Instant, key: ConnKey, repr: &TcpRepr) {
-        let ip = Ipv4Repr {
-            src: key.remote.0,
-            dst: key.guest.0,
-            protocol: IpProtocol::Tcp,
-            payload_len: repr.buffer_len(),
-            ttl: DEFAULT_TTL,
+        let (src, dst) = (key.remote.0, key.guest.0);
+        let emit = |b: &mut [u8]| repr.emit(b, src, dst, false);
+        let sent = match (src, dst) {
+            (IpAddress::V4(s), IpAddress::V4(d)) => {
+                let ip = Ipv4Repr {
+                    src: s,
+                    dst: d,
+                    protocol: IpProtocol::Tcp,
+                    payload_len: repr.buffer_len(),
+                    ttl: DEFAULT_TTL,
+                };
+                self.dispatch_ipv4(now, None, &ip, emit)
+            }
+            (IpAddress::V6(s), IpAddress::V6(d)) => {
+                let ip = Ipv6Repr {
+                    src: s,
+                    dst: d,
+                    next_header: IpProtocol::Tcp,
+                    payload_len: repr.buffer_len(),
+                    hop_limit: DEFAULT_TTL,
+                };
+                self.dispatch_ipv6(now, None, &ip, emit)
+            }
+            _ => false,
         };
-        if self.dispatch_ipv4(now, None, &ip, |b| repr.emit_v4(b, ip.src, ip.dst, false)) {
+        if sent {
             self.stats.tcp_tx_segments += 1;
         }
     }

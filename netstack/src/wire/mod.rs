@@ -27,6 +27,58 @@ pub use ipv6::{Ipv6Address, Ipv6Cidr, Ipv6Packet, Ipv6Repr};
 pub use tcp::{SeqNumber, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
+/// An IPv4 or IPv6 address: what flows and connections are keyed by, whichever the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpAddress {
+    V4(Ipv4Address),
+    V6(Ipv6Address),
+}
+
+impl From<Ipv4Address> for IpAddress {
+    fn from(a: Ipv4Address) -> Self {
+        IpAddress::V4(a)
+    }
+}
+
+impl From<Ipv6Address> for IpAddress {
+    fn from(a: Ipv6Address) -> Self {
+        IpAddress::V6(a)
+    }
+}
+
+impl From<IpAddress> for std::net::IpAddr {
+    fn from(a: IpAddress) -> Self {
+        match a {
+            IpAddress::V4(a) => std::net::IpAddr::V4(a.into()),
+            IpAddress::V6(a) => std::net::IpAddr::V6(a.into()),
+        }
+    }
+}
+
+impl fmt::Display for IpAddress {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            IpAddress::V4(a) => fmt::Display::fmt(a, f),
+            IpAddress::V6(a) => fmt::Display::fmt(a, f),
+        }
+    }
+}
+
+impl IpAddress {
+    /// The partial checksum of the pseudo-header for an upper-layer message of `len` bytes
+    /// (RFC 768 / RFC 9293 for IPv4, RFC 8200 §8.1 for IPv6). The two addresses are of one family.
+    pub fn pseudo_header_sum(src: IpAddress, dst: IpAddress, protocol: u8, len: u32) -> u32 {
+        match (src, dst) {
+            (IpAddress::V4(s), IpAddress::V4(d)) => checksum::pseudo_header_v4(s, d, protocol, len),
+            (IpAddress::V6(s), IpAddress::V6(d)) => ipv6::pseudo_header_sum(s, d, protocol, len),
+            _ => {
+                debug_assert!(false, "pseudo-header of mixed families {src} {dst}");
+                0
+            }
+        }
+    }
+}
+
 /// Why a buffer could not be read as a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {

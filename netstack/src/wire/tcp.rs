@@ -5,7 +5,7 @@ use core::fmt;
 use core::ops::{Add, Sub};
 
 use super::checksum;
-use super::{read_u16, read_u32, write_u16, write_u32, Error, Ipv4Address, Result};
+use super::{read_u16, read_u32, write_u16, write_u32, Error, IpAddress, Ipv4Address, Result};
 
 /// A sequence number: arithmetic wraps and comparisons are modulo 2^32 (RFC 9293 §3.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -167,8 +167,13 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 
     /// The checksum over the IPv4 pseudo-header and the whole segment (RFC 9293 §3.1).
     pub fn verify_checksum_v4(&self, src: Ipv4Address, dst: Ipv4Address) -> bool {
+        self.verify_checksum(src.into(), dst.into())
+    }
+
+    /// The checksum over the pseudo-header of either family and the whole segment.
+    pub fn verify_checksum(&self, src: IpAddress, dst: IpAddress) -> bool {
         let seg = self.b();
-        let sum = checksum::pseudo_header_v4(src, dst, PROTO_TCP, seg.len() as u32);
+        let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_TCP, seg.len() as u32);
         checksum::finish(checksum::accumulate(sum, seg)) == 0
     }
 }
@@ -232,10 +237,10 @@ impl<'a> TcpRepr<'a> {
     /// §3.1 lets a receiver drop such segments); unknown options are skipped.
     pub fn parse(
         p: &TcpPacket<&'a [u8]>,
-        src: Ipv4Address,
-        dst: Ipv4Address,
+        src: impl Into<IpAddress>,
+        dst: impl Into<IpAddress>,
     ) -> Result<TcpRepr<'a>> {
-        if !p.verify_checksum_v4(src, dst) {
+        if !p.verify_checksum(src.into(), dst.into()) {
             return Err(Error::Checksum);
         }
         let fl = p.flags();
@@ -335,6 +340,11 @@ impl<'a> TcpRepr<'a> {
         dst: Ipv4Address,
         payload_in_place: bool,
     ) {
+        self.emit(buf, src.into(), dst.into(), payload_in_place)
+    }
+
+    /// [`TcpRepr::emit_v4`] for either family.
+    pub fn emit(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress, payload_in_place: bool) {
         let hlen = self.header_len();
         let buf = &mut buf[..self.buffer_len()];
         write_u16(buf, field::SRC_PORT, self.src_port);
@@ -382,7 +392,7 @@ impl<'a> TcpRepr<'a> {
         if !payload_in_place {
             buf[hlen..].copy_from_slice(self.payload);
         }
-        let sum = checksum::pseudo_header_v4(src, dst, PROTO_TCP, buf.len() as u32);
+        let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_TCP, buf.len() as u32);
         let sum = checksum::finish(checksum::accumulate(sum, buf));
         write_u16(buf, field::CHECKSUM, sum);
     }

@@ -3,7 +3,7 @@
 use core::fmt;
 
 use super::checksum;
-use super::{read_u16, write_u16, Error, Ipv4Address, Result};
+use super::{read_u16, write_u16, Error, IpAddress, Ipv4Address, Result};
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -71,11 +71,16 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 
     /// RFC 768: a zero checksum means the sender computed none.
     pub fn verify_checksum_v4(&self, src: Ipv4Address, dst: Ipv4Address) -> bool {
+        self.verify_checksum(src.into(), dst.into())
+    }
+
+    /// The checksum for either family: over IPv6 a zero checksum is invalid (RFC 8200 §8.1).
+    pub fn verify_checksum(&self, src: IpAddress, dst: IpAddress) -> bool {
         if self.checksum() == 0 {
-            return true;
+            return matches!(src, IpAddress::V4(_));
         }
         let datagram = &self.b()[..self.len() as usize];
-        let sum = checksum::pseudo_header_v4(src, dst, PROTO_UDP, datagram.len() as u32);
+        let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_UDP, datagram.len() as u32);
         checksum::finish(checksum::accumulate(sum, datagram)) == 0
     }
 }
@@ -102,10 +107,10 @@ pub struct UdpRepr {
 impl UdpRepr {
     pub fn parse<T: AsRef<[u8]>>(
         p: &UdpPacket<T>,
-        src: Ipv4Address,
-        dst: Ipv4Address,
+        src: impl Into<IpAddress>,
+        dst: impl Into<IpAddress>,
     ) -> Result<Self> {
-        if !p.verify_checksum_v4(src, dst) {
+        if !p.verify_checksum(src.into(), dst.into()) {
             return Err(Error::Checksum);
         }
         Ok(UdpRepr {
@@ -121,11 +126,16 @@ impl UdpRepr {
     /// Writes the header over `buf`, whose length is the whole datagram (header and payload, the
     /// payload already in place), and fills in the checksum.
     pub fn emit_v4(&self, buf: &mut [u8], src: Ipv4Address, dst: Ipv4Address) {
+        self.emit(buf, src.into(), dst.into())
+    }
+
+    /// [`UdpRepr::emit_v4`] for either family.
+    pub fn emit(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress) {
         write_u16(buf, field::SRC_PORT, self.src_port);
         write_u16(buf, field::DST_PORT, self.dst_port);
         write_u16(buf, field::LENGTH, buf.len() as u16);
         write_u16(buf, field::CHECKSUM, 0);
-        let sum = checksum::pseudo_header_v4(src, dst, PROTO_UDP, buf.len() as u32);
+        let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_UDP, buf.len() as u32);
         let mut sum = checksum::finish(checksum::accumulate(sum, buf));
         // RFC 768: a computed zero is sent as all ones.
         if sum == 0 {

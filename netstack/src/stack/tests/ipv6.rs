@@ -577,3 +577,218 @@ fn too_big_to_route_gets_packet_too_big_with_our_mtu() {
     assert_eq!(data.len(), crate::wire::icmpv6::MAX_ERROR_QUOTE);
     assert_eq!(s.stats().drop_ipv6_too_big, 1);
 }
+
+mod gateway {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::host::{ScriptedHost, ScriptedSocket, Sent};
+    use crate::wire::tcp::flags;
+    use crate::wire::{SeqNumber, TcpPacket, TcpRepr};
+
+    fn host_stack() -> Stack<ScriptedHost> {
+        Stack::with_host(
+            Config {
+                dns_upstreams: vec!["[::1]:5353".parse().unwrap()],
+                ..Config::default()
+            },
+            ScriptedHost::new(),
+        )
+        .unwrap()
+    }
+
+    fn syn(dst: Ipv6Address, port: u16) -> Vec<u8> {
+        let r = TcpRepr {
+            src_port: 40000,
+            dst_port: port,
+            seq_number: SeqNumber(100),
+            ack_number: None,
+            flags: flags::SYN,
+            window_len: 64800,
+            urgent_at: 0,
+            max_seg_size: Some(1440),
+            window_scale: Some(7),
+            sack_permitted: true,
+            sack_ranges: [None; 3],
+            timestamp: Some((1, 0)),
+            payload: &[],
+        };
+        let mut b = vec![0u8; r.buffer_len()];
+        r.emit(&mut b, a("fd00::15").into(), dst.into(), false);
+        ipv6_frame(a("fd00::15"), dst, 6, 64, &b)
+    }
+
+    fn tcp_of(ip: &Ipv6Repr, body: &[u8]) -> TcpRepr<'static> {
+        let leaked: &'static [u8] = Box::leak(body.to_vec().into_boxed_slice());
+        TcpRepr::parse(&TcpPacket::new_checked(leaked).unwrap(), ip.src, ip.dst).unwrap()
+    }
+
+    #[test]
+    fn tcp_to_the_gateway_reaches_the_host_loopback_over_ipv6() {
+        let mut s = host_stack();
+        s.process_frame(Instant::ZERO, &syn(a("fd00::2"), 8080));
+        let remote: SocketAddr = "[::1]:8080".parse().unwrap();
+        let sock = s
+            .host()
+            .find(&ScriptedSocket::Tcp(remote))
+            .expect("a host connect to [::1]:8080");
+        s.host_mut().tcp_connected.insert(sock, Ok(()));
+        s.host_ready(Instant::ZERO, sock);
+        let out = v6_packets(&drain(&mut s));
+        let (_, ip, body) = &out[0];
+        assert_eq!((ip.src, ip.dst), (a("fd00::2"), a("fd00::15")));
+        let syn_ack = tcp_of(ip, body);
+        assert_eq!(syn_ack.flags, flags::SYN);
+        assert_eq!(syn_ack.ack_number, Some(SeqNumber(101)));
+        // MTU 1500 less 40 (IPv6) and 20 (TCP).
+        assert_eq!(syn_ack.max_seg_size, Some(1440));
+        assert!(syn_ack.sack_permitted && syn_ack.timestamp.is_some());
+    }
+
+    #[test]
+    fn tcp_beyond_the_gateway_connects_to_the_address_itself() {
+        let mut s = host_stack();
+        s.process_frame(Instant::ZERO, &syn(a("2001:db8::7"), 443));
+        assert!(s
+            .host()
+            .find(&ScriptedSocket::Tcp("[2001:db8::7]:443".parse().unwrap()))
+            .is_some());
+        // An unreachable network is an ICMPv6 unreachable (no route), not a reset.
+        let mut s = host_stack();
+        s.host_mut().refuse = Some(std::io::ErrorKind::NetworkUnreachable);
+        s.process_frame(Instant::ZERO, &syn(a("2001:db8::7"), 443));
+        let out = v6_packets(&drain(&mut s));
+        let (_, ip, body) = &out[0];
+        let Icmpv6Repr::DstUnreachable { code, data } = icmpv6_of(ip, body) else {
+            panic!()
+        };
+        assert_eq!(code, 0);
+        assert_eq!(&data[40..42], &40000u16.to_be_bytes(), "the quoted SYN");
+        assert_eq!(&data[44..48], &100u32.to_be_bytes());
+    }
+
+    #[test]
+    fn udp_and_dns_over_ipv6() {
+        let mut s = host_stack();
+        let dgram = |dst: Ipv6Address, port: u16, payload: &[u8]| {
+            let mut b = vec![0u8; 8 + payload.len()];
+            b[8..].copy_from_slice(payload);
+            crate::ipv6::emit_udp6(&mut b, 5000, port, a("fd00::15"), dst);
+            ipv6_frame(a("fd00::15"), dst, 17, 64, &b)
+        };
+        s.process_frame(Instant::ZERO, &dgram(a("fd00::3"), 53, b"query"));
+        s.process_frame(Instant::ZERO, &dgram(a("fd00::2"), 7, b"echo"));
+        let sent: Vec<(SocketAddr, Vec<u8>)> = s
+            .host()
+            .sent
+            .iter()
+            .filter_map(|x| match x {
+                Sent::Udp { to, payload, .. } => Some((*to, payload.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                ("[::1]:5353".parse().unwrap(), b"query".to_vec()),
+                ("[::1]:7".parse().unwrap(), b"echo".to_vec()),
+            ]
+        );
+        // The answer comes back from the DNS address, over IPv6.
+        let sock = s
+            .host()
+            .find(&ScriptedSocket::UdpConnected("[::1]:5353".parse().unwrap()))
+            .unwrap();
+        s.host_mut()
+            .inject_datagram(sock, "[::1]:5353".parse().unwrap(), b"answer");
+        s.host_ready(Instant::ZERO, sock);
+        let out = v6_packets(&drain(&mut s));
+        let (_, ip, body) = &out[0];
+        assert_eq!((ip.src, ip.dst), (a("fd00::3"), a("fd00::15")));
+        assert_eq!(&body[0..4], &[0, 53, 0x13, 0x88]);
+        assert_eq!(&body[8..], b"answer");
+        // A closed host port comes back as ICMPv6 port unreachable from the address asked.
+        let echo = s
+            .host()
+            .find(&ScriptedSocket::UdpConnected("[::1]:7".parse().unwrap()))
+            .unwrap();
+        s.host_mut()
+            .inject_error(echo, std::io::ErrorKind::ConnectionRefused);
+        s.host_ready(Instant::ZERO, echo);
+        let out = v6_packets(&drain(&mut s));
+        let (_, ip, body) = &out[0];
+        assert_eq!(ip.src, a("fd00::2"));
+        assert!(matches!(
+            icmpv6_of(ip, body),
+            Icmpv6Repr::DstUnreachable { code: 4, .. }
+        ));
+    }
+}
+
+mod forwards {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::{Forward, ForwardProtocol};
+    use crate::host::{ScriptedHost, ScriptedSocket};
+    use crate::wire::tcp::flags;
+    use crate::wire::{TcpPacket, TcpRepr};
+
+    #[test]
+    fn ipv6_peers_reach_the_guest_over_ipv6_and_ipv4_peers_over_ipv4() {
+        let listen: SocketAddr = "[::1]:2222".parse().unwrap();
+        let mut s = Stack::with_host(
+            Config {
+                forwards: vec![Forward {
+                    protocol: ForwardProtocol::Tcp,
+                    host: listen,
+                    guest_port: 22,
+                }],
+                ..Config::default()
+            },
+            ScriptedHost::new(),
+        )
+        .unwrap();
+        s.open_forwards().unwrap();
+        let lsock = s.host().find(&ScriptedSocket::TcpListener(listen)).unwrap();
+        // The guest is known on both families.
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 2), 1, b""),
+        );
+        let req = Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data: b"",
+        };
+        s.process_frame(
+            Instant::ZERO,
+            &icmpv6_frame(a("fd00::15"), a("fd00::2"), 64, &req),
+        );
+        drain(&mut s);
+        for peer in ["[::1]:50000", "[::ffff:127.0.0.1]:50001"] {
+            s.host_mut()
+                .tcp_pending_accepts
+                .entry(lsock)
+                .or_default()
+                .push_back(peer.parse().unwrap());
+        }
+        s.host_ready(Instant::ZERO, lsock);
+        let out = drain(&mut s);
+        let v6 = v6_packets(&out);
+        assert_eq!(v6.len(), 1);
+        let (_, ip, body) = &v6[0];
+        assert_eq!((ip.src, ip.dst), (a("fd00::2"), a("fd00::15")));
+        let leaked: &'static [u8] = Box::leak(body.to_vec().into_boxed_slice());
+        let syn = TcpRepr::parse(&TcpPacket::new_checked(leaked).unwrap(), ip.src, ip.dst).unwrap();
+        assert_eq!(
+            (syn.src_port, syn.dst_port, syn.flags),
+            (50000, 22, flags::SYN)
+        );
+        // The IPv4-mapped peer goes over IPv4, from the gateway.
+        let v4: Vec<_> = out.iter().filter(|f| f[12..14] == [8, 0]).collect();
+        assert_eq!(v4.len(), 1);
+        assert_eq!(&v4[0][26..30], &[10, 0, 2, 2]);
+        assert_eq!(s.stats().tcp_forwarded, 2);
+    }
+}
