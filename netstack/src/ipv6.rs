@@ -480,7 +480,11 @@ impl<H: HostIo> Stack<H> {
                 }
                 if !cfg.is_gateway_address(target) {
                     // Not ours: in particular the guest's own tentative address, which we never
-                    // claim (its DAD must succeed).
+                    // claim (its DAD must succeed). The first global one it probes is where
+                    // forwarded IPv6 connections go until it speaks from one itself.
+                    if dad && cfg.prefix.contains(target) && self.v6.last_guest_global.is_none() {
+                        self.v6.last_guest_global = Some(target);
+                    }
                     return;
                 }
                 if let Some(mac) = options.source_lladdr {

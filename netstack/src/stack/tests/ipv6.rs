@@ -154,6 +154,8 @@ fn dad_probes_for_the_guest_are_left_alone_and_ours_are_defended() {
         Icmpv6Repr::NeighborAdvert { flags, .. } if flags & na_flags::SOLICITED == 0
     ));
     assert_eq!(s.stats().ndp_rx_dad_probes, 3);
+    // The guest's global address is known from its probe, for IPv6 forwards.
+    assert_eq!(s.guest_ipv6(), Some(a("fd00::5054:ff:fe12:3456")));
     assert_eq!(s.stats().ndp_rx_neighbor_solicits, 3);
 }
 
