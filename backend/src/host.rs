@@ -25,15 +25,19 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 enum HostSocket {
     Udp(UdpSocket),
     Tcp(Socket),
-    /// A ping socket: the kernel owns the identifier and the checksum.
-    Ping(Socket),
-    /// A raw ICMP socket, connected to its remote: the flow's identifier is ours. Every raw
-    /// socket on the host sees every reply from the remote, so a reply is taken only if it answers
-    /// a request of this flow still outstanding (which also drops duplicates).
+    /// A ping socket (ICMP or ICMPv6): the kernel owns the identifier and the checksum.
+    Ping {
+        socket: Socket,
+        v6: bool,
+    },
+    /// A raw ICMP or ICMPv6 socket, connected to its remote: the flow's identifier is ours. Every
+    /// raw socket on the host sees every reply from the remote, so a reply is taken only if it
+    /// answers a request of this flow still outstanding (which also drops duplicates).
     Raw {
         socket: Socket,
         ident: u16,
         outstanding: VecDeque<u16>,
+        v6: bool,
     },
 }
 
@@ -42,7 +46,7 @@ impl HostSocket {
         match self {
             HostSocket::Udp(s) => s.as_raw_fd(),
             HostSocket::Tcp(s) => s.as_raw_fd(),
-            HostSocket::Ping(s) | HostSocket::Raw { socket: s, .. } => s.as_raw_fd(),
+            HostSocket::Ping { socket: s, .. } | HostSocket::Raw { socket: s, .. } => s.as_raw_fd(),
         }
     }
 }
@@ -174,25 +178,29 @@ impl HostSockets {
     }
 
     fn open_echo(&mut self, remote: IpAddr, mode: EchoMode) -> io::Result<HostSocket> {
-        let IpAddr::V4(v4) = remote else {
-            return Err(io::Error::from(io::ErrorKind::Unsupported));
-        };
         let ty = match mode {
             EchoMode::Ping => Type::DGRAM,
             _ => Type::RAW,
         };
-        let socket = Socket::new(Domain::IPV4, ty, Some(Protocol::ICMPV4))?;
+        let v6 = remote.is_ipv6();
+        let (domain, protocol) = if v6 {
+            (Domain::IPV6, Protocol::ICMPV6)
+        } else {
+            (Domain::IPV4, Protocol::ICMPV4)
+        };
+        let socket = Socket::new(domain, ty, Some(protocol))?;
         socket.set_nonblocking(true)?;
         socket.set_cloexec(true)?;
-        socket.connect(&SocketAddr::from((v4, 0)).into())?;
+        socket.connect(&SocketAddr::from((remote, 0)).into())?;
         Ok(match mode {
-            EchoMode::Ping => HostSocket::Ping(socket),
+            EchoMode::Ping => HostSocket::Ping { socket, v6 },
             _ => {
                 self.idents_issued += 1;
                 HostSocket::Raw {
                     socket,
                     ident: self.ident_seed.hash_one(self.idents_issued) as u16,
                     outstanding: VecDeque::with_capacity(OUTSTANDING_ECHOES),
+                    v6,
                 }
             }
         })
@@ -260,46 +268,59 @@ impl HostIo for HostSockets {
     }
 
     fn icmp_echo_send(&mut self, sock: SocketId, seq: u16, data: &[u8]) -> io::Result<()> {
-        let (socket, ident) = match self.slots.get_mut(sock.0 as usize).and_then(Option::as_mut) {
-            Some(HostSocket::Ping(s)) => (&*s, 0),
+        let (socket, ident, v6) = match self.slots.get_mut(sock.0 as usize).and_then(Option::as_mut)
+        {
+            Some(HostSocket::Ping { socket, v6 }) => (&*socket, 0, *v6),
             Some(HostSocket::Raw {
                 socket,
                 ident,
                 outstanding,
+                v6,
             }) => {
                 if outstanding.len() == OUTSTANDING_ECHOES {
                     outstanding.pop_front();
                 }
                 outstanding.push_back(seq);
-                (&*socket, *ident)
+                (&*socket, *ident, *v6)
             }
             Some(HostSocket::Udp(_) | HostSocket::Tcp(_)) => {
                 return Err(io::Error::from(io::ErrorKind::InvalidInput))
             }
             None => return Err(io::Error::from(io::ErrorKind::NotFound)),
         };
-        let req = Icmpv4Repr::EchoRequest {
-            ident,
-            seq_no: seq,
-            data,
-        };
-        let len = req.buffer_len();
+        let len = 8 + data.len();
         if len > self.icmp_buf.len() {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        req.emit(&mut self.icmp_buf[..len]);
+        if v6 {
+            // RFC 4443 §4.1; the kernel fills in the checksum of ping and raw ICMPv6 sockets
+            // (RFC 3542 §3.1), and the identifier of ping sockets.
+            let b = &mut self.icmp_buf[..len];
+            b[..4].copy_from_slice(&[128, 0, 0, 0]);
+            b[4..6].copy_from_slice(&ident.to_be_bytes());
+            b[6..8].copy_from_slice(&seq.to_be_bytes());
+            b[8..].copy_from_slice(data);
+        } else {
+            Icmpv4Repr::EchoRequest {
+                ident,
+                seq_no: seq,
+                data,
+            }
+            .emit(&mut self.icmp_buf[..len]);
+        }
         (&*socket).write(&self.icmp_buf[..len]).map(|_| ())
     }
 
     fn icmp_echo_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(u16, usize)> {
-        let (socket, raw_ident, mut outstanding) =
+        let (socket, raw_ident, mut outstanding, v6) =
             match self.slots.get_mut(sock.0 as usize).and_then(Option::as_mut) {
-                Some(HostSocket::Ping(s)) => (&*s, None, None),
+                Some(HostSocket::Ping { socket, v6 }) => (&*socket, None, None, *v6),
                 Some(HostSocket::Raw {
                     socket,
                     ident,
                     outstanding,
-                }) => (&*socket, Some(*ident), Some(outstanding)),
+                    v6,
+                }) => (&*socket, Some(*ident), Some(outstanding), *v6),
                 _ => return Err(io::Error::from(io::ErrorKind::NotFound)),
             };
         // Skip what is not ours (a raw socket sees every ICMP message from its remote); bounded by
@@ -307,36 +328,43 @@ impl HostIo for HostSockets {
         loop {
             let n = (&*socket).read(&mut self.icmp_buf)?;
             let msg = &self.icmp_buf[..n];
+            // Raw IPv4 sockets deliver the IPv4 header too; ICMPv6 sockets never do.
             let icmp = match raw_ident {
-                None => msg,
-                // Raw sockets deliver the IPv4 header too.
-                Some(_) => match Ipv4Packet::new_checked(msg) {
+                Some(_) if !v6 => match Ipv4Packet::new_checked(msg) {
                     Ok(ip) => &msg[usize::from(ip.header_len())..n],
                     Err(_) => continue,
                 },
+                _ => msg,
             };
-            let Ok(p) = Icmpv4Packet::new_checked(icmp) else {
+            if icmp.len() < 8 {
                 continue;
+            }
+            let reply_type = if v6 {
+                129
+            } else {
+                netstack::wire::icmpv4::TYPE_ECHO_REPLY
             };
-            if p.msg_type() != netstack::wire::icmpv4::TYPE_ECHO_REPLY
-                || raw_ident.is_some_and(|id| id != p.echo_ident())
-            {
+            let (ident, seq) = (
+                u16::from_be_bytes([icmp[4], icmp[5]]),
+                u16::from_be_bytes([icmp[6], icmp[7]]),
+            );
+            if icmp[0] != reply_type || raw_ident.is_some_and(|id| id != ident) {
+                continue;
+            }
+            if !v6 && Icmpv4Packet::new_checked(icmp).is_err() {
                 continue;
             }
             if let Some(out) = outstanding.as_mut() {
-                let Some(i) = out.iter().position(|s| *s == p.echo_seq_no()) else {
-                    debug!(
-                        "host ICMP: reply seq {} answers nothing outstanding",
-                        p.echo_seq_no()
-                    );
+                let Some(i) = out.iter().position(|s| *s == seq) else {
+                    debug!("host ICMP: reply seq {seq} answers nothing outstanding");
                     continue;
                 };
                 out.remove(i);
             }
-            let data = p.data();
+            let data = &icmp[8..];
             let len = data.len().min(buf.len());
             buf[..len].copy_from_slice(&data[..len]);
-            return Ok((p.echo_seq_no(), len));
+            return Ok((seq, len));
         }
     }
 

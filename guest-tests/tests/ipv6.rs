@@ -147,6 +147,10 @@ fn ping6_and_the_counters_agree() {
             .collect();
         if mismatches.is_empty() {
             assert_eq!(guest["Icmp6InEchoReplies"], 9);
+            // fd00::2 is the host's ::1, reached through a host ICMPv6 socket; fd00::3 and
+            // fe80::2 are answered by the gateway itself.
+            assert_eq!(s["stack"]["icmp_tx_host_echo_requests"], 3, "{s:#}");
+            assert_eq!(s["stack"]["icmp_rx_host_echo_replies"], 3, "{s:#}");
             assert!(guest["Icmp6InRouterAdvertisements"] >= 1);
             assert!(guest["Icmp6OutMLDv2Reports"] >= 1);
             assert_eq!(guest["Icmp6InErrors"], 0);

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use crate::host::SocketId;
 use crate::time::{Duration, Instant};
-use crate::wire::{IpAddress, Ipv4Address};
+use crate::wire::IpAddress;
 
 /// At most this many flows; a new flow beyond it evicts the least recently used one
 /// (`flows_evicted`).
@@ -31,9 +31,9 @@ pub enum FlowKey {
         remote: (IpAddress, u16),
     },
     IcmpEcho {
-        guest: Ipv4Address,
+        guest: IpAddress,
         ident: u16,
-        remote: Ipv4Address,
+        remote: IpAddress,
     },
 }
 
@@ -166,6 +166,7 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Ipv4Address;
 
     fn udp(port: u16) -> FlowKey {
         FlowKey::Udp {

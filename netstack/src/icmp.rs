@@ -2,7 +2,7 @@
 //! messages the gateway sends the guest (RFC 792, RFC 1812 §4.3).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use log::{debug, trace};
 
@@ -10,42 +10,55 @@ use crate::flows::{Flow, FlowKey, Origin};
 use crate::host::{HostIo, SocketId};
 use crate::stack::{Stack, DEFAULT_TTL};
 use crate::time::Instant;
-use crate::udp::{unreachable_code, HOST_READ_BUDGET};
-use crate::wire::{icmpv4, ipv4, Icmpv4Repr, IpProtocol, Ipv4Address, Ipv4Repr};
+use crate::udp::{unreachable_kind, Unreachable, HOST_READ_BUDGET};
+use crate::wire::{icmpv4, ipv4, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Address, Ipv4Repr};
 
 /// RFC 1812 §4.3.2.3: an ICMP error quotes as much of the offending packet as fits in 576 bytes.
 const MAX_QUOTE: usize = 576 - ipv4::HEADER_LEN - icmpv4::HEADER_LEN;
 
 impl<H: HostIo> Stack<H> {
-    /// Forwards a guest echo request through a host ICMP socket. Returns false when the stack should
-    /// answer it itself: echo to the gateway on a host that allows no ICMP socket.
+    /// Forwards a guest echo request (ICMP or ICMPv6, from `guest` to `dst`) through a host
+    /// ICMP socket. Returns false when the stack should answer it itself: echo to the gateway on a
+    /// host that allows no ICMP socket, or with `--no-map-gw`.
     pub(crate) fn echo_to_host(
         &mut self,
         now: Instant,
-        ip: &Ipv4Repr,
+        guest: IpAddress,
+        dst: IpAddress,
         ident: u16,
         seq: u16,
         data: &[u8],
     ) -> bool {
-        let to_gateway = ip.dst == self.cfg.gateway_ipv4;
+        let to_gateway = match dst {
+            IpAddress::V4(d) => d == self.cfg.gateway_ipv4,
+            IpAddress::V6(d) => self.cfg.ipv6.as_ref().is_some_and(|c| d == c.gateway),
+        };
         if to_gateway && !self.cfg.map_gateway_to_loopback {
             return false;
         }
         let key = FlowKey::IcmpEcho {
-            guest: ip.src,
+            guest,
             ident,
-            remote: ip.dst,
+            remote: dst,
         };
+        // What an error quotes: the request's IP header and its first 8 bytes.
+        let (protocol, request_type) = match dst {
+            IpAddress::V4(_) => (IpProtocol::Icmp, icmpv4::TYPE_ECHO_REQUEST),
+            IpAddress::V6(_) => (IpProtocol::Icmpv6, 128),
+        };
+        let mut head = [request_type, 0, 0, 0, 0, 0, 0, 0];
+        head[4..6].copy_from_slice(&ident.to_be_bytes());
+        head[6..8].copy_from_slice(&seq.to_be_bytes());
         let sock = match self.flows.get_mut(&key) {
             Some(flow) => {
                 flow.last_active = now;
                 flow.socket
             }
             None => {
-                let remote = if to_gateway {
-                    IpAddr::V4(Ipv4Addr::LOCALHOST)
-                } else {
-                    IpAddr::V4(ip.dst.into())
+                let remote = match (to_gateway, dst) {
+                    (true, IpAddress::V4(_)) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    (true, IpAddress::V6(_)) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    (false, d) => d.into(),
                 };
                 match self.host.icmp_echo_open(remote) {
                     Ok(sock) => {
@@ -64,14 +77,12 @@ impl<H: HostIo> Stack<H> {
                     }
                     Err(e) => {
                         self.stats.flows_refused += 1;
-                        debug!("echo to {}: no host ICMP socket ({e})", ip.dst);
-                        let code = match e.kind() {
-                            io::ErrorKind::NetworkUnreachable => icmpv4::unreachable::NET,
-                            io::ErrorKind::HostUnreachable => icmpv4::unreachable::HOST,
-                            _ => icmpv4::unreachable::ADMIN_PROHIBITED,
+                        debug!("echo to {dst}: no host ICMP socket ({e})");
+                        let kind = match unreachable_kind(&e) {
+                            Unreachable::Port => Unreachable::AdminProhibited,
+                            k => k,
                         };
-                        let quote = echo_quote(ip, ident, seq);
-                        self.dispatch_icmp_unreachable(now, code, ip.dst, &quote);
+                        self.unreachable_to_guest(now, kind, guest, dst, protocol, &head);
                         return true;
                     }
                 }
@@ -80,8 +91,8 @@ impl<H: HostIo> Stack<H> {
         match self.host.icmp_echo_send(sock, seq, data) {
             Ok(()) => self.stats.icmp_tx_host_echo_requests += 1,
             Err(e) => {
-                let quote = echo_quote(ip, ident, seq);
-                self.dispatch_icmp_unreachable(now, unreachable_code(&e), ip.dst, &quote);
+                let kind = unreachable_kind(&e);
+                self.unreachable_to_guest(now, kind, guest, dst, protocol, &head);
             }
         }
         true
@@ -104,21 +115,7 @@ impl<H: HostIo> Stack<H> {
                     if let Some(f) = self.flows.get_mut(&key) {
                         f.last_active = now;
                     }
-                    let reply = Icmpv4Repr::EchoReply {
-                        ident,
-                        seq_no: seq,
-                        data: &buf[..n],
-                    };
-                    let ip = Ipv4Repr {
-                        src: remote,
-                        dst: guest,
-                        protocol: IpProtocol::Icmp,
-                        payload_len: reply.buffer_len(),
-                        ttl: DEFAULT_TTL,
-                    };
-                    if self.dispatch_ipv4(now, None, &ip, |b| reply.emit(b)) {
-                        self.stats.icmp_tx_echo_replies += 1;
-                    }
+                    self.echo_reply_to_guest(now, remote, guest, ident, seq, &buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -128,6 +125,48 @@ impl<H: HostIo> Stack<H> {
             }
         }
         self.host_buf = buf;
+    }
+
+    /// An echo reply from `remote` to the guest, over the family of the request.
+    fn echo_reply_to_guest(
+        &mut self,
+        now: Instant,
+        remote: IpAddress,
+        guest: IpAddress,
+        ident: u16,
+        seq: u16,
+        data: &[u8],
+    ) {
+        match (remote, guest) {
+            (IpAddress::V4(src), IpAddress::V4(dst)) => {
+                let reply = Icmpv4Repr::EchoReply {
+                    ident,
+                    seq_no: seq,
+                    data,
+                };
+                let ip = Ipv4Repr {
+                    src,
+                    dst,
+                    protocol: IpProtocol::Icmp,
+                    payload_len: reply.buffer_len(),
+                    ttl: DEFAULT_TTL,
+                };
+                if self.dispatch_ipv4(now, None, &ip, |b| reply.emit(b)) {
+                    self.stats.icmp_tx_echo_replies += 1;
+                }
+            }
+            (IpAddress::V6(src), IpAddress::V6(dst)) => {
+                let reply = crate::wire::Icmpv6Repr::EchoReply {
+                    ident,
+                    seq_no: seq,
+                    data,
+                };
+                if self.send_icmpv6_echo_reply(now, src, dst, &reply) {
+                    self.stats.icmpv6_tx_echo_replies += 1;
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Destination unreachable to the guest, from `from` (the address the guest tried to reach),
@@ -202,21 +241,4 @@ impl<H: HostIo> Stack<H> {
             .map(|l| l.addr)
             .or(self.last_guest_ipv4)
     }
-}
-
-/// The header of an echo request for an error's quote.
-fn echo_quote(ip: &Ipv4Repr, ident: u16, seq: u16) -> [u8; 28] {
-    let mut q = [0u8; 28];
-    Ipv4Repr {
-        payload_len: 8,
-        ..*ip
-    }
-    .emit(&mut q, 0);
-    Icmpv4Repr::EchoRequest {
-        ident,
-        seq_no: seq,
-        data: &[],
-    }
-    .emit(&mut q[20..]);
-    q
 }

@@ -342,6 +342,19 @@ impl<H: HostIo> Stack<H> {
                 }
                 return;
             }
+            IpProtocol::Icmpv6 => {
+                let msg = Icmpv6Repr::parse(body, repr.src, repr.dst);
+                if let Ok(Icmpv6Repr::EchoRequest {
+                    ident,
+                    seq_no,
+                    data,
+                }) = msg
+                {
+                    self.stats.icmpv6_rx_echo_requests += 1;
+                    self.echo_to_host(now, repr.src.into(), repr.dst.into(), ident, seq_no, data);
+                    return;
+                }
+            }
             _ => {}
         }
         self.stats.drop_ipv6_not_routed += 1;
@@ -427,6 +440,14 @@ impl<H: HostIo> Stack<H> {
                 data,
             } => {
                 self.stats.icmpv6_rx_echo_requests += 1;
+                // The gateway address is the host's ::1, reached through a host ICMPv6 socket
+                // (as 10.0.2.2 is 127.0.0.1); the DNS and link-local addresses and groups are
+                // the gateway's own.
+                if ip.dst == cfg.gateway
+                    && self.echo_to_host(now, ip.src.into(), ip.dst.into(), ident, seq_no, data)
+                {
+                    return;
+                }
                 // From the address asked, or for a group, from the address of the same scope.
                 let src = if dest == Destination::Gateway {
                     ip.dst
@@ -872,6 +893,17 @@ impl<H: HostIo> Stack<H> {
         if self.send_icmpv6(now, src, ip.src, DEFAULT_HOP_LIMIT, None, &error) {
             self.stats.icmpv6_tx_errors += 1;
         }
+    }
+
+    /// An echo reply relayed from a host socket.
+    pub(crate) fn send_icmpv6_echo_reply(
+        &mut self,
+        now: Instant,
+        src: Ipv6Address,
+        dst: Ipv6Address,
+        reply: &Icmpv6Repr,
+    ) -> bool {
+        self.send_icmpv6(now, src, dst, DEFAULT_HOP_LIMIT, None, reply)
     }
 
     /// Queues an ICMPv6 message; false if it could not be.

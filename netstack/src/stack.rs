@@ -596,7 +596,9 @@ impl<H: HostIo> Stack<H> {
                 self.stats.icmp_rx_echo_requests += 1;
                 // The DNS address is the gateway's own; the gateway address and the world are
                 // reached through the host (ICMP echo sockets).
-                if ip.dst != self.cfg.dns_ipv4 && self.echo_to_host(now, ip, ident, seq_no, data) {
+                if ip.dst != self.cfg.dns_ipv4
+                    && self.echo_to_host(now, ip.src.into(), ip.dst.into(), ident, seq_no, data)
+                {
                     return;
                 }
                 let reply = Icmpv4Repr::EchoReply {

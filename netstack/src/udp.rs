@@ -65,11 +65,6 @@ pub(crate) fn unreachable_kind(e: &io::Error) -> Unreachable {
     }
 }
 
-/// The ICMP unreachable code for a host-side error.
-pub(crate) fn unreachable_code(e: &io::Error) -> u8 {
-    unreachable_kind(e).v4_code()
-}
-
 /// Errors a connected socket reports for an ICMP error its kernel received (Linux's
 /// `icmp_err_convert`).
 pub(crate) fn is_icmp_error(e: &io::Error) -> bool {

@@ -330,7 +330,7 @@ fn unknown_next_header_gets_parameter_problem_code_1() {
 }
 
 #[test]
-fn routed_packets_time_out_and_have_no_route_yet() {
+fn routed_packets_whose_hop_limit_runs_out_get_time_exceeded() {
     let mut s = stack();
     let req = Icmpv6Repr::EchoRequest {
         ident: 1,
@@ -725,6 +725,52 @@ mod gateway {
             Icmpv6Repr::DstUnreachable { code: 4, .. }
         ));
     }
+}
+
+#[test]
+fn echo_beyond_the_gateway_goes_through_a_host_icmpv6_socket() {
+    use crate::host::{ScriptedHost, ScriptedSocket, Sent};
+    let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+    let req = Icmpv6Repr::EchoRequest {
+        ident: 0x77,
+        seq_no: 5,
+        data: b"far",
+    };
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(a("fd00::15"), a("2001:db8::1"), 64, &req),
+    );
+    let remote: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+    let sock = s
+        .host()
+        .find(&ScriptedSocket::IcmpEcho(remote))
+        .expect("a host ICMPv6 socket");
+    assert!(matches!(
+        &s.host().sent[..],
+        [Sent::Echo { seq: 5, data, .. }] if data == b"far"
+    ));
+    s.host_mut().inject_echo_reply(sock, 5, b"far");
+    s.host_ready(Instant::ZERO, sock);
+    let out = v6_packets(&drain(&mut s));
+    let (_, ip, body) = &out[0];
+    assert_eq!((ip.src, ip.dst), (a("2001:db8::1"), a("fd00::15")));
+    assert_eq!(
+        icmpv6_of(ip, body),
+        Icmpv6Repr::EchoReply {
+            ident: 0x77,
+            seq_no: 5,
+            data: b"far"
+        }
+    );
+    // The gateway's own address goes to the host's ::1.
+    s.process_frame(
+        Instant::ZERO,
+        &icmpv6_frame(a("fd00::15"), a("fd00::2"), 64, &req),
+    );
+    assert!(s
+        .host()
+        .find(&ScriptedSocket::IcmpEcho("::1".parse().unwrap()))
+        .is_some());
 }
 
 mod forwards {
