@@ -15,6 +15,7 @@ use crate::arp::NeighborCache;
 use crate::config::{Dhcpv6Mode, Ipv6Config, GATEWAY_LINK_LOCAL};
 use crate::dhcpv6::{self, Answer, Dhcpv6Lease, Dhcpv6Server};
 use crate::host::HostIo;
+use crate::reassembly;
 use crate::stack::Stack;
 use crate::time::{Duration, Instant};
 use crate::wire::dhcpv6::{opt, Dhcpv6Repr, CLIENT_PORT, SERVER_PORT};
@@ -65,6 +66,8 @@ pub(crate) struct Ipv6State {
     dhcp: Dhcpv6Server,
     /// Our DHCPv6 DUID (DUID-LL from the gateway MAC, RFC 8415 §11.4).
     duid: [u8; 10],
+    /// Identification of the last packet the gateway fragmented (RFC 8200 §4.5).
+    frag_ident: u32,
 }
 
 impl Ipv6State {
@@ -89,6 +92,7 @@ impl Ipv6State {
             dnssl: domain.map_or_else(Vec::new, |d| encode_domains(&[d])),
             dhcp: Dhcpv6Server::default(),
             duid,
+            frag_ident: 0,
         }
     }
 
@@ -240,8 +244,21 @@ impl<H: HostIo> Stack<H> {
             }
         };
         if upper.fragment.is_some() {
-            // Reassembly of the guest's IPv6 fragments is not done yet.
-            self.stats.drop_ipv6_fragment += 1;
+            self.stats.ipv6_rx_fragments += 1;
+            let mut whole = core::mem::take(&mut self.reasm_buf);
+            match self
+                .reassembly
+                .add_v6(now, packet.packet(), &upper, &mut whole)
+            {
+                reassembly::Outcome::Pending => {}
+                reassembly::Outcome::Complete => {
+                    self.stats.ipv6_reassembled += 1;
+                    self.process_ipv6(now, eth, &whole);
+                }
+                reassembly::Outcome::Overlap => self.stats.drop_ipv6_reasm_overlap += 1,
+                reassembly::Outcome::Invalid => self.stats.drop_ipv6_fragment += 1,
+            }
+            self.reasm_buf = whole;
             return;
         }
         let body = &packet.payload()[upper.offset..];
@@ -941,10 +958,8 @@ impl<H: HostIo> Stack<H> {
     ) -> bool {
         let ip_len = repr.buffer_len();
         if ip_len > usize::from(self.cfg.mtu) {
-            // The gateway sends nothing larger than the link (fragmentation comes with the IPv6
-            // gateway's host datagrams).
-            self.stats.drop_ipv6_too_big += 1;
-            return false;
+            // Larger than the link (a host datagram): fragments, which the guest reassembles.
+            return self.dispatch_ipv6_fragmented(now, dst_mac, repr, emit_payload);
         }
         let src_mac = self.cfg.gateway_mac;
         let build = |buf: &mut [u8], dst: EthernetAddress| {
@@ -990,6 +1005,102 @@ impl<H: HostIo> Stack<H> {
                 true
             }
         }
+    }
+}
+
+impl<H: HostIo> Stack<H> {
+    /// Queues an IPv6 packet larger than the MTU as fragments (RFC 8200 §4.5: the source
+    /// fragments; pieces of a multiple of 8 bytes behind a Fragment header, M on all but the
+    /// last, one identification). All pieces are queued or none. The destination must be
+    /// resolved already (the guest spoke first); otherwise it is solicited and the packet dropped.
+    fn dispatch_ipv6_fragmented(
+        &mut self,
+        now: Instant,
+        dst_mac: Option<EthernetAddress>,
+        repr: &Ipv6Repr,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let mac = if repr.dst.is_multicast() {
+            Some(repr.dst.multicast_mac())
+        } else {
+            dst_mac.or_else(|| self.v6.neighbors.lookup(now, repr.dst))
+        };
+        let Some(mac) = mac else {
+            self.stats.drop_ndp_unresolved += 1;
+            if let Some(cfg) = self.cfg.ipv6.clone() {
+                self.send_neighbor_solicit(now, &cfg, repr.dst, None);
+            }
+            return false;
+        };
+        let overhead = wire_ipv6::HEADER_LEN + wire_ipv6::FragmentHeader::LEN;
+        let piece = (usize::from(self.cfg.mtu) - overhead) & !7;
+        let pieces = repr.payload_len.div_ceil(piece);
+        if repr.payload_len > usize::from(u16::MAX) || self.tx_room() < pieces {
+            self.stats.drop_ipv6_too_big += 1;
+            return false;
+        }
+        let mut whole = self.take_scratch();
+        whole.clear();
+        whole.resize(repr.payload_len, 0);
+        emit_payload(&mut whole);
+        self.v6.frag_ident = self.v6.frag_ident.wrapping_add(1);
+        let ident = self.v6.frag_ident;
+        let src_mac = self.cfg.gateway_mac;
+        let next = u8::from(repr.next_header);
+        for (i, chunk) in whole.chunks(piece).enumerate() {
+            let header = Ipv6Repr {
+                next_header: IpProtocol::from(wire_ipv6::next_header::FRAGMENT),
+                payload_len: wire_ipv6::FragmentHeader::LEN + chunk.len(),
+                ..*repr
+            };
+            let frag = wire_ipv6::FragmentHeader {
+                offset: i * piece,
+                more: (i + 1) * piece < whole.len(),
+                ident,
+            };
+            let len = ethernet::HEADER_LEN + overhead + chunk.len();
+            let queued = self.queue_frame_with(len, |buf| {
+                EthernetRepr {
+                    src: src_mac,
+                    dst: mac,
+                    ethertype: EtherType::Ipv6,
+                }
+                .emit(buf);
+                let ip = &mut buf[ethernet::HEADER_LEN..];
+                header.emit(ip);
+                frag.emit(&mut ip[wire_ipv6::HEADER_LEN..], next);
+                ip[overhead..].copy_from_slice(chunk);
+            });
+            debug_assert!(queued, "room was checked");
+            self.stats.ipv6_tx_packets += 1;
+            self.stats.ipv6_tx_fragments += 1;
+        }
+        self.put_scratch(whole);
+        true
+    }
+
+    /// A reassembly of the guest's fragments timed out with its first fragment in: Time Exceeded
+    /// code 1 quoting it (RFC 8200 §4.5).
+    pub(crate) fn ipv6_reassembly_timed_out(&mut self, now: Instant, quote: &[u8]) {
+        if quote.len() < wire_ipv6::HEADER_LEN {
+            return;
+        }
+        let ip = Ipv6Repr {
+            src: Ipv6Address::from_bytes(&quote[8..24]),
+            dst: Ipv6Address::from_bytes(&quote[24..40]),
+            next_header: IpProtocol::from(quote[6]),
+            payload_len: quote.len() - wire_ipv6::HEADER_LEN,
+            hop_limit: quote[7],
+        };
+        self.send_icmpv6_error(
+            now,
+            &ip,
+            quote,
+            Icmpv6Repr::TimeExceeded {
+                code: 1,
+                data: quote,
+            },
+        );
     }
 }
 

@@ -119,9 +119,9 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) host: H,
     pub(crate) flows: FlowTable,
     pub(crate) tcp: TcpTable,
-    reassembly: Reassembler,
+    pub(crate) reassembly: Reassembler,
     /// A reassembled datagram, allocated once and reused.
-    reasm_buf: Vec<u8>,
+    pub(crate) reasm_buf: Vec<u8>,
     pub(crate) forwards: Vec<ForwardListener>,
     /// One host datagram at a time, allocated once.
     pub(crate) host_buf: Vec<u8>,
@@ -288,11 +288,20 @@ impl<H: HostIo> Stack<H> {
         self.expire_flows(now);
         self.tcp_poll(now);
         let mut quotes = Vec::new();
-        let n = self.reassembly.expire(now, |e| quotes.push(e.quote));
+        let n = self
+            .reassembly
+            .expire(now, |e| quotes.push((e.quote, e.ipv6)));
         self.stats.ipv4_reasm_timeouts += n as u64;
-        for quote in quotes {
-            // RFC 792: Time Exceeded, code 1 (fragment reassembly), when the first fragment came.
-            self.dispatch_icmp_error(now, icmpv4::TYPE_TIME_EXCEEDED, 1, &quote);
+        for (quote, ipv6) in quotes {
+            // RFC 792 and RFC 8200 §4.5: Time Exceeded, code 1 (fragment reassembly), when the
+            // first fragment came.
+            if ipv6 {
+                self.stats.ipv4_reasm_timeouts -= 1;
+                self.stats.ipv6_reasm_timeouts += 1;
+                self.ipv6_reassembly_timed_out(now, &quote);
+            } else {
+                self.dispatch_icmp_error(now, icmpv4::TYPE_TIME_EXCEEDED, 1, &quote);
+            }
         }
         let mut due = [(Ipv4Address::UNSPECIFIED, None); 8];
         let mut n = 0;
@@ -361,6 +370,11 @@ impl<H: HostIo> Stack<H> {
             self.stats.drop_tx_queue_full += 1;
             false
         }
+    }
+
+    /// Frames the egress queue can still take.
+    pub(crate) fn tx_room(&self) -> usize {
+        TX_QUEUE_CAPACITY - self.txq.frames.len()
     }
 
     pub(crate) fn take_scratch(&mut self) -> Vec<u8> {

@@ -180,11 +180,22 @@ crate::counters! {
         drop_ipv6_ext_header,
         /// Upper-layer protocols the gateway does not serve (Parameter Problem code 1).
         drop_ipv6_unknown_next_header,
-        /// Guest IPv6 fragments (reassembly is not done yet).
+        /// Guest IPv6 fragments received.
+        ipv6_rx_fragments,
+        /// Guest IPv6 packets reassembled from fragments.
+        ipv6_reassembled,
+        /// IPv6 fragments sent to the guest (host datagrams larger than the MTU).
+        ipv6_tx_fragments,
+        /// Reassemblies abandoned after 60 s (Time Exceeded code 1 sent if the first fragment came).
+        ipv6_reasm_timeouts,
+        /// Fragments overlapping earlier ones: the whole datagram is discarded (RFC 5722).
+        drop_ipv6_reasm_overlap,
+        /// Invalid IPv6 fragments (bad length or offset) or over the reassembly memory bound.
         drop_ipv6_fragment,
         /// Packets to route whose hop limit ran out (Time Exceeded sent).
         drop_ipv6_hop_limit,
-        /// Packets larger than the link MTU (Packet Too Big sent for the guest's).
+        /// Packets larger than the link MTU to route (Packet Too Big sent), or too large to
+        /// fragment towards the guest.
         drop_ipv6_too_big,
         /// Packets for beyond the gateway while IPv6 is not routed (Destination Unreachable).
         drop_ipv6_not_routed,

@@ -351,9 +351,13 @@ pub struct UpperLayer {
     pub offset: usize,
     /// The Fragment header on the way, if any.
     pub fragment: Option<FragmentHeader>,
-    /// Offset (in the payload) of the next-header field that named the Fragment header, so that a
-    /// reassembler can rewrite it.
+    /// Where the Fragment header is, in the payload.
+    pub fragment_at: Option<usize>,
+    /// Offset from the IPv6 header of the next-header field that named the Fragment header, so
+    /// that a reassembler can rewrite it.
     pub fragment_next_at: Option<usize>,
+    /// The Fragment header's own next header (the first header of the fragmentable part).
+    pub fragment_next_header: u8,
     /// Offset from the IPv6 header of the next-header field naming `protocol` (the Parameter
     /// Problem pointer when the caller does not know it, RFC 8200 §4).
     pub next_header_at: u32,
@@ -394,7 +398,9 @@ pub fn walk_extension_headers(
     // Where the current `next` value lives, relative to the IPv6 header.
     let mut next_field: u32 = 6;
     let mut fragment = None;
+    let mut fragment_at = None;
     let mut fragment_next_at = None;
+    let mut fragment_next_header = 0;
     let mut first_header = true;
     loop {
         match next {
@@ -445,7 +451,9 @@ pub fn walk_extension_headers(
                     more: off_m & 1 != 0,
                     ident: read_u32(h, 4),
                 });
-                fragment_next_at = Some(next_field as usize - HEADER_LEN);
+                fragment_at = Some(at);
+                fragment_next_at = Some(next_field as usize);
+                fragment_next_header = h[0];
                 next_field = (HEADER_LEN + at) as u32;
                 next = h[0];
                 at += FragmentHeader::LEN;
@@ -455,7 +463,9 @@ pub fn walk_extension_headers(
                         protocol: IpProtocol::from(next),
                         offset: at,
                         fragment,
+                        fragment_at,
                         fragment_next_at,
+                        fragment_next_header,
                         next_header_at: next_field,
                     });
                 }
@@ -473,7 +483,9 @@ pub fn walk_extension_headers(
                     protocol: IpProtocol::from(upper),
                     offset: at,
                     fragment,
+                    fragment_at,
                     fragment_next_at,
+                    fragment_next_header,
                     next_header_at: next_field,
                 });
             }
@@ -603,7 +615,13 @@ mod tests {
                 ident: 9
             })
         );
-        assert_eq!(u.fragment_next_at, Some(8));
+        assert_eq!(u.fragment_at, Some(16));
+        assert_eq!(
+            u.fragment_next_at,
+            Some(40 + 8),
+            "the Destination Options' next header"
+        );
+        assert_eq!(u.fragment_next_header, 17);
         assert_eq!(u.next_header_at, 40 + 16);
     }
 

@@ -840,3 +840,106 @@ mod forwards {
         assert_eq!(s.stats().tcp_forwarded, 2);
     }
 }
+
+mod fragments {
+    use super::*;
+    use crate::reassembly::{Outcome, Reassembler};
+    use crate::wire::ipv6::{walk_extension_headers, FragmentHeader};
+
+    /// The guest's packet `payload` (ICMPv6) cut into fragments of at most `piece` bytes.
+    fn fragment(src: Ipv6Address, dst: Ipv6Address, payload: &[u8], piece: usize) -> Vec<Vec<u8>> {
+        payload
+            .chunks(piece)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut b = vec![0u8; 8 + chunk.len()];
+                FragmentHeader {
+                    offset: i * piece,
+                    more: (i + 1) * piece < payload.len(),
+                    ident: 0x1234,
+                }
+                .emit(&mut b, 58);
+                b[8..].copy_from_slice(chunk);
+                ipv6_frame(src, dst, 44, 64, &b)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn big_pings_are_reassembled_and_answered_in_fragments() {
+        let mut s = stack();
+        let data = vec![0x5a; 3000];
+        let req = Icmpv6Repr::EchoRequest {
+            ident: 9,
+            seq_no: 1,
+            data: &data,
+        };
+        let (src, dst) = (a("fd00::15"), a("fd00::3"));
+        let mut msg = vec![0u8; req.buffer_len()];
+        req.emit(&mut msg, src, dst);
+        let frames = fragment(src, dst, &msg, 1400);
+        // Out of order: the last first.
+        for f in frames.iter().rev() {
+            s.process_frame(Instant::ZERO, f);
+        }
+        assert_eq!(s.stats().ipv6_rx_fragments, 3);
+        assert_eq!(s.stats().ipv6_reassembled, 1);
+        // The reply does not fit 1500 bytes: it comes in fragments, which reassemble to it.
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|f| f.len() <= 14 + 1500));
+        let mut r = Reassembler::new();
+        let mut whole = Vec::new();
+        let mut last = Outcome::Pending;
+        for f in &out {
+            let p = Ipv6Packet::new_checked(&f[14..]).unwrap();
+            let upper = walk_extension_headers(p.next_header(), p.payload(), false).unwrap();
+            last = r.add_v6(Instant::ZERO, p.packet(), &upper, &mut whole);
+        }
+        assert_eq!(last, Outcome::Complete);
+        let p = Ipv6Packet::new_checked(&whole[..]).unwrap();
+        let ip = Ipv6Repr::parse(&p);
+        assert_eq!(ip.next_header, IpProtocol::Icmpv6);
+        assert_eq!(
+            icmpv6_of(&ip, p.payload()),
+            Icmpv6Repr::EchoReply {
+                ident: 9,
+                seq_no: 1,
+                data: Box::leak(data.into_boxed_slice())
+            }
+        );
+        assert_eq!(s.stats().ipv6_tx_fragments, 3);
+    }
+
+    #[test]
+    fn overlaps_discard_and_lone_first_fragments_time_out() {
+        let mut s = stack();
+        let (src, dst) = (a("fd00::15"), a("fd00::3"));
+        // The start of an echo request (an error about an ICMPv6 error is never sent).
+        let mut msg = vec![7u8; 2000];
+        msg[0] = 128;
+        let frames = fragment(src, dst, &msg, 1000);
+        s.process_frame(Instant::ZERO, &frames[0]);
+        // A second first fragment with other bytes overlaps it (RFC 5722).
+        let mut again = frames[0].clone();
+        let n = again.len();
+        again[n - 1] ^= 1;
+        s.process_frame(Instant::ZERO, &again);
+        assert_eq!(s.stats().drop_ipv6_reasm_overlap, 1);
+        // A first fragment alone for 60 s: Time Exceeded code 1, quoting it.
+        s.process_frame(Instant::from_secs(1), &frames[0]);
+        s.poll(Instant::from_secs(61));
+        let out = v6_packets(&drain(&mut s));
+        let (_, ip, body) = out
+            .iter()
+            .find(|(_, ip, _)| ip.next_header == IpProtocol::Icmpv6)
+            .unwrap();
+        assert_eq!(ip.dst, src);
+        assert!(matches!(
+            icmpv6_of(ip, body),
+            Icmpv6Repr::TimeExceeded { code: 1, .. }
+        ));
+        assert_eq!(s.stats().ipv6_reasm_timeouts, 1);
+        assert_eq!(s.stats().ipv4_reasm_timeouts, 0);
+    }
+}
