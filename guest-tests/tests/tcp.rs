@@ -227,21 +227,21 @@ fn forward_to_a_closed_guest_port_resets_the_host_client() {
 }
 
 /// A small HTTP server for many connections: each gets the same short page.
-fn http_server(conns: usize) -> u16 {
-    serve(conns, |mut s| {
+fn http_server(family: Family, conns: usize) -> u16 {
+    serve_on(family, conns, |mut s| {
         let mut req = [0u8; 1024];
         let _ = s.read(&mut req);
         let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
     })
 }
 
-#[test]
-fn many_short_connections_in_a_row_and_at_once() {
-    let port = http_server(220);
+#[rstest]
+fn many_short_connections_in_a_row_and_at_once(#[values(Family::V4, Family::V6)] family: Family) {
+    let port = http_server(family, 220);
     let vg = Virtgate::start(&[]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
-    let url = format!("http://10.0.2.2:{port}/");
+    family.bring_up(&mut vm);
+    let url = format!("http://{}:{port}/", family.url_host());
     let serial = vm
         .run(
             &format!("n=0; for i in $(seq 200); do wget -q -O - {url} | grep -q ok && n=$((n+1)); done; echo $n"),
@@ -371,12 +371,12 @@ fn urgent_data_from_the_host_arrives_urgent_in_the_guest(
 
 /// With 1% of frames dropped each way (`--loss 1`), TCP recovers on both sides: the guest's
 /// retransmissions and virtgate's (RTO and fast retransmit), and the bytes arrive intact.
-#[test]
-fn transfers_survive_one_percent_loss() {
+#[rstest]
+fn transfers_survive_one_percent_loss(#[values(Family::V4, Family::V6)] family: Family) {
     let vg = Virtgate::start(&["--loss", "1", "--loss-seed", "7"]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    vm.bring_up();
-    transfer_both_ways(&mut vm, Family::V4, 4 << 20, Duration::from_secs(240));
+    family.bring_up(&mut vm);
+    transfer_both_ways(&mut vm, family, 4 << 20, Duration::from_secs(240));
     let s = vg.stats();
     assert!(
         s["device"]["rx_loss_injected"].as_u64().unwrap() > 0,
