@@ -77,6 +77,42 @@ pub struct Args {
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
 
+    /// RX interrupt moderation, the packet timer (e1000 RDTR): signal this many microseconds
+    /// after the last frame, restarted by each frame (0: off).
+    #[arg(long, value_name = "USECS", default_value_t = 0)]
+    pub rx_usecs: u32,
+
+    /// RX frame-count threshold: signal as soon as this many frames wait (0: off; needs
+    /// --rx-usecs or --rx-usecs-abs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rx_frames: u32,
+
+    /// RX absolute timer (e1000 RADV): never delay an interrupt more than this many
+    /// microseconds after the first unsignalled frame (0: off).
+    #[arg(long, value_name = "USECS", default_value_t = 0)]
+    pub rx_usecs_abs: u32,
+
+    /// TX interrupt moderation, the packet timer (e1000 TIDV), microseconds (0: off).
+    #[arg(long, value_name = "USECS", default_value_t = 0)]
+    pub tx_usecs: u32,
+
+    /// TX frame-count threshold (0: off; needs --tx-usecs or --tx-usecs-abs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub tx_frames: u32,
+
+    /// TX absolute timer (e1000 TADV), microseconds (0: off).
+    #[arg(long, value_name = "USECS", default_value_t = 0)]
+    pub tx_usecs_abs: u32,
+
+    /// Interrupt throttle (e1000 ITR): at most this many interrupts per second per queue (0: no
+    /// limit).
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 0)]
+    pub itr: u32,
+
+    /// Adaptive RX moderation (e1000's dynamic ITR): the RX throttle follows the traffic.
+    #[arg(long)]
+    pub adaptive_rx: bool,
+
     /// Drop this percentage of frames at random in each direction, to test loss recovery.
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
     pub loss: f64,
@@ -157,6 +193,8 @@ pub enum ConfigError {
     Forward(String, &'static str),
     #[error("--loss {0}: must be a percentage from 0 to 100")]
     Loss(f64),
+    #[error("--{0}: {1}")]
+    Coalesce(&'static str, &'static str),
     #[error(transparent)]
     Stack(#[from] netstack::ConfigError),
 }
@@ -170,6 +208,7 @@ pub struct Config {
     pub once: bool,
     pub stats_file: Option<PathBuf>,
     pub stack: netstack::Config,
+    pub coalesce: crate::moderation::Coalesce,
     pub verbose: u8,
 }
 
@@ -186,8 +225,52 @@ fn parse<T: std::str::FromStr>(
 }
 
 impl Args {
+    /// The interrupt moderation settings, checked: timers up to one second, and a frame
+    /// threshold only with a timer (or frames would wait for ever on a quiet link).
+    fn coalesce(&self) -> Result<crate::moderation::Coalesce, ConfigError> {
+        use crate::moderation::{Coalesce, QueueCoalesce};
+        let queue = |usecs: u32, frames: u32, abs: u32, names: [&'static str; 3]| {
+            for (v, name) in [(usecs, names[0]), (abs, names[2])] {
+                if v > 1_000_000 {
+                    return Err(ConfigError::Coalesce(name, "at most 1000000 microseconds"));
+                }
+            }
+            if frames > 0 && usecs == 0 && abs == 0 {
+                return Err(ConfigError::Coalesce(
+                    names[1],
+                    "needs a timer too (the usecs or usecs-abs option of the same queue)",
+                ));
+            }
+            Ok(QueueCoalesce {
+                usecs,
+                frames,
+                usecs_abs: abs,
+            })
+        };
+        if self.itr > 1_000_000 {
+            return Err(ConfigError::Coalesce("itr", "at most 1000000 per second"));
+        }
+        Ok(Coalesce {
+            rx: queue(
+                self.rx_usecs,
+                self.rx_frames,
+                self.rx_usecs_abs,
+                ["rx-usecs", "rx-frames", "rx-usecs-abs"],
+            )?,
+            tx: queue(
+                self.tx_usecs,
+                self.tx_frames,
+                self.tx_usecs_abs,
+                ["tx-usecs", "tx-frames", "tx-usecs-abs"],
+            )?,
+            itr: self.itr,
+            adaptive_rx: self.adaptive_rx,
+        })
+    }
+
     /// Validates the arguments; every inconsistency is reported with the option that caused it.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        let coalesce = self.coalesce()?;
         let net: Ipv4Cidr = parse(
             "ipv4-net",
             &self.ipv4_net,
@@ -272,6 +355,7 @@ impl Args {
             return Err(ConfigError::Loss(self.loss));
         }
         Ok(Config {
+            coalesce,
             loss: (self.loss > 0.0).then_some((self.loss, self.loss_seed)),
             socket: self.socket,
             once: self.once,
@@ -394,6 +478,23 @@ mod tests {
                 ..netstack::Config::default()
             }
         );
+    }
+
+    #[test]
+    fn coalescing_options() {
+        let c = config(&["--rx-usecs", "100", "--rx-frames", "16", "--itr", "8000"]).unwrap();
+        assert_eq!(c.coalesce.rx.usecs, 100);
+        assert_eq!(c.coalesce.rx.frames, 16);
+        assert_eq!(c.coalesce.itr, 8000);
+        assert_eq!(config(&[]).unwrap().coalesce, Default::default());
+        for (args, needle) in [
+            (&["--rx-frames", "8"][..], "--rx-frames"),
+            (&["--tx-usecs-abs", "2000000"][..], "--tx-usecs-abs"),
+            (&["--itr", "2000000"][..], "--itr"),
+        ] {
+            let e = config(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::host::HostSockets;
+use crate::moderation::{Coalesce, Decision, Moderator};
 use crate::sys::Timer;
 use crate::virtio_net::{self, Negotiated, TxHeader};
 
@@ -72,6 +73,10 @@ netstack::counters! {
         rx_kicks,
         /// Interrupts raised on the RX queue.
         rx_interrupts,
+        /// RX interrupts the guest did not want (EVENT_IDX's used_event, or NO_INTERRUPT).
+        rx_interrupts_suppressed,
+        /// Batches of used RX buffers whose interrupt moderation held back (`--rx-usecs`...).
+        rx_interrupts_moderated,
         /// Batches that stopped because the guest had no RX buffers.
         rx_ring_full,
         /// Frames too large for a single RX chain without MRG_RXBUF.
@@ -92,6 +97,10 @@ netstack::counters! {
         tx_kicks,
         /// Interrupts raised on the TX queue (used chains returned).
         tx_interrupts,
+        /// TX interrupts the guest did not want.
+        tx_interrupts_suppressed,
+        /// Batches of used TX chains whose interrupt moderation held back (`--tx-usecs`...).
+        tx_interrupts_moderated,
         /// TX chains with a write-only descriptor.
         tx_bad_desc_direction,
         /// TX chains pointing outside guest memory.
@@ -261,6 +270,9 @@ pub struct NetDevice {
     rx_chains: Vec<RxChain>,
     host_events: Vec<EpollEvent>,
     loss: Option<LossInjector>,
+    coalesce: Coalesce,
+    rx_mod: Moderator,
+    tx_mod: Moderator,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -288,7 +300,23 @@ impl NetDevice {
             rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
             host_events: vec![EpollEvent::default(); HOST_EVENTS],
             loss: None,
+            coalesce: Coalesce::default(),
+            rx_mod: Moderator::new(Default::default(), 0, false),
+            tx_mod: Moderator::new(Default::default(), 0, false),
         })
+    }
+
+    /// Interrupt moderation (see [`crate::moderation`]).
+    pub fn with_coalesce(mut self, coalesce: Coalesce) -> Self {
+        self.coalesce = coalesce;
+        self.reset_moderation();
+        self
+    }
+
+    fn reset_moderation(&mut self) {
+        let c = self.coalesce;
+        self.rx_mod = Moderator::new(c.rx, c.itr, c.adaptive_rx);
+        self.tx_mod = Moderator::new(c.tx, c.itr, false);
     }
 
     /// Drops frames at random in both directions (see [`LossInjector`]).
@@ -418,7 +446,33 @@ impl NetDevice {
         self.warn_limited(now, format_args!("{queue:?} queue error: {e}"));
     }
 
-    /// Whether the guest wants an interrupt for the chains just used (EVENT_IDX's used_event, or
+    /// Whether the queue's interrupt should be raised now: moderation decides when (see
+    /// [`crate::moderation`]), then the guest whether it wants it. `fresh`: buffers were used in
+    /// this batch.
+    fn moderate(&mut self, vring: &Vring, now: Instant, queue: Queue, fresh: bool) -> bool {
+        let m = match queue {
+            Queue::Rx => &mut self.rx_mod,
+            Queue::Tx => &mut self.tx_mod,
+        };
+        match m.decide(now) {
+            Decision::Idle => false,
+            Decision::At(_) => {
+                if fresh {
+                    match queue {
+                        Queue::Rx => self.stats.rx_interrupts_moderated += 1,
+                        Queue::Tx => self.stats.tx_interrupts_moderated += 1,
+                    }
+                }
+                false
+            }
+            Decision::Now => {
+                m.signalled(now);
+                self.wants_interrupt(vring, now, queue)
+            }
+        }
+    }
+
+    /// Whether the guest wants an interrupt for the chains used (EVENT_IDX's used_event, or
     /// the NO_INTERRUPT flag without it); counted here, raised by [`raise`] after publishing.
     fn wants_interrupt(&mut self, vring: &Vring, now: Instant, queue: Queue) -> bool {
         match vring.needs_notification() {
@@ -429,7 +483,13 @@ impl NetDevice {
                 }
                 true
             }
-            Ok(false) => false,
+            Ok(false) => {
+                match queue {
+                    Queue::Rx => self.stats.rx_interrupts_suppressed += 1,
+                    Queue::Tx => self.stats.tx_interrupts_suppressed += 1,
+                }
+                false
+            }
             Err(e) => {
                 self.queue_error(now, queue, e);
                 false
@@ -510,7 +570,14 @@ impl NetDevice {
         let deadline = if self.tx_pending {
             Some(now)
         } else {
-            self.stack.poll_at()
+            [
+                self.stack.poll_at(),
+                self.rx_mod.deadline(now),
+                self.tx_mod.deadline(now),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
         };
         let Some(deadline) = deadline else {
             return; // a stale armed timer only causes one spurious, harmless wake-up
@@ -779,8 +846,9 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn acked_features(&mut self, features: u64) {
-        // A (re)connected frontend: a new link for the stack.
+        // A (re)connected frontend: a new link for the stack, fresh interrupt state.
         self.stack.link_up();
+        self.reset_moderation();
         self.acked_features = features;
         self.negotiated = Negotiated::from_features(features);
         debug!("features acked: {features:#x} ({:?})", self.negotiated);
@@ -820,6 +888,12 @@ impl VhostUserBackendMut for NetDevice {
         let now = self.now();
         let (rx, tx) = (&vrings[0], &vrings[1]);
         let mut tx_used = false;
+        let before = (
+            self.stats.tx_frames,
+            self.stats.tx_bytes,
+            self.stats.rx_frames,
+            self.stats.rx_bytes,
+        );
         match device_event {
             RX_QUEUE_EVENT => {
                 self.stats.rx_kicks += 1;
@@ -852,11 +926,22 @@ impl VhostUserBackendMut for NetDevice {
             other => debug!("unexpected device event {other}"),
         }
         let rx_used = self.process_rx(rx, now);
-        self.arm_timer(now);
+        // Used chains count as at least one frame each batch (a bad chain is returned too).
+        if tx_used {
+            let frames = (self.stats.tx_frames - before.0).max(1);
+            self.tx_mod
+                .used(now, frames, self.stats.tx_bytes - before.1);
+        }
+        if rx_used {
+            let frames = (self.stats.rx_frames - before.2).max(1);
+            self.rx_mod
+                .used(now, frames, self.stats.rx_bytes - before.3);
+        }
         // Interrupts go out after the counters are published, so that whatever the guest sees after
         // an interrupt is already in the stats.
-        let tx_irq = tx_used && self.wants_interrupt(tx, now, Queue::Tx);
-        let rx_irq = rx_used && self.wants_interrupt(rx, now, Queue::Rx);
+        let tx_irq = self.moderate(tx, now, Queue::Tx, tx_used);
+        let rx_irq = self.moderate(rx, now, Queue::Rx, rx_used);
+        self.arm_timer(now);
         self.publish();
         if tx_irq {
             raise(tx);

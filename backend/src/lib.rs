@@ -17,6 +17,7 @@ pub mod config;
 pub mod device;
 pub mod frontend;
 pub mod host;
+pub mod moderation;
 pub mod relay;
 pub mod server;
 pub mod stats;

@@ -146,6 +146,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     stack.open_forwards().map_err(ServerError::Forward)?;
     let device = NetDevice::new(stack, Arc::clone(&shared))
         .map_err(ServerError::Device)?
+        .with_coalesce(config.coalesce)
         .with_loss(config.loss.map(|(p, seed)| {
             warn!("dropping {p}% of frames each way on purpose (--loss, seed {seed})");
             LossInjector::new(p, seed)
