@@ -22,7 +22,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-        log "not root and no sudo: install qemu-system-x86 busybox-static cpio yourself"; fi
+        log "not root and no sudo: install qemu-system-x86 busybox-static cpio tshark yourself"; fi
 fi
 
 apt_updated=0
@@ -63,7 +63,8 @@ if [ "$qemu_ok" = 0 ]; then
 fi
 
 missing=()
-for p in busybox-static cpio; do have_pkg "$p" || missing+=("$p"); done
+# tshark reads back the packet captures in the capture tests.
+for p in busybox-static cpio tshark; do have_pkg "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
     apt_update
     log "installing ${missing[*]}"

@@ -113,6 +113,10 @@ pub struct Args {
     #[arg(long)]
     pub adaptive_rx: bool,
 
+    /// Capture every frame at the guest boundary, both directions, into this pcapng file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
     /// Drop this percentage of frames at random in each direction, to test loss recovery.
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
     pub loss: f64,
@@ -209,6 +213,7 @@ pub struct Config {
     pub stats_file: Option<PathBuf>,
     pub stack: netstack::Config,
     pub coalesce: crate::moderation::Coalesce,
+    pub pcap: Option<PathBuf>,
     pub verbose: u8,
 }
 
@@ -356,6 +361,7 @@ impl Args {
         }
         Ok(Config {
             coalesce,
+            pcap: self.pcap,
             loss: (self.loss > 0.0).then_some((self.loss, self.loss_seed)),
             socket: self.socket,
             once: self.once,

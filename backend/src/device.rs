@@ -31,6 +31,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::capture::{Capture, Direction as CaptureDirection};
 use crate::host::HostSockets;
 use crate::moderation::{Coalesce, Decision, Moderator};
 use crate::sys::Timer;
@@ -117,6 +118,10 @@ netstack::counters! {
         tx_budget_exhausted,
         /// Errors reading ring indices (a guest that corrupts its rings).
         queue_errors,
+        /// Frames handed to the packet capture (`--pcap`), both directions.
+        capture_frames,
+        /// Frames the capture could not take (its writer fell behind): missing from the file.
+        capture_drops,
         /// Guest frames dropped on purpose by `--loss`.
         tx_loss_injected,
         /// Frames to the guest dropped on purpose by `--loss`.
@@ -273,6 +278,7 @@ pub struct NetDevice {
     coalesce: Coalesce,
     rx_mod: Moderator,
     tx_mod: Moderator,
+    capture: Option<Capture>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -303,7 +309,14 @@ impl NetDevice {
             coalesce: Coalesce::default(),
             rx_mod: Moderator::new(Default::default(), 0, false),
             tx_mod: Moderator::new(Default::default(), 0, false),
+            capture: None,
         })
+    }
+
+    /// Captures every frame at the guest boundary (see [`crate::capture`]).
+    pub fn with_capture(mut self, capture: Option<Capture>) -> Self {
+        self.capture = capture;
+        self
     }
 
     /// Interrupt moderation (see [`crate::moderation`]).
@@ -420,6 +433,13 @@ impl NetDevice {
                         let hdr = self.negotiated.header_len;
                         self.stats.tx_frames += 1;
                         self.stats.tx_bytes += (len - hdr) as u64;
+                        if let Some(c) = self.capture.as_mut() {
+                            if c.record(CaptureDirection::Outbound, &self.tx_buf[hdr..len]) {
+                                self.stats.capture_frames += 1;
+                            } else {
+                                self.stats.capture_drops += 1;
+                            }
+                        }
                         if self.loss.as_mut().is_some_and(LossInjector::drop_next) {
                             self.stats.tx_loss_injected += 1;
                             continue;
@@ -517,13 +537,21 @@ impl NetDevice {
                 last_fault: None,
             };
             let loss = &mut self.loss;
+            let capture = &mut self.capture;
             let mut lost = false;
+            let mut captured = None;
             let outcome = self.stack.dispatch(now, |frame| {
                 if loss.as_mut().is_some_and(LossInjector::drop_next) {
                     lost = true;
                     return true;
                 }
-                rx_writer.write_frame(frame)
+                let written = rx_writer.write_frame(frame);
+                if written {
+                    if let Some(c) = capture.as_mut() {
+                        captured = Some(c.record(CaptureDirection::Inbound, frame));
+                    }
+                }
+                written
             });
             if lost {
                 self.stats.rx_loss_injected += 1;
@@ -534,6 +562,11 @@ impl NetDevice {
                     now,
                     format_args!("Rx chain at descriptor {head} returned unused: {fault:?}"),
                 );
+            }
+            match captured {
+                Some(true) => self.stats.capture_frames += 1,
+                Some(false) => self.stats.capture_drops += 1,
+                None => {}
             }
             match outcome {
                 netstack::stack::Dispatch::Sent(_) => delivered += 1,

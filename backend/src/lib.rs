@@ -13,6 +13,7 @@
 //!   the device in tests and benchmarks without QEMU.
 //! - [`sys`]: small Linux wrappers (timerfd).
 
+pub mod capture;
 pub mod config;
 pub mod device;
 pub mod frontend;

@@ -147,6 +147,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let device = NetDevice::new(stack, Arc::clone(&shared))
         .map_err(ServerError::Device)?
         .with_coalesce(config.coalesce)
+        .with_capture(match &config.pcap {
+            Some(path) => Some(crate::capture::Capture::start(path).map_err(|e| {
+                ServerError::Device(std::io::Error::new(
+                    e.kind(),
+                    format!("--pcap {}: {e}", path.display()),
+                ))
+            })?),
+            None => None,
+        })
         .with_loss(config.loss.map(|(p, seed)| {
             warn!("dropping {p}% of frames each way on purpose (--loss, seed {seed})");
             LossInjector::new(p, seed)
