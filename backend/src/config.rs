@@ -113,6 +113,11 @@ pub struct Args {
     #[arg(long)]
     pub adaptive_rx: bool,
 
+    /// Serve the control API (HTTP and JSON) on this unix socket: stats, Prometheus metrics,
+    /// interrupt moderation, packet capture; `virtgate ctl` talks to it.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+
     /// Capture every frame at the guest boundary, both directions, into this pcapng file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -214,6 +219,7 @@ pub struct Config {
     pub stack: netstack::Config,
     pub coalesce: crate::moderation::Coalesce,
     pub pcap: Option<PathBuf>,
+    pub api_socket: Option<PathBuf>,
     pub verbose: u8,
 }
 
@@ -362,6 +368,7 @@ impl Args {
         Ok(Config {
             coalesce,
             pcap: self.pcap,
+            api_socket: self.api_socket,
             loss: (self.loss > 0.0).then_some((self.loss, self.loss_seed)),
             socket: self.socket,
             once: self.once,

@@ -13,7 +13,7 @@
 //! - Counters are plain fields during the batch and published once at its end.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
 
@@ -30,6 +30,7 @@ use vmm_sys_util::epoll::{EpollEvent, EventSet};
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::capture::{Capture, Direction as CaptureDirection};
 use crate::host::HostSockets;
@@ -52,6 +53,8 @@ pub const TX_QUEUE_EVENT: u16 = 1;
 pub const TIMER_EVENT: u16 = NUM_QUEUES as u16 + 1;
 /// The host sockets' epoll descriptor: some host socket is readable.
 pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 2;
+/// The control API's eventfd: commands wait in [`Shared::commands`].
+pub const CONTROL_EVENT: u16 = NUM_QUEUES as u16 + 3;
 /// Host socket events handled per wake-up (each with its own read budget in the stack).
 const HOST_EVENTS: usize = 64;
 /// The largest ring QEMU may set up.
@@ -148,6 +151,8 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub snapshot: Mutex<Snapshot>,
+    /// Requests of the control API for the vring worker (see [`crate::api`]).
+    pub commands: Mutex<Vec<crate::api::Command>>,
     /// The MTU QEMU announced with VHOST_USER_NET_SET_MTU (`host_mtu=` on the device), if any.
     pub host_mtu: Mutex<Option<u16>>,
 }
@@ -279,6 +284,8 @@ pub struct NetDevice {
     rx_mod: Moderator,
     tx_mod: Moderator,
     capture: Option<Capture>,
+    /// Written by the control API when it queued commands.
+    control: EventFd,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -310,7 +317,59 @@ impl NetDevice {
             rx_mod: Moderator::new(Default::default(), 0, false),
             tx_mod: Moderator::new(Default::default(), 0, false),
             capture: None,
+            control: EventFd::new(EFD_NONBLOCK)?,
         })
+    }
+
+    /// The eventfd to register with the worker's epoll as [`CONTROL_EVENT`].
+    pub fn control_fd(&self) -> RawFd {
+        self.control.as_raw_fd()
+    }
+
+    /// A handle on the control eventfd for the API thread.
+    pub fn control_notifier(&self) -> io::Result<EventFd> {
+        self.control.try_clone()
+    }
+
+    /// Runs the control API's queued commands.
+    fn run_commands(&mut self) {
+        let _ = self.control.read();
+        let commands = std::mem::take(
+            &mut *self
+                .shared
+                .commands
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for c in commands {
+            match c {
+                crate::api::Command::GetCoalesce(reply) => {
+                    let _ = reply.send(self.coalesce);
+                }
+                crate::api::Command::SetCoalesce(c, reply) => {
+                    self.coalesce = c;
+                    self.rx_mod.reconfigure(c.rx, c.itr, c.adaptive_rx);
+                    self.tx_mod.reconfigure(c.tx, c.itr, false);
+                    log::info!("interrupt moderation now {c:?}");
+                    let _ = reply.send(self.coalesce);
+                }
+                crate::api::Command::CaptureStart(path, reply) => {
+                    // The old capture, if any, is finished first.
+                    self.capture = None;
+                    let started = Capture::start(&path)
+                        .map(|c| self.capture = Some(c))
+                        .map_err(|e| format!("{}: {e}", path.display()));
+                    if started.is_ok() {
+                        log::info!("capturing to {}", path.display());
+                    }
+                    let _ = reply.send(started);
+                }
+                crate::api::Command::CaptureStop(reply) => {
+                    let was = self.capture.take().is_some();
+                    let _ = reply.send(was);
+                }
+            }
+        }
     }
 
     /// Captures every frame at the guest boundary (see [`crate::capture`]).
@@ -949,6 +1008,7 @@ impl VhostUserBackendMut for NetDevice {
                     tx_used = self.process_tx(tx, now);
                 }
             }
+            CONTROL_EVENT => self.run_commands(),
             HOST_EVENT => {
                 let n = self.stack.host().ready(&mut self.host_events);
                 for i in 0..n {

@@ -13,8 +13,10 @@
 //!   the device in tests and benchmarks without QEMU.
 //! - [`sys`]: small Linux wrappers (timerfd).
 
+pub mod api;
 pub mod capture;
 pub mod config;
+pub mod ctl;
 pub mod device;
 pub mod frontend;
 pub mod host;

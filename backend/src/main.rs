@@ -1,4 +1,5 @@
-//! The `virtgate` binary: arguments in, `server::run` out.
+//! The `virtgate` binary: arguments in, `server::run` out; `virtgate ctl ...` talks to a running
+//! one's control API.
 
 use std::process::ExitCode;
 
@@ -6,6 +7,11 @@ use clap::Parser;
 use virtgate::config::Args;
 
 fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
+        argv.nth(1);
+        return virtgate::ctl::main(argv);
+    }
     let args = Args::parse();
     let default_level = match args.verbose {
         0 => "info",

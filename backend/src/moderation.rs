@@ -145,6 +145,18 @@ impl Moderator {
         }
     }
 
+    /// New settings, keeping what is pending (so that nothing waits for ever on a moderator that
+    /// no longer knows about it).
+    pub fn reconfigure(&mut self, params: QueueCoalesce, itr: u32, adaptive: bool) {
+        self.params = params;
+        self.throttle = interval(itr);
+        self.adaptive = match (adaptive, self.adaptive) {
+            (true, Some(class)) => Some(class),
+            (true, None) => Some(LatencyClass::Lowest),
+            (false, _) => None,
+        };
+    }
+
     /// `frames` frames (`bytes` bytes) were just made used.
     pub fn used(&mut self, now: Instant, frames: u64, bytes: u64) {
         if frames == 0 {

@@ -25,7 +25,9 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::Config;
-use crate::device::{LossInjector, NetDevice, Shared, HOST_EVENT, NUM_QUEUES, TIMER_EVENT};
+use crate::device::{
+    LossInjector, NetDevice, Shared, CONTROL_EVENT, HOST_EVENT, NUM_QUEUES, TIMER_EVENT,
+};
 use crate::host::HostSockets;
 use crate::relay::{Relay, RelayShutdown};
 use crate::{stats, sys};
@@ -162,6 +164,17 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }));
     let timer_fd = device.timer_fd();
     let host_fd = device.host_fd();
+    let control_fd = device.control_fd();
+    if let Some(path) = &config.api_socket {
+        let handle = crate::api::DeviceHandle {
+            shared: Arc::clone(&shared),
+            wake: device.control_notifier().map_err(ServerError::Device)?,
+        };
+        crate::api::spawn(path, handle).map_err(|source| ServerError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let backend = Arc::new(RwLock::new(device));
     let mut daemon = VhostUserDaemon::new(
         "virtgate".to_string(),
@@ -175,6 +188,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .map_err(ServerError::RegisterTimer)?;
     handlers[0]
         .register_listener(host_fd, EventSet::IN, u64::from(HOST_EVENT))
+        .map_err(ServerError::RegisterTimer)?;
+    handlers[0]
+        .register_listener(control_fd, EventSet::IN, u64::from(CONTROL_EVENT))
         .map_err(ServerError::RegisterTimer)?;
 
     let public = bind_public(&config.socket)?;
@@ -241,6 +257,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     signal_handle.close();
     let _ = signal_thread.join();
     let _ = std::fs::remove_file(&config.socket);
+    if let Some(api) = &config.api_socket {
+        let _ = std::fs::remove_file(api);
+    }
     control.write_stats();
     let snap = shared.snapshot();
     info!("final counters:\n{}", stats::summary(&snap));

@@ -1,0 +1,368 @@
+//! The control API: HTTP/1.1 with JSON bodies on a unix socket (`--api-socket PATH`), so that
+//! `curl --unix-socket PATH http://virtgate/stats` works, and `virtgate ctl` for people.
+//!
+//! | method and path | body | answer |
+//! | --- | --- | --- |
+//! | `GET /stats` | | the stats document (as `--stats-file`) |
+//! | `GET /metrics` | | every counter in the Prometheus text format |
+//! | `GET /coalesce` | | the interrupt moderation settings |
+//! | `PUT /coalesce` | any of `rx_usecs`, `rx_frames`, `rx_usecs_abs`, `tx_usecs`, `tx_frames`, `tx_usecs_abs`, `itr`, `adaptive_rx` | the settings now in force |
+//! | `POST /capture/start` | `{"file": PATH}` | starts a pcapng capture (replacing a running one) |
+//! | `POST /capture/stop` | | stops it; the file is complete when the answer comes |
+//!
+//! One request per connection (`Connection: close`); requests are small and bounded (64 KiB, 5 s).
+//! Whatever the device must do is sent to the vring worker as a [`Command`] and waited for (2 s),
+//! so the datapath has no locks shared with this thread.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use serde_json::{json, Map, Value};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::device::Shared;
+use crate::moderation::Coalesce;
+use crate::stats;
+
+/// Requests are at most this large.
+const MAX_REQUEST: usize = 64 * 1024;
+/// How long the device may take to answer a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the API asks of the vring worker.
+#[derive(Debug)]
+pub enum Command {
+    GetCoalesce(Sender<Coalesce>),
+    SetCoalesce(Coalesce, Sender<Coalesce>),
+    CaptureStart(PathBuf, Sender<Result<(), String>>),
+    CaptureStop(Sender<bool>),
+}
+
+/// The API's way to the device: a queue in [`Shared`] and an eventfd the worker listens on.
+pub struct DeviceHandle {
+    pub shared: Arc<Shared>,
+    pub wake: EventFd,
+}
+
+impl DeviceHandle {
+    fn send(&self, c: Command) {
+        self.shared
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+        let _ = self.wake.write(1);
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, Reply> {
+        let (tx, rx) = mpsc::channel();
+        self.send(make(tx));
+        rx.recv_timeout(COMMAND_TIMEOUT)
+            .map_err(|_| Reply::error(503, "the device did not answer"))
+    }
+}
+
+/// An HTTP answer.
+pub struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn json(v: &Value) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "application/json",
+            body: format!("{v:#}\n"),
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: format!("{:#}\n", json!({ "error": message })),
+        }
+    }
+}
+
+/// Serves the API on `path` in a thread of its own. The socket file is replaced if stale.
+pub fn spawn(path: &Path, device: DeviceHandle) -> io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    info!("control API on {}", path.display());
+    std::thread::Builder::new()
+        .name("virtgate-api".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(s) => {
+                        if let Err(e) = serve_one(s, &device) {
+                            debug!("api: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        warn!("api: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// One request: its method, path and body.
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+fn read_request(s: &UnixStream) -> io::Result<Request> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut r = BufReader::new(s.take(MAX_REQUEST as u64));
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad request line",
+        ));
+    };
+    let (method, path) = (method.to_string(), path.to_string());
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; length.min(MAX_REQUEST)];
+    r.read_exact(&mut body)?;
+    Ok(Request { method, path, body })
+}
+
+fn serve_one(mut s: UnixStream, device: &DeviceHandle) -> io::Result<()> {
+    let reply = match read_request(&s) {
+        Ok(req) => route(&req, device),
+        Err(e) => Reply::error(400, &e.to_string()),
+    };
+    let reason = match reply.status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Error",
+    };
+    write!(
+        s,
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        reply.status,
+        reply.content_type,
+        reply.body.len(),
+        reply.body
+    )?;
+    s.flush()
+}
+
+fn route(req: &Request, device: &DeviceHandle) -> Reply {
+    let path = req.path.split('?').next().unwrap_or("");
+    match (req.method.as_str(), path) {
+        ("GET", "/stats") => Reply::json(&stats_document(&device.shared)),
+        ("GET", "/metrics") => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: metrics(&device.shared),
+        },
+        ("GET", "/coalesce") => match device.ask(Command::GetCoalesce) {
+            Ok(c) => Reply::json(&coalesce_json(&c)),
+            Err(r) => r,
+        },
+        ("PUT", "/coalesce") => {
+            let current = match device.ask(Command::GetCoalesce) {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            let update = match serde_json::from_slice::<Map<String, Value>>(&req.body) {
+                Ok(m) => m,
+                Err(e) => return Reply::error(400, &format!("body: {e}")),
+            };
+            let wanted = match apply_update(current, &update) {
+                Ok(c) => c,
+                Err(e) => return Reply::error(400, &e),
+            };
+            match device.ask(|tx| Command::SetCoalesce(wanted, tx)) {
+                Ok(c) => Reply::json(&coalesce_json(&c)),
+                Err(r) => r,
+            }
+        }
+        ("POST", "/capture/start") => {
+            let file = serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .and_then(|v| v.get("file").and_then(Value::as_str).map(PathBuf::from));
+            let Some(file) = file else {
+                return Reply::error(400, "body must be {\"file\": PATH}");
+            };
+            match device.ask(|tx| Command::CaptureStart(file.clone(), tx)) {
+                Ok(Ok(())) => Reply::json(&json!({ "capturing": file })),
+                Ok(Err(e)) => Reply::error(400, &e),
+                Err(r) => r,
+            }
+        }
+        ("POST", "/capture/stop") => match device.ask(Command::CaptureStop) {
+            Ok(was) => Reply::json(&json!({ "stopped": was })),
+            Err(r) => r,
+        },
+        (_, "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop") => {
+            Reply::error(405, "method not allowed")
+        }
+        _ => Reply::error(404, "no such endpoint"),
+    }
+}
+
+fn stats_document(shared: &Shared) -> Value {
+    let host_mtu = *shared.host_mtu.lock().unwrap_or_else(|e| e.into_inner());
+    stats::to_json(&shared.snapshot(), host_mtu)
+}
+
+/// Counters that are levels, not running totals.
+const GAUGES: [&str; 2] = ["tcp_connections", "flows_active"];
+
+/// The Prometheus text exposition format (version 0.0.4): `virtgate_<group>_<counter>`.
+fn metrics(shared: &Shared) -> String {
+    let snap = shared.snapshot();
+    let mut out = String::new();
+    let mut add = |group: &str, name: &str, v: u64| {
+        let kind = if GAUGES.contains(&name) {
+            "gauge"
+        } else {
+            "counter"
+        };
+        out.push_str(&format!(
+            "# TYPE virtgate_{group}_{name} {kind}\nvirtgate_{group}_{name} {v}\n"
+        ));
+    };
+    snap.device.for_each(|n, v| add("device", n, v));
+    snap.stack.for_each(|n, v| add("stack", n, v));
+    out
+}
+
+fn coalesce_json(c: &Coalesce) -> Value {
+    json!({
+        "rx_usecs": c.rx.usecs,
+        "rx_frames": c.rx.frames,
+        "rx_usecs_abs": c.rx.usecs_abs,
+        "tx_usecs": c.tx.usecs,
+        "tx_frames": c.tx.frames,
+        "tx_usecs_abs": c.tx.usecs_abs,
+        "itr": c.itr,
+        "adaptive_rx": c.adaptive_rx,
+    })
+}
+
+/// `c` with the fields of `update` changed, checked as the command line checks them.
+fn apply_update(mut c: Coalesce, update: &Map<String, Value>) -> Result<Coalesce, String> {
+    for (k, v) in update {
+        if k == "adaptive_rx" {
+            c.adaptive_rx = v.as_bool().ok_or("adaptive_rx must be true or false")?;
+            continue;
+        }
+        let n = v
+            .as_u64()
+            .filter(|n| *n <= 1_000_000)
+            .ok_or_else(|| format!("{k} must be a number from 0 to 1000000"))?
+            as u32;
+        match k.as_str() {
+            "rx_usecs" => c.rx.usecs = n,
+            "rx_frames" => c.rx.frames = n,
+            "rx_usecs_abs" => c.rx.usecs_abs = n,
+            "tx_usecs" => c.tx.usecs = n,
+            "tx_frames" => c.tx.frames = n,
+            "tx_usecs_abs" => c.tx.usecs_abs = n,
+            "itr" => c.itr = n,
+            _ => return Err(format!("unknown setting {k}")),
+        }
+    }
+    for (q, name) in [(c.rx, "rx_frames"), (c.tx, "tx_frames")] {
+        if q.frames > 0 && q.usecs == 0 && q.usecs_abs == 0 {
+            return Err(format!("{name} needs a timer too"));
+        }
+    }
+    Ok(c)
+}
+
+/// `virtgate ctl`: one request to the API of a running virtgate; prints the answer's body.
+/// Returns the body, or the error the API gave.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<String, String> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| format!("cannot reach the API at {}: {e}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: virtgate\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or("a malformed answer from the API")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("a malformed answer from the API")?;
+    if status == 200 {
+        Ok(body.to_string())
+    } else {
+        let message = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        Err(format!("{status}: {message}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_are_checked() {
+        let base = Coalesce::default();
+        let m = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap();
+        let c = apply_update(
+            base,
+            &m(r#"{"rx_usecs": 100, "rx_frames": 8, "adaptive_rx": true}"#),
+        )
+        .unwrap();
+        assert_eq!((c.rx.usecs, c.rx.frames, c.adaptive_rx), (100, 8, true));
+        assert!(apply_update(base, &m(r#"{"rx_frames": 8}"#)).is_err());
+        assert!(apply_update(base, &m(r#"{"itr": -1}"#)).is_err());
+        assert!(apply_update(base, &m(r#"{"nonsense": 1}"#)).is_err());
+    }
+}

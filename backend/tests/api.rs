@@ -1,0 +1,112 @@
+//! The control API through `virtgate ctl`, against a running virtgate driven by the in-process
+//! frontend.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use virtgate::frontend::{EnableOrder, TestFrontend};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+
+const T: Duration = Duration::from_secs(10);
+
+fn ctl(api: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_virtgate"))
+        .arg("ctl")
+        .arg("--api-socket")
+        .arg(api)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ping(fe: &mut TestFrontend, seq: u16) {
+    fe.send(&echo_request(seq, b"api"));
+    let frame = fe.recv(T).expect("echo reply");
+    assert_eq!(parse_echo_reply(&frame).map(|r| r.0), Some(seq));
+}
+
+#[test]
+fn stats_metrics_coalescing_and_capture_through_ctl() {
+    let dir = std::env::temp_dir().join(format!("virtgate-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("api.sock");
+    let mut vg = Virtgate::start(&["--api-socket", api.to_str().unwrap()]);
+    // Without EVENT_IDX every signal is wanted: the interrupt count is moderation's alone.
+    let features = TestFrontend::qemu_features() & !(1 << VIRTIO_RING_F_EVENT_IDX);
+    let mut fe = TestFrontend::connect(&vg.socket, features, EnableOrder::AfterSetup).unwrap();
+    fe.post_rx_buffers(64);
+    ping(&mut fe, 0);
+
+    // Stats as JSON, and the same counters for Prometheus.
+    let (ok, out, err) = ctl(&api, &["stats"]);
+    assert!(ok, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["device"]["rx_frames"], 1);
+    let (ok, metrics, _) = ctl(&api, &["metrics"]);
+    assert!(ok);
+    assert!(
+        metrics.contains("# TYPE virtgate_device_rx_frames counter\nvirtgate_device_rx_frames 1\n")
+    );
+    assert!(metrics.contains("# TYPE virtgate_stack_tcp_connections gauge\n"));
+
+    // Moderation at run time: from one interrupt per reply to one per eight.
+    let (ok, out, _) = ctl(&api, &["coalesce"]);
+    assert!(ok);
+    assert!(out.contains("\"rx_frames\": 0"), "{out}");
+    let (ok, _, err) = ctl(&api, &["coalesce", "--rx-frames", "8"]);
+    assert!(!ok, "a frame threshold without a timer is refused");
+    assert!(err.contains("rx_frames needs a timer"), "{err}");
+    let (ok, out, err) = ctl(
+        &api,
+        &["coalesce", "--rx-frames", "8", "--rx-usecs-abs", "1000000"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("\"rx_frames\": 8"), "{out}");
+    let before = vg.counter("device", "rx_interrupts");
+    for seq in 1..=16 {
+        ping(&mut fe, seq);
+    }
+    let after = vg.stats_when(|s| s["device"]["rx_interrupts"].as_u64() == Some(before + 2));
+    assert_eq!(after["device"]["rx_frames"], 17);
+
+    // A capture started and stopped at run time holds what crossed in between.
+    let file = dir.join("run.pcapng");
+    let (ok, _, err) = ctl(&api, &["capture", "start", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    ping(&mut fe, 100);
+    let (ok, out, _) = ctl(&api, &["capture", "stop"]);
+    assert!(ok);
+    assert!(out.contains("\"stopped\": true"), "{out}");
+    let tshark = Command::new("tshark")
+        .args([
+            "-r",
+            file.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "icmp.type",
+        ])
+        .output()
+        .expect("tshark (scripts/setup.sh installs it)");
+    assert_eq!(String::from_utf8_lossy(&tshark.stdout), "8\n0\n");
+    let (ok, _, err) = ctl(&api, &["capture", "start", "/nonexistent/dir/x.pcapng"]);
+    assert!(!ok && err.contains("/nonexistent/dir"), "{err}");
+
+    // Unknown endpoints and methods are clear errors.
+    let e = virtgate::api::request(&api, "GET", "/nothing", None).unwrap_err();
+    assert!(e.starts_with("404"), "{e}");
+    let e = virtgate::api::request(&api, "DELETE", "/stats", None).unwrap_err();
+    assert!(e.starts_with("405"), "{e}");
+    assert!(vg.terminate().success());
+    assert!(!api.exists(), "the API socket is removed at exit");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
