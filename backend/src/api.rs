@@ -9,6 +9,8 @@
 //! | `PUT /coalesce` | any of `rx_usecs`, `rx_frames`, `rx_usecs_abs`, `tx_usecs`, `tx_frames`, `tx_usecs_abs`, `itr`, `adaptive_rx` | the settings now in force |
 //! | `POST /capture/start` | `{"file": PATH}` | starts a pcapng capture (replacing a running one) |
 //! | `POST /capture/stop` | | stops it; the file is complete when the answer comes |
+//! | `GET /link` | | `{"up": BOOL}` |
+//! | `POST /link/down`, `POST /link/up` | | takes the link down (QEMU's connection is closed and new ones refused) or up |
 //!
 //! One request per connection (`Connection: close`); requests are small and bounded (64 KiB, 5 s).
 //! Whatever the device must do is sent to the vring worker as a [`Command`] and waited for (2 s),
@@ -43,10 +45,18 @@ pub enum Command {
     CaptureStop(Sender<bool>),
 }
 
-/// The API's way to the device: a queue in [`Shared`] and an eventfd the worker listens on.
+/// The link, as the server keeps it: whether QEMU may be connected.
+pub trait Link: Send + Sync {
+    fn set_up(&self, up: bool);
+    fn is_up(&self) -> bool;
+}
+
+/// The API's way to the device: a queue in [`Shared`] and an eventfd the worker listens on; and
+/// to the link, through the server.
 pub struct DeviceHandle {
     pub shared: Arc<Shared>,
     pub wake: EventFd,
+    pub link: Arc<dyn Link>,
 }
 
 impl DeviceHandle {
@@ -229,9 +239,16 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             Ok(was) => Reply::json(&json!({ "stopped": was })),
             Err(r) => r,
         },
-        (_, "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop") => {
-            Reply::error(405, "method not allowed")
+        ("GET", "/link") => Reply::json(&json!({ "up": device.link.is_up() })),
+        ("POST", "/link/down" | "/link/up") => {
+            device.link.set_up(path == "/link/up");
+            Reply::json(&json!({ "up": device.link.is_up() }))
         }
+        (
+            _,
+            "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop" | "/link"
+            | "/link/down" | "/link/up",
+        ) => Reply::error(405, "method not allowed"),
         _ => Reply::error(404, "no such endpoint"),
     }
 }

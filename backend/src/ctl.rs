@@ -5,6 +5,7 @@
 //! virtgate ctl --api-socket PATH metrics
 //! virtgate ctl --api-socket PATH coalesce [--rx-usecs N] [--rx-frames N] ... [--adaptive-rx BOOL]
 //! virtgate ctl --api-socket PATH capture start FILE | capture stop
+//! virtgate ctl --api-socket PATH link [up | down]
 //! ```
 
 use std::ffi::OsString;
@@ -56,6 +57,17 @@ enum CtlCommand {
         #[command(subcommand)]
         action: CaptureAction,
     },
+    /// Shows the link, or takes it down (QEMU is disconnected and refused) or up.
+    Link {
+        #[command(subcommand)]
+        action: Option<LinkAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkAction {
+    Up,
+    Down,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +139,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         CtlCommand::Capture {
             action: CaptureAction::Stop,
         } => ("POST", "/capture/stop", None),
+        CtlCommand::Link { action: None } => ("GET", "/link", None),
+        CtlCommand::Link {
+            action: Some(LinkAction::Up),
+        } => ("POST", "/link/up", None),
+        CtlCommand::Link {
+            action: Some(LinkAction::Down),
+        } => ("POST", "/link/down", None),
     };
     match crate::api::request(&args.api_socket, method, path, body.as_ref()) {
         Ok(body) => {

@@ -175,6 +175,12 @@ impl RelayShutdown {
         let _ = self.qemu.shutdown(Shutdown::Both);
         let _ = self.daemon.shutdown(Shutdown::Both);
     }
+
+    /// Hangs up on QEMU only, as if QEMU had gone: the relay then stops the rings and releases
+    /// the device on the daemon side as after any hang-up, so the next QEMU is served cleanly.
+    pub fn disconnect_qemu(&self) {
+        let _ = self.qemu.shutdown(Shutdown::Both);
+    }
 }
 
 /// A running relay between one QEMU connection and the daemon.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use netstack::Stack;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
@@ -108,6 +108,34 @@ struct Control {
     stats_file: Option<PathBuf>,
     /// The signal thread and the main thread both write the file; one at a time.
     stats_lock: Mutex<()>,
+    /// The link (the control API's `link/down`, `link/up`): while down, QEMU is refused.
+    link_up: AtomicBool,
+}
+
+impl crate::api::Link for Control {
+    /// Down closes QEMU's connection (the guest sees its carrier drop; with `reconnect=` QEMU
+    /// keeps trying) and refuses new ones until the link is up again. The stack keeps its state.
+    fn set_up(&self, up: bool) {
+        let was = self.link_up.swap(up, Ordering::SeqCst);
+        if was == up {
+            return;
+        }
+        info!("link {}", if up { "up" } else { "down" });
+        if !up {
+            if let Some(relay) = self
+                .current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                relay.disconnect_qemu();
+            }
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.link_up.load(Ordering::SeqCst)
+    }
 }
 
 impl Control {
@@ -165,16 +193,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let timer_fd = device.timer_fd();
     let host_fd = device.host_fd();
     let control_fd = device.control_fd();
-    if let Some(path) = &config.api_socket {
-        let handle = crate::api::DeviceHandle {
-            shared: Arc::clone(&shared),
-            wake: device.control_notifier().map_err(ServerError::Device)?,
-        };
-        crate::api::spawn(path, handle).map_err(|source| ServerError::Bind {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    let control_notifier = match &config.api_socket {
+        Some(_) => Some(device.control_notifier().map_err(ServerError::Device)?),
+        None => None,
+    };
     let backend = Arc::new(RwLock::new(device));
     let mut daemon = VhostUserDaemon::new(
         "virtgate".to_string(),
@@ -204,7 +226,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shared: Arc::clone(&shared),
         stats_file: config.stats_file.clone(),
         stats_lock: Mutex::new(()),
+        link_up: AtomicBool::new(true),
     });
+    if let (Some(path), Some(wake)) = (&config.api_socket, control_notifier) {
+        let handle = crate::api::DeviceHandle {
+            shared: Arc::clone(&shared),
+            wake,
+            link: Arc::clone(&control) as Arc<dyn crate::api::Link>,
+        };
+        crate::api::spawn(path, handle).map_err(|source| ServerError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ServerError::Signals)?;
     let signal_handle = signals.handle();
     let signal_control = Arc::clone(&control);
@@ -285,6 +319,12 @@ fn serve(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(ServerError::Accept(e)),
         };
+        if !control.link_up.load(Ordering::SeqCst) {
+            // The link is down: QEMU is turned away (and retries with `reconnect=`).
+            debug!("link down: QEMU refused");
+            drop(qemu);
+            continue;
+        }
         info!("QEMU connected");
         if let Err(e) = serve_connection(qemu, control, private, private_addr, daemon) {
             error!("connection ended with an error: {e}");

@@ -101,6 +101,23 @@ fn stats_metrics_coalescing_and_capture_through_ctl() {
     let (ok, _, err) = ctl(&api, &["capture", "start", "/nonexistent/dir/x.pcapng"]);
     assert!(!ok && err.contains("/nonexistent/dir"), "{err}");
 
+    // The link: down closes the connection and refuses the next; up serves again, with the
+    // stack's state kept.
+    let (ok, out, _) = ctl(&api, &["link", "down"]);
+    assert!(ok && out.contains("\"up\": false"), "{out}");
+    wait_until(T, || {
+        TestFrontend::connect(&vg.socket, features, EnableOrder::AfterSetup).is_err()
+    });
+    let (ok, out, _) = ctl(&api, &["link", "up"]);
+    assert!(ok && out.contains("\"up\": true"), "{out}");
+    drop(fe);
+    let mut fe = TestFrontend::connect(&vg.socket, features, EnableOrder::AfterSetup).unwrap();
+    fe.post_rx_buffers(16);
+    ping(&mut fe, 200);
+    let (_, out, _) = ctl(&api, &["link"]);
+    assert!(out.contains("\"up\": true"), "{out}");
+    assert_eq!(vg.counter("stack", "icmp_tx_echo_replies"), 19);
+
     // Unknown endpoints and methods are clear errors.
     let e = virtgate::api::request(&api, "GET", "/nothing", None).unwrap_err();
     assert!(e.starts_with("404"), "{e}");
