@@ -9,6 +9,9 @@
 //! | `PUT /coalesce` | any of `rx_usecs`, `rx_frames`, `rx_usecs_abs`, `tx_usecs`, `tx_frames`, `tx_usecs_abs`, `itr`, `adaptive_rx` | the settings now in force |
 //! | `POST /capture/start` | `{"file": PATH}` | starts a pcapng capture (replacing a running one) |
 //! | `POST /capture/stop` | | stops it; the file is complete when the answer comes |
+//! | `GET /forwards` | | the inbound forwards open now |
+//! | `POST /forwards` | `{"spec": "tcp:[ADDR:]PORT:GUEST_PORT"}` | opens one (the `--forward` syntax) |
+//! | `DELETE /forwards` | `{"spec": ...}` | closes the one of that protocol and host address |
 //! | `GET /link` | | `{"up": BOOL}` |
 //! | `POST /link/down`, `POST /link/up` | | takes the link down (QEMU's connection is closed and new ones refused) or up |
 //!
@@ -43,6 +46,9 @@ pub enum Command {
     SetCoalesce(Coalesce, Sender<Coalesce>),
     CaptureStart(PathBuf, Sender<Result<(), String>>),
     CaptureStop(Sender<bool>),
+    ListForwards(Sender<Vec<netstack::Forward>>),
+    AddForward(netstack::Forward, Sender<Result<(), String>>),
+    RemoveForward(netstack::Forward, Sender<bool>),
 }
 
 /// The link, as the server keeps it: whether QEMU may be connected.
@@ -239,6 +245,38 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             Ok(was) => Reply::json(&json!({ "stopped": was })),
             Err(r) => r,
         },
+        ("GET", "/forwards") => match device.ask(Command::ListForwards) {
+            Ok(list) => Reply::json(&Value::Array(list.iter().map(forward_json).collect())),
+            Err(r) => r,
+        },
+        ("POST" | "DELETE", "/forwards") => {
+            let spec = serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .and_then(|v| v.get("spec").and_then(Value::as_str).map(str::to_string));
+            let Some(spec) = spec else {
+                return Reply::error(
+                    400,
+                    "body must be {\"spec\": \"tcp|udp:[ADDR:]PORT:GUEST_PORT\"}",
+                );
+            };
+            let f = match crate::config::parse_forward(&spec) {
+                Ok(f) => f,
+                Err(e) => return Reply::error(400, &e.to_string()),
+            };
+            if req.method == "POST" {
+                match device.ask(|tx| Command::AddForward(f, tx)) {
+                    Ok(Ok(())) => Reply::json(&forward_json(&f)),
+                    Ok(Err(e)) => Reply::error(400, &e),
+                    Err(r) => r,
+                }
+            } else {
+                match device.ask(|tx| Command::RemoveForward(f, tx)) {
+                    Ok(true) => Reply::json(&json!({ "removed": forward_json(&f) })),
+                    Ok(false) => Reply::error(404, "no such forward"),
+                    Err(r) => r,
+                }
+            }
+        }
         ("GET", "/link") => Reply::json(&json!({ "up": device.link.is_up() })),
         ("POST", "/link/down" | "/link/up") => {
             device.link.set_up(path == "/link/up");
@@ -247,7 +285,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
         (
             _,
             "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop" | "/link"
-            | "/link/down" | "/link/up",
+            | "/link/down" | "/link/up" | "/forwards",
         ) => Reply::error(405, "method not allowed"),
         _ => Reply::error(404, "no such endpoint"),
     }
@@ -278,6 +316,14 @@ fn metrics(shared: &Shared) -> String {
     snap.device.for_each(|n, v| add("device", n, v));
     snap.stack.for_each(|n, v| add("stack", n, v));
     out
+}
+
+fn forward_json(f: &netstack::Forward) -> Value {
+    json!({
+        "protocol": f.protocol.to_string(),
+        "host": f.host.to_string(),
+        "guest_port": f.guest_port,
+    })
 }
 
 fn coalesce_json(c: &Coalesce) -> Value {

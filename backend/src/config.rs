@@ -437,7 +437,7 @@ pub fn resolv_conf_nameservers(path: &Path) -> Vec<SocketAddr> {
 }
 
 /// `udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT`.
-fn parse_forward(spec: &str) -> Result<netstack::Forward, ConfigError> {
+pub fn parse_forward(spec: &str) -> Result<netstack::Forward, ConfigError> {
     let err = |why| ConfigError::Forward(spec.to_string(), why);
     let (proto, rest) = spec
         .split_once(':')

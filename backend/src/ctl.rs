@@ -6,6 +6,7 @@
 //! virtgate ctl --api-socket PATH coalesce [--rx-usecs N] [--rx-frames N] ... [--adaptive-rx BOOL]
 //! virtgate ctl --api-socket PATH capture start FILE | capture stop
 //! virtgate ctl --api-socket PATH link [up | down]
+//! virtgate ctl --api-socket PATH forward list | add SPEC | remove SPEC
 //! ```
 
 use std::ffi::OsString;
@@ -57,11 +58,26 @@ enum CtlCommand {
         #[command(subcommand)]
         action: CaptureAction,
     },
+    /// Lists, adds or removes inbound forwards (the `--forward` syntax).
+    Forward {
+        #[command(subcommand)]
+        action: ForwardAction,
+    },
     /// Shows the link, or takes it down (QEMU is disconnected and refused) or up.
     Link {
         #[command(subcommand)]
         action: Option<LinkAction>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ForwardAction {
+    /// The forwards open now.
+    List,
+    /// Opens `tcp|udp:[ADDR:]PORT:GUEST_PORT`.
+    Add { spec: String },
+    /// Closes the forward of that protocol and host address.
+    Remove { spec: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +155,15 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         CtlCommand::Capture {
             action: CaptureAction::Stop,
         } => ("POST", "/capture/stop", None),
+        CtlCommand::Forward {
+            action: ForwardAction::List,
+        } => ("GET", "/forwards", None),
+        CtlCommand::Forward {
+            action: ForwardAction::Add { spec },
+        } => ("POST", "/forwards", Some(json!({ "spec": spec }))),
+        CtlCommand::Forward {
+            action: ForwardAction::Remove { spec },
+        } => ("DELETE", "/forwards", Some(json!({ "spec": spec }))),
         CtlCommand::Link { action: None } => ("GET", "/link", None),
         CtlCommand::Link {
             action: Some(LinkAction::Up),

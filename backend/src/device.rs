@@ -368,6 +368,24 @@ impl NetDevice {
                     let was = self.capture.take().is_some();
                     let _ = reply.send(was);
                 }
+                crate::api::Command::ListForwards(reply) => {
+                    let _ = reply.send(self.stack.forwards());
+                }
+                crate::api::Command::AddForward(f, reply) => {
+                    let added = self.stack.add_forward(f).map_err(|e| e.to_string());
+                    if added.is_ok() {
+                        log::info!(
+                            "forward {} {} -> guest port {} opened",
+                            f.protocol,
+                            f.host,
+                            f.guest_port
+                        );
+                    }
+                    let _ = reply.send(added);
+                }
+                crate::api::Command::RemoveForward(f, reply) => {
+                    let _ = reply.send(self.stack.remove_forward(f.protocol, f.host));
+                }
             }
         }
     }

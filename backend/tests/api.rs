@@ -118,6 +118,36 @@ fn stats_metrics_coalescing_and_capture_through_ctl() {
     assert!(out.contains("\"up\": true"), "{out}");
     assert_eq!(vg.counter("stack", "icmp_tx_echo_replies"), 19);
 
+    // Forwards at run time: opened, listed, used (the stack opens the guest side: a SYN to the
+    // frontend's address), closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = format!("tcp:127.0.0.1:{port}:7");
+    let (ok, _, err) = ctl(&api, &["forward", "add", &spec]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ctl(&api, &["forward", "add", &spec]);
+    assert!(!ok && err.contains("already listens"), "{err}");
+    let (_, list, _) = ctl(&api, &["forward", "list"]);
+    assert!(
+        list.contains(&format!("\"host\": \"127.0.0.1:{port}\"")),
+        "{list}"
+    );
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the forward listens");
+    wait_until(T, || vg.counter("stack", "tcp_forwarded") == 1);
+    let (ok, _, err) = ctl(&api, &["forward", "remove", &spec]);
+    assert!(ok, "{err}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "closed"
+    );
+    let (ok, _, err) = ctl(&api, &["forward", "remove", &spec]);
+    assert!(!ok && err.contains("no such forward"), "{err}");
+    let (ok, _, err) = ctl(&api, &["forward", "add", "sctp:1:2"]);
+    assert!(!ok && err.contains("tcp or udp"), "{err}");
+
     // Unknown endpoints and methods are clear errors.
     let e = virtgate::api::request(&api, "GET", "/nothing", None).unwrap_err();
     assert!(e.starts_with("404"), "{e}");

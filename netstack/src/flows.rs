@@ -142,6 +142,20 @@ impl FlowTable {
         Some(flow)
     }
 
+    /// Removes the flows carried by `socket` (a forward's, going away); returns how many.
+    pub fn remove_by_socket(&mut self, socket: SocketId) -> usize {
+        let keys: Vec<FlowKey> = self
+            .flows
+            .values()
+            .filter(|f| f.socket == socket)
+            .map(|f| f.key)
+            .collect();
+        for k in &keys {
+            self.remove(k);
+        }
+        keys.len()
+    }
+
     /// Removes the flows idle past their timeout, handing each to `gone`.
     pub fn expire(&mut self, now: Instant, mut gone: impl FnMut(Flow)) {
         let expired: Vec<FlowKey> = self

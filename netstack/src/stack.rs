@@ -100,6 +100,7 @@ pub(crate) struct ForwardListener {
     pub(crate) socket: SocketId,
     pub(crate) guest_port: u16,
     pub(crate) protocol: ForwardProtocol,
+    pub(crate) host: std::net::SocketAddr,
 }
 
 /// The gateway stack, reaching the host through `H`.

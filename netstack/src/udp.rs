@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use log::{debug, trace};
 
-use crate::config::ForwardProtocol;
+use crate::config::{Forward, ForwardProtocol};
 use crate::flows::{Flow, FlowKey, Origin};
 use crate::host::{HostIo, SocketId};
 use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
@@ -273,26 +273,80 @@ impl<H: HostIo> Stack<H> {
     /// before traffic.
     pub fn open_forwards(&mut self) -> io::Result<()> {
         for f in self.cfg.forwards.clone() {
-            let opened = match f.protocol {
-                ForwardProtocol::Udp => self.host.udp_bind(f.host),
-                ForwardProtocol::Tcp => self.host.tcp_listen(f.host),
-            };
-            let socket = opened.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "forward {} {} -> guest port {}: {e}",
-                        f.protocol, f.host, f.guest_port
-                    ),
-                )
-            })?;
-            self.forwards.push(ForwardListener {
-                socket,
-                guest_port: f.guest_port,
-                protocol: f.protocol,
-            });
+            self.add_forward(f)?;
         }
         Ok(())
+    }
+
+    /// Opens an inbound forward (at start-up, or at run time through the control API). A second
+    /// forward of the same protocol on the same host address is refused.
+    pub fn add_forward(&mut self, f: Forward) -> io::Result<()> {
+        if f.guest_port == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "guest port 0 is not a port",
+            ));
+        }
+        if self
+            .forwards
+            .iter()
+            .any(|l| l.protocol == f.protocol && l.host == f.host)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("a {} forward already listens on {}", f.protocol, f.host),
+            ));
+        }
+        let opened = match f.protocol {
+            ForwardProtocol::Udp => self.host.udp_bind(f.host),
+            ForwardProtocol::Tcp => self.host.tcp_listen(f.host),
+        };
+        let socket = opened.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "forward {} {} -> guest port {}: {e}",
+                    f.protocol, f.host, f.guest_port
+                ),
+            )
+        })?;
+        self.forwards.push(ForwardListener {
+            socket,
+            guest_port: f.guest_port,
+            protocol: f.protocol,
+            host: f.host,
+        });
+        Ok(())
+    }
+
+    /// Closes the forward of `protocol` on `host`; false if there is none. TCP connections made
+    /// through it go on (they have sockets of their own); its UDP flows end with it.
+    pub fn remove_forward(&mut self, protocol: ForwardProtocol, host: SocketAddr) -> bool {
+        let Some(i) = self
+            .forwards
+            .iter()
+            .position(|l| l.protocol == protocol && l.host == host)
+        else {
+            return false;
+        };
+        let l = self.forwards.remove(i);
+        let flows = self.flows.remove_by_socket(l.socket);
+        self.stats.flows_closed += flows as u64;
+        self.stats.flows_active = self.flows.len() as u64;
+        self.host.close(l.socket);
+        true
+    }
+
+    /// The inbound forwards open now.
+    pub fn forwards(&self) -> Vec<Forward> {
+        self.forwards
+            .iter()
+            .map(|l| Forward {
+                protocol: l.protocol,
+                host: l.host,
+                guest_port: l.guest_port,
+            })
+            .collect()
     }
 
     /// A host socket is readable (or has a pending error): move what it holds to the guest.
