@@ -122,14 +122,7 @@ impl crate::api::Link for Control {
         }
         info!("link {}", if up { "up" } else { "down" });
         if !up {
-            if let Some(relay) = self
-                .current
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
-                relay.disconnect_qemu();
-            }
+            self.with_current_relay(RelayShutdown::disconnect_qemu);
         }
     }
 
@@ -156,13 +149,18 @@ impl Control {
     fn request_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.write(1);
+        self.with_current_relay(RelayShutdown::shutdown);
+    }
+
+    /// Runs `f` on the relay of the connection being served, if any.
+    fn with_current_relay(&self, f: impl FnOnce(&RelayShutdown)) {
         if let Some(relay) = self
             .current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            relay.shutdown();
+            f(relay);
         }
     }
 }

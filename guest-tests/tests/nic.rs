@@ -6,6 +6,23 @@ use std::time::Duration;
 
 use guest_tests::{Virtgate, Vm, VmOptions};
 
+/// `virtgate ctl --api-socket API ARGS...`; panics unless it succeeds, returns its output.
+fn ctl(api: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(guest_tests::virtgate_bin())
+        .arg("ctl")
+        .arg("--api-socket")
+        .arg(api)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "virtgate ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The guest's interrupt count on the virtio RX queue (`virtio0-input.0` in /proc/interrupts).
 fn rx_interrupts(vm: &mut Vm) -> u64 {
     let line = vm.sh("grep virtio0-input.0 /proc/interrupts");
@@ -184,21 +201,6 @@ fn the_control_api_agrees_with_the_guest() {
     let vg = Virtgate::start(&["--api-socket", api.to_str().unwrap()]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
-    let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(guest_tests::virtgate_bin())
-            .arg("ctl")
-            .arg("--api-socket")
-            .arg(&api)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let counter = |vm: &mut Vm, name: &str| -> u64 {
         vm.sh(&format!("cat /sys/class/net/eth0/statistics/{name}"))
             .trim()
@@ -214,7 +216,7 @@ fn the_control_api_agrees_with_the_guest() {
             counter(&mut vm, "rx_packets"),
             counter(&mut vm, "tx_packets"),
         );
-        let stats: serde_json::Value = serde_json::from_str(&ctl(&["stats"])).unwrap();
+        let stats: serde_json::Value = serde_json::from_str(&ctl(&api, &["stats"])).unwrap();
         if stats["device"]["rx_frames"] == rx && stats["device"]["tx_frames"] == tx {
             agreed = true;
             break;
@@ -222,10 +224,13 @@ fn the_control_api_agrees_with_the_guest() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(agreed, "the API's frame counts never matched the guest's");
-    let set = ctl(&["coalesce", "--rx-usecs", "200", "--rx-usecs-abs", "1000"]);
+    let set = ctl(
+        &api,
+        &["coalesce", "--rx-usecs", "200", "--rx-usecs-abs", "1000"],
+    );
     assert!(set.contains("\"rx_usecs\": 200"), "{set}");
     vm.run("ping -c 3 10.0.2.2", Duration::from_secs(30)).ok();
-    let stats: serde_json::Value = serde_json::from_str(&ctl(&["stats"])).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&ctl(&api, &["stats"])).unwrap();
     assert!(
         stats["device"]["rx_interrupts_moderated"].as_u64().unwrap() >= 1,
         "{stats:#}"
@@ -263,17 +268,6 @@ fn link_down_and_up_through_the_api_keeps_connections() {
         },
     );
     vm.bring_up();
-    let ctl = |action: &str| {
-        let out = std::process::Command::new(guest_tests::virtgate_bin())
-            .args(["ctl", "--api-socket", api.to_str().unwrap(), "link", action])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     vm.sh(&format!(
         "tcpclient 10.0.2.2 {port} send ab read 2 sleep 15000 send cd read 2 >/tmp/c.log 2>&1 &"
     ));
@@ -283,12 +277,12 @@ fn link_down_and_up_through_the_api_keeps_connections() {
         ))
     };
     wait_for(&mut vm, "grep -q got:ab /tmp/c.log");
-    ctl("down");
+    ctl(&api, &["link", "down"]);
     wait_for(&mut vm, "grep -qx 0 /sys/class/net/eth0/carrier");
     // QEMU keeps knocking; virtgate keeps refusing while the link is down.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(vm.sh("cat /sys/class/net/eth0/carrier").trim(), "0");
-    ctl("up");
+    ctl(&api, &["link", "up"]);
     wait_for(&mut vm, "grep -qx 1 /sys/class/net/eth0/carrier");
     let out = vm
         .run(
