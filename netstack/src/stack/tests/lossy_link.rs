@@ -511,6 +511,16 @@ impl Sim {
         panic!("the simulation did not finish");
     }
 
+    /// The host peer writes `data` to its end of the connection.
+    fn host_sends(&mut self, data: &[u8]) {
+        self.stack
+            .host_mut()
+            .tcp_incoming
+            .entry(self.sock)
+            .or_default()
+            .push_back(Some(data.to_vec()));
+    }
+
     fn host_written(&self) -> &[u8] {
         self.stack
             .host()
@@ -541,12 +551,7 @@ const LOSSY: Impairments = Impairments {
 fn host_to_guest_recovers_with_sack(#[values(1, 2, 3, 4)] seed: u64) {
     let mut sim = Sim::connect(seed, LOSSY, Vec::new());
     let data = pattern(2 << 20, seed as u8);
-    sim.stack
-        .host_mut()
-        .tcp_incoming
-        .entry(sim.sock)
-        .or_default()
-        .push_back(Some(data.clone()));
+    sim.host_sends(&data);
     let took = sim.run(Duration::from_secs(120), |s| {
         s.guest.received.len() >= data.len()
     });
@@ -612,12 +617,7 @@ fn reordering_alone_retransmits_nothing() {
     };
     let data = pattern(1 << 20, 9);
     let mut sim = Sim::connect(11, imp, data.clone());
-    sim.stack
-        .host_mut()
-        .tcp_incoming
-        .entry(sim.sock)
-        .or_default()
-        .push_back(Some(data.clone()));
+    sim.host_sends(&data);
     sim.run(Duration::from_secs(60), |s| {
         s.guest.received.len() >= data.len() && s.host_written().len() >= data.len()
     });
@@ -637,12 +637,7 @@ fn reordering_alone_retransmits_nothing() {
 fn one_loss_halves_the_window_then_it_grows_again() {
     let mut sim = Sim::connect(5, Impairments::default(), Vec::new());
     let data = pattern(4 << 20, 1);
-    sim.stack
-        .host_mut()
-        .tcp_incoming
-        .entry(sim.sock)
-        .or_default()
-        .push_back(Some(data.clone()));
+    sim.host_sends(&data);
     // Let slow start run for a while, then lose one segment.
     sim.run(Duration::from_secs(10), |s| {
         s.guest.received.len() > 300_000
@@ -683,12 +678,7 @@ fn a_lost_tail_is_repaired_by_the_timer() {
     sim.to_guest
         .drop_at
         .extend([first + 11, first + 12, first + 13]);
-    sim.stack
-        .host_mut()
-        .tcp_incoming
-        .entry(sim.sock)
-        .or_default()
-        .push_back(Some(data.clone()));
+    sim.host_sends(&data);
     let took = sim.run(Duration::from_secs(30), |s| {
         s.guest.received.len() >= data.len()
     });
@@ -715,12 +705,7 @@ fn jitter_and_loss_both_ways(#[values(21, 22)] seed: u64) {
     };
     let data = pattern(1 << 20, seed as u8);
     let mut sim = Sim::connect(seed, imp, data.clone());
-    sim.stack
-        .host_mut()
-        .tcp_incoming
-        .entry(sim.sock)
-        .or_default()
-        .push_back(Some(data.clone()));
+    sim.host_sends(&data);
     let took = sim.run(Duration::from_secs(120), |s| {
         s.guest.received.len() >= data.len() && s.host_written().len() >= data.len()
     });
