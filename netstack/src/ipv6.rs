@@ -601,7 +601,6 @@ impl<H: HostIo> Stack<H> {
         }
         // The gateway's addresses: the host's loopback and the DNS upstream, as over IPv4.
         self.stats.udp_rx_datagrams += 1;
-        let _ = cfg;
         self.udp_to_host(now, ip.src.into(), ip.dst.into(), &udp, packet);
     }
 

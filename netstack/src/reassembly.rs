@@ -73,10 +73,10 @@ pub enum Outcome {
     Invalid,
 }
 
-/// A datagram that timed out with its first fragment: the header and leading bytes to quote in
-/// ICMP Time Exceeded (code 1), as RFC 792 and RFC 8200 §4.5 ask.
+/// A datagram that timed out. With its first fragment in, `quote` holds the header and leading
+/// bytes to quote in ICMP Time Exceeded (code 1), as RFC 792 and RFC 8200 §4.5 ask.
 pub struct Expired {
-    pub quote: Vec<u8>,
+    pub quote: Option<Vec<u8>>,
     pub ipv6: bool,
 }
 
@@ -260,28 +260,25 @@ impl Reassembler {
         self.bytes -= d.data.len();
     }
 
-    /// Drops datagrams past their timeout; returns those whose first fragment had arrived.
-    pub fn expire(&mut self, now: Instant, mut expired: impl FnMut(Expired)) -> usize {
-        let mut n = 0;
+    /// Drops datagrams past their timeout, handing each to `expired`.
+    pub fn expire(&mut self, now: Instant, mut expired: impl FnMut(Expired)) {
         let mut i = 0;
         while i < self.datagrams.len() {
             if self.datagrams[i].expires_at <= now {
                 let d = self.datagrams.swap_remove(i);
                 self.bytes -= d.data.len();
-                n += 1;
-                if let Some(h) = d.header {
-                    let mut quote = h;
-                    quote.extend_from_slice(&d.data[..d.data.len().min(8)]);
-                    expired(Expired {
-                        quote,
-                        ipv6: matches!(d.key, Key::V6 { .. }),
-                    });
-                }
+                let quote = d.header.map(|mut h| {
+                    h.extend_from_slice(&d.data[..d.data.len().min(8)]);
+                    h
+                });
+                expired(Expired {
+                    quote,
+                    ipv6: matches!(d.key, Key::V6 { .. }),
+                });
             } else {
                 i += 1;
             }
         }
-        n
     }
 
     pub fn poll_at(&self) -> Option<Instant> {
@@ -373,14 +370,13 @@ mod tests {
         let mut out = Vec::new();
         add(&mut r, 0, &frag(0, true, &[1; 16]), &mut out);
         let mut quotes = 0;
-        assert_eq!(r.expire(Instant::from_secs(29), |_| quotes += 1), 0);
-        assert_eq!(
-            r.expire(Instant::from_secs(30), |e| {
-                assert_eq!(e.quote.len(), 28);
-                quotes += 1
-            }),
-            1
-        );
+        r.expire(Instant::from_secs(29), |_| quotes += 1);
+        assert_eq!(quotes, 0);
+        r.expire(Instant::from_secs(30), |e| {
+            assert_eq!(e.quote.map(|q| q.len()), Some(28));
+            assert!(!e.ipv6);
+            quotes += 1
+        });
         assert_eq!(quotes, 1);
         assert_eq!(r.poll_at(), None);
     }

@@ -288,20 +288,22 @@ impl<H: HostIo> Stack<H> {
     pub fn poll(&mut self, now: Instant) {
         self.expire_flows(now);
         self.tcp_poll(now);
-        let mut quotes = Vec::new();
-        let n = self
-            .reassembly
-            .expire(now, |e| quotes.push((e.quote, e.ipv6)));
-        self.stats.ipv4_reasm_timeouts += n as u64;
-        for (quote, ipv6) in quotes {
+        let mut expired = Vec::new();
+        self.reassembly.expire(now, |e| expired.push(e));
+        for e in expired {
+            if e.ipv6 {
+                self.stats.ipv6_reasm_timeouts += 1;
+            } else {
+                self.stats.ipv4_reasm_timeouts += 1;
+            }
             // RFC 792 and RFC 8200 §4.5: Time Exceeded, code 1 (fragment reassembly), when the
             // first fragment came.
-            if ipv6 {
-                self.stats.ipv4_reasm_timeouts -= 1;
-                self.stats.ipv6_reasm_timeouts += 1;
-                self.ipv6_reassembly_timed_out(now, &quote);
-            } else {
-                self.dispatch_icmp_error(now, icmpv4::TYPE_TIME_EXCEEDED, 1, &quote);
+            match (e.quote, e.ipv6) {
+                (Some(quote), true) => self.ipv6_reassembly_timed_out(now, &quote),
+                (Some(quote), false) => {
+                    self.dispatch_icmp_error(now, icmpv4::TYPE_TIME_EXCEEDED, 1, &quote)
+                }
+                (None, _) => {}
             }
         }
         let mut due = [(Ipv4Address::UNSPECIFIED, None); 8];

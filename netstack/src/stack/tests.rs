@@ -1415,7 +1415,6 @@ mod tcp_flows {
         assert_eq!(s.host().tcp_aborted, vec![sock]);
         assert_eq!(s.stats().tcp_connections, 0);
         assert!(drain(&mut s).is_empty());
-        let _ = Duration::ZERO;
     }
 }
 
