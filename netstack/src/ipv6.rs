@@ -15,6 +15,7 @@ use crate::arp::NeighborCache;
 use crate::config::{Dhcpv6Mode, Ipv6Config, GATEWAY_LINK_LOCAL};
 use crate::dhcpv6::{self, Answer, Dhcpv6Lease, Dhcpv6Server};
 use crate::host::HostIo;
+use crate::offload::PayloadOffload;
 use crate::reassembly;
 use crate::stack::Stack;
 use crate::time::{Duration, Instant};
@@ -348,7 +349,7 @@ impl<H: HostIo> Stack<H> {
             }
             IpProtocol::Udp => {
                 if let Ok(udp) = UdpPacket::new_checked(body) {
-                    if udp_checksum_ok(repr, body) {
+                    if self.inbound.checksum.is_some() || udp_checksum_ok(repr, body) {
                         self.stats.udp_rx_datagrams += 1;
                         self.udp_to_host(now, repr.src.into(), repr.dst.into(), &udp, packet);
                     } else {
@@ -584,7 +585,8 @@ impl<H: HostIo> Stack<H> {
             self.stats.drop_udp_malformed += 1;
             return;
         };
-        if !udp_checksum_ok(ip, body) {
+        // A partial checksum (offloaded by the guest) is not checked: the bytes are the guest's own.
+        if self.inbound.checksum.is_none() && !udp_checksum_ok(ip, body) {
             self.stats.drop_udp_checksum += 1;
             return;
         }
@@ -955,10 +957,26 @@ impl<H: HostIo> Stack<H> {
         repr: &Ipv6Repr,
         emit_payload: impl FnOnce(&mut [u8]),
     ) -> bool {
+        self.dispatch_ipv6_offload(now, dst_mac, repr, PayloadOffload::NONE, emit_payload)
+    }
+
+    /// [`Stack::dispatch_ipv6`] for a payload that leaves work to the NIC, as
+    /// [`Stack::dispatch_ipv4_offload`].
+    pub(crate) fn dispatch_ipv6_offload(
+        &mut self,
+        now: Instant,
+        dst_mac: Option<EthernetAddress>,
+        repr: &Ipv6Repr,
+        offload: PayloadOffload,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let ip_len = repr.buffer_len();
-        if ip_len > usize::from(self.cfg.mtu) {
+        if ip_len > usize::from(self.cfg.mtu) && offload.gso.is_none() {
             // Larger than the link (a host datagram): fragments, which the guest reassembles.
-            return self.dispatch_ipv6_fragmented(now, dst_mac, repr, emit_payload);
+            return self.dispatch_ipv6_fragmented(now, dst_mac, repr, |payload| {
+                emit_payload(payload);
+                offload.complete(payload);
+            });
         }
         let src_mac = self.cfg.gateway_mac;
         let build = |buf: &mut [u8], dst: EthernetAddress| {
@@ -980,17 +998,27 @@ impl<H: HostIo> Stack<H> {
         };
         match mac {
             Some(mac) => {
-                if !self.queue_frame_with(frame_len, |b| build(b, mac)) {
+                let meta = offload.frame_meta(ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN);
+                if !self.queue_frame_meta(frame_len, meta, |b| build(b, mac)) {
                     return false;
                 }
                 self.stats.ipv6_tx_packets += 1;
                 true
+            }
+            None if offload.gso.is_some() => {
+                // Too large to park: the sender (TCP) sends again once the guest answers.
+                self.stats.drop_ndp_unresolved += 1;
+                if let Some(cfg) = self.cfg.ipv6.clone() {
+                    self.send_neighbor_solicit(now, &cfg, repr.dst, None);
+                }
+                false
             }
             None => {
                 let mut scratch = self.take_scratch();
                 scratch.clear();
                 scratch.resize(frame_len, 0);
                 build(&mut scratch, EthernetAddress([0; 6]));
+                offload.complete(&mut scratch[ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN..]);
                 let (request, replaced) = self.v6.neighbors.park(now, repr.dst, &scratch);
                 self.put_scratch(scratch);
                 if replaced {

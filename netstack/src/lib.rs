@@ -13,6 +13,7 @@
 //! - [`host`]: the [`HostIo`] trait, the only way to host sockets; `ScriptedHost` for tests.
 //! - [`flows`]: the flow table mapping guest conversations to host sockets.
 //! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
+//! - [`offload`]: checksum and segmentation offloads: per-frame metadata both ways.
 //! - [`reassembly`]: IPv4 reassembly of the guest's fragments.
 //! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets.
 //! - [`config`]: the addresses and limits the stack serves, validated.
@@ -27,6 +28,7 @@ pub mod flows;
 pub mod host;
 mod icmp;
 mod ipv6;
+pub mod offload;
 pub mod reassembly;
 pub mod stack;
 pub mod stats;

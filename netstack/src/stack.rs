@@ -15,6 +15,7 @@ use crate::dhcpv4::{Destination, DhcpServer, LeaseInfo, Outcome};
 use crate::flows::FlowTable;
 use crate::host::{HostIo, NoHost, SocketId};
 use crate::ipv6::Ipv6State;
+use crate::offload::{FrameMeta, GuestOffloads, PayloadOffload};
 use crate::reassembly::{self, Reassembler};
 use crate::stats::Stats;
 use crate::tcp::TcpTable;
@@ -45,10 +46,11 @@ pub enum Dispatch {
     Idle,
 }
 
-/// Outgoing frames in recycled buffers: once warm, queueing allocates nothing.
+/// Outgoing frames in recycled buffers, each with its offload metadata: once warm, queueing
+/// allocates nothing.
 #[derive(Debug, Default)]
 struct TxQueue {
-    frames: VecDeque<Vec<u8>>,
+    frames: VecDeque<(Vec<u8>, FrameMeta)>,
     free: Vec<Vec<u8>>,
 }
 
@@ -58,7 +60,7 @@ impl TxQueue {
     }
 
     /// Queues a frame of `len` bytes written by `emit`; false if the queue is full.
-    fn push_with(&mut self, len: usize, emit: impl FnOnce(&mut [u8])) -> bool {
+    fn push_with(&mut self, len: usize, meta: FrameMeta, emit: impl FnOnce(&mut [u8])) -> bool {
         if self.is_full() {
             return false;
         }
@@ -66,7 +68,7 @@ impl TxQueue {
         buf.clear();
         buf.resize(len, 0);
         emit(&mut buf);
-        self.frames.push_back(buf);
+        self.frames.push_back((buf, meta));
         true
     }
 
@@ -74,16 +76,16 @@ impl TxQueue {
         if self.is_full() {
             return false;
         }
-        self.frames.push_back(frame);
+        self.frames.push_back((frame, FrameMeta::NONE));
         true
     }
 
-    fn front(&self) -> Option<&[u8]> {
-        self.frames.front().map(Vec::as_slice)
+    fn front(&self) -> Option<(&[u8], FrameMeta)> {
+        self.frames.front().map(|(f, m)| (f.as_slice(), *m))
     }
 
     fn pop(&mut self) {
-        if let Some(buf) = self.frames.pop_front() {
+        if let Some((buf, _)) = self.frames.pop_front() {
             if self.free.len() < TX_QUEUE_CAPACITY {
                 self.free.push(buf);
             }
@@ -132,6 +134,10 @@ pub struct Stack<H: HostIo = NoHost> {
     /// place), and an IPv4-only guest still gets its ARP announcements.
     announce_v4: Announce,
     announce_v6: Announce,
+    /// What the guest's driver accepts in frames to it.
+    pub(crate) offloads: GuestOffloads,
+    /// The offload metadata of the guest frame being processed.
+    pub(crate) inbound: FrameMeta,
 }
 
 /// Where the link-up announcement stands.
@@ -208,6 +214,8 @@ impl<H: HostIo> Stack<H> {
             v6,
             announce_v4: Announce::Idle,
             announce_v6: Announce::Idle,
+            offloads: GuestOffloads::default(),
+            inbound: FrameMeta::NONE,
         })
     }
 
@@ -252,13 +260,18 @@ impl<H: HostIo> Stack<H> {
         usize::from(self.cfg.mtu) + ethernet::HEADER_LEN
     }
 
-    /// Offers the next queued frame to `deliver`, which returns whether it took it.
-    pub fn dispatch(&mut self, _now: Instant, deliver: impl FnOnce(&[u8]) -> bool) -> Dispatch {
-        let Some(frame) = self.txq.front() else {
+    /// Offers the next queued frame and its offload metadata to `deliver`, which returns whether
+    /// it took it. The metadata uses only the offloads set with [`Stack::set_guest_offloads`].
+    pub fn dispatch(
+        &mut self,
+        _now: Instant,
+        deliver: impl FnOnce(&[u8], FrameMeta) -> bool,
+    ) -> Dispatch {
+        let Some((frame, meta)) = self.txq.front() else {
             return Dispatch::Idle;
         };
         let len = frame.len();
-        if !deliver(frame) {
+        if !deliver(frame, meta) {
             return Dispatch::Held;
         }
         self.stats.eth_tx_frames += 1;
@@ -367,7 +380,17 @@ impl<H: HostIo> Stack<H> {
 
     /// Queues a frame of `len` bytes written by `emit`; false (counted) when the queue is full.
     pub(crate) fn queue_frame_with(&mut self, len: usize, emit: impl FnOnce(&mut [u8])) -> bool {
-        if self.txq.push_with(len, emit) {
+        self.queue_frame_meta(len, FrameMeta::NONE, emit)
+    }
+
+    /// [`Stack::queue_frame_with`] for a frame with offload metadata.
+    pub(crate) fn queue_frame_meta(
+        &mut self,
+        len: usize,
+        meta: FrameMeta,
+        emit: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        if self.txq.push_with(len, meta, emit) {
             true
         } else {
             self.stats.drop_tx_queue_full += 1;
@@ -388,8 +411,31 @@ impl<H: HostIo> Stack<H> {
         self.scratch = scratch;
     }
 
+    /// The offloads the guest's driver accepts in frames to it (the device's negotiated features);
+    /// none until set.
+    pub fn set_guest_offloads(&mut self, offloads: GuestOffloads) {
+        self.offloads = offloads;
+    }
+
+    pub fn guest_offloads(&self) -> GuestOffloads {
+        self.offloads
+    }
+
     /// Handles one Ethernet frame from the guest.
     pub fn process_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.process_frame_meta(now, frame, FrameMeta::NONE);
+    }
+
+    /// Handles one Ethernet frame from the guest that leaves work to the NIC (see
+    /// [`crate::offload`]): a partial transport checksum is trusted, a large TCP segment is taken
+    /// whole, a UDP segmentation request is split into its datagrams towards the host.
+    pub fn process_frame_meta(&mut self, now: Instant, frame: &[u8], meta: FrameMeta) {
+        self.inbound = meta;
+        self.process_ethernet(now, frame);
+        self.inbound = FrameMeta::NONE;
+    }
+
+    fn process_ethernet(&mut self, now: Instant, frame: &[u8]) {
         self.stats.eth_rx_frames += 1;
         self.stats.eth_rx_bytes += frame.len() as u64;
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
@@ -652,7 +698,8 @@ impl<H: HostIo> Stack<H> {
                 return;
             }
         };
-        if UdpRepr::parse(&udp, ip.src, ip.dst).is_err() {
+        // A partial checksum (offloaded by the guest) is not checked: the bytes are the guest's own.
+        if self.inbound.checksum.is_none() && UdpRepr::parse(&udp, ip.src, ip.dst).is_err() {
             self.stats.drop_udp_checksum += 1;
             trace!("drop: {udp}: bad checksum");
             return;
@@ -745,12 +792,14 @@ impl<H: HostIo> Stack<H> {
             dst: dst_mac,
             ethertype: EtherType::Arp,
         };
-        let queued = self
-            .txq
-            .push_with(ethernet::HEADER_LEN + arp::PACKET_LEN, |buf| {
+        let queued = self.txq.push_with(
+            ethernet::HEADER_LEN + arp::PACKET_LEN,
+            FrameMeta::NONE,
+            |buf| {
                 eth.emit(buf);
                 repr.emit(&mut buf[ethernet::HEADER_LEN..]);
-            });
+            },
+        );
         if !queued {
             self.stats.drop_tx_queue_full += 1;
         }
@@ -819,6 +868,7 @@ impl<H: HostIo> Stack<H> {
             };
             let queued = self.txq.push_with(
                 ethernet::HEADER_LEN + ipv4::HEADER_LEN + chunk.len(),
+                FrameMeta::NONE,
                 |buf| {
                     eth.emit(buf);
                     let ip = &mut buf[ethernet::HEADER_LEN..];
@@ -844,10 +894,27 @@ impl<H: HostIo> Stack<H> {
         repr: &Ipv4Repr,
         emit_payload: impl FnOnce(&mut [u8]),
     ) -> bool {
+        self.dispatch_ipv4_offload(now, dst_mac, repr, PayloadOffload::NONE, emit_payload)
+    }
+
+    /// [`Stack::dispatch_ipv4`] for a payload that leaves work to the NIC (`offload`, which the
+    /// caller chose within [`Stack::guest_offloads`]). A partial checksum is completed here when the
+    /// packet must be fragmented or parked; a segmentation request is never fragmented.
+    pub(crate) fn dispatch_ipv4_offload(
+        &mut self,
+        now: Instant,
+        dst_mac: Option<EthernetAddress>,
+        repr: &Ipv4Repr,
+        offload: PayloadOffload,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let ip_len = ipv4::HEADER_LEN + repr.payload_len;
-        if ip_len > usize::from(self.cfg.mtu) {
+        if ip_len > usize::from(self.cfg.mtu) && offload.gso.is_none() {
             // Larger than the link: fragments, which the guest reassembles (ip_defrag).
-            return self.dispatch_ipv4_fragmented(now, dst_mac, repr, emit_payload);
+            return self.dispatch_ipv4_fragmented(now, dst_mac, repr, |payload| {
+                emit_payload(payload);
+                offload.complete(payload);
+            });
         }
         let ident = self.ip_ident;
         self.ip_ident = self.ip_ident.wrapping_add(1);
@@ -866,20 +933,28 @@ impl<H: HostIo> Stack<H> {
         let frame_len = ethernet::HEADER_LEN + ip_len;
         match dst_mac.or_else(|| self.neighbors.lookup(now, repr.dst)) {
             Some(mac) => {
-                if !self.txq.push_with(frame_len, |buf| build(buf, mac)) {
-                    self.stats.drop_tx_queue_full += 1;
+                let meta = offload.frame_meta(ethernet::HEADER_LEN + ipv4::HEADER_LEN);
+                if !self.queue_frame_meta(frame_len, meta, |buf| build(buf, mac)) {
                     return false;
                 }
                 self.stats.ipv4_tx_packets += 1;
                 true
             }
+            None if offload.gso.is_some() => {
+                // Too large to park: the sender (TCP) sends again once the guest answers ARP.
+                self.stats.drop_arp_unresolved += 1;
+                self.dispatch_arp_request(repr.dst);
+                false
+            }
             None => {
                 // Unknown neighbour: build the frame with a placeholder destination and park it
-                // until ARP answers (the cache fills the MAC in).
+                // until ARP answers (the cache fills the MAC in). A parked frame is plain bytes:
+                // its checksum is completed.
                 let mut scratch = core::mem::take(&mut self.scratch);
                 scratch.clear();
                 scratch.resize(frame_len, 0);
                 build(&mut scratch, EthernetAddress([0; 6]));
+                offload.complete(&mut scratch[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
                 let (request, replaced) = self.neighbors.park(now, repr.dst, &scratch);
                 self.scratch = scratch;
                 if replaced {

@@ -265,6 +265,12 @@ crate::counters! {
         tcp_rx_segments,
         /// TCP segments to the guest.
         tcp_tx_segments,
+        /// Guest segments larger than their MSS (the guest's TSO), taken whole.
+        tcp_rx_large_segments,
+        /// Segments to the guest carrying several MSS of data (the guest accepts TSO).
+        tcp_tx_large_segments,
+        /// UDP segmentation requests (the guest's USO), split into datagrams towards the host.
+        udp_rx_segmented,
         /// TCP connections in the table (a gauge).
         tcp_connections,
         /// Guest connections refused (host port closed or unreachable, nothing serves the address).

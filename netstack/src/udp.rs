@@ -14,6 +14,7 @@ use log::{debug, trace};
 use crate::config::{Forward, ForwardProtocol};
 use crate::flows::{Flow, FlowKey, Origin};
 use crate::host::{HostIo, SocketId};
+use crate::offload::{Gso, GsoKind, PayloadOffload, UDP_CHECKSUM_OFFSET};
 use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
 use crate::time::Instant;
 use crate::wire::icmpv4::unreachable;
@@ -155,19 +156,40 @@ impl<H: HostIo> Stack<H> {
                 }
             }
         };
-        let sent = match origin {
-            Origin::Guest => self.host.send(sock, udp.payload()),
-            Origin::Forward { peer } => self.host.send_to(sock, udp.payload(), peer),
+        // A UDP segmentation request (USO) carries several datagrams of `segment_size` bytes
+        // behind one header: each goes to the host as the datagram it stands for.
+        let payload = udp.payload();
+        let segment = match self.inbound.gso {
+            Some(Gso {
+                kind: GsoKind::Udp,
+                segment_size,
+                ..
+            }) if segment_size > 0 => usize::from(segment_size),
+            _ => payload.len().max(1),
         };
-        match sent {
-            Ok(_) => self.stats.udp_tx_host_datagrams += 1,
-            // An earlier datagram drew an ICMP port unreachable from the remote.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                self.unreachable_for_packet(now, Unreachable::Port, dst, packet)
-            }
-            Err(e) => {
-                self.stats.drop_udp_host_error += 1;
-                trace!("drop: {udp}: host send failed: {e}");
+        if payload.len() > segment {
+            self.stats.udp_rx_segmented += 1;
+        }
+        // One empty datagram is still a datagram.
+        let datagrams = payload
+            .chunks(segment)
+            .chain(payload.is_empty().then_some(payload));
+        for datagram in datagrams {
+            let sent = match origin {
+                Origin::Guest => self.host.send(sock, datagram),
+                Origin::Forward { peer } => self.host.send_to(sock, datagram, peer),
+            };
+            match sent {
+                Ok(_) => self.stats.udp_tx_host_datagrams += 1,
+                // An earlier datagram drew an ICMP port unreachable from the remote.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.unreachable_for_packet(now, Unreachable::Port, dst, packet);
+                    return;
+                }
+                Err(e) => {
+                    self.stats.drop_udp_host_error += 1;
+                    trace!("drop: {udp}: host send failed: {e}");
+                }
             }
         }
     }
@@ -483,47 +505,52 @@ impl<H: HostIo> Stack<H> {
         dst: (IpAddress, u16),
         payload: &[u8],
     ) {
-        let (src, dst) = match (src, dst) {
-            ((IpAddress::V4(s), sp), (IpAddress::V4(d), dp)) => ((s, sp), (d, dp)),
-            ((IpAddress::V6(s), sp), (IpAddress::V6(d), dp)) => {
-                let repr = crate::wire::Ipv6Repr {
-                    src: s,
-                    dst: d,
-                    next_header: IpProtocol::Udp,
-                    payload_len: 8 + payload.len(),
-                    hop_limit: DEFAULT_TTL,
-                };
-                let sent = self.dispatch_ipv6(now, None, &repr, |b| {
-                    b[8..].copy_from_slice(payload);
-                    crate::ipv6::emit_udp6(b, sp, dp, s, d);
-                });
-                if sent {
-                    self.stats.udp_rx_host_datagrams += 1;
-                }
-                return;
-            }
-            _ => return,
-        };
         let udp_len = 8 + payload.len();
-        if ipv4::HEADER_LEN + udp_len > usize::from(u16::MAX) {
-            self.stats.drop_udp_too_big += 1;
-            return;
-        }
-        let ip = Ipv4Repr {
-            src: src.0,
-            dst: dst.0,
-            protocol: IpProtocol::Udp,
-            payload_len: udp_len,
-            ttl: DEFAULT_TTL,
-        };
         let udp = UdpRepr {
             src_port: src.1,
             dst_port: dst.1,
         };
-        let sent = self.dispatch_ipv4(now, None, &ip, |buf| {
+        // With GUEST_CSUM the checksum is left to the guest (it counts the datagram verified).
+        let partial = self.offloads.partial_checksum;
+        let offload = PayloadOffload {
+            checksum_offset: partial.then_some(UDP_CHECKSUM_OFFSET),
+            gso: None,
+        };
+        let emit = |buf: &mut [u8]| {
             buf[8..].copy_from_slice(payload);
-            udp.emit_v4(buf, ip.src, ip.dst);
-        });
+            if partial {
+                udp.emit_partial(buf, src.0, dst.0);
+            } else {
+                udp.emit(buf, src.0, dst.0);
+            }
+        };
+        let sent = match (src.0, dst.0) {
+            (IpAddress::V4(s), IpAddress::V4(d)) => {
+                if ipv4::HEADER_LEN + udp_len > usize::from(u16::MAX) {
+                    self.stats.drop_udp_too_big += 1;
+                    return;
+                }
+                let ip = Ipv4Repr {
+                    src: s,
+                    dst: d,
+                    protocol: IpProtocol::Udp,
+                    payload_len: udp_len,
+                    ttl: DEFAULT_TTL,
+                };
+                self.dispatch_ipv4_offload(now, None, &ip, offload, emit)
+            }
+            (IpAddress::V6(s), IpAddress::V6(d)) => {
+                let repr = crate::wire::Ipv6Repr {
+                    src: s,
+                    dst: d,
+                    next_header: IpProtocol::Udp,
+                    payload_len: udp_len,
+                    hop_limit: DEFAULT_TTL,
+                };
+                self.dispatch_ipv6_offload(now, None, &repr, offload, emit)
+            }
+            _ => return,
+        };
         if sent {
             self.stats.udp_rx_host_datagrams += 1;
         }

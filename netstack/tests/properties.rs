@@ -223,7 +223,7 @@ fn check_output(s: &mut Stack) {
     let gw = s.config().gateway_mac;
     for _ in 0..1000 {
         let mut frame = None;
-        s.dispatch(Instant::ZERO, |f| {
+        s.dispatch(Instant::ZERO, |f, _| {
             frame = Some(f.to_vec());
             true
         });

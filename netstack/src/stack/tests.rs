@@ -50,11 +50,18 @@ fn echo_request(dst: Ipv4Address, seq: u16, data: &[u8]) -> Vec<u8> {
 
 /// Drains every queued frame.
 fn drain<H: crate::host::HostIo>(s: &mut Stack<H>) -> Vec<Vec<u8>> {
+    drain_meta(s).into_iter().map(|(f, _)| f).collect()
+}
+
+/// Drains every queued frame with its offload metadata.
+fn drain_meta<H: crate::host::HostIo>(
+    s: &mut Stack<H>,
+) -> Vec<(Vec<u8>, crate::offload::FrameMeta)> {
     let mut out = Vec::new();
     for _ in 0..TX_QUEUE_CAPACITY + 1 {
         let mut got = None;
-        match s.dispatch(Instant::ZERO, |f| {
-            got = Some(f.to_vec());
+        match s.dispatch(Instant::ZERO, |f, meta| {
+            got = Some((f.to_vec(), meta));
             true
         }) {
             Dispatch::Sent(_) => out.push(got.unwrap()),
@@ -357,7 +364,7 @@ mod ipv4_layer {
             );
         }
         assert_eq!(s.stats().drop_tx_queue_full, 5);
-        assert_eq!(s.dispatch(Instant::ZERO, |_| false), Dispatch::Held);
+        assert_eq!(s.dispatch(Instant::ZERO, |_, _| false), Dispatch::Held);
         let out = drain(&mut s);
         assert_eq!(out.len(), TX_QUEUE_CAPACITY);
         // The oldest frames were kept, in order.
@@ -568,6 +575,54 @@ mod host_flows {
         let st = s.stats();
         assert_eq!((st.udp_tx_host_datagrams, st.udp_rx_host_datagrams), (2, 1));
         assert_eq!((st.flows_opened, st.flows_active), (1, 1));
+    }
+
+    #[test]
+    fn a_uso_request_is_split_into_its_datagrams_and_replies_may_leave_checksums_partial() {
+        use crate::offload::{FrameMeta, Gso, GsoKind, GuestOffloads, PartialChecksum};
+        let mut s = host_stack(Config::default());
+        let gw = Ipv4Address::new(10, 0, 2, 2);
+        let payload: Vec<u8> = (0..3000).map(|i| (i % 256) as u8).collect();
+        let meta = FrameMeta {
+            checksum: None,
+            gso: Some(Gso {
+                kind: GsoKind::Udp,
+                segment_size: 1200,
+                header_len: 42,
+            }),
+        };
+        s.process_frame_meta(Instant::ZERO, &udp_frame(gw, 40000, 7, &payload), meta);
+        let to: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let sock = s.host().find(&ScriptedSocket::UdpConnected(to)).unwrap();
+        let sent: Vec<Sent> = [&payload[..1200], &payload[1200..2400], &payload[2400..]]
+            .iter()
+            .map(|p| Sent::Udp {
+                sock,
+                to,
+                payload: p.to_vec(),
+            })
+            .collect();
+        assert_eq!(s.host().sent, sent);
+        assert_eq!(s.stats().udp_rx_segmented, 1);
+        assert_eq!(s.stats().udp_tx_host_datagrams, 3);
+
+        // The reply, to a guest that takes partial checksums.
+        s.set_guest_offloads(GuestOffloads {
+            partial_checksum: true,
+            ..GuestOffloads::default()
+        });
+        s.host_mut().inject_datagram(sock, to, b"pong");
+        s.host_ready(Instant::ZERO, sock);
+        let mut out = drain_meta(&mut s);
+        assert_eq!(out.len(), 1);
+        let (frame, meta) = &mut out[0];
+        let c = PartialChecksum {
+            start: 34,
+            offset: 6,
+        };
+        assert_eq!(meta.checksum, Some(c));
+        assert!(c.complete(frame));
+        assert_eq!(parse_udp(frame), (gw, 7, GUEST_IP, 40000, b"pong".to_vec()));
     }
 
     #[test]
@@ -1415,6 +1470,156 @@ mod tcp_flows {
         assert_eq!(s.host().tcp_aborted, vec![sock]);
         assert_eq!(s.stats().tcp_connections, 0);
         assert!(drain(&mut s).is_empty());
+    }
+
+    /// Offloads towards the guest: large segments and partial checksums, only when accepted.
+    mod offloads {
+        use super::*;
+        use crate::offload::{FrameMeta, Gso, GsoKind, GuestOffloads, PartialChecksum};
+
+        const ALL: GuestOffloads = GuestOffloads {
+            partial_checksum: true,
+            tso4: true,
+            tso6: true,
+        };
+
+        /// Queues `n` bytes (a counting pattern) on the host side of the connection.
+        fn host_sends(s: &mut Stack<ScriptedHost>, sock: crate::host::SocketId, n: usize) {
+            let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let q = s.host_mut().tcp_incoming.entry(sock).or_default();
+            for chunk in data.chunks(16 * 1024) {
+                q.push_back(Some(chunk.to_vec()));
+            }
+            s.host_ready(Instant::ZERO, sock);
+        }
+
+        /// Completes what the metadata left partial, as the guest's NIC driver would accept it.
+        fn complete(frames: Vec<(Vec<u8>, FrameMeta)>) -> Vec<(Vec<u8>, FrameMeta)> {
+            frames
+                .into_iter()
+                .map(|(mut f, m)| {
+                    if let Some(c) = m.checksum {
+                        assert!(c.complete(&mut f));
+                    }
+                    (f, m)
+                })
+                .collect()
+        }
+
+        #[test]
+        fn accepted_tso_sends_large_segments_with_partial_checksums() {
+            let (mut s, iss, sock) = established();
+            s.set_guest_offloads(ALL);
+            host_sends(&mut s, sock, 40_000);
+            let out = complete(drain_meta(&mut s));
+            let frames: Vec<Vec<u8>> = out.iter().map(|(f, _)| f.clone()).collect();
+            let segs = segments(&frames);
+            // The initial window (ten segments of 1460) goes as one request of ten segments.
+            assert_eq!(segs.len(), 1, "{segs:?}");
+            assert_eq!(segs[0].payload.len(), 14_600);
+            assert_eq!(segs[0].seq_number, SeqNumber(iss + 1));
+            assert!(segs[0]
+                .payload
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i % 251) as u8));
+            assert_eq!(
+                out[0].1,
+                FrameMeta {
+                    checksum: Some(PartialChecksum {
+                        start: 34,
+                        offset: 16
+                    }),
+                    gso: Some(Gso {
+                        kind: GsoKind::Tcpv4,
+                        segment_size: 1460,
+                        header_len: 54,
+                    }),
+                }
+            );
+            assert_eq!(s.stats().tcp_tx_large_segments, 1);
+            // The guest acknowledges it all: the congestion window grows by two segments (RFC
+            // 3465 with L=2), and the next request carries all of it.
+            s.process_frame(
+                Instant::ZERO,
+                &seg(0, GUEST_ISN + 1, Some(iss + 1 + 14_600), 502, b""),
+            );
+            let out = drain_meta(&mut s);
+            let sizes: Vec<usize> = out.iter().map(|(f, _)| f.len() - 54).collect();
+            assert_eq!(sizes, vec![14_600 + 2 * 1460]);
+            assert!(out.iter().all(|(_, m)| m.checksum.is_some()));
+        }
+
+        #[test]
+        fn without_tso_segments_stay_within_the_mss_and_checksums_complete() {
+            let (mut s, _, sock) = established();
+            s.set_guest_offloads(GuestOffloads {
+                partial_checksum: true,
+                ..GuestOffloads::default()
+            });
+            host_sends(&mut s, sock, 40_000);
+            let out = drain_meta(&mut s);
+            assert_eq!(out.len(), 10);
+            assert!(out
+                .iter()
+                .all(|(f, m)| f.len() <= 1514 && m.gso.is_none() && m.checksum.is_some()));
+            let out = complete(out);
+            let frames: Vec<Vec<u8>> = out.into_iter().map(|(f, _)| f).collect();
+            assert_eq!(segments(&frames).len(), 10, "every checksum verifies");
+
+            // And with no offloads at all, frames are complete as they are.
+            let (mut s, _, sock) = established();
+            host_sends(&mut s, sock, 40_000);
+            let out = drain_meta(&mut s);
+            assert!(out.iter().all(|(_, m)| *m == FrameMeta::NONE));
+            let frames: Vec<Vec<u8>> = out.into_iter().map(|(f, _)| f).collect();
+            assert_eq!(segments(&frames).len(), 10);
+            assert_eq!(s.stats().tcp_tx_large_segments, 0);
+        }
+
+        /// A guest segment as a TSO driver hands it over: many MSS behind one header, the
+        /// checksum field holding only the pseudo-header sum.
+        fn large_partial_segment(seq: u32, ack: u32, payload: &[u8]) -> (Vec<u8>, FrameMeta) {
+            let mut f = seg(flags::PSH, seq, Some(ack), 502, payload);
+            let pseudo =
+                crate::wire::checksum::pseudo_header_v4(GUEST_IP, GW, 6, (f.len() - 34) as u32);
+            let folded = !crate::wire::checksum::finish(pseudo);
+            f[34 + 16..34 + 18].copy_from_slice(&folded.to_be_bytes());
+            let meta = FrameMeta {
+                checksum: Some(PartialChecksum {
+                    start: 34,
+                    offset: 16,
+                }),
+                gso: Some(Gso {
+                    kind: GsoKind::Tcpv4,
+                    segment_size: 1460,
+                    header_len: 54,
+                }),
+            };
+            (f, meta)
+        }
+
+        #[test]
+        fn a_large_guest_segment_with_a_partial_checksum_is_taken_whole() {
+            let (mut s, iss, sock) = established();
+            let data: Vec<u8> = (0..20_000).map(|i| (i % 13) as u8).collect();
+            let (frame, meta) = large_partial_segment(GUEST_ISN + 1, iss + 1, &data);
+            // Without the metadata the same bytes are a bad checksum.
+            s.process_frame(Instant::ZERO, &frame);
+            assert_eq!(s.stats().drop_tcp_checksum, 1);
+            assert!(!s.host().tcp_written.contains_key(&sock));
+            s.process_frame_meta(Instant::ZERO, &frame, meta);
+            assert_eq!(s.host().tcp_written[&sock], data);
+            assert_eq!(s.stats().tcp_rx_large_segments, 1);
+            assert_eq!(s.stats().drop_tcp_checksum, 1);
+            // Many segments' worth arrived: acknowledged at once, not after the delayed-ACK timer.
+            let out = drain(&mut s);
+            let acks = segments(&out);
+            assert_eq!(
+                acks.last().unwrap().ack_number,
+                Some(SeqNumber(GUEST_ISN + 1 + 20_000))
+            );
+        }
     }
 }
 

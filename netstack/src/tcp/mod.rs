@@ -35,6 +35,7 @@ use log::{debug, trace};
 
 use crate::config::Keepalive;
 use crate::host::{HostIo, SocketId};
+use crate::offload::{GsoKind, PayloadOffload, TCP_CHECKSUM_OFFSET};
 use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
 use crate::time::{Duration, Instant};
 use crate::wire::tcp::flags;
@@ -551,7 +552,13 @@ impl<H: HostIo> Stack<H> {
             self.stats.drop_tcp_malformed += 1;
             return;
         };
-        let repr = match TcpRepr::parse(&seg, src, dst) {
+        // A partial checksum (offloaded by the guest) is not checked: the bytes are the guest's own.
+        let parsed = if self.inbound.checksum.is_some() {
+            TcpRepr::parse_unverified(&seg)
+        } else {
+            TcpRepr::parse(&seg, src, dst)
+        };
+        let repr = match parsed {
             Ok(r) => r,
             Err(crate::wire::Error::Checksum) => {
                 self.stats.drop_tcp_checksum += 1;
@@ -562,6 +569,13 @@ impl<H: HostIo> Stack<H> {
                 return;
             }
         };
+        if self
+            .inbound
+            .gso
+            .is_some_and(|g| repr.payload.len() > usize::from(g.segment_size))
+        {
+            self.stats.tcp_rx_large_segments += 1;
+        }
         let key = ConnKey {
             guest: (src, repr.src_port),
             remote: (dst, repr.dst_port),
@@ -966,7 +980,13 @@ impl<H: HostIo> Stack<H> {
             payload = &payload[skip..];
             seq = seq + skip;
         }
-        conn.rcv_mss = conn.rcv_mss.max(repr.payload.len());
+        // A large segment (the guest's TSO) counts by the segment size it stands for, as Linux
+        // measures rcv_mss by gso_size: the ACK pace stays per two segments.
+        let seg_len = match self.inbound.gso {
+            Some(g) => repr.payload.len().min(usize::from(g.segment_size)),
+            None => repr.payload.len(),
+        };
+        conn.rcv_mss = conn.rcv_mss.max(seg_len);
         // Trim what lies beyond the window we offered.
         let ahead = seq - conn.rcv_nxt;
         let room = conn.rcv_wnd().saturating_sub(ahead);
@@ -1229,19 +1249,24 @@ impl<H: HostIo> Stack<H> {
             conn.cc.on_idle(idle, conn.rto);
         }
         let seg_size = conn.seg_size();
+        let burst = self.tcp_burst(conn);
         loop {
             let in_flight = conn.snd_nxt - conn.snd_una;
             let unsent = conn.unsent();
             let window_left = conn.snd_wnd.saturating_sub(in_flight);
-            let n = unsent.min(window_left).min(seg_size);
+            let mut n = unsent.min(window_left).min(burst);
             if n == 0 {
                 conn.cwnd_limited = false;
                 break;
             }
             // The congestion window takes whole segments (no silly small ones while more waits).
-            if conn.pipe() + n > conn.cc.cwnd {
-                conn.cwnd_limited = true;
-                break;
+            let room = conn.cc.cwnd.saturating_sub(conn.pipe());
+            if n > room {
+                n = room / seg_size * seg_size;
+                if n == 0 {
+                    conn.cwnd_limited = true;
+                    break;
+                }
             }
             let seq = conn.snd_nxt;
             self.tcp_send_data(now, conn, seq, n, false);
@@ -1271,6 +1296,23 @@ impl<H: HostIo> Stack<H> {
                 _ => {}
             }
         }
+    }
+
+    /// The most new data one segment may carry: a whole number of segments up to a 64 KiB packet
+    /// when the guest takes TSO for the family, one segment otherwise (and while urgent data is
+    /// pending: the urgent pointer is per segment).
+    fn tcp_burst(&self, conn: &TcpConn) -> usize {
+        let seg_size = conn.seg_size();
+        let tso = match conn.key.guest.0 {
+            IpAddress::V4(_) => self.offloads.tso4,
+            IpAddress::V6(_) => self.offloads.tso6,
+        };
+        if !tso || conn.guest_urgent.is_some() {
+            return seg_size;
+        }
+        // Room for the largest IP and TCP headers inside a 65535-byte IP packet.
+        const MAX_PAYLOAD: usize = 65535 - ipv6::HEADER_LEN - 60;
+        (MAX_PAYLOAD / seg_size).max(1) * seg_size
     }
 
     /// Timers: connect timeout, retransmission and persist, TIME-WAIT, delayed ACK, keepalive.
@@ -1530,13 +1572,14 @@ impl<H: HostIo> Stack<H> {
         let flags = if fin { flags::FIN | push } else { push } | urgent.map_or(0, |_| flags::URG);
         let mut header = self.tcp_header(now, conn, seq, flags, len);
         header.urgent_at = urgent.map_or(0, |u| u.min(usize::from(u16::MAX)) as u16);
+        let seg_size = conn.seg_size();
         let data = conn.to_guest.make_contiguous();
         let repr = TcpRepr {
             payload: &data[offset..offset + len],
             ..header
         };
         conn.last_send = Some(now);
-        self.tcp_emit(now, conn.key, &repr);
+        self.tcp_emit_segments(now, conn.key, &repr, seg_size);
     }
 
     /// The host could not connect for the guest's SYN (sequence number `isn`): what a real
@@ -1580,8 +1623,39 @@ impl<H: HostIo> Stack<H> {
     }
 
     fn tcp_emit(&mut self, now: Instant, key: ConnKey, repr: &TcpRepr) {
+        self.tcp_emit_segments(now, key, repr, usize::MAX);
+    }
+
+    /// Queues a segment for the guest. With GUEST_CSUM its checksum is left partial; a payload
+    /// larger than `segment_size` goes as one segmentation request (the caller checked that the
+    /// guest takes TSO for the family).
+    fn tcp_emit_segments(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        repr: &TcpRepr,
+        segment_size: usize,
+    ) {
         let (src, dst) = (key.remote.0, key.guest.0);
-        let emit = |b: &mut [u8]| repr.emit(b, src, dst, false);
+        let partial = self.offloads.partial_checksum;
+        let large = repr.payload.len() > segment_size;
+        let offload = PayloadOffload {
+            checksum_offset: partial.then_some(TCP_CHECKSUM_OFFSET),
+            gso: large.then(|| {
+                let kind = match dst {
+                    IpAddress::V4(_) => GsoKind::Tcpv4,
+                    IpAddress::V6(_) => GsoKind::Tcpv6,
+                };
+                (kind, segment_size as u16, repr.header_len() as u16)
+            }),
+        };
+        let emit = |b: &mut [u8]| {
+            if partial {
+                repr.emit_partial(b, src, dst)
+            } else {
+                repr.emit(b, src, dst, false)
+            }
+        };
         let sent = match (src, dst) {
             (IpAddress::V4(s), IpAddress::V4(d)) => {
                 let ip = Ipv4Repr {
@@ -1591,7 +1665,7 @@ impl<H: HostIo> Stack<H> {
                     payload_len: repr.buffer_len(),
                     ttl: DEFAULT_TTL,
                 };
-                self.dispatch_ipv4(now, None, &ip, emit)
+                self.dispatch_ipv4_offload(now, None, &ip, offload, emit)
             }
             (IpAddress::V6(s), IpAddress::V6(d)) => {
                 let ip = Ipv6Repr {
@@ -1601,12 +1675,15 @@ impl<H: HostIo> Stack<H> {
                     payload_len: repr.buffer_len(),
                     hop_limit: DEFAULT_TTL,
                 };
-                self.dispatch_ipv6(now, None, &ip, emit)
+                self.dispatch_ipv6_offload(now, None, &ip, offload, emit)
             }
             _ => false,
         };
         if sent {
             self.stats.tcp_tx_segments += 1;
+            if large {
+                self.stats.tcp_tx_large_segments += 1;
+            }
         }
     }
 }

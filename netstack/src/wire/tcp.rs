@@ -243,6 +243,12 @@ impl<'a> TcpRepr<'a> {
         if !p.verify_checksum(src.into(), dst.into()) {
             return Err(Error::Checksum);
         }
+        Self::parse_unverified(p)
+    }
+
+    /// [`TcpRepr::parse`] without the checksum: for a segment whose checksum the sender left
+    /// partial, with its bytes trusted (see [`crate::offload`]).
+    pub fn parse_unverified(p: &TcpPacket<&'a [u8]>) -> Result<TcpRepr<'a>> {
         let fl = p.flags();
         let mut r = TcpRepr {
             src_port: p.src_port(),
@@ -345,6 +351,23 @@ impl<'a> TcpRepr<'a> {
 
     /// [`TcpRepr::emit_v4`] for either family.
     pub fn emit(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress, payload_in_place: bool) {
+        self.emit_inner(buf, src, dst, payload_in_place, false);
+    }
+
+    /// [`TcpRepr::emit`] with the checksum left partial: the field holds the folded pseudo-header
+    /// sum, for the receiver (or a NIC) to complete over the segment (see [`crate::offload`]).
+    pub fn emit_partial(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress) {
+        self.emit_inner(buf, src, dst, false, true);
+    }
+
+    fn emit_inner(
+        &self,
+        buf: &mut [u8],
+        src: IpAddress,
+        dst: IpAddress,
+        payload_in_place: bool,
+        partial: bool,
+    ) {
         let hlen = self.header_len();
         let buf = &mut buf[..self.buffer_len()];
         write_u16(buf, field::SRC_PORT, self.src_port);
@@ -393,7 +416,11 @@ impl<'a> TcpRepr<'a> {
             buf[hlen..].copy_from_slice(self.payload);
         }
         let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_TCP, buf.len() as u32);
-        let sum = checksum::finish(checksum::accumulate(sum, buf));
+        let sum = if partial {
+            !checksum::finish(sum)
+        } else {
+            checksum::finish(checksum::accumulate(sum, buf))
+        };
         write_u16(buf, field::CHECKSUM, sum);
     }
 }

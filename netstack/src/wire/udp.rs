@@ -131,10 +131,7 @@ impl UdpRepr {
 
     /// [`UdpRepr::emit_v4`] for either family.
     pub fn emit(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress) {
-        write_u16(buf, field::SRC_PORT, self.src_port);
-        write_u16(buf, field::DST_PORT, self.dst_port);
-        write_u16(buf, field::LENGTH, buf.len() as u16);
-        write_u16(buf, field::CHECKSUM, 0);
+        self.emit_header(buf);
         let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_UDP, buf.len() as u32);
         let mut sum = checksum::finish(checksum::accumulate(sum, buf));
         // RFC 768: a computed zero is sent as all ones.
@@ -142,6 +139,21 @@ impl UdpRepr {
             sum = 0xffff;
         }
         write_u16(buf, field::CHECKSUM, sum);
+    }
+
+    /// [`UdpRepr::emit`] with the checksum left partial: the field holds the folded pseudo-header
+    /// sum, for the receiver (or a NIC) to complete (see [`crate::offload`]).
+    pub fn emit_partial(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress) {
+        self.emit_header(buf);
+        let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_UDP, buf.len() as u32);
+        write_u16(buf, field::CHECKSUM, !checksum::finish(sum));
+    }
+
+    fn emit_header(&self, buf: &mut [u8]) {
+        write_u16(buf, field::SRC_PORT, self.src_port);
+        write_u16(buf, field::DST_PORT, self.dst_port);
+        write_u16(buf, field::LENGTH, buf.len() as u16);
+        write_u16(buf, field::CHECKSUM, 0);
     }
 }
 
