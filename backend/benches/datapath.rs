@@ -82,7 +82,7 @@ fn baseline(size: usize, n: u64) -> Row {
     let start = Instant::now();
     for i in 0..n {
         stack.process_frame(netstack::Instant::from_micros(i), &frame);
-        stack.dispatch(netstack::Instant::from_micros(i), |f| {
+        stack.dispatch(netstack::Instant::from_micros(i), |f, _| {
             sink[..f.len()].copy_from_slice(f);
             true
         });

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::warn;
+use netstack::offload::PartialChecksum;
 
 /// Frames waiting for the writer at most.
 pub const QUEUE_FRAMES: usize = 4096;
@@ -34,6 +35,8 @@ struct Record {
     micros: u64,
     direction: Direction,
     frame: Vec<u8>,
+    /// Left partial by an offload: completed by the writer, off the datapath.
+    checksum: Option<PartialChecksum>,
 }
 
 /// What the writer thread reports.
@@ -71,7 +74,10 @@ impl Capture {
                 // more than one burst behind, even if the process is killed.
                 while let Ok(first) = records.recv() {
                     let mut next = Some(first);
-                    while let Some(r) = next {
+                    while let Some(mut r) = next {
+                        if let Some(c) = r.checksum {
+                            c.complete(&mut r.frame);
+                        }
                         match write_packet(&mut out, &r) {
                             Ok(()) => c.written.fetch_add(1, Ordering::Relaxed),
                             Err(e) => {
@@ -99,8 +105,15 @@ impl Capture {
         })
     }
 
-    /// Offers a frame to the writer; false (a drop to count) when the queue is full.
-    pub fn record(&mut self, direction: Direction, frame: &[u8]) -> bool {
+    /// Offers a frame to the writer; false (a drop to count) when the queue is full. A partial
+    /// checksum (an offload) is completed by the writer, so the file shows the checksum as it is
+    /// on a wire; a segmentation request is recorded as the one large frame that was exchanged.
+    pub fn record(
+        &mut self,
+        direction: Direction,
+        frame: &[u8],
+        checksum: Option<PartialChecksum>,
+    ) -> bool {
         let Some(queue) = &self.queue else {
             return false;
         };
@@ -117,6 +130,7 @@ impl Capture {
             micros,
             direction,
             frame: buf,
+            checksum,
         }) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
@@ -206,8 +220,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.pcapng");
         let mut c = Capture::start(&path).unwrap();
-        assert!(c.record(Direction::Outbound, &[0xaa; 61]));
-        assert!(c.record(Direction::Inbound, &[0xbb; 64]));
+        assert!(c.record(Direction::Outbound, &[0xaa; 61], None));
+        assert!(c.record(Direction::Inbound, &[0xbb; 64], None));
         drop(c);
         let b = std::fs::read(&path).unwrap();
         // Walk the blocks: each length field at both ends agrees, and the total is the file.

@@ -113,6 +113,12 @@ pub struct Args {
     #[arg(long)]
     pub adaptive_rx: bool,
 
+    /// Offloads offered to the guest: `all`, `none`, or a list of csum (checksums both ways), tso
+    /// (TCP segmentation both ways; needs csum), ecn (TSO with CWR; needs tso), uso (UDP
+    /// segmentation from the guest; needs csum).
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    pub offloads: String,
+
     /// Serve the control API (HTTP and JSON) on this unix socket: stats, Prometheus metrics,
     /// interrupt moderation, packet capture; `virtgate ctl` talks to it.
     #[arg(long, value_name = "PATH")]
@@ -204,6 +210,8 @@ pub enum ConfigError {
     Loss(f64),
     #[error("--{0}: {1}")]
     Coalesce(&'static str, &'static str),
+    #[error("--offloads {0:?}: {1}")]
+    Offloads(String, String),
     #[error(transparent)]
     Stack(#[from] netstack::ConfigError),
 }
@@ -218,6 +226,7 @@ pub struct Config {
     pub stats_file: Option<PathBuf>,
     pub stack: netstack::Config,
     pub coalesce: crate::moderation::Coalesce,
+    pub offloads: crate::virtio_net::Offloads,
     pub pcap: Option<PathBuf>,
     pub api_socket: Option<PathBuf>,
     pub verbose: u8,
@@ -365,8 +374,11 @@ impl Args {
         if !(0.0..=100.0).contains(&self.loss) {
             return Err(ConfigError::Loss(self.loss));
         }
+        let offloads = crate::virtio_net::Offloads::parse(&self.offloads)
+            .map_err(|e| ConfigError::Offloads(self.offloads.clone(), e))?;
         Ok(Config {
             coalesce,
+            offloads,
             pcap: self.pcap,
             api_socket: self.api_socket,
             loss: (self.loss > 0.0).then_some((self.loss, self.loss_seed)),
@@ -496,6 +508,11 @@ mod tests {
     #[test]
     fn coalescing_options() {
         let c = config(&["--rx-usecs", "100", "--rx-frames", "16", "--itr", "8000"]).unwrap();
+        assert_eq!(
+            c.offloads,
+            crate::virtio_net::Offloads::ALL,
+            "all by default"
+        );
         assert_eq!(c.coalesce.rx.usecs, 100);
         assert_eq!(c.coalesce.rx.frames, 16);
         assert_eq!(c.coalesce.itr, 8000);
@@ -508,6 +525,27 @@ mod tests {
             let e = config(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn offload_options() {
+        use crate::virtio_net::Offloads;
+        assert_eq!(
+            config(&["--offloads", "none"]).unwrap().offloads,
+            Offloads::NONE
+        );
+        assert_eq!(
+            config(&["--offloads", "csum,uso"]).unwrap().offloads,
+            Offloads {
+                csum: true,
+                uso: true,
+                ..Offloads::NONE
+            }
+        );
+        let e = config(&["--offloads", "tso"]).unwrap_err();
+        assert!(e.contains("--offloads") && e.contains("csum"), "{e}");
+        let e = config(&["--offloads", "lro"]).unwrap_err();
+        assert!(e.contains("lro"), "{e}");
     }
 
     #[test]

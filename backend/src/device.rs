@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
 
 use log::{debug, warn};
+use netstack::offload::FrameMeta;
 use netstack::wire::{EthernetAddress, Ipv4Address};
 use netstack::{Instant, Stack};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
@@ -36,7 +37,7 @@ use crate::capture::{Capture, Direction as CaptureDirection};
 use crate::host::HostSockets;
 use crate::moderation::{Coalesce, Decision, Moderator};
 use crate::sys::Timer;
-use crate::virtio_net::{self, Negotiated, TxHeader};
+use crate::virtio_net::{self, Negotiated, Offloads, TxHeader};
 
 pub type GuestMemory = GuestMemoryMmap<()>;
 pub type GuestMem = GuestMemoryAtomic<GuestMemory>;
@@ -115,8 +116,17 @@ netstack::counters! {
         tx_drop_runt,
         /// TX frames longer than MAX_FRAME_LEN.
         tx_drop_oversize,
-        /// TX frames asking for segmentation, which was not negotiated.
-        tx_drop_gso,
+        /// TX frames whose virtio-net header asks for an offload that was not negotiated, or
+        /// describes one that does not fit the frame.
+        tx_drop_offload,
+        /// TX frames whose TCP/UDP checksum the guest left to us (NEEDS_CSUM).
+        tx_csum_partial,
+        /// TX frames carrying several segments (the guest's TSO or USO).
+        tx_gso_frames,
+        /// RX frames whose checksum we left to the guest (GUEST_CSUM).
+        rx_csum_partial,
+        /// RX frames carrying several segments (the guest takes TSO).
+        rx_gso_frames,
         /// Times the TX budget ran out and the batch continued later.
         tx_budget_exhausted,
         /// Errors reading ring indices (a guest that corrupts its rings).
@@ -175,7 +185,7 @@ enum ChainFault {
     TooSmall,
     Oversize,
     Runt,
-    Gso,
+    Offload,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +205,7 @@ impl DeviceStats {
             (Queue::Tx, ChainFault::Memory) => self.tx_bad_desc_memory += 1,
             (Queue::Tx, ChainFault::Runt | ChainFault::TooSmall) => self.tx_drop_runt += 1,
             (Queue::Tx, ChainFault::Oversize) => self.tx_drop_oversize += 1,
-            (Queue::Tx, ChainFault::Gso) => self.tx_drop_gso += 1,
+            (Queue::Tx, ChainFault::Offload) => self.tx_drop_offload += 1,
             (Queue::Tx, ChainFault::Structure) => self.tx_bad_chain += 1,
         }
     }
@@ -286,6 +296,8 @@ pub struct NetDevice {
     capture: Option<Capture>,
     /// Written by the control API when it queued commands.
     control: EventFd,
+    /// The offloads offered to the guest (`--offloads`).
+    offloads: Offloads,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -318,6 +330,7 @@ impl NetDevice {
             tx_mod: Moderator::new(Default::default(), 0, false),
             capture: None,
             control: EventFd::new(EFD_NONBLOCK)?,
+            offloads: Offloads::ALL,
         })
     }
 
@@ -390,6 +403,12 @@ impl NetDevice {
         }
     }
 
+    /// The offloads offered to the guest (see [`crate::virtio_net::Offloads`]).
+    pub fn with_offloads(mut self, offloads: Offloads) -> Self {
+        self.offloads = offloads;
+        self
+    }
+
     /// Captures every frame at the guest boundary (see [`crate::capture`]).
     pub fn with_capture(mut self, capture: Option<Capture>) -> Self {
         self.capture = capture;
@@ -447,12 +466,13 @@ impl NetDevice {
         );
     }
 
-    /// Copies a TX chain into `tx_buf`; returns the length of header plus frame.
+    /// Copies a TX chain into `tx_buf`; returns the length of header plus frame, and what the
+    /// header asks of the device.
     fn read_tx_chain(
         &mut self,
         mem: &GuestMemory,
         chain: DescriptorChain<&GuestMemory>,
-    ) -> Result<usize, ChainFault> {
+    ) -> Result<(usize, FrameMeta), ChainFault> {
         let mut len = 0usize;
         let tx_buf = &mut self.tx_buf;
         walk_chain(chain, Direction::DeviceReads, |addr, dlen| {
@@ -469,10 +489,10 @@ impl NetDevice {
         if len < hdr + netstack::wire::ethernet::HEADER_LEN {
             return Err(ChainFault::Runt);
         }
-        if TxHeader::parse(&self.tx_buf[..hdr]).is_gso() {
-            return Err(ChainFault::Gso);
-        }
-        Ok(len)
+        let meta = TxHeader::parse(&self.tx_buf[..hdr])
+            .meta(&self.negotiated, len - hdr)
+            .map_err(|_| ChainFault::Offload)?;
+        Ok((len, meta))
     }
 
     /// Drains the TX queue (bounded by [`TX_BUDGET`]) into the stack; returns whether chains were
@@ -506,12 +526,15 @@ impl NetDevice {
                 }
                 returned += 1;
                 match result {
-                    Ok(len) => {
+                    Ok((len, meta)) => {
                         let hdr = self.negotiated.header_len;
                         self.stats.tx_frames += 1;
                         self.stats.tx_bytes += (len - hdr) as u64;
+                        self.stats.tx_csum_partial += u64::from(meta.checksum.is_some());
+                        self.stats.tx_gso_frames += u64::from(meta.gso.is_some());
                         if let Some(c) = self.capture.as_mut() {
-                            if c.record(CaptureDirection::Outbound, &self.tx_buf[hdr..len]) {
+                            let frame = &self.tx_buf[hdr..len];
+                            if c.record(CaptureDirection::Outbound, frame, meta.checksum) {
                                 self.stats.capture_frames += 1;
                             } else {
                                 self.stats.capture_drops += 1;
@@ -521,7 +544,8 @@ impl NetDevice {
                             self.stats.tx_loss_injected += 1;
                             continue;
                         }
-                        self.stack.process_frame(now, &self.tx_buf[hdr..len]);
+                        self.stack
+                            .process_frame_meta(now, &self.tx_buf[hdr..len], meta);
                     }
                     Err(fault) => self.count_fault(now, Queue::Tx, head, fault),
                 }
@@ -617,15 +641,15 @@ impl NetDevice {
             let capture = &mut self.capture;
             let mut lost = false;
             let mut captured = None;
-            let outcome = self.stack.dispatch(now, |frame| {
+            let outcome = self.stack.dispatch(now, |frame, meta| {
                 if loss.as_mut().is_some_and(LossInjector::drop_next) {
                     lost = true;
                     return true;
                 }
-                let written = rx_writer.write_frame(frame);
+                let written = rx_writer.write_frame(frame, meta);
                 if written {
                     if let Some(c) = capture.as_mut() {
-                        captured = Some(c.record(CaptureDirection::Inbound, frame));
+                        captured = Some(c.record(CaptureDirection::Inbound, frame, meta.checksum));
                     }
                 }
                 written
@@ -808,7 +832,7 @@ impl RxWriter<'_> {
     /// Returns true when the frame was consumed (delivered or dropped for good), false when the guest
     /// is out of buffers and the frame should wait. Chains are only committed (returned to the guest,
     /// bad ones counted) when the frame is; an attempt that runs out of buffers is rewound.
-    fn write_frame(&mut self, frame: &[u8]) -> bool {
+    fn write_frame(&mut self, frame: &[u8], meta: FrameMeta) -> bool {
         let hdr_len = self.negotiated.header_len;
         let total = hdr_len + frame.len();
         self.segments.clear();
@@ -862,7 +886,7 @@ impl RxWriter<'_> {
         }
 
         let mut hdr = [0u8; virtio_net::HEADER_LEN_V1];
-        virtio_net::write_rx_header(&mut hdr[..hdr_len], good as u16);
+        virtio_net::write_rx_header(&mut hdr[..hdr_len], good as u16, meta);
         let mut remaining_hdr = &hdr[..hdr_len];
         let mut remaining = frame;
         let chains = std::mem::take(self.chains);
@@ -905,6 +929,8 @@ impl RxWriter<'_> {
         *self.chains = chains;
         self.stats.rx_frames += 1;
         self.stats.rx_bytes += frame.len() as u64;
+        self.stats.rx_csum_partial += u64::from(meta.checksum.is_some());
+        self.stats.rx_gso_frames += u64::from(meta.gso.is_some());
         true
     }
 
@@ -952,7 +978,7 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn features(&self) -> u64 {
-        virtio_net::offered_features()
+        virtio_net::offered_features(self.offloads)
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -961,6 +987,7 @@ impl VhostUserBackendMut for NetDevice {
         self.reset_moderation();
         self.acked_features = features;
         self.negotiated = Negotiated::from_features(features);
+        self.stack.set_guest_offloads(self.negotiated.guest);
         debug!("features acked: {features:#x} ({:?})", self.negotiated);
         self.publish();
     }

@@ -226,9 +226,15 @@ impl TestFrontend {
         })
     }
 
-    /// Features QEMU acks for virtgate's offer (measured, see docs/qemu-interop.md).
+    /// Features QEMU acks for virtgate's offer with `--offloads none` (measured, see
+    /// docs/qemu-interop.md): frames both ways are complete, which most device tests want.
     pub fn qemu_features() -> u64 {
-        virtio_net::offered_features()
+        virtio_net::offered_features(virtio_net::Offloads::NONE)
+    }
+
+    /// Features QEMU acks for virtgate's default offer: every offload.
+    pub fn qemu_features_with_offloads() -> u64 {
+        virtio_net::offered_features(virtio_net::Offloads::ALL)
     }
 
     pub fn memory(&self) -> &GuestMemoryMmap<()> {
@@ -312,10 +318,17 @@ impl TestFrontend {
 
     /// Sends one frame (a zero virtio-net header is prepended).
     pub fn send(&mut self, frame: &[u8]) {
+        self.send_with_header(&[], frame);
+    }
+
+    /// Sends one frame behind a virtio-net header that starts with `header` (zero-filled to the
+    /// negotiated length).
+    pub fn send_with_header(&mut self, header: &[u8], frame: &[u8]) {
         let slot = self.next_tx_slot % QUEUE_SIZE;
         self.next_tx_slot = self.next_tx_slot.wrapping_add(1);
         let addr = TX_BUF_BASE + u64::from(slot) * u64::from(TX_BUF_LEN);
         let mut buf = vec![0u8; self.header_len + frame.len()];
+        buf[..header.len()].copy_from_slice(header);
         buf[self.header_len..].copy_from_slice(frame);
         self.mem.write_slice(&buf, GuestAddress(addr)).unwrap();
         self.write_desc(
@@ -411,6 +424,11 @@ impl TestFrontend {
 
     /// Receives one frame (header stripped), reassembling mergeable buffers; `None` on timeout.
     pub fn recv(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        self.recv_with_header(timeout).map(|(_, frame)| frame)
+    }
+
+    /// [`TestFrontend::recv`] with the frame's virtio-net header.
+    pub fn recv_with_header(&mut self, timeout: Duration) -> Option<(Vec<u8>, Vec<u8>)> {
         let deadline = Instant::now() + timeout;
         let mut pending = std::mem::take(&mut self.rx_pending);
         loop {
@@ -439,7 +457,7 @@ impl TestFrontend {
                         self.rx_posted -= 1;
                     }
                     self.rx_pending = pending;
-                    return Some(frame);
+                    return Some((hdr[..self.header_len].to_vec(), frame));
                 }
             }
             let now = Instant::now();

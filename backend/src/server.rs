@@ -175,6 +175,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let device = NetDevice::new(stack, Arc::clone(&shared))
         .map_err(ServerError::Device)?
         .with_coalesce(config.coalesce)
+        .with_offloads(config.offloads)
         .with_capture(match &config.pcap {
             Some(path) => Some(crate::capture::Capture::start(path).map_err(|e| {
                 ServerError::Device(std::io::Error::new(

@@ -539,3 +539,107 @@ fn frames_larger_than_the_rx_buffers_are_dropped(
     let frame = fe.recv(T).expect("the next frame still arrives");
     assert_eq!(parse_echo_reply(&frame), Some((2, b"small".to_vec())));
 }
+
+/// A virtio-net TX header: flags, GSO type and size, checksum start and offset.
+fn offload_header(flags: u8, gso_type: u8, gso_size: u16, start: u16, offset: u16) -> Vec<u8> {
+    let mut h = vec![flags, gso_type];
+    h.extend_from_slice(&42u16.to_le_bytes()); // hdr_len: Ethernet, IPv4, UDP
+    h.extend_from_slice(&gso_size.to_le_bytes());
+    h.extend_from_slice(&start.to_le_bytes());
+    h.extend_from_slice(&offset.to_le_bytes());
+    h
+}
+
+/// `udp_frame` with its checksum left partial, as a guest with TX checksum offload sends it.
+fn partial_udp_frame(dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = udp_frame(GATEWAY_IP, 40000, dport, payload);
+    let pseudo = netstack::wire::checksum::pseudo_header_v4(
+        GUEST_IP,
+        GATEWAY_IP,
+        17,
+        8 + payload.len() as u32,
+    );
+    let folded = !netstack::wire::checksum::finish(pseudo);
+    f[40..42].copy_from_slice(&folded.to_be_bytes());
+    f
+}
+
+/// With offloads negotiated: partial checksums and UDP segmentation from the guest are honoured,
+/// replies leave their checksums to the guest, and a request for an offload never offered (UFO)
+/// is counted and dropped while the device keeps working.
+#[test]
+fn offloads_are_honoured_both_ways() {
+    let vg = Virtgate::start(&[]);
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features_with_offloads(),
+        EnableOrder::AfterSetup,
+    )
+    .expect("frontend connects");
+    fe.post_rx_buffers(64);
+    let echo = udp_echo_server(8);
+
+    let partial = offload_header(1, 0, 0, 34, 6);
+    fe.send_with_header(&partial, &partial_udp_frame(echo.port(), b"partial"));
+    let (hdr, mut frame) = fe.recv_with_header(T).expect("echo");
+    // NEEDS_CSUM with csum_start 34 and csum_offset 6: the guest completes (or trusts) it.
+    assert_eq!(&hdr[..2], &[1, 0]);
+    assert_eq!(&hdr[6..10], &[34, 0, 6, 0]);
+    let c = netstack::offload::PartialChecksum {
+        start: 34,
+        offset: 6,
+    };
+    assert!(c.complete(&mut frame));
+    assert_eq!(parse_udp(&frame).unwrap().2, b"partial");
+
+    // USO: 3000 bytes in segments of 1000 are three datagrams.
+    let payload: Vec<u8> = (0..3000).map(|i| (i % 241) as u8).collect();
+    let uso = offload_header(1, 5, 1000, 34, 6);
+    fe.send_with_header(&uso, &partial_udp_frame(echo.port(), &payload));
+    for chunk in payload.chunks(1000) {
+        let (_, mut frame) = fe.recv_with_header(T).expect("segment echoed");
+        assert!(c.complete(&mut frame));
+        assert_eq!(parse_udp(&frame).unwrap().2, chunk);
+    }
+
+    // UFO (GSO type 3) is never offered.
+    let ufo = offload_header(1, 3, 1000, 34, 6);
+    fe.send_with_header(&ufo, &partial_udp_frame(echo.port(), &payload));
+    ping(&mut fe, 1, b"still working");
+    let s = vg.stats_when(|s| s["device"]["tx_drop_offload"] == 1);
+    // The refused frame counts as a drop only.
+    assert_eq!(s["device"]["tx_csum_partial"], 2);
+    assert_eq!(s["device"]["tx_gso_frames"], 1);
+    assert_eq!(s["device"]["rx_csum_partial"], 4);
+    assert_eq!(s["stack"]["udp_rx_segmented"], 1);
+    assert_eq!(s["stack"]["drop_udp_checksum"], 0);
+}
+
+/// Without offloads, a partial checksum is what it looks like: a bad checksum, dropped; and a
+/// header asking for one is refused.
+#[test]
+fn offloads_none_offers_none() {
+    let vg = Virtgate::start(&["--offloads", "none"]);
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features_with_offloads(),
+        EnableOrder::AfterSetup,
+    )
+    .expect("frontend connects");
+    // Acked is what was offered: nothing of the offloads.
+    assert_eq!(
+        fe.acked_features,
+        TestFrontend::qemu_features_with_offloads() & TestFrontend::qemu_features()
+    );
+    fe.post_rx_buffers(16);
+    let echo = udp_echo_server(4);
+    fe.send_with_header(
+        &offload_header(1, 0, 0, 34, 6),
+        &partial_udp_frame(echo.port(), b"x"),
+    );
+    fe.send(&partial_udp_frame(echo.port(), b"y"));
+    ping(&mut fe, 2, b"after");
+    let s = vg.stats_when(|s| s["stack"]["drop_udp_checksum"] == 1);
+    assert_eq!(s["device"]["tx_drop_offload"], 1);
+    assert_eq!(s["device"]["rx_csum_partial"], 0);
+}
