@@ -620,6 +620,43 @@ impl Family {
     }
 }
 
+/// The offloads a test runs with: virtgate's default (every offload the guest kernel takes:
+/// partial checksums and TSO both ways) or `--offloads none` (the guest computes and verifies
+/// every checksum and segments everything itself). rstest: `#[values(Offloads::All, Offloads::None)]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offloads {
+    All,
+    None,
+}
+
+impl Offloads {
+    /// virtgate arguments: `extra` with this setting.
+    pub fn args<'a>(self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = extra.to_vec();
+        if self == Offloads::None {
+            v.extend(["--offloads", "none"]);
+        }
+        v
+    }
+
+    /// The end of a test: the guest's driver negotiated exactly these offloads, and its TCP and
+    /// UDP counted no checksum error.
+    pub fn check(self, vm: &mut Vm) {
+        let features = vm.assert_no_checksum_errors();
+        // CSUM (0), GUEST_CSUM (1), GUEST_TSO4 (7), GUEST_TSO6 (8), HOST_TSO4 (11), HOST_TSO6 (12).
+        let bits: u64 = [0, 1, 7, 8, 11, 12].iter().fold(0, |a, b| a | (1 << b));
+        let expected = match self {
+            Offloads::All => bits,
+            Offloads::None => 0,
+        };
+        assert_eq!(
+            features & bits,
+            expected,
+            "negotiated features {features:#x}"
+        );
+    }
+}
+
 /// The result of a guest command.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -792,6 +829,36 @@ impl Vm {
     }
 
     /// Runs a command that must succeed and returns its output.
+    /// Asserts that the guest's TCP and UDP (both families) counted no checksum error, and
+    /// returns the negotiated virtio feature bits (from sysfs) for the caller to check.
+    pub fn assert_no_checksum_errors(&mut self) -> u64 {
+        let snmp = parse_snmp(&self.sh("cat /proc/net/snmp"));
+        for key in ["Tcp.InCsumErrors", "Udp.InCsumErrors"] {
+            assert_eq!(snmp.get(key), Some(&0), "{key}");
+        }
+        let snmp6 = self.sh("cat /proc/net/snmp6");
+        let udp6 = snmp6
+            .lines()
+            .find_map(|l| l.strip_prefix("Udp6InCsumErrors"))
+            .map(|v| v.trim().to_string());
+        if let Some(v) = udp6 {
+            assert_eq!(v, "0", "Udp6InCsumErrors");
+        }
+        self.virtio_features()
+    }
+
+    /// The virtio-net device's negotiated feature bits, as the guest driver sees them
+    /// (`/sys/bus/virtio/devices/*/features`: one character per bit, bit 0 first).
+    pub fn virtio_features(&mut self) -> u64 {
+        let bits = self.sh("cat /sys/class/net/eth0/device/features");
+        bits.trim()
+            .chars()
+            .take(64)
+            .enumerate()
+            .filter(|(_, c)| *c == '1')
+            .fold(0u64, |acc, (i, _)| acc | (1 << i))
+    }
+
     pub fn sh(&mut self, cmd: &str) -> String {
         self.run(cmd, Duration::from_secs(60)).ok()
     }

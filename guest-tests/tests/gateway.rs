@@ -5,7 +5,7 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use guest_tests::{Family, Virtgate, Vm, VmOptions};
+use guest_tests::{Family, Offloads, Virtgate, Vm, VmOptions};
 use rstest::rstest;
 
 /// A UDP echo server on the family's host loopback for `count` datagrams; returns its port.
@@ -30,9 +30,10 @@ fn host_udp_echo(family: Family, count: usize) -> u16 {
 #[rstest]
 fn guest_udp_reaches_host_loopback_through_the_gateway(
     #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
 ) {
     let port = host_udp_echo(family, 3);
-    let vg = Virtgate::start(&[]);
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     for i in 0..3 {
@@ -49,12 +50,16 @@ fn guest_udp_reaches_host_loopback_through_the_gateway(
     assert_eq!(s["stack"]["udp_rx_host_datagrams"], 3);
     // Three sends from three sockets: three flows.
     assert_eq!(s["stack"]["flows_opened"], 3);
+    offloads.check(&mut vm);
 }
 
 #[rstest]
-fn closed_host_port_is_refused_in_the_guest(#[values(Family::V4, Family::V6)] family: Family) {
+fn closed_host_port_is_refused_in_the_guest(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let closed = guest_tests::unused_udp_port();
-    let vg = Virtgate::start(&[]);
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     let out = vm.run(
@@ -80,13 +85,17 @@ fn closed_host_port_is_refused_in_the_guest(#[values(Family::V4, Family::V6)] fa
             assert!(s["stack"]["icmpv6_tx_errors"].as_u64().unwrap() >= 1);
         }
     }
+    offloads.check(&mut vm);
 }
 
 #[rstest]
-fn inbound_udp_forward_reaches_the_guest_server(#[values(Family::V4, Family::V6)] family: Family) {
+fn inbound_udp_forward_reaches_the_guest_server(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let port = guest_tests::unused_udp_port();
     let spec = format!("udp:{}:5000", family.forward_host(port));
-    let vg = Virtgate::start(&["--forward", &spec]);
+    let vg = Virtgate::start(&offloads.args(&["--forward", &spec]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     vm.sh("udptool echo 5000 2 </dev/null >/tmp/echo.log 2>&1 &");
@@ -109,6 +118,7 @@ fn inbound_udp_forward_reaches_the_guest_server(#[values(Family::V4, Family::V6)
         log.contains(&format!("from {}:{client_port}", family.gateway())),
         "{log}"
     );
+    offloads.check(&mut vm);
 }
 
 /// A DNS server on the host loopback that knows one name; returns its port.
@@ -163,9 +173,10 @@ fn dns_answer(q: &[u8], name: &str, addr: [u8; 4]) -> Option<Vec<u8>> {
 #[rstest]
 fn dns_through_the_gateway_uses_the_configured_upstream(
     #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
 ) {
     let port = host_dns("example.internal", [192, 0, 2, 1], 8);
-    let vg = Virtgate::start(&["--dns-upstream", &format!("127.0.0.1:{port}")]);
+    let vg = Virtgate::start(&offloads.args(&["--dns-upstream", &format!("127.0.0.1:{port}")]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     assert!(vm
@@ -190,12 +201,15 @@ fn dns_through_the_gateway_uses_the_configured_upstream(
             .unwrap()
             >= 2
     );
+    offloads.check(&mut vm);
 }
 
-#[test]
-fn without_an_upstream_dns_queries_are_counted() {
+#[rstest]
+fn without_an_upstream_dns_queries_are_counted(
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     // The harness starts virtgate with an empty resolv.conf: no resolver, and it still serves.
-    let vg = Virtgate::start(&[]);
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     assert!(vg.log().contains("no DNS resolver found"), "{}", vg.log());
     vm.bring_up();
@@ -210,14 +224,17 @@ fn without_an_upstream_dns_queries_are_counted() {
         "{s:#}"
     );
     assert_eq!(s["stack"]["udp_tx_host_datagrams"], 0);
+    offloads.check(&mut vm);
 }
 
 /// A host datagram larger than the guest's MTU reaches the guest in fragments, which the guest
 /// reassembles (ip_defrag): the guest server sees all 4000 bytes.
-#[test]
-fn large_host_datagrams_arrive_in_fragments() {
+#[rstest]
+fn large_host_datagrams_arrive_in_fragments(
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let port = guest_tests::unused_udp_port();
-    let vg = Virtgate::start(&["--forward", &format!("udp:{port}:5000")]);
+    let vg = Virtgate::start(&offloads.args(&["--forward", &format!("udp:{port}:5000")]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
     vm.sh("udptool echo 5000 1 </dev/null >/tmp/echo.log 2>&1 &");
@@ -237,4 +254,5 @@ fn large_host_datagrams_arrive_in_fragments() {
     let after = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
     assert_eq!(after["Ip.ReasmOKs"] - before["Ip.ReasmOKs"], 1);
     assert_eq!(vg.stats()["stack"]["ipv4_tx_fragments"], 3);
+    offloads.check(&mut vm);
 }

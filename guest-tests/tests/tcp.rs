@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use guest_tests::{Family, Virtgate, Vm, VmOptions};
+use guest_tests::{Family, Offloads, Virtgate, Vm, VmOptions};
 use rstest::rstest;
 
 /// Serves `conns` connections with `handle`, each in its own thread; returns the port.
@@ -102,7 +102,10 @@ fn transfer_both_ways(vm: &mut Vm, family: Family, size: usize, timeout: Duratio
 const BIG: usize = 64 << 20;
 
 #[rstest]
-fn wget_fetches_a_page_from_the_host(#[values(Family::V4, Family::V6)] family: Family) {
+fn wget_fetches_a_page_from_the_host(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let port = serve_on(family, 1, |mut s| {
         let mut req = [0u8; 1024];
         let _ = s.read(&mut req);
@@ -113,7 +116,7 @@ fn wget_fetches_a_page_from_the_host(#[values(Family::V4, Family::V6)] family: F
             body.len()
         );
     });
-    let vg = Virtgate::start(&[]);
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     let out = vm
@@ -126,12 +129,16 @@ fn wget_fetches_a_page_from_the_host(#[values(Family::V4, Family::V6)] family: F
     let s = vg.stats();
     assert_eq!(s["stack"]["tcp_refused"], 0);
     assert!(s["stack"]["tcp_rx_host_bytes"].as_u64().unwrap() > 20);
+    offloads.check(&mut vm);
 }
 
 #[rstest]
-fn connection_to_a_closed_port_is_refused(#[values(Family::V4, Family::V6)] family: Family) {
+fn connection_to_a_closed_port_is_refused(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let closed = guest_tests::unused_tcp_port();
-    let vg = Virtgate::start(&[]);
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     let out = vm.run(
@@ -144,21 +151,43 @@ fn connection_to_a_closed_port_is_refused(#[values(Family::V4, Family::V6)] fami
     assert_eq!(s["stack"]["tcp_refused"], 1);
     let snmp = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
     assert_eq!(snmp["Tcp.AttemptFails"], 1);
+    offloads.check(&mut vm);
 }
 
 #[rstest]
-fn bulk_download_and_upload_arrive_intact(#[values(Family::V4, Family::V6)] family: Family) {
-    let vg = Virtgate::start(&[]);
+fn bulk_download_and_upload_arrive_intact(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     transfer_both_ways(&mut vm, family, BIG, Duration::from_secs(180));
     let s = vg.stats();
     assert!(s["stack"]["tcp_rx_host_bytes"].as_u64().unwrap() >= BIG as u64);
     assert!(s["stack"]["tcp_tx_host_bytes"].as_u64().unwrap() >= BIG as u64);
+    // With offloads the bytes went as large segments both ways, with partial checksums; without,
+    // never.
+    let used = |section: &str, name: &str| s[section][name].as_u64().unwrap() > 0;
+    let expected = offloads == Offloads::All;
+    for (section, name) in [
+        ("device", "tx_gso_frames"),
+        ("device", "tx_csum_partial"),
+        ("device", "rx_gso_frames"),
+        ("device", "rx_csum_partial"),
+        ("stack", "tcp_rx_large_segments"),
+        ("stack", "tcp_tx_large_segments"),
+    ] {
+        assert_eq!(used(section, name), expected, "{section}.{name}: {s}");
+    }
+    offloads.check(&mut vm);
 }
 
 #[rstest]
-fn host_reset_resets_the_guest_connection(#[values(Family::V4, Family::V6)] family: Family) {
+fn host_reset_resets_the_guest_connection(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let port = serve_on(family, 1, |s| {
         // Close with a RST: linger 0.
         let sock = socket2::SockRef::from(&s);
@@ -166,7 +195,7 @@ fn host_reset_resets_the_guest_connection(#[values(Family::V4, Family::V6)] fami
         std::thread::sleep(Duration::from_millis(300));
         drop(s);
     });
-    let vg = Virtgate::start(&[]);
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
@@ -180,14 +209,17 @@ fn host_reset_resets_the_guest_connection(#[values(Family::V4, Family::V6)] fami
     let s = vg.stats();
     assert_eq!(s["stack"]["tcp_host_resets"], 1, "{s:#}");
     assert_eq!(s["stack"]["tcp_connections"], 0, "{s:#}");
+    offloads.check(&mut vm);
 }
 
 /// `--forward tcp:PORT:7`: a host client reaches a server in the guest (busybox nc running cat)
 /// and sees it from the gateway's side.
-#[test]
-fn host_client_reaches_guest_server_through_a_forward() {
+#[rstest]
+fn host_client_reaches_guest_server_through_a_forward(
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let port = guest_tests::unused_tcp_port();
-    let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:7")]);
+    let vg = Virtgate::start(&offloads.args(&["--forward", &format!("tcp:{port}:7")]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
     vm.sh("nc -l -p 7 -e cat </dev/null >/dev/null 2>&1 &");
@@ -206,12 +238,15 @@ fn host_client_reaches_guest_server_through_a_forward() {
     drop(c);
     let s = vg.stats();
     assert_eq!(s["stack"]["tcp_forwarded"], 1);
+    offloads.check(&mut vm);
 }
 
-#[test]
-fn forward_to_a_closed_guest_port_resets_the_host_client() {
+#[rstest]
+fn forward_to_a_closed_guest_port_resets_the_host_client(
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let port = guest_tests::unused_tcp_port();
-    let vg = Virtgate::start(&["--forward", &format!("tcp:{port}:9")]);
+    let vg = Virtgate::start(&offloads.args(&["--forward", &format!("tcp:{port}:9")]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -224,6 +259,7 @@ fn forward_to_a_closed_guest_port_resets_the_host_client() {
             || matches!(r, Ok(0)),
         "{r:?}"
     );
+    offloads.check(&mut vm);
 }
 
 /// A small HTTP server for many connections: each gets the same short page.
@@ -236,9 +272,12 @@ fn http_server(family: Family, conns: usize) -> u16 {
 }
 
 #[rstest]
-fn many_short_connections_in_a_row_and_at_once(#[values(Family::V4, Family::V6)] family: Family) {
+fn many_short_connections_in_a_row_and_at_once(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let port = http_server(family, 220);
-    let vg = Virtgate::start(&[]);
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     let url = format!("http://{}:{port}/", family.url_host());
@@ -269,6 +308,7 @@ fn many_short_connections_in_a_row_and_at_once(#[values(Family::V4, Family::V6)]
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(left, 0, "connections linger");
+    offloads.check(&mut vm);
 }
 
 /// Reads one urgent byte (MSG_OOB) from `s`, waiting up to ten seconds for it to arrive.
@@ -297,7 +337,10 @@ fn recv_urgent(s: &TcpStream) -> Option<u8> {
 /// SO_OOBINLINE) reads "helloOO" inline and "B" as urgent: the urgent byte crossed the gateway as
 /// urgent and the stream is intact.
 #[rstest]
-fn urgent_data_from_the_guest_arrives_urgent(#[values(Family::V4, Family::V6)] family: Family) {
+fn urgent_data_from_the_guest_arrives_urgent(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let l = TcpListener::bind((family.loopback(), 0)).unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -309,7 +352,7 @@ fn urgent_data_from_the_guest_arrives_urgent(#[values(Family::V4, Family::V6)] f
         let urgent = recv_urgent(&s);
         let _ = tx.send((ok, inline, urgent));
     });
-    let vg = Virtgate::start(&[]);
+    let vg = Virtgate::start(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     let out = vm
@@ -327,6 +370,7 @@ fn urgent_data_from_the_guest_arrives_urgent(#[values(Family::V4, Family::V6)] f
     assert_eq!(&inline, b"helloOO");
     assert_eq!(urgent, Some(b'B'));
     assert_eq!(vg.stats()["stack"]["tcp_urgent_from_guest"], 1);
+    offloads.check(&mut vm);
 }
 
 /// A host client reaches the guest's pre-forked dual-stack echo server through a forward, is seen
@@ -334,10 +378,11 @@ fn urgent_data_from_the_guest_arrives_urgent(#[values(Family::V4, Family::V6)] f
 #[rstest]
 fn urgent_data_from_the_host_arrives_urgent_in_the_guest(
     #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
 ) {
     let port = guest_tests::unused_tcp_port();
     let spec = format!("tcp:{}:7", family.forward_host(port));
-    let vg = Virtgate::start(&["--forward", &spec]);
+    let vg = Virtgate::start(&offloads.args(&["--forward", &spec]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     vm.sh("tcpecho 7 3 </dev/null >/tmp/echo.log 2>&1 &");
@@ -367,13 +412,17 @@ fn urgent_data_from_the_host_arrives_urgent_in_the_guest(
         "{seen}"
     );
     assert_eq!(vg.stats()["stack"]["tcp_urgent_from_host"], 1);
+    offloads.check(&mut vm);
 }
 
 /// With 1% of frames dropped each way (`--loss 1`), TCP recovers on both sides: the guest's
 /// retransmissions and virtgate's (RTO and fast retransmit), and the bytes arrive intact.
 #[rstest]
-fn transfers_survive_one_percent_loss(#[values(Family::V4, Family::V6)] family: Family) {
-    let vg = Virtgate::start(&["--loss", "1", "--loss-seed", "7"]);
+fn transfers_survive_one_percent_loss(
+    #[values(Family::V4, Family::V6)] family: Family,
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
+    let vg = Virtgate::start(&offloads.args(&["--loss", "1", "--loss-seed", "7"]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     family.bring_up(&mut vm);
     transfer_both_ways(&mut vm, family, 4 << 20, Duration::from_secs(240));
@@ -389,14 +438,17 @@ fn transfers_survive_one_percent_loss(#[values(Family::V4, Family::V6)] family: 
     let ours = s["stack"]["tcp_retransmits"].as_u64().unwrap()
         + s["stack"]["tcp_fast_retransmits"].as_u64().unwrap();
     assert!(ours > 0, "virtgate never had to resend: {s:#}");
+    offloads.check(&mut vm);
 }
 
 /// Keepalive both ways on idle connections. The guest's own probes (SO_KEEPALIVE, 1 s idle, two
 /// unanswered probes end it) are answered by virtgate, so its connection lives through 6 s of
 /// silence; and virtgate's probes (`--tcp-keepalive 2,1,3`) to a guest connection without
 /// keepalive are answered by the guest, so nothing is reset.
-#[test]
-fn idle_connections_survive_keepalive_probes_both_ways() {
+#[rstest]
+fn idle_connections_survive_keepalive_probes_both_ways(
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
     let port = serve(2, |mut s| {
         let mut buf = [0u8; 64];
         while let Ok(n) = s.read(&mut buf) {
@@ -405,7 +457,7 @@ fn idle_connections_survive_keepalive_probes_both_ways() {
             }
         }
     });
-    let vg = Virtgate::start(&["--tcp-keepalive", "2,1,3"]);
+    let vg = Virtgate::start(&offloads.args(&["--tcp-keepalive", "2,1,3"]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
     let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/netstat"));
@@ -439,14 +491,17 @@ fn idle_connections_survive_keepalive_probes_both_ways() {
         "{s:#}"
     );
     assert_eq!(s["stack"]["tcp_keepalive_timeouts"], 0, "{s:#}");
+    offloads.check(&mut vm);
 }
 
 /// A host that cannot reach the destination (virtgate in a network namespace with no route at
 /// all): the guest's connect fails with "Network is unreachable", from the ICMP error the gateway
 /// sends as a router would, not with a reset.
-#[test]
-fn unreachable_network_fails_the_guest_connect_with_icmp() {
-    let vg = Virtgate::start_isolated(&[]);
+#[rstest]
+fn unreachable_network_fails_the_guest_connect_with_icmp(
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
+    let vg = Virtgate::start_isolated(&offloads.args(&[]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
     let before = guest_tests::parse_snmp(&vm.sh("cat /proc/net/snmp"));
@@ -465,17 +520,18 @@ fn unreachable_network_fails_the_guest_connect_with_icmp() {
     let s = vg.stats();
     assert_eq!(s["stack"]["tcp_resets_sent"], 0, "{s:#}");
     assert!(s["stack"]["icmp_tx_errors"].as_u64().unwrap() >= 1, "{s:#}");
+    offloads.check(&mut vm);
 }
 
 /// A forward listening on the host's IPv6 loopback: the client on ::1 reaches the guest's server,
 /// which sees it as the gateway (there is no IPv6 guest path yet, and ::1 is the host's loopback).
-#[test]
-fn forward_on_the_ipv6_loopback() {
+#[rstest]
+fn forward_on_the_ipv6_loopback(#[values(Offloads::All, Offloads::None)] offloads: Offloads) {
     let port = std::net::TcpListener::bind("[::1]:0")
         .and_then(|l| l.local_addr())
         .expect("IPv6 loopback")
         .port();
-    let vg = Virtgate::start(&["--forward", &format!("tcp:[::1]:{port}:7")]);
+    let vg = Virtgate::start(&offloads.args(&["--forward", &format!("tcp:[::1]:{port}:7")]));
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
     vm.bring_up();
     vm.sh("nc -l -p 7 -e cat </dev/null >/dev/null 2>&1 &");
@@ -489,4 +545,5 @@ fn forward_on_the_ipv6_loopback() {
     c.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"over ::1\n");
     assert!(vm.sh("netstat -tn").contains("10.0.2.2:"));
+    offloads.check(&mut vm);
 }
