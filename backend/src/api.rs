@@ -315,6 +315,20 @@ fn metrics(shared: &Shared) -> String {
     };
     snap.device.for_each(|n, v| add("device", n, v));
     snap.stack.for_each(|n, v| add("stack", n, v));
+    // Per queue pair: one labelled series per counter (`ethtool -S`'s per-queue lines).
+    if let Some(first) = snap.queues.first() {
+        first.for_each(|name, _| {
+            out.push_str(&format!("# TYPE virtgate_queue_{name} counter\n"));
+            for (i, q) in snap.queues.iter().enumerate() {
+                let v = q.get(name).unwrap_or(0);
+                out.push_str(&format!("virtgate_queue_{name}{{pair=\"{i}\"}} {v}\n"));
+            }
+        });
+    }
+    out.push_str(&format!(
+        "# TYPE virtgate_queue_pairs_active gauge\nvirtgate_queue_pairs_active {}\n",
+        snap.active_queue_pairs
+    ));
     out
 }
 

@@ -119,6 +119,11 @@ pub struct Args {
     #[arg(long, value_name = "LIST", default_value = "all")]
     pub offloads: String,
 
+    /// RX/TX queue pairs (VIRTIO_NET_F_MQ), 1 to 8, one worker thread each; QEMU needs
+    /// `-netdev vhost-user,...,queues=N` and `-device virtio-net-pci,mq=on,...`.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub queues: usize,
+
     /// Serve the control API (HTTP and JSON) on this unix socket: stats, Prometheus metrics,
     /// interrupt moderation, packet capture; `virtgate ctl` talks to it.
     #[arg(long, value_name = "PATH")]
@@ -210,6 +215,8 @@ pub enum ConfigError {
     Loss(f64),
     #[error("--{0}: {1}")]
     Coalesce(&'static str, &'static str),
+    #[error("--queues {0}: must be 1 to 8")]
+    Queues(usize),
     #[error("--offloads {0:?}: {1}")]
     Offloads(String, String),
     #[error(transparent)]
@@ -227,6 +234,7 @@ pub struct Config {
     pub stack: netstack::Config,
     pub coalesce: crate::moderation::Coalesce,
     pub offloads: crate::virtio_net::Offloads,
+    pub queue_pairs: usize,
     pub pcap: Option<PathBuf>,
     pub api_socket: Option<PathBuf>,
     pub verbose: u8,
@@ -376,9 +384,13 @@ impl Args {
         }
         let offloads = crate::virtio_net::Offloads::parse(&self.offloads)
             .map_err(|e| ConfigError::Offloads(self.offloads.clone(), e))?;
+        if !(1..=crate::device::MAX_QUEUE_PAIRS).contains(&self.queues) {
+            return Err(ConfigError::Queues(self.queues));
+        }
         Ok(Config {
             coalesce,
             offloads,
+            queue_pairs: self.queues,
             pcap: self.pcap,
             api_socket: self.api_socket,
             loss: (self.loss > 0.0).then_some((self.loss, self.loss_seed)),
@@ -542,6 +554,12 @@ mod tests {
                 ..Offloads::NONE
             }
         );
+        assert_eq!(config(&[]).unwrap().queue_pairs, 1);
+        assert_eq!(config(&["--queues", "4"]).unwrap().queue_pairs, 4);
+        for bad in ["0", "9"] {
+            let e = config(&["--queues", bad]).unwrap_err();
+            assert!(e.contains("--queues"), "{e}");
+        }
         let e = config(&["--offloads", "tso"]).unwrap_err();
         assert!(e.contains("--offloads") && e.contains("csum"), "{e}");
         let e = config(&["--offloads", "lro"]).unwrap_err();

@@ -43,19 +43,24 @@ pub type GuestMemory = GuestMemoryMmap<()>;
 pub type GuestMem = GuestMemoryAtomic<GuestMemory>;
 pub type Vring = VringRwLock<GuestMem>;
 
-/// One RX/TX pair for now; the queue and event layout below generalises to N pairs.
-pub const NUM_QUEUES: usize = 2;
-/// Guest kicks on the RX queue: it posted receive buffers.
+/// The most queue pairs (`--queues`): one RX and one TX ring each, one worker thread each.
+pub const MAX_QUEUE_PAIRS: usize = netstack::stack::MAX_QUEUES;
+/// Guest kicks on a pair's RX queue (the first ring of the worker's pair): it posted buffers.
 pub const RX_QUEUE_EVENT: u16 = 0;
-/// Guest kicks on the TX queue: it posted frames.
+/// Guest kicks on a pair's TX queue: it posted frames.
 pub const TX_QUEUE_EVENT: u16 = 1;
-/// The device's timerfd: stack timers (ARP retries, lease expiry) and TX budget continuation.
-/// (The id `NUM_QUEUES` itself is taken by the worker's exit event.)
-pub const TIMER_EVENT: u16 = NUM_QUEUES as u16 + 1;
-/// The host sockets' epoll descriptor: some host socket is readable.
-pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 2;
-/// The control API's eventfd: commands wait in [`Shared::commands`].
-pub const CONTROL_EVENT: u16 = NUM_QUEUES as u16 + 3;
+/// Ids of the device's own events. vhost-user-backend reserves 0..=num_queues (the rings and the
+/// worker's exit event), so these sit above the largest ring count.
+const FIRST_DEVICE_EVENT: u16 = 2 * MAX_QUEUE_PAIRS as u16 + 1;
+/// A pair's timerfd: interrupt moderation, TX budget continuation, and on pair 0 the stack's
+/// timers (ARP retries, lease expiry, TCP).
+pub const TIMER_EVENT: u16 = FIRST_DEVICE_EVENT;
+/// The host sockets' epoll descriptor (on pair 0's worker): some host socket is readable.
+pub const HOST_EVENT: u16 = FIRST_DEVICE_EVENT + 1;
+/// The control API's eventfd (on pair 0's worker): commands wait in [`Shared::commands`].
+pub const CONTROL_EVENT: u16 = FIRST_DEVICE_EVENT + 2;
+/// A pair's wake-up eventfd: another worker queued frames for this pair's RX queue.
+pub const WAKE_EVENT: u16 = FIRST_DEVICE_EVENT + 3;
 /// Host socket events handled per wake-up (each with its own read budget in the stack).
 const HOST_EVENTS: usize = 64;
 /// The largest ring QEMU may set up.
@@ -145,7 +150,12 @@ netstack::counters! {
 /// What other threads may read about the device: published once per batch.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// The device counters summed over the queue pairs.
     pub device: DeviceStats,
+    /// Each queue pair's counters (`ethtool -S`'s per-queue lines).
+    pub queues: Vec<DeviceStats>,
+    /// Queue pairs the guest uses (of those configured).
+    pub active_queue_pairs: usize,
     pub stack: netstack::Stats,
     pub guest_mac: Option<EthernetAddress>,
     /// The address of the guest's first bound DHCP lease.
@@ -165,9 +175,23 @@ pub struct Shared {
     pub commands: Mutex<Vec<crate::api::Command>>,
     /// The MTU QEMU announced with VHOST_USER_NET_SET_MTU (`host_mtu=` on the device), if any.
     pub host_mtu: Mutex<Option<u16>>,
+    /// Rings QEMU enabled (VHOST_USER_SET_VRING_ENABLE, seen by the relay), one bit per ring: the
+    /// guest's choice of queue pairs (`ethtool -L`).
+    pub rings_enabled: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
+    /// The queue pairs in use: the leading pairs whose two rings are enabled, at least one.
+    pub fn active_queue_pairs(&self, configured: usize) -> usize {
+        let mask = self
+            .rings_enabled
+            .load(std::sync::atomic::Ordering::Acquire);
+        (0..configured)
+            .take_while(|p| (mask >> (2 * p)) & 0b11 == 0b11)
+            .count()
+            .max(1)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot
             .lock()
@@ -274,12 +298,12 @@ pub struct NetDevice {
     mem: GuestMem,
     negotiated: Negotiated,
     acked_features: u64,
-    stats: DeviceStats,
+    /// The queue pairs, and the one whose event is being handled.
+    pairs: Vec<Pair>,
+    cur: usize,
+    /// Pairs the guest uses; frames to it are spread over these.
+    active_pairs: usize,
     epoch: StdInstant,
-    timer: Timer,
-    timer_deadline: Option<Instant>,
-    /// TX work left over when the budget ran out.
-    tx_pending: bool,
     shared: Arc<Shared>,
     log: LogLimiter,
     /// Scratch for one TX frame with its header.
@@ -291,13 +315,45 @@ pub struct NetDevice {
     host_events: Vec<EpollEvent>,
     loss: Option<LossInjector>,
     coalesce: Coalesce,
-    rx_mod: Moderator,
-    tx_mod: Moderator,
     capture: Option<Capture>,
     /// Written by the control API when it queued commands.
     control: EventFd,
     /// The offloads offered to the guest (`--offloads`).
     offloads: Offloads,
+}
+
+/// One RX/TX queue pair: its counters, interrupt moderation and timer. Each pair is served by its
+/// own worker thread.
+struct Pair {
+    stats: DeviceStats,
+    rx_mod: Moderator,
+    tx_mod: Moderator,
+    timer: Timer,
+    timer_deadline: Option<Instant>,
+    /// TX work left over when the budget ran out.
+    tx_pending: bool,
+    /// Written by other workers when they queued frames for this pair.
+    wake: EventFd,
+    /// A wake-up is already on its way.
+    woken: bool,
+    /// The guest had no RX buffers: wait for its kick rather than being woken.
+    rx_blocked: bool,
+}
+
+impl Pair {
+    fn new(coalesce: Coalesce) -> io::Result<Self> {
+        Ok(Pair {
+            stats: DeviceStats::default(),
+            rx_mod: Moderator::new(coalesce.rx, coalesce.itr, coalesce.adaptive_rx),
+            tx_mod: Moderator::new(coalesce.tx, coalesce.itr, false),
+            timer: Timer::new()?,
+            timer_deadline: None,
+            tx_pending: false,
+            wake: EventFd::new(EFD_NONBLOCK)?,
+            woken: false,
+            rx_blocked: false,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -307,17 +363,24 @@ enum RxChain {
 }
 
 impl NetDevice {
-    pub fn new(stack: Stack<HostSockets>, shared: Arc<Shared>) -> io::Result<Self> {
+    /// A device with `queue_pairs` RX/TX pairs (1 to [`MAX_QUEUE_PAIRS`]).
+    pub fn new(
+        stack: Stack<HostSockets>,
+        shared: Arc<Shared>,
+        queue_pairs: usize,
+    ) -> io::Result<Self> {
+        let queue_pairs = queue_pairs.clamp(1, MAX_QUEUE_PAIRS);
         Ok(NetDevice {
             stack,
             mem: GuestMemoryAtomic::new(GuestMemoryMmap::new()),
             negotiated: Negotiated::default(),
             acked_features: 0,
-            stats: DeviceStats::default(),
+            pairs: (0..queue_pairs)
+                .map(|_| Pair::new(Coalesce::default()))
+                .collect::<io::Result<_>>()?,
+            cur: 0,
+            active_pairs: 1,
             epoch: StdInstant::now(),
-            timer: Timer::new()?,
-            timer_deadline: None,
-            tx_pending: false,
             shared,
             log: LogLimiter::default(),
             tx_buf: vec![0; MAX_FRAME_LEN + virtio_net::HEADER_LEN_V1],
@@ -326,8 +389,6 @@ impl NetDevice {
             host_events: vec![EpollEvent::default(); HOST_EVENTS],
             loss: None,
             coalesce: Coalesce::default(),
-            rx_mod: Moderator::new(Default::default(), 0, false),
-            tx_mod: Moderator::new(Default::default(), 0, false),
             capture: None,
             control: EventFd::new(EFD_NONBLOCK)?,
             offloads: Offloads::ALL,
@@ -361,8 +422,10 @@ impl NetDevice {
                 }
                 crate::api::Command::SetCoalesce(c, reply) => {
                     self.coalesce = c;
-                    self.rx_mod.reconfigure(c.rx, c.itr, c.adaptive_rx);
-                    self.tx_mod.reconfigure(c.tx, c.itr, false);
+                    for pair in &mut self.pairs {
+                        pair.rx_mod.reconfigure(c.rx, c.itr, c.adaptive_rx);
+                        pair.tx_mod.reconfigure(c.tx, c.itr, false);
+                    }
                     log::info!("interrupt moderation now {c:?}");
                     let _ = reply.send(self.coalesce);
                 }
@@ -424,8 +487,10 @@ impl NetDevice {
 
     fn reset_moderation(&mut self) {
         let c = self.coalesce;
-        self.rx_mod = Moderator::new(c.rx, c.itr, c.adaptive_rx);
-        self.tx_mod = Moderator::new(c.tx, c.itr, false);
+        for pair in &mut self.pairs {
+            pair.rx_mod = Moderator::new(c.rx, c.itr, c.adaptive_rx);
+            pair.tx_mod = Moderator::new(c.tx, c.itr, false);
+        }
     }
 
     /// Drops frames at random in both directions (see [`LossInjector`]).
@@ -434,9 +499,19 @@ impl NetDevice {
         self
     }
 
-    /// The timerfd to register with the worker's epoll as [`TIMER_EVENT`].
-    pub fn timer_fd(&self) -> i32 {
-        self.timer.as_raw_fd()
+    /// The number of queue pairs.
+    pub fn queue_pairs(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Pair `p`'s timerfd, to register with that pair's worker as [`TIMER_EVENT`].
+    pub fn timer_fd(&self, p: usize) -> RawFd {
+        self.pairs[p].timer.as_raw_fd()
+    }
+
+    /// Pair `p`'s wake-up eventfd, to register with that pair's worker as [`WAKE_EVENT`].
+    pub fn wake_fd(&self, p: usize) -> RawFd {
+        self.pairs[p].wake.as_raw_fd()
     }
 
     /// The host sockets' epoll descriptor, to register with the worker's epoll as [`HOST_EVENT`].
@@ -459,7 +534,7 @@ impl NetDevice {
     }
 
     fn count_fault(&mut self, now: Instant, queue: Queue, head: u16, fault: ChainFault) {
-        self.stats.count_fault(queue, fault);
+        self.pairs[self.cur].stats.count_fault(queue, fault);
         self.warn_limited(
             now,
             format_args!("{queue:?} chain at descriptor {head} returned unused: {fault:?}"),
@@ -504,7 +579,7 @@ impl NetDevice {
         let guard = self.mem.memory();
         let mem: &GuestMemory = &guard;
         let mut returned = 0usize;
-        self.tx_pending = false;
+        self.pairs[self.cur].tx_pending = false;
         'outer: loop {
             if let Err(e) = tx.disable_notification() {
                 self.queue_error(now, Queue::Tx, e);
@@ -512,8 +587,8 @@ impl NetDevice {
             }
             loop {
                 if returned >= TX_BUDGET {
-                    self.stats.tx_budget_exhausted += 1;
-                    self.tx_pending = true;
+                    self.pairs[self.cur].stats.tx_budget_exhausted += 1;
+                    self.pairs[self.cur].tx_pending = true;
                     break 'outer;
                 }
                 let chain = tx.get_mut().get_queue_mut().pop_descriptor_chain(mem);
@@ -528,20 +603,21 @@ impl NetDevice {
                 match result {
                     Ok((len, meta)) => {
                         let hdr = self.negotiated.header_len;
-                        self.stats.tx_frames += 1;
-                        self.stats.tx_bytes += (len - hdr) as u64;
-                        self.stats.tx_csum_partial += u64::from(meta.checksum.is_some());
-                        self.stats.tx_gso_frames += u64::from(meta.gso.is_some());
+                        self.pairs[self.cur].stats.tx_frames += 1;
+                        self.pairs[self.cur].stats.tx_bytes += (len - hdr) as u64;
+                        self.pairs[self.cur].stats.tx_csum_partial +=
+                            u64::from(meta.checksum.is_some());
+                        self.pairs[self.cur].stats.tx_gso_frames += u64::from(meta.gso.is_some());
                         if let Some(c) = self.capture.as_mut() {
                             let frame = &self.tx_buf[hdr..len];
                             if c.record(CaptureDirection::Outbound, frame, meta.checksum) {
-                                self.stats.capture_frames += 1;
+                                self.pairs[self.cur].stats.capture_frames += 1;
                             } else {
-                                self.stats.capture_drops += 1;
+                                self.pairs[self.cur].stats.capture_drops += 1;
                             }
                         }
                         if self.loss.as_mut().is_some_and(LossInjector::drop_next) {
-                            self.stats.tx_loss_injected += 1;
+                            self.pairs[self.cur].stats.tx_loss_injected += 1;
                             continue;
                         }
                         self.stack
@@ -563,7 +639,7 @@ impl NetDevice {
     }
 
     fn queue_error(&mut self, now: Instant, queue: Queue, e: virtio_queue::Error) {
-        self.stats.queue_errors += 1;
+        self.pairs[self.cur].stats.queue_errors += 1;
         self.warn_limited(now, format_args!("{queue:?} queue error: {e}"));
     }
 
@@ -571,17 +647,18 @@ impl NetDevice {
     /// [`crate::moderation`]), then the guest whether it wants it. `fresh`: buffers were used in
     /// this batch.
     fn moderate(&mut self, vring: &Vring, now: Instant, queue: Queue, fresh: bool) -> bool {
+        let pair = &mut self.pairs[self.cur];
         let m = match queue {
-            Queue::Rx => &mut self.rx_mod,
-            Queue::Tx => &mut self.tx_mod,
+            Queue::Rx => &mut pair.rx_mod,
+            Queue::Tx => &mut pair.tx_mod,
         };
         match m.decide(now) {
             Decision::Idle => false,
             Decision::At(_) => {
                 if fresh {
                     match queue {
-                        Queue::Rx => self.stats.rx_interrupts_moderated += 1,
-                        Queue::Tx => self.stats.tx_interrupts_moderated += 1,
+                        Queue::Rx => pair.stats.rx_interrupts_moderated += 1,
+                        Queue::Tx => pair.stats.tx_interrupts_moderated += 1,
                     }
                 }
                 false
@@ -599,15 +676,15 @@ impl NetDevice {
         match vring.needs_notification() {
             Ok(true) => {
                 match queue {
-                    Queue::Rx => self.stats.rx_interrupts += 1,
-                    Queue::Tx => self.stats.tx_interrupts += 1,
+                    Queue::Rx => self.pairs[self.cur].stats.rx_interrupts += 1,
+                    Queue::Tx => self.pairs[self.cur].stats.tx_interrupts += 1,
                 }
                 true
             }
             Ok(false) => {
                 match queue {
-                    Queue::Rx => self.stats.rx_interrupts_suppressed += 1,
-                    Queue::Tx => self.stats.tx_interrupts_suppressed += 1,
+                    Queue::Rx => self.pairs[self.cur].stats.rx_interrupts_suppressed += 1,
+                    Queue::Tx => self.pairs[self.cur].stats.tx_interrupts_suppressed += 1,
                 }
                 false
             }
@@ -618,9 +695,11 @@ impl NetDevice {
         }
     }
 
-    /// Writes the stack's queued frames into the guest's RX buffers; returns whether any were.
+    /// Writes the stack's frames queued for this pair into the guest's RX buffers; returns
+    /// whether any were.
     fn process_rx(&mut self, rx: &Vring, now: Instant) -> bool {
-        if !queue_ready(rx) || !self.stack.has_pending() {
+        let p = self.cur;
+        if !queue_ready(rx) || !self.stack.has_pending_on(p) {
             return false;
         }
         let guard = self.mem.memory();
@@ -632,7 +711,7 @@ impl NetDevice {
                 mem,
                 vring: rx,
                 negotiated: self.negotiated,
-                stats: &mut self.stats,
+                stats: &mut self.pairs[self.cur].stats,
                 segments: &mut self.rx_segments,
                 chains: &mut self.rx_chains,
                 last_fault: None,
@@ -641,7 +720,7 @@ impl NetDevice {
             let capture = &mut self.capture;
             let mut lost = false;
             let mut captured = None;
-            let outcome = self.stack.dispatch(now, |frame, meta| {
+            let outcome = self.stack.dispatch_on(p, now, |frame, meta| {
                 if loss.as_mut().is_some_and(LossInjector::drop_next) {
                     lost = true;
                     return true;
@@ -655,7 +734,7 @@ impl NetDevice {
                 written
             });
             if lost {
-                self.stats.rx_loss_injected += 1;
+                self.pairs[self.cur].stats.rx_loss_injected += 1;
                 continue;
             }
             if let Some((head, fault)) = rx_writer.last_fault {
@@ -665,8 +744,8 @@ impl NetDevice {
                 );
             }
             match captured {
-                Some(true) => self.stats.capture_frames += 1,
-                Some(false) => self.stats.capture_drops += 1,
+                Some(true) => self.pairs[self.cur].stats.capture_frames += 1,
+                Some(false) => self.pairs[self.cur].stats.capture_drops += 1,
                 None => {}
             }
             match outcome {
@@ -680,7 +759,8 @@ impl NetDevice {
                             continue;
                         }
                         Ok(false) => {
-                            self.stats.rx_ring_full += 1;
+                            self.pairs[self.cur].stats.rx_ring_full += 1;
+                            self.pairs[self.cur].rx_blocked = true;
                             break;
                         }
                         Err(e) => {
@@ -700,14 +780,16 @@ impl NetDevice {
     /// only re-armed when the new deadline is earlier than the armed one; firing early costs one
     /// wake-up that re-arms for the real deadline, where re-arming per batch would cost a syscall
     /// per batch.
-    fn arm_timer(&mut self, now: Instant) {
-        let deadline = if self.tx_pending {
+    fn arm_timer(&mut self, p: usize, now: Instant) {
+        let stack_due = if p == 0 { self.stack.poll_at() } else { None };
+        let pair = &mut self.pairs[p];
+        let deadline = if pair.tx_pending {
             Some(now)
         } else {
             [
-                self.stack.poll_at(),
-                self.rx_mod.deadline(now),
-                self.tx_mod.deadline(now),
+                stack_due,
+                pair.rx_mod.deadline(now),
+                pair.tx_mod.deadline(now),
             ]
             .into_iter()
             .flatten()
@@ -716,14 +798,38 @@ impl NetDevice {
         let Some(deadline) = deadline else {
             return; // a stale armed timer only causes one spurious, harmless wake-up
         };
-        if self.timer_deadline.is_some_and(|armed| armed <= deadline) {
+        if pair.timer_deadline.is_some_and(|armed| armed <= deadline) {
             return;
         }
         let deadline = Some(deadline);
         let after = deadline.map(|d| std::time::Duration::from_micros((d - now).total_micros()));
-        match self.timer.set(after) {
-            Ok(()) => self.timer_deadline = deadline,
+        match pair.timer.set(after) {
+            Ok(()) => pair.timer_deadline = deadline,
             Err(e) => warn!("cannot arm the device timer: {e}"),
+        }
+    }
+
+    /// Wakes the other pairs' workers that have frames to deliver (each delivers its own).
+    fn wake_others(&mut self) {
+        for q in 0..self.active_pairs {
+            let pair = &mut self.pairs[q];
+            if q == self.cur || pair.woken || pair.rx_blocked || !self.stack.has_pending_on(q) {
+                continue;
+            }
+            if pair.wake.write(1).is_ok() {
+                pair.woken = true;
+            }
+        }
+    }
+
+    /// Follows the guest's choice of queue pairs (`ethtool -L`, seen as ring enables): frames to
+    /// it are spread over the pairs in use.
+    fn sync_active_pairs(&mut self) {
+        let active = self.shared.active_queue_pairs(self.pairs.len());
+        if active != self.active_pairs {
+            log::info!("guest uses {active} of {} queue pairs", self.pairs.len());
+            self.active_pairs = active;
+            self.stack.set_queues(active);
         }
     }
 
@@ -733,7 +839,15 @@ impl NetDevice {
             .snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        snap.device.clone_from(&self.stats);
+        let mut total = DeviceStats::default();
+        for pair in &self.pairs {
+            total.add(&pair.stats);
+        }
+        snap.device = total;
+        snap.queues.clear();
+        snap.queues
+            .extend(self.pairs.iter().map(|p| p.stats.clone()));
+        snap.active_queue_pairs = self.active_pairs;
         snap.stack.clone_from(self.stack.stats());
         snap.guest_mac = self.stack.guest_mac();
         snap.guest_ipv4 = self.stack.leases().find(|l| l.bound).map(|l| l.addr);
@@ -786,8 +900,10 @@ fn raise(vring: &Vring) {
     }
 }
 
+/// Whether the ring is set up and enabled (a pair the guest switched off is left alone).
 fn queue_ready(vring: &Vring) -> bool {
-    vring.get_ref().get_queue().ready()
+    let state = vring.get_ref();
+    state.get_queue().ready() && state.is_enabled()
 }
 
 /// Writes one frame into as many RX chains as it needs.
@@ -970,7 +1086,7 @@ impl VhostUserBackendMut for NetDevice {
     type Vring = Vring;
 
     fn num_queues(&self) -> usize {
-        NUM_QUEUES
+        2 * self.pairs.len()
     }
 
     fn max_queue_size(&self) -> usize {
@@ -978,7 +1094,7 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn features(&self) -> u64 {
-        virtio_net::offered_features(self.offloads)
+        virtio_net::offered_features(self.offloads, self.pairs.len())
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -1006,8 +1122,8 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
-        // One worker for the pair: RX and TX of a pair share the stack without locking.
-        vec![(1u64 << NUM_QUEUES) - 1]
+        // One worker per pair: its RX and TX rings are the worker's rings 0 and 1.
+        (0..self.pairs.len()).map(|p| 0b11u64 << (2 * p)).collect()
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -1020,20 +1136,23 @@ impl VhostUserBackendMut for NetDevice {
         device_event: u16,
         _evset: EventSet,
         vrings: &[Vring],
-        _thread_id: usize,
+        thread_id: usize,
     ) -> io::Result<()> {
         let now = self.now();
+        // Worker `thread_id` serves pair `thread_id`: its rings are `vrings[0]` (RX) and `[1]` (TX).
+        let p = thread_id.min(self.pairs.len() - 1);
+        self.cur = p;
+        self.sync_active_pairs();
         let (rx, tx) = (&vrings[0], &vrings[1]);
         let mut tx_used = false;
-        let before = (
-            self.stats.tx_frames,
-            self.stats.tx_bytes,
-            self.stats.rx_frames,
-            self.stats.rx_bytes,
-        );
+        let before = {
+            let s = &self.pairs[p].stats;
+            (s.tx_frames, s.tx_bytes, s.rx_frames, s.rx_bytes)
+        };
         match device_event {
             RX_QUEUE_EVENT => {
-                self.stats.rx_kicks += 1;
+                self.pairs[p].stats.rx_kicks += 1;
+                self.pairs[p].rx_blocked = false;
                 // The guest posted buffers; it need not tell us again until we run out.
                 if queue_ready(rx) {
                     if let Err(e) = rx.disable_notification() {
@@ -1042,16 +1161,22 @@ impl VhostUserBackendMut for NetDevice {
                 }
             }
             TX_QUEUE_EVENT => {
-                self.stats.tx_kicks += 1;
+                self.pairs[p].stats.tx_kicks += 1;
                 tx_used = self.process_tx(tx, now);
             }
             TIMER_EVENT => {
-                self.timer.acknowledge();
-                self.timer_deadline = None;
-                self.stack.poll(now);
-                if self.tx_pending {
+                self.pairs[p].timer.acknowledge();
+                self.pairs[p].timer_deadline = None;
+                if p == 0 {
+                    self.stack.poll(now);
+                }
+                if self.pairs[p].tx_pending {
                     tx_used = self.process_tx(tx, now);
                 }
+            }
+            WAKE_EVENT => {
+                let _ = self.pairs[p].wake.read();
+                self.pairs[p].woken = false;
             }
             CONTROL_EVENT => self.run_commands(),
             HOST_EVENT => {
@@ -1065,21 +1190,27 @@ impl VhostUserBackendMut for NetDevice {
         }
         let rx_used = self.process_rx(rx, now);
         // Used chains count as at least one frame each batch (a bad chain is returned too).
+        let pair = &mut self.pairs[p];
         if tx_used {
-            let frames = (self.stats.tx_frames - before.0).max(1);
-            self.tx_mod
-                .used(now, frames, self.stats.tx_bytes - before.1);
+            let frames = (pair.stats.tx_frames - before.0).max(1);
+            pair.tx_mod
+                .used(now, frames, pair.stats.tx_bytes - before.1);
         }
         if rx_used {
-            let frames = (self.stats.rx_frames - before.2).max(1);
-            self.rx_mod
-                .used(now, frames, self.stats.rx_bytes - before.3);
+            let frames = (pair.stats.rx_frames - before.2).max(1);
+            pair.rx_mod
+                .used(now, frames, pair.stats.rx_bytes - before.3);
         }
         // Interrupts go out after the counters are published, so that whatever the guest sees after
         // an interrupt is already in the stats.
         let tx_irq = self.moderate(tx, now, Queue::Tx, tx_used);
         let rx_irq = self.moderate(rx, now, Queue::Rx, rx_used);
-        self.arm_timer(now);
+        self.arm_timer(p, now);
+        if p != 0 {
+            // The stack's timers live on pair 0's timer; this batch may have moved them.
+            self.arm_timer(0, now);
+        }
+        self.wake_others();
         self.publish();
         if tx_irq {
             raise(tx);

@@ -229,12 +229,12 @@ impl TestFrontend {
     /// Features QEMU acks for virtgate's offer with `--offloads none` (measured, see
     /// docs/qemu-interop.md): frames both ways are complete, which most device tests want.
     pub fn qemu_features() -> u64 {
-        virtio_net::offered_features(virtio_net::Offloads::NONE)
+        virtio_net::offered_features(virtio_net::Offloads::NONE, 1)
     }
 
     /// Features QEMU acks for virtgate's default offer: every offload.
     pub fn qemu_features_with_offloads() -> u64 {
-        virtio_net::offered_features(virtio_net::Offloads::ALL)
+        virtio_net::offered_features(virtio_net::Offloads::ALL, 1)
     }
 
     pub fn memory(&self) -> &GuestMemoryMmap<()> {

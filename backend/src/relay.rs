@@ -19,6 +19,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
@@ -281,10 +282,25 @@ struct Filter {
 
 impl Filter {
     fn new(shared: Arc<Shared>) -> Self {
+        // A new frontend: no ring is enabled until it says so.
+        shared.rings_enabled.store(0, Ordering::Release);
         Filter {
             shared,
             features_set: false,
             pending_enables: Vec::new(),
+        }
+    }
+
+    /// Records a ring's enable state for the device (the guest's choice of queue pairs).
+    fn note_enable(&self, index: u32, num: u32) {
+        if index >= 64 {
+            return;
+        }
+        let bit = 1u64 << index;
+        if num != 0 {
+            self.shared.rings_enabled.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            self.shared.rings_enabled.fetch_and(!bit, Ordering::AcqRel);
         }
     }
 
@@ -344,9 +360,11 @@ impl Filter {
                                 pending.len()
                             );
                         }
+                        self.shared.rings_enabled.store(u64::MAX, Ordering::Release);
                         continue;
                     }
                     for (index, num) in pending {
+                        self.note_enable(index, num);
                         let mut state = [0u8; 8];
                         state[0..4].copy_from_slice(&index.to_le_bytes());
                         state[4..8].copy_from_slice(&num.to_le_bytes());
@@ -358,10 +376,17 @@ impl Filter {
                         debug!("relay: replayed SET_VRING_ENABLE ring {index} = {num}");
                     }
                 }
+                request::SET_VRING_ENABLE => {
+                    if let Some((index, num)) = msg.vring_state() {
+                        self.note_enable(index, num);
+                    }
+                    write_message(daemon, &msg)?;
+                }
                 request::RESET_OWNER | request::RESET_DEVICE => {
                     write_message(daemon, &msg)?;
                     self.features_set = false;
                     self.pending_enables.clear();
+                    self.shared.rings_enabled.store(0, Ordering::Release);
                 }
                 _ => write_message(daemon, &msg)?,
             }

@@ -26,7 +26,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::Config;
 use crate::device::{
-    LossInjector, NetDevice, Shared, CONTROL_EVENT, HOST_EVENT, NUM_QUEUES, TIMER_EVENT,
+    LossInjector, NetDevice, Shared, CONTROL_EVENT, HOST_EVENT, TIMER_EVENT, WAKE_EVENT,
 };
 use crate::host::HostSockets;
 use crate::relay::{Relay, RelayShutdown};
@@ -172,7 +172,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     host.set_tcp_keepalive(config.stack.tcp_keepalive);
     let mut stack = Stack::with_host(config.stack.clone(), host)?;
     stack.open_forwards().map_err(ServerError::Forward)?;
-    let device = NetDevice::new(stack, Arc::clone(&shared))
+    let device = NetDevice::new(stack, Arc::clone(&shared), config.queue_pairs)
         .map_err(ServerError::Device)?
         .with_coalesce(config.coalesce)
         .with_offloads(config.offloads)
@@ -189,7 +189,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             warn!("dropping {p}% of frames each way on purpose (--loss, seed {seed})");
             LossInjector::new(p, seed)
         }));
-    let timer_fd = device.timer_fd();
+    let pair_fds: Vec<_> = (0..device.queue_pairs())
+        .map(|p| (device.timer_fd(p), device.wake_fd(p)))
+        .collect();
     let host_fd = device.host_fd();
     let control_fd = device.control_fd();
     let control_notifier = match &config.api_socket {
@@ -204,9 +206,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     )
     .map_err(|e| ServerError::Daemon(e.to_string()))?;
     let handlers = daemon.get_epoll_handlers();
-    handlers[0]
-        .register_listener(timer_fd, EventSet::IN, u64::from(TIMER_EVENT))
-        .map_err(ServerError::RegisterTimer)?;
+    // Each pair's worker waits on its own timer and wake-up; pair 0's also on the host sockets
+    // and the control API.
+    for (handler, (timer_fd, wake_fd)) in handlers.iter().zip(&pair_fds) {
+        handler
+            .register_listener(*timer_fd, EventSet::IN, u64::from(TIMER_EVENT))
+            .map_err(ServerError::RegisterTimer)?;
+        handler
+            .register_listener(*wake_fd, EventSet::IN, u64::from(WAKE_EVENT))
+            .map_err(ServerError::RegisterTimer)?;
+    }
     handlers[0]
         .register_listener(host_fd, EventSet::IN, u64::from(HOST_EVENT))
         .map_err(ServerError::RegisterTimer)?;
@@ -336,6 +345,11 @@ fn serve(
     }
 }
 
+/// The rings of the device: one worker per pair, two rings each.
+fn num_rings(daemon: &VhostUserDaemon<Arc<RwLock<NetDevice>>>) -> usize {
+    2 * daemon.get_epoll_handlers().len()
+}
+
 fn serve_connection(
     qemu: UnixStream,
     control: &Control,
@@ -347,8 +361,12 @@ fn serve_connection(
     daemon
         .start(private)
         .map_err(|e| io::Error::other(format!("daemon start: {e}")))?;
-    let (relay, shutdown) =
-        Relay::spawn(qemu, daemon_side, Arc::clone(&control.shared), NUM_QUEUES)?;
+    let (relay, shutdown) = Relay::spawn(
+        qemu,
+        daemon_side,
+        Arc::clone(&control.shared),
+        num_rings(daemon),
+    )?;
     *control.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shutdown);
     if control.stopping.load(Ordering::SeqCst) {
         control.request_stop();

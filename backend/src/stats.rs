@@ -29,6 +29,10 @@ pub fn to_json(snap: &Snapshot, host_mtu: Option<u16>) -> Value {
             "host_mtu": host_mtu,
         },
         "device": counters(|f| snap.device.for_each(f)),
+        "queues": {
+            "active_pairs": snap.active_queue_pairs,
+            "pairs": snap.queues.iter().map(|q| counters(|f| q.for_each(f))).collect::<Vec<_>>(),
+        },
         "stack": counters(|f| snap.stack.for_each(f)),
     })
 }

@@ -7,9 +7,9 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
-    VIRTIO_NET_F_HOST_USO, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_HDR_F_NEEDS_CSUM,
-    VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
-    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4,
+    VIRTIO_NET_F_HOST_USO, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
@@ -118,10 +118,17 @@ impl std::fmt::Display for Offloads {
     }
 }
 
-/// The virtio features virtgate offers: the rings' features, MTU, mergeable RX buffers, and the
-/// offloads allowed. QEMU keeps MAC, STATUS and the control queue to itself.
-pub fn offered_features(offloads: Offloads) -> u64 {
-    (1 << VIRTIO_F_VERSION_1)
+/// The virtio features virtgate offers: the rings' features, MTU, mergeable RX buffers, the
+/// offloads allowed, and MQ with more than one queue pair (QEMU passes MQ to the guest only when
+/// the backend offers it; the control queue that carries the guest's choice stays QEMU's). QEMU
+/// keeps MAC, STATUS and the control queue to itself.
+pub fn offered_features(offloads: Offloads, queue_pairs: usize) -> u64 {
+    let mq = if queue_pairs > 1 {
+        1 << VIRTIO_NET_F_MQ
+    } else {
+        0
+    };
+    mq | (1 << VIRTIO_F_VERSION_1)
         | (1 << VIRTIO_NET_F_MRG_RXBUF)
         | (1 << VIRTIO_NET_F_MTU)
         | (1 << VIRTIO_RING_F_EVENT_IDX)
@@ -338,7 +345,7 @@ mod tests {
         assert!(!v1.mergeable_rx);
 
         // Everything offered, everything acked.
-        let all = Negotiated::from_features(offered_features(Offloads::ALL));
+        let all = Negotiated::from_features(offered_features(Offloads::ALL, 1));
         assert!(all.csum && all.host_tso4 && all.host_tso6 && all.host_ecn && all.host_uso);
         assert_eq!(
             all.guest,
@@ -379,13 +386,13 @@ mod tests {
 
     #[test]
     fn offered_features_follow_the_offloads() {
-        let none = offered_features(Offloads::NONE);
+        let none = offered_features(Offloads::NONE, 1);
         assert_ne!(none & (1 << VIRTIO_F_VERSION_1), 0);
         // CSUM (0), GUEST_CSUM (1), GUEST_TSO4 (7), HOST_TSO4 (11), HOST_USO (56): not offered.
         for bit in [0, 1, 7, 11, 56] {
             assert_eq!(none & (1 << bit), 0, "bit {bit}");
         }
-        let all = offered_features(Offloads::ALL);
+        let all = offered_features(Offloads::ALL, 1);
         for bit in [0, 1, 7, 8, 9, 11, 12, 13, 56] {
             assert_ne!(all & (1 << bit), 0, "bit {bit}");
         }
@@ -417,14 +424,14 @@ mod tests {
         write_rx_header(&mut h, 2, meta);
         assert_eq!(h, [1, 4, 86, 0, 0xa0, 0x05, 34, 0, 16, 0, 2, 0]);
         // What we write is what a guest's header would say.
-        let all = Negotiated::from_features(offered_features(Offloads::ALL));
+        let all = Negotiated::from_features(offered_features(Offloads::ALL, 1));
         assert_eq!(TxHeader::parse(&h).meta(&all, 2000), Ok(meta));
     }
 
     #[test]
     fn tx_headers_are_checked_against_the_negotiated_features() {
-        let none = Negotiated::from_features(offered_features(Offloads::NONE));
-        let all = Negotiated::from_features(offered_features(Offloads::ALL));
+        let none = Negotiated::from_features(offered_features(Offloads::NONE, 1));
+        let all = Negotiated::from_features(offered_features(Offloads::ALL, 1));
         let hdr = |flags: u8, gso: u8, gso_size: u16, start: u16, offset: u16| TxHeader {
             flags,
             gso_type: gso,
@@ -465,10 +472,13 @@ mod tests {
             hdr(0, 0x80, 0, 0, 0).meta(&all, 60),
             Err(OffloadError::NotNegotiated)
         );
-        let no_ecn = Negotiated::from_features(offered_features(Offloads {
-            ecn: false,
-            ..Offloads::ALL
-        }));
+        let no_ecn = Negotiated::from_features(offered_features(
+            Offloads {
+                ecn: false,
+                ..Offloads::ALL
+            },
+            1,
+        ));
         assert_eq!(
             hdr(1, 1 | 0x80, 1448, 34, 16).meta(&no_ecn, 9000),
             Err(OffloadError::NotNegotiated)

@@ -643,3 +643,38 @@ fn offloads_none_offers_none() {
     assert_eq!(s["device"]["tx_drop_offload"], 1);
     assert_eq!(s["device"]["rx_csum_partial"], 0);
 }
+
+/// `--queues 2` offers MQ and four rings; a frontend that sets up only the first pair (as a guest
+/// using one pair) is served on it, and the counters come per pair.
+#[test]
+fn a_multiqueue_device_serves_the_pairs_in_use() {
+    let vg = Virtgate::start(&["--queues", "2"]);
+    let mut fe = connect(&vg);
+    assert_eq!(
+        fe.acked_features & (1 << virtio_bindings::virtio_net::VIRTIO_NET_F_MQ),
+        0,
+        "the frontend did not ask for MQ"
+    );
+    fe.post_rx_buffers(16);
+    for seq in 0..3 {
+        ping(&mut fe, seq, b"pair zero");
+    }
+    let s = vg.stats_when(|s| s["device"]["rx_frames"] == 3);
+    let pairs = s["queues"]["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(s["queues"]["active_pairs"], 1);
+    assert_eq!(pairs[0]["rx_frames"], 3);
+    assert_eq!(pairs[0]["tx_frames"], 3);
+    assert_eq!(pairs[1]["rx_frames"], 0);
+    assert_eq!(pairs[1]["tx_frames"], 0);
+    fe.shutdown().unwrap();
+
+    // MQ is offered only with more than one pair.
+    let offered_mq = |args: &[&str]| {
+        let vg = Virtgate::start(args);
+        let fe = TestFrontend::connect(&vg.socket, u64::MAX, EnableOrder::AfterSetup).unwrap();
+        fe.acked_features & (1 << virtio_bindings::virtio_net::VIRTIO_NET_F_MQ) != 0
+    };
+    assert!(offered_mq(&["--queues", "2"]));
+    assert!(!offered_mq(&[]));
+}

@@ -222,8 +222,9 @@ fn host_program_files(programs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Static guest programs built from `guest-tests/guest/*.c` (none yet in this scope beyond
-/// busybox); compiled once with the host's gcc into the cache.
+/// Static guest programs built from `guest-tests/guest/*.c` (what busybox lacks: UDP and TCP test
+/// tools, NDP/DHCPv6 probes, `channels` for ethtool's -l/-L); compiled once with the host's gcc
+/// into the cache.
 fn guest_programs() -> Result<Vec<(String, Vec<u8>)>, String> {
     let src_dir = workspace_root().join("guest-tests/guest");
     let mut out = Vec::new();
@@ -494,6 +495,11 @@ pub struct VmOptions {
     /// `reconnect=N` on the chardev: QEMU reconnects to a restarted virtgate.
     pub reconnect_secs: Option<u32>,
     pub boot_timeout: Duration,
+    /// Queue pairs of the NIC (`queues=` on the netdev, `mq=on` on the device; virtgate needs
+    /// `--queues` as many).
+    pub queue_pairs: u32,
+    /// Guest CPUs (Linux's virtio-net uses as many queue pairs as CPUs by default).
+    pub cpus: u32,
 }
 
 impl Default for VmOptions {
@@ -505,6 +511,8 @@ impl Default for VmOptions {
             mac: GUEST_MAC.into(),
             reconnect_secs: None,
             boot_timeout: Duration::from_secs(120),
+            queue_pairs: 1,
+            cpus: 1,
         }
     }
 }
@@ -698,9 +706,20 @@ impl Vm {
             // QEMU 7.2 under TCG crashes in msix_set_vector_notifiers with vhost-user and MSI-X.
             device.push_str(",vectors=0");
         }
+        let mut netdev = "vhost-user,id=n0,chardev=c0".to_string();
+        if opts.queue_pairs > 1 {
+            let q = opts.queue_pairs;
+            let _ = write!(netdev, ",queues={q}");
+            device.push_str(",mq=on");
+            if major >= 8 {
+                // A vector per ring, one for the control queue, one for config changes.
+                let _ = write!(device, ",vectors={}", 2 * q + 2);
+            }
+        }
         let mem = opts.memory_mib;
+        let cpus = opts.cpus.max(1).to_string();
         let mut cmd = Command::new(qemu);
-        cmd.args(["-accel", &accel, "-m", &format!("{mem}M"), "-smp", "1"])
+        cmd.args(["-accel", &accel, "-m", &format!("{mem}M"), "-smp", &cpus])
             .args([
                 "-nodefaults",
                 "-no-user-config",
@@ -729,7 +748,7 @@ impl Vm {
                     "-chardev".to_string(),
                     chardev.clone(),
                     "-netdev".to_string(),
-                    "vhost-user,id=n0,chardev=c0".to_string(),
+                    netdev.clone(),
                 ]
             })
             .args(["-device", &device])

@@ -46,51 +46,152 @@ pub enum Dispatch {
     Idle,
 }
 
-/// Outgoing frames in recycled buffers, each with its offload metadata: once warm, queueing
-/// allocates nothing.
-#[derive(Debug, Default)]
+/// The most egress queues (the device's RX queues, one per queue pair).
+pub const MAX_QUEUES: usize = 8;
+
+/// Outgoing frames, one queue per device RX queue, in recycled buffers, each with its offload
+/// metadata: once warm, queueing allocates nothing. A frame's queue is chosen by a symmetric hash
+/// of its flow (see [`steering_hash`]), so a conversation stays on one queue pair.
+#[derive(Debug)]
 struct TxQueue {
-    frames: VecDeque<(Vec<u8>, FrameMeta)>,
+    queues: Vec<VecDeque<(Vec<u8>, FrameMeta)>>,
+    /// Queues in use (the guest's active queue pairs); frames go to `hash % active`.
+    active: usize,
     free: Vec<Vec<u8>>,
 }
 
+impl Default for TxQueue {
+    fn default() -> Self {
+        TxQueue {
+            queues: (0..MAX_QUEUES).map(|_| VecDeque::new()).collect(),
+            active: 1,
+            free: Vec::new(),
+        }
+    }
+}
+
 impl TxQueue {
-    fn is_full(&self) -> bool {
-        self.frames.len() >= TX_QUEUE_CAPACITY
+    fn queue_of(&self, frame: &[u8]) -> usize {
+        if self.active == 1 {
+            0
+        } else {
+            steering_hash(frame) as usize % self.active
+        }
     }
 
-    /// Queues a frame of `len` bytes written by `emit`; false if the queue is full.
+    /// Queues a frame of `len` bytes written by `emit`; false if its queue is full.
     fn push_with(&mut self, len: usize, meta: FrameMeta, emit: impl FnOnce(&mut [u8])) -> bool {
-        if self.is_full() {
-            return false;
-        }
         let mut buf = self.free.pop().unwrap_or_default();
         buf.clear();
         buf.resize(len, 0);
         emit(&mut buf);
-        self.frames.push_back((buf, meta));
-        true
+        self.push_meta(buf, meta)
     }
 
     fn push(&mut self, frame: Vec<u8>) -> bool {
-        if self.is_full() {
+        self.push_meta(frame, FrameMeta::NONE)
+    }
+
+    fn push_meta(&mut self, frame: Vec<u8>, meta: FrameMeta) -> bool {
+        let q = self.queue_of(&frame);
+        if self.queues[q].len() >= TX_QUEUE_CAPACITY {
+            self.recycle(frame);
             return false;
         }
-        self.frames.push_back((frame, FrameMeta::NONE));
+        self.queues[q].push_back((frame, meta));
         true
     }
 
-    fn front(&self) -> Option<(&[u8], FrameMeta)> {
-        self.frames.front().map(|(f, m)| (f.as_slice(), *m))
+    /// Frames the fullest active queue can still take.
+    fn room(&self) -> usize {
+        self.queues[..self.active]
+            .iter()
+            .map(|q| TX_QUEUE_CAPACITY - q.len().min(TX_QUEUE_CAPACITY))
+            .min()
+            .unwrap_or(0)
     }
 
-    fn pop(&mut self) {
-        if let Some((buf, _)) = self.frames.pop_front() {
-            if self.free.len() < TX_QUEUE_CAPACITY {
-                self.free.push(buf);
+    fn is_empty(&self) -> bool {
+        self.queues.iter().all(VecDeque::is_empty)
+    }
+
+    fn front(&self, q: usize) -> Option<(&[u8], FrameMeta)> {
+        self.queues[q].front().map(|(f, m)| (f.as_slice(), *m))
+    }
+
+    fn pop(&mut self, q: usize) {
+        if let Some((buf, _)) = self.queues[q].pop_front() {
+            self.recycle(buf);
+        }
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.free.len() < TX_QUEUE_CAPACITY {
+            self.free.push(buf);
+        }
+    }
+
+    /// Spreads frames over `n` queues from now on; frames waiting on a queue that is no longer
+    /// active move to the one their flow now maps to (order within a flow is kept).
+    fn set_active(&mut self, n: usize) {
+        let n = n.clamp(1, MAX_QUEUES);
+        if n == self.active {
+            return;
+        }
+        self.active = n;
+        for q in n..MAX_QUEUES {
+            while let Some((frame, meta)) = self.queues[q].pop_front() {
+                let to = self.queue_of(&frame);
+                // A queue over capacity for a moment is better than losing frames.
+                self.queues[to].push_back((frame, meta));
             }
         }
     }
+}
+
+/// A hash of a frame's flow that is the same in both directions: the IP addresses and, for TCP and
+/// UDP outside fragments, the ports (each endpoint hashed, then combined in an order-free way).
+/// Frames without IP (ARP) hash to 0.
+pub fn steering_hash(frame: &[u8]) -> u32 {
+    fn mix(addr: &[u8], port: &[u8]) -> u32 {
+        // FNV-1a: cheap and well spread for a handful of bytes.
+        addr.iter().chain(port).fold(0x811c_9dc5u32, |h, &b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        })
+    }
+    let Some(ip) = frame.get(ethernet::HEADER_LEN..) else {
+        return 0;
+    };
+    let (src, dst, proto, l4): (&[u8], &[u8], u8, Option<&[u8]>) = match frame.get(12..14) {
+        Some([0x08, 0x00]) if ip.len() >= 20 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+            (
+                &ip[12..16],
+                &ip[16..20],
+                ip[9],
+                (!fragment).then(|| ip.get(ihl..)).flatten(),
+            )
+        }
+        Some([0x86, 0xdd]) if ip.len() >= 40 => (&ip[8..24], &ip[24..40], ip[6], ip.get(40..)),
+        _ => return 0,
+    };
+    let ports = match (proto, l4) {
+        (6 | 17, Some(l4)) if l4.len() >= 4 => Some((&l4[0..2], &l4[2..4])),
+        _ => None,
+    };
+    let (a, b) = match ports {
+        Some((sp, dp)) => (mix(src, sp), mix(dst, dp)),
+        None => (mix(src, &[]), mix(dst, &[])),
+    };
+    // Order-free (a ^ b and a + b are both symmetric), then MurmurHash3's finaliser so that the
+    // low bits, which pick the queue, depend on every input bit.
+    let mut h = (a ^ b) ^ a.wrapping_add(b).rotate_left(16);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 /// The largest datagram read from a host socket.
@@ -252,7 +353,7 @@ impl<H: HostIo> Stack<H> {
 
     /// Whether frames are waiting for the device.
     pub fn has_pending(&self) -> bool {
-        !self.txq.frames.is_empty()
+        !self.txq.is_empty()
     }
 
     /// The largest frame the stack emits: the MTU plus the Ethernet header.
@@ -260,14 +361,44 @@ impl<H: HostIo> Stack<H> {
         usize::from(self.cfg.mtu) + ethernet::HEADER_LEN
     }
 
-    /// Offers the next queued frame and its offload metadata to `deliver`, which returns whether
-    /// it took it. The metadata uses only the offloads set with [`Stack::set_guest_offloads`].
+    /// Whether frames are waiting for the device's RX queue `queue`.
+    pub fn has_pending_on(&self, queue: usize) -> bool {
+        self.txq.queues.get(queue).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Spreads frames to the guest over `n` queues (the guest's active queue pairs, 1 to
+    /// [`MAX_QUEUES`]), by a symmetric hash of each frame's flow.
+    pub fn set_queues(&mut self, n: usize) {
+        self.txq.set_active(n);
+    }
+
+    /// Offers the next queued frame (of any queue) and its offload metadata to `deliver`, which
+    /// returns whether it took it. The metadata uses only the offloads set with
+    /// [`Stack::set_guest_offloads`].
     pub fn dispatch(
         &mut self,
+        now: Instant,
+        deliver: impl FnOnce(&[u8], FrameMeta) -> bool,
+    ) -> Dispatch {
+        let q = (0..MAX_QUEUES)
+            .find(|&q| self.has_pending_on(q))
+            .unwrap_or(0);
+        self.dispatch_on(q, now, deliver)
+    }
+
+    /// [`Stack::dispatch`] for the frames of one queue.
+    pub fn dispatch_on(
+        &mut self,
+        queue: usize,
         _now: Instant,
         deliver: impl FnOnce(&[u8], FrameMeta) -> bool,
     ) -> Dispatch {
-        let Some((frame, meta)) = self.txq.front() else {
+        let Some((frame, meta)) = self
+            .txq
+            .queues
+            .get(queue)
+            .and_then(|_| self.txq.front(queue))
+        else {
             return Dispatch::Idle;
         };
         let len = frame.len();
@@ -276,7 +407,7 @@ impl<H: HostIo> Stack<H> {
         }
         self.stats.eth_tx_frames += 1;
         self.stats.eth_tx_bytes += len as u64;
-        self.txq.pop();
+        self.txq.pop(queue);
         Dispatch::Sent(len)
     }
 
@@ -400,7 +531,7 @@ impl<H: HostIo> Stack<H> {
 
     /// Frames the egress queue can still take.
     pub(crate) fn tx_room(&self) -> usize {
-        TX_QUEUE_CAPACITY - self.txq.frames.len()
+        self.txq.room()
     }
 
     pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
@@ -842,7 +973,7 @@ impl<H: HostIo> Stack<H> {
         };
         let piece = (usize::from(self.cfg.mtu) - ipv4::HEADER_LEN) & !7;
         let pieces = repr.payload_len.div_ceil(piece);
-        if TX_QUEUE_CAPACITY - self.txq.frames.len() < pieces {
+        if self.txq.room() < pieces {
             self.stats.drop_tx_queue_full += 1;
             return false;
         }

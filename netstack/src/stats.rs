@@ -21,6 +21,11 @@ macro_rules! counters {
                 $(f(stringify!($field), self.$field);)*
             }
 
+            /// Adds every counter of `other` to this one (totals over queues).
+            pub fn add(&mut self, other: &Self) {
+                $(self.$field += other.$field;)*
+            }
+
             /// The value of the counter called `name`.
             pub fn get(&self, name: &str) -> Option<u64> {
                 match name {

@@ -75,6 +75,110 @@ fn drain_meta<H: crate::host::HostIo>(
 mod ipv6;
 mod lossy_link;
 
+/// Frames to the guest spread over the device's RX queues by flow.
+mod steering {
+    use super::*;
+    use crate::stack::{steering_hash, TxQueue, MAX_QUEUES};
+
+    /// A TCP or UDP frame from `src:sport` to `dst:dport` (only the fields the hash reads).
+    fn flow_frame(
+        proto: IpProtocol,
+        src: Ipv4Address,
+        sport: u16,
+        dst: Ipv4Address,
+        dport: u16,
+    ) -> Vec<u8> {
+        let mut l4 = vec![0u8; 20];
+        l4[0..2].copy_from_slice(&sport.to_be_bytes());
+        l4[2..4].copy_from_slice(&dport.to_be_bytes());
+        ipv4_frame(src, dst, proto, &l4)
+    }
+
+    #[test]
+    fn the_hash_is_the_same_both_ways_and_spreads_flows() {
+        let (a, b) = (GUEST_IP, Ipv4Address::new(10, 0, 2, 2));
+        let mut per_queue = [0usize; 4];
+        for port in 0..200u16 {
+            for proto in [IpProtocol::Tcp, IpProtocol::Udp] {
+                let there = steering_hash(&flow_frame(proto, a, 40000 + port, b, 80));
+                let back = steering_hash(&flow_frame(proto, b, 80, a, 40000 + port));
+                assert_eq!(there, back, "port {port}");
+                per_queue[there as usize % 4] += 1;
+            }
+        }
+        // 400 flows over four queues: each gets a fair share.
+        assert!(
+            per_queue.iter().all(|&n| (60..140).contains(&n)),
+            "{per_queue:?}"
+        );
+        // ARP has no flow: queue 0.
+        let arp = eth_frame(GUEST_MAC, EtherType::Arp, &[0u8; 28]);
+        assert_eq!(steering_hash(&arp), 0);
+    }
+
+    #[test]
+    fn a_flow_stays_on_one_queue_and_fewer_queues_take_over_the_frames() {
+        let mut q = TxQueue::default();
+        q.set_active(4);
+        let frames: Vec<Vec<u8>> = (0..64u16)
+            .map(|p| {
+                flow_frame(
+                    IpProtocol::Tcp,
+                    Ipv4Address::new(10, 0, 2, 2),
+                    80,
+                    GUEST_IP,
+                    40000 + p,
+                )
+            })
+            .collect();
+        for f in &frames {
+            assert!(q.push(f.clone()));
+            // The same flow again: same queue.
+            assert!(q.push(f.clone()));
+        }
+        let used = (0..4).filter(|&i| !q.queues[i].is_empty()).count();
+        assert_eq!(used, 4);
+        for i in 0..4 {
+            let mut it = q.queues[i].iter();
+            while let (Some(x), Some(y)) = (it.next(), it.next()) {
+                assert_eq!(x.0, y.0, "a flow's frames stay together, in order");
+            }
+        }
+        // The guest goes down to two pairs: nothing is lost, everything is on queues 0 and 1.
+        q.set_active(2);
+        assert!((2..MAX_QUEUES).all(|i| q.queues[i].is_empty()));
+        assert_eq!(q.queues[0].len() + q.queues[1].len(), 128);
+        for f in &frames {
+            let at = (steering_hash(f) % 2) as usize;
+            assert!(q.queues[at].iter().any(|(g, _)| g == f));
+        }
+    }
+
+    #[test]
+    fn the_stack_delivers_each_queue_separately() {
+        let mut s = Stack::new(Config::default()).unwrap();
+        s.set_queues(4);
+        // Echo requests from many "flows" (ICMP: hashed by addresses only, so one queue).
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b"x"),
+        );
+        let pending: Vec<usize> = (0..4).filter(|&q| s.has_pending_on(q)).collect();
+        assert_eq!(pending.len(), 1);
+        let q = pending[0];
+        let other = (q + 1) % 4;
+        assert_eq!(
+            s.dispatch_on(other, Instant::ZERO, |_, _| true),
+            Dispatch::Idle
+        );
+        assert!(matches!(
+            s.dispatch_on(q, Instant::ZERO, |_, _| true),
+            Dispatch::Sent(_)
+        ));
+        assert!(!s.has_pending());
+    }
+}
+
 mod ethernet_layer {
     use super::*;
 
