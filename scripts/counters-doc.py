@@ -25,7 +25,7 @@ def extract(path, struct):
 
 doc = root / "docs/counters.md"
 head = doc.read_text().split("## device")[0]
-parts = [head, "## device: per queue pair, like `ethtool -S`\n\n| counter | meaning |\n| --- | --- |\n"]
+parts = [head, "## device: per queue pair, like `ethtool -S`\n\n`device` holds each counter summed over the queue pairs; `queues.pairs[K]` holds pair K's own\n(`--queues`), and `queues.active_pairs` how many pairs the guest uses.\n\n| counter | meaning |\n| --- | --- |\n"]
 parts += [f"| `{n}` | {d} |\n" for n, d in extract("backend/src/device.rs", "DeviceStats")]
 parts.append("\n## stack: per protocol, and one `drop_*` counter per reason\n\n| counter | meaning |\n| --- | --- |\n")
 parts += [f"| `{n}` | {d} |\n" for n, d in extract("netstack/src/stats.rs", "Stats")]

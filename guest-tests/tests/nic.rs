@@ -295,3 +295,101 @@ fn link_down_and_up_through_the_api_keeps_connections() {
     assert_eq!(s["stack"]["tcp_host_resets"], 0, "{s:#}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Serves `conns` HTTP downloads of `size` bytes each on the host's loopback; returns the port.
+fn download_server(conns: usize, size: usize) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for _ in 0..conns {
+            let Ok((mut s, _)) = l.accept() else { return };
+            std::thread::spawn(move || {
+                let mut req = [0u8; 1024];
+                let _ = std::io::Read::read(&mut s, &mut req);
+                let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {size}\r\n\r\n");
+                let _ = s.write_all(&vec![b'q'; size]);
+            });
+        }
+    });
+    port
+}
+
+/// Runs `n` downloads from `port` at once in the guest; all must complete.
+fn parallel_downloads(vm: &mut Vm, port: u16, n: usize) {
+    let out = vm
+        .run(
+            &format!(
+                "for i in $(seq {n}); do (wget -q -O /dev/null http://10.0.2.2:{port}/ && echo done) & done; wait"
+            ),
+            Duration::from_secs(240),
+        )
+        .ok();
+    assert_eq!(out.matches("done").count(), n, "{out}");
+}
+
+/// A pair's counter from the stats document.
+fn pair_counter(s: &serde_json::Value, pair: usize, name: &str) -> u64 {
+    s["queues"]["pairs"][pair][name].as_u64().unwrap()
+}
+
+/// `--queues 4` with a four-CPU guest: the driver uses four pairs, parallel downloads spread over
+/// all four RX queues and the guest's ACKs leave on all four TX queues; the guest switches to two
+/// pairs at run time (`ethtool -L`, our `channels`) and traffic keeps to those; back to four.
+#[test]
+fn four_queue_pairs_carry_traffic_and_follow_the_guest() {
+    let vg = Virtgate::start(&["--queues", "4"]);
+    let opts = VmOptions {
+        queue_pairs: 4,
+        cpus: 4,
+        ..VmOptions::default()
+    };
+    let mut vm = Vm::boot(&vg.socket, &opts);
+    vm.bring_up();
+    assert_eq!(vm.sh("channels eth0").trim(), "combined 4 max 4");
+    let s = vg.stats();
+    assert_eq!(s["queues"]["active_pairs"], 4, "{}", s["queues"]);
+
+    let port = download_server(40 + 20 + 10, 256 << 10);
+    parallel_downloads(&mut vm, port, 40);
+    let s = vg.stats();
+    for pair in 0..4 {
+        for name in ["rx_frames", "tx_frames", "rx_interrupts", "tx_kicks"] {
+            assert!(
+                pair_counter(&s, pair, name) > 0,
+                "pair {pair} {name}: {}",
+                s["queues"]
+            );
+        }
+    }
+    // The totals are the sums of the pairs.
+    let sum: u64 = (0..4).map(|p| pair_counter(&s, p, "rx_frames")).sum();
+    assert_eq!(s["device"]["rx_frames"].as_u64().unwrap(), sum);
+
+    // Down to two pairs: QEMU disables rings 4-7, virtgate spreads over pairs 0 and 1 only.
+    assert_eq!(vm.sh("channels eth0 2").trim(), "combined 2 max 4");
+    let mut s = vg.stats();
+    for _ in 0..50 {
+        if s["queues"]["active_pairs"] == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        s = vg.stats();
+    }
+    assert_eq!(s["queues"]["active_pairs"], 2, "{}", s["queues"]);
+    let before: Vec<u64> = (0..4).map(|p| pair_counter(&s, p, "rx_frames")).collect();
+    parallel_downloads(&mut vm, port, 20);
+    let s = vg.stats();
+    let after: Vec<u64> = (0..4).map(|p| pair_counter(&s, p, "rx_frames")).collect();
+    assert!(
+        after[0] > before[0] && after[1] > before[1],
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(&after[2..], &before[2..], "disabled pairs stay quiet");
+
+    // And back to four.
+    assert_eq!(vm.sh("channels eth0 4").trim(), "combined 4 max 4");
+    parallel_downloads(&mut vm, port, 10);
+    let s = vg.stats();
+    assert_eq!(s["queues"]["active_pairs"], 4, "{}", s["queues"]);
+    assert_eq!(s["device"]["rx_drop_too_big"], 0);
+}
