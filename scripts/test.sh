@@ -23,8 +23,8 @@ else
 fi
 
 # The foundation guest tests again with Debian 12's QEMU 7.2 (vectors=0 under TCG, QEMU 7.2's
-# vhost-user client, reconnects), when setup could unpack it. The gateway tests do not depend on
-# the QEMU version and run once.
+# vhost-user client, reconnects), and the multiqueue ones (QEMU's MQ path without MSI-X), when
+# setup could unpack it. The gateway tests do not depend on the QEMU version and run once.
 qemu72="$PWD/target/guest/qemu-7.2"
 if [ -x "$qemu72/usr/bin/qemu-system-x86_64" ] && "$qemu72/usr/bin/qemu-system-x86_64" --version >/dev/null 2>&1; then
     echo "== guest tests with $("$qemu72/usr/bin/qemu-system-x86_64" --version | head -1)"
@@ -32,8 +32,10 @@ if [ -x "$qemu72/usr/bin/qemu-system-x86_64" ] && "$qemu72/usr/bin/qemu-system-x
     export VIRTGATE_QEMU_ARGS="-L $qemu72/usr/share/qemu -L /usr/share/seabios"
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run -p guest-tests --test foundation --locked --profile ci
+        cargo nextest run -p guest-tests --test nic --locked --profile ci queue_pairs
     else
         cargo test -p guest-tests --test foundation --locked
+        cargo test -p guest-tests --test nic --locked queue_pairs
     fi
 else
     echo "== QEMU 7.2 matrix not run: no runnable QEMU 7.2 under $qemu72"
