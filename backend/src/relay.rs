@@ -36,6 +36,7 @@ pub mod request {
     pub const GET_VRING_BASE: u32 = 11;
     pub const NET_SET_MTU: u32 = 20;
     pub const SET_VRING_ENABLE: u32 = 18;
+    pub const GET_QUEUE_NUM: u32 = 17;
     pub const RESET_DEVICE: u32 = 34;
 }
 
@@ -207,7 +208,7 @@ impl Relay {
         let writer = Arc::clone(&qemu_writer);
         let to_qemu = thread::Builder::new()
             .name("vu-relay-out".into())
-            .spawn(move || pump_to_qemu(&daemon_reader, &writer))?;
+            .spawn(move || pump_to_qemu(&daemon_reader, &writer, num_rings / 2))?;
         let to_daemon = thread::Builder::new()
             .name("vu-relay-in".into())
             .spawn(move || {
@@ -231,14 +232,22 @@ impl Relay {
     }
 }
 
-/// Daemon → QEMU: replies, forwarded whole.
-fn pump_to_qemu(daemon: &UnixStream, qemu: &Mutex<UnixStream>) {
+/// Daemon → QEMU: replies, forwarded whole; GET_QUEUE_NUM is answered in queue pairs.
+///
+/// vhost-user-backend answers GET_QUEUE_NUM with its ring count, but QEMU's net client reads the
+/// answer as queue pairs: it would accept `queues=` up to twice what virtgate serves and only fail
+/// later, when a ring beyond them is set up (then falling back to a dead userspace NIC). With the
+/// answer in pairs QEMU refuses the mismatch at start-up, with its own clear message.
+fn pump_to_qemu(daemon: &UnixStream, qemu: &Mutex<UnixStream>, queue_pairs: usize) {
     let mut qemu_gone = false;
     loop {
         match read_message(daemon) {
-            Ok(Some(msg)) => {
+            Ok(Some(mut msg)) => {
                 if qemu_gone {
                     continue; // replies to the relay's own clean-up requests
+                }
+                if msg.request == request::GET_QUEUE_NUM && msg.u64_payload().is_some() {
+                    msg.payload[..8].copy_from_slice(&(queue_pairs as u64).to_le_bytes());
                 }
                 let w = qemu.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = write_message(&w, &msg) {

@@ -683,6 +683,11 @@ impl Output {
 impl Vm {
     /// Boots a guest on `socket` and waits for its shell.
     pub fn boot(socket: &Path, opts: &VmOptions) -> Vm {
+        Vm::try_boot(socket, opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Vm::boot`], or why not: QEMU exited (with its output) or the guest did not boot in time.
+    pub fn try_boot(socket: &Path, opts: &VmOptions) -> Result<Vm, String> {
         let owned;
         let image = if opts.host_programs.is_empty() {
             GuestImage::get()
@@ -761,19 +766,33 @@ impl Vm {
         console.spawn_reader(child.stdout.take().unwrap());
         console.spawn_reader(child.stderr.take().unwrap());
         let stdin = child.stdin.take().unwrap();
-        let vm = Vm {
+        let mut vm = Vm {
             child: Some(child),
             stdin,
             console,
             next_id: 0,
         };
-        let ready = vm.console.wait_for(0, opts.boot_timeout, |t| {
-            t.contains("VIRTGATE-GUEST-READY").then_some(())
-        });
-        if ready.is_none() {
-            panic!("guest did not boot within {:?}", opts.boot_timeout);
+        let deadline = Instant::now() + opts.boot_timeout;
+        loop {
+            let ready = vm.console.wait_for(0, Duration::from_millis(200), |t| {
+                t.contains("VIRTGATE-GUEST-READY").then_some(())
+            });
+            if ready.is_some() {
+                return Ok(vm);
+            }
+            if let Some(status) = vm.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                // Let the readers take the last of QEMU's output.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("QEMU exited ({status}):\n{}", vm.console()));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "guest did not boot within {:?}; QEMU said:\n{}",
+                    opts.boot_timeout,
+                    vm.console()
+                ));
+            }
         }
-        vm
     }
 
     /// The console text so far.

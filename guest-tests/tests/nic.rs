@@ -484,3 +484,20 @@ fn eight_queue_pairs_work_when_the_guest_asks_for_them() {
         );
     }
 }
+
+/// QEMU asking for more queue pairs than virtgate serves is refused at start-up, in QEMU's own
+/// words (virtgate answers GET_QUEUE_NUM in pairs), rather than failing later with a dead NIC.
+/// (QEMU then keeps retrying the connection and never boots the guest.)
+#[test]
+fn qemu_asking_for_more_queue_pairs_is_refused_at_start() {
+    let vg = Virtgate::start(&["--queues", "2"]);
+    let opts = VmOptions {
+        queue_pairs: 4,
+        boot_timeout: Duration::from_secs(15),
+        ..VmOptions::default()
+    };
+    let err = Vm::try_boot(&vg.socket, &opts)
+        .err()
+        .expect("QEMU must refuse queues=4 against --queues 2");
+    assert!(err.contains("more queues than supported: 2"), "{err}");
+}
