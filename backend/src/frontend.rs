@@ -237,6 +237,12 @@ impl TestFrontend {
         virtio_net::offered_features(virtio_net::Offloads::ALL, 1)
     }
 
+    /// VHOST_USER_GET_QUEUE_NUM: how many queues the device says it serves.
+    pub fn queue_num(&mut self) -> io::Result<u64> {
+        use vhost::vhost_user::VhostUserFrontend;
+        self.fe.get_queue_num().map_err(err)
+    }
+
     pub fn memory(&self) -> &GuestMemoryMmap<()> {
         &self.mem
     }

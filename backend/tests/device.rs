@@ -655,6 +655,8 @@ fn a_multiqueue_device_serves_the_pairs_in_use() {
         0,
         "the frontend did not ask for MQ"
     );
+    // In queue pairs, as QEMU's net client reads it (the daemon would say 4 rings).
+    assert_eq!(fe.queue_num().unwrap(), 2);
     fe.post_rx_buffers(16);
     for seq in 0..3 {
         ping(&mut fe, seq, b"pair zero");
