@@ -276,6 +276,8 @@ crate::counters! {
         tcp_tx_large_segments,
         /// UDP segmentation requests (the guest's USO), split into datagrams towards the host.
         udp_rx_segmented,
+        /// UDP segmentation requests for more than 128 datagrams (Linux's limit), dropped.
+        drop_udp_gso_invalid,
         /// TCP connections in the table (a gauge).
         tcp_connections,
         /// Guest connections refused (host port closed or unreachable, nothing serves the address).

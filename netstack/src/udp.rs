@@ -77,6 +77,9 @@ pub(crate) fn is_icmp_error(e: &io::Error) -> bool {
     )
 }
 
+/// The most datagrams one UDP segmentation request may stand for (Linux's `UDP_MAX_SEGMENTS`).
+pub(crate) const UDP_MAX_SEGMENTS: usize = 128;
+
 impl<H: HostIo> Stack<H> {
     /// Where a guest datagram to `dst:port` goes on the host; `None` when nothing serves it.
     fn udp_host_destination(&mut self, dst: IpAddress, port: u16) -> Option<SocketAddr> {
@@ -168,6 +171,13 @@ impl<H: HostIo> Stack<H> {
             _ => payload.len().max(1),
         };
         if payload.len() > segment {
+            // Linux refuses to build more than UDP_MAX_SEGMENTS (128) datagrams from one request;
+            // a larger count is no datagram stream but one frame asking for that many sends.
+            if payload.len().div_ceil(segment) > UDP_MAX_SEGMENTS {
+                self.stats.drop_udp_gso_invalid += 1;
+                trace!("drop: {udp}: segmentation into more than {UDP_MAX_SEGMENTS} datagrams");
+                return;
+            }
             self.stats.udp_rx_segmented += 1;
         }
         // One empty datagram is still a datagram.

@@ -710,6 +710,20 @@ mod host_flows {
         assert_eq!(s.stats().udp_rx_segmented, 1);
         assert_eq!(s.stats().udp_tx_host_datagrams, 3);
 
+        // A request for more datagrams than Linux would ever build (3000 of one byte) is dropped
+        // and counted, not turned into 3000 sends.
+        let tiny = FrameMeta {
+            checksum: None,
+            gso: Some(Gso {
+                kind: GsoKind::Udp,
+                segment_size: 1,
+                header_len: 42,
+            }),
+        };
+        s.process_frame_meta(Instant::ZERO, &udp_frame(gw, 40000, 7, &payload), tiny);
+        assert_eq!(s.stats().drop_udp_gso_invalid, 1);
+        assert_eq!(s.host().sent.len(), 3);
+
         // The reply, to a guest that takes partial checksums.
         s.set_guest_offloads(GuestOffloads {
             partial_checksum: true,
