@@ -57,6 +57,15 @@ fn stats_metrics_coalescing_and_capture_through_ctl() {
         metrics.contains("# TYPE virtgate_device_rx_frames counter\nvirtgate_device_rx_frames 1\n")
     );
     assert!(metrics.contains("# TYPE virtgate_stack_tcp_connections gauge\n"));
+    // Per queue pair, labelled; and how many pairs are in use.
+    assert!(
+        metrics.contains(
+            "# TYPE virtgate_queue_rx_frames counter\nvirtgate_queue_rx_frames{pair=\"0\"} 1\n"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("virtgate_queue_pairs_active 1\n"));
+    assert_eq!(stats["queues"]["pairs"][0]["rx_frames"], 1);
 
     // Moderation at run time: from one interrupt per reply to one per eight.
     let (ok, out, _) = ctl(&api, &["coalesce"]);
