@@ -543,9 +543,33 @@ impl<H: HostIo> Stack<H> {
     }
 
     /// The offloads the guest's driver accepts in frames to it (the device's negotiated features);
-    /// none until set.
+    /// none until set. Frames already queued are brought in line: a partial checksum the new
+    /// driver does not take is completed; a large segment it cannot take is dropped and counted
+    /// (TCP sends the data again, in segments it can take).
     pub fn set_guest_offloads(&mut self, offloads: GuestOffloads) {
         self.offloads = offloads;
+        let mut withdrawn = 0;
+        for queue in &mut self.txq.queues {
+            queue.retain_mut(|(frame, meta)| {
+                if let Some(g) = meta.gso {
+                    let accepted = match g.kind {
+                        crate::offload::GsoKind::Tcpv4 => offloads.tso4,
+                        crate::offload::GsoKind::Tcpv6 => offloads.tso6,
+                        crate::offload::GsoKind::Udp => false,
+                    };
+                    if !accepted {
+                        withdrawn += 1;
+                        return false;
+                    }
+                }
+                if let Some(c) = meta.checksum.filter(|_| !offloads.partial_checksum) {
+                    c.complete(frame);
+                    meta.checksum = None;
+                }
+                true
+            });
+        }
+        self.stats.drop_tx_offload_withdrawn += withdrawn;
     }
 
     pub fn guest_offloads(&self) -> GuestOffloads {

@@ -145,6 +145,8 @@ crate::counters! {
         drop_dhcp_ignored,
         /// Outgoing frames dropped because the egress queue was full.
         drop_tx_queue_full,
+        /// Queued large segments dropped because a new driver (a reconnect) takes no TSO.
+        drop_tx_offload_withdrawn,
         /// Routed packets whose TTL ran out at the gateway (answered with Time Exceeded).
         drop_ipv4_ttl_exceeded,
         /// ICMP errors (unreachable, time exceeded) sent to the guest.

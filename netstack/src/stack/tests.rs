@@ -1669,6 +1669,39 @@ mod tcp_flows {
         }
 
         #[test]
+        fn a_new_driver_without_offloads_gets_queued_frames_it_can_take() {
+            let (mut s, _, sock) = established();
+            s.set_guest_offloads(ALL);
+            host_sends(&mut s, sock, 40_000);
+            // The initial window waits as one large segment.
+            assert!(s.has_pending());
+            // The guest reconnects with a driver that takes partial checksums but no TSO.
+            s.set_guest_offloads(GuestOffloads {
+                partial_checksum: true,
+                ..GuestOffloads::default()
+            });
+            assert!(drain_meta(&mut s).iter().all(|(_, m)| m.gso.is_none()));
+            assert_eq!(s.stats().drop_tx_offload_withdrawn, 1);
+
+            // Partial checksums withdrawn: completed in place.
+            let (mut s, _, sock) = established();
+            s.set_guest_offloads(GuestOffloads {
+                partial_checksum: true,
+                ..GuestOffloads::default()
+            });
+            host_sends(&mut s, sock, 4_000);
+            s.set_guest_offloads(GuestOffloads::default());
+            let out = drain_meta(&mut s);
+            assert!(!out.is_empty() && out.iter().all(|(_, m)| *m == FrameMeta::NONE));
+            let frames: Vec<Vec<u8>> = out.into_iter().map(|(f, _)| f).collect();
+            assert_eq!(
+                segments(&frames).len(),
+                frames.len(),
+                "every checksum verifies"
+            );
+        }
+
+        #[test]
         fn without_tso_segments_stay_within_the_mss_and_checksums_complete() {
             let (mut s, _, sock) = established();
             s.set_guest_offloads(GuestOffloads {
