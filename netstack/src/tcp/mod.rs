@@ -26,6 +26,7 @@
 mod congestion;
 mod ooo;
 mod scoreboard;
+mod sendbuf;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -46,6 +47,7 @@ use crate::wire::{
 use congestion::NewReno;
 use ooo::{Held, OutOfOrder};
 use scoreboard::Scoreboard;
+use sendbuf::SendBuffer;
 
 /// At most this many connections; a SYN beyond it is refused with a RST (`flows_refused`).
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -148,7 +150,7 @@ pub(crate) struct TcpConn {
     sack_ok: bool,
     ts: Option<Timestamps>,
     /// Bytes from `snd_una` on: sent or not, not yet acknowledged.
-    to_guest: VecDeque<u8>,
+    to_guest: SendBuffer,
     to_host: VecDeque<u8>,
     /// Guest data beyond a gap, and a FIN that came with it.
     ooo: OutOfOrder,
@@ -218,7 +220,7 @@ impl TcpConn {
             mss: 536,
             sack_ok: false,
             ts: None,
-            to_guest: VecDeque::new(),
+            to_guest: SendBuffer::new(TO_GUEST_CAP),
             to_host: VecDeque::new(),
             ooo: OutOfOrder::default(),
             ooo_fin: None,
@@ -833,7 +835,7 @@ impl<H: HostIo> Stack<H> {
                 conn.set_state(TcpState::Established);
             }
             let data_acked = acked.min(conn.to_guest.len());
-            conn.to_guest.drain(..data_acked);
+            conn.to_guest.consume(data_acked);
             if conn.guest_urgent.is_some_and(|u| u.is_before(ack)) {
                 conn.guest_urgent = None;
             }
@@ -1168,20 +1170,20 @@ impl<H: HostIo> Stack<H> {
             self.tcp_keep(conn);
             return;
         }
-        // Read while there is room for what the guest has not acknowledged.
-        let mut buf = std::mem::take(&mut self.host_buf);
-        while !conn.host_eof && conn.to_guest.len() < TO_GUEST_CAP {
-            let want = (TO_GUEST_CAP - conn.to_guest.len()).min(READ_CHUNK);
+        // Read while there is room for what the guest has not acknowledged, straight into the
+        // send buffer.
+        while !conn.host_eof && conn.to_guest.room() > 0 {
+            let want = conn.to_guest.room().min(READ_CHUNK);
             // The kernel stops a read at the urgent mark: the byte at the mark comes first in the
             // next read, inline (SO_OOBINLINE).
             if self.host.tcp_at_mark(sock).unwrap_or(false) && conn.guest_urgent.is_none() {
                 conn.guest_urgent = Some(conn.snd_una + conn.to_guest.len());
                 self.stats.tcp_urgent_from_host += 1;
             }
-            match self.host.tcp_recv(sock, &mut buf[..want]) {
+            match self.host.tcp_recv(sock, conn.to_guest.free_mut(want)) {
                 Ok(0) => conn.host_eof = true,
                 Ok(n) => {
-                    conn.to_guest.extend(&buf[..n]);
+                    conn.to_guest.commit(n);
                     self.stats.tcp_rx_host_bytes += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -1196,7 +1198,6 @@ impl<H: HostIo> Stack<H> {
                 }
             }
         }
-        self.host_buf = buf;
         if conn.state != TcpState::Closed {
             self.tcp_output(now, &mut conn);
             let receiving = matches!(
@@ -1573,13 +1574,9 @@ impl<H: HostIo> Stack<H> {
         let mut header = self.tcp_header(now, conn, seq, flags, len);
         header.urgent_at = urgent.map_or(0, |u| u.min(usize::from(u16::MAX)) as u16);
         let seg_size = conn.seg_size();
-        let data = conn.to_guest.make_contiguous();
-        let repr = TcpRepr {
-            payload: &data[offset..offset + len],
-            ..header
-        };
         conn.last_send = Some(now);
-        self.tcp_emit_segments(now, conn.key, &repr, seg_size);
+        let payload = conn.to_guest.slices(offset, len);
+        self.tcp_emit_segments(now, conn.key, &header, payload, seg_size);
     }
 
     /// The host could not connect for the guest's SYN (sequence number `isn`): what a real
@@ -1623,22 +1620,26 @@ impl<H: HostIo> Stack<H> {
     }
 
     fn tcp_emit(&mut self, now: Instant, key: ConnKey, repr: &TcpRepr) {
-        self.tcp_emit_segments(now, key, repr, usize::MAX);
+        self.tcp_emit_segments(now, key, repr, (repr.payload, &[]), usize::MAX);
     }
 
-    /// Queues a segment for the guest. With GUEST_CSUM its checksum is left partial; a payload
-    /// larger than `segment_size` goes as one segmentation request (the caller checked that the
-    /// guest takes TSO for the family).
+    /// Queues a segment for the guest: `repr`'s header (its own payload is not used) and the
+    /// payload in one or two slices (the send buffer wraps), copied once, into the frame. With
+    /// GUEST_CSUM its checksum is left partial; a payload larger than `segment_size` goes as one
+    /// segmentation request (the caller checked that the guest takes TSO for the family).
     fn tcp_emit_segments(
         &mut self,
         now: Instant,
         key: ConnKey,
         repr: &TcpRepr,
+        payload: (&[u8], &[u8]),
         segment_size: usize,
     ) {
         let (src, dst) = (key.remote.0, key.guest.0);
         let partial = self.offloads.partial_checksum;
-        let large = repr.payload.len() > segment_size;
+        let payload_len = payload.0.len() + payload.1.len();
+        let segment_len = repr.header_len() + payload_len;
+        let large = payload_len > segment_size;
         let offload = PayloadOffload {
             checksum_offset: partial.then_some(TCP_CHECKSUM_OFFSET),
             gso: large.then(|| {
@@ -1650,11 +1651,11 @@ impl<H: HostIo> Stack<H> {
             }),
         };
         let emit = |b: &mut [u8]| {
-            if partial {
-                repr.emit_partial(b, src, dst)
-            } else {
-                repr.emit(b, src, dst, false)
-            }
+            let (first, second) = payload;
+            let at = repr.header_len();
+            b[at..at + first.len()].copy_from_slice(first);
+            b[at + first.len()..segment_len].copy_from_slice(second);
+            repr.emit_around_payload(&mut b[..segment_len], src, dst, partial);
         };
         let sent = match (src, dst) {
             (IpAddress::V4(s), IpAddress::V4(d)) => {
@@ -1662,7 +1663,7 @@ impl<H: HostIo> Stack<H> {
                     src: s,
                     dst: d,
                     protocol: IpProtocol::Tcp,
-                    payload_len: repr.buffer_len(),
+                    payload_len: segment_len,
                     ttl: DEFAULT_TTL,
                 };
                 self.dispatch_ipv4_offload(now, None, &ip, offload, emit)
@@ -1672,7 +1673,7 @@ impl<H: HostIo> Stack<H> {
                     src: s,
                     dst: d,
                     next_header: IpProtocol::Tcp,
-                    payload_len: repr.buffer_len(),
+                    payload_len: segment_len,
                     hop_limit: DEFAULT_TTL,
                 };
                 self.dispatch_ipv6_offload(now, None, &ip, offload, emit)

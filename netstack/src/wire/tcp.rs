@@ -351,25 +351,36 @@ impl<'a> TcpRepr<'a> {
 
     /// [`TcpRepr::emit_v4`] for either family.
     pub fn emit(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress, payload_in_place: bool) {
-        self.emit_inner(buf, src, dst, payload_in_place, false);
+        let len = self.buffer_len();
+        self.emit_inner(buf, len, src, dst, payload_in_place, false);
     }
 
-    /// [`TcpRepr::emit`] with the checksum left partial: the field holds the folded pseudo-header
-    /// sum, for the receiver (or a NIC) to complete over the segment (see [`crate::offload`]).
-    pub fn emit_partial(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress) {
-        self.emit_inner(buf, src, dst, false, true);
+    /// Writes the header in front of a payload already in place: `buf` is the whole segment,
+    /// `buf[header_len..]` its payload (gathered by the caller, `self.payload` is not used). The
+    /// checksum is computed, or with `partial` left partial: the field then holds the folded
+    /// pseudo-header sum, for the receiver (or a NIC) to complete (see [`crate::offload`]).
+    pub fn emit_around_payload(
+        &self,
+        buf: &mut [u8],
+        src: IpAddress,
+        dst: IpAddress,
+        partial: bool,
+    ) {
+        let len = buf.len();
+        self.emit_inner(buf, len, src, dst, true, partial);
     }
 
     fn emit_inner(
         &self,
         buf: &mut [u8],
+        len: usize,
         src: IpAddress,
         dst: IpAddress,
         payload_in_place: bool,
         partial: bool,
     ) {
         let hlen = self.header_len();
-        let buf = &mut buf[..self.buffer_len()];
+        let buf = &mut buf[..len];
         write_u16(buf, field::SRC_PORT, self.src_port);
         write_u16(buf, field::DST_PORT, self.dst_port);
         write_u32(buf, field::SEQ, self.seq_number.0);
