@@ -1024,7 +1024,25 @@ impl<H: HostIo> Stack<H> {
                 self.stats.tcp_urgent_from_guest += 1;
             }
         }
-        conn.to_host.extend(&payload[..take]);
+        let mut data = &payload[..take];
+        if conn.to_host.is_empty() && conn.host_urgent.is_none() && !conn.host_write_failed {
+            // Nothing waits before these bytes: straight to the host socket from the guest's
+            // frame; only what the socket does not take now is buffered.
+            match self.host.tcp_send(conn.sock, data) {
+                Ok(n) => {
+                    data = &data[n..];
+                    self.stats.tcp_tx_host_bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    // As in `tcp_flush_to_host`: the guest is reset.
+                    debug!("tcp {:?}: host write failed: {e}", conn.key);
+                    conn.host_write_failed = true;
+                    data = &[];
+                }
+            }
+        }
+        conn.to_host.extend(data);
         conn.rcv_nxt = conn.rcv_nxt + take;
         conn.rcv_unacked += take;
         if !conn.ooo.is_empty() {
