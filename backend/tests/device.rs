@@ -170,6 +170,34 @@ fn rx_interrupts_are_moderated() {
     assert_eq!(s["device"]["rx_interrupts_moderated"], 0);
 }
 
+/// The same on the TX side (e1000's TIDV/TADV and a frame threshold): the used TX chains of 16
+/// single-frame batches cost two interrupts with `--tx-frames 8`, and sixteen without moderation.
+#[test]
+fn tx_interrupts_are_moderated() {
+    let features = TestFrontend::qemu_features() & !(1 << VIRTIO_RING_F_EVENT_IDX);
+    for (args, interrupts, moderated) in [
+        (
+            &["--tx-frames", "8", "--tx-usecs-abs", "1000000"][..],
+            2,
+            14,
+        ),
+        (&[][..], 16, 0),
+    ] {
+        let vg = Virtgate::start(args);
+        let mut fe = TestFrontend::connect(&vg.socket, features, EnableOrder::AfterSetup).unwrap();
+        fe.post_rx_buffers(64);
+        for seq in 0..16 {
+            ping(&mut fe, seq, b"tx");
+        }
+        let s = vg.stats_when(|s| s["device"]["tx_interrupts"] == interrupts);
+        assert_eq!(
+            s["device"]["tx_interrupts_moderated"], moderated,
+            "{args:?}: {s:#}"
+        );
+        assert_eq!(s["device"]["tx_frames"], 16);
+    }
+}
+
 /// `--pcap`: every frame both ways lands in a pcapng file that tshark reads without complaint,
 /// with the direction of each (outbound: from the guest) and the bytes as exchanged.
 #[test]
