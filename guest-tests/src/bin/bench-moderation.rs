@@ -1,6 +1,7 @@
 //! `scripts/bench-moderation.sh`: interrupt moderation against the same guest at several
 //! settings, in one run: RX interrupts per frame during a 16 MiB download (the guest's
-//! `/proc/interrupts`), and ping round trips to the gateway. A benchmark, not a test: it prints
+//! `/proc/interrupts`), the TX interrupts of the same download (the guest's ACKs going out), and
+//! ping round trips to the gateway. A benchmark, not a test: it prints
 //! numbers and asserts nothing.
 
 use std::io::Write;
@@ -11,16 +12,17 @@ use guest_tests::{Virtgate, Vm, VmOptions};
 
 const DOWNLOAD: usize = 16 << 20;
 
-fn rx_interrupts(vm: &mut Vm) -> u64 {
-    vm.sh("grep virtio0-input.0 /proc/interrupts")
+/// The guest's interrupt count on one virtio vector (`virtio0-input.0`, `virtio0-output.0`).
+fn interrupts(vm: &mut Vm, vector: &str) -> u64 {
+    vm.sh(&format!("grep {vector} /proc/interrupts"))
         .split_whitespace()
         .skip(1)
         .map_while(|f| f.parse::<u64>().ok())
         .sum()
 }
 
-/// (guest RX interrupts, frames delivered) for one download.
-fn download(vg: &Virtgate, vm: &mut Vm) -> (u64, u64) {
+/// (guest RX interrupts, frames delivered, guest TX interrupts, frames sent) for one download.
+fn download(vg: &Virtgate, vm: &mut Vm) -> (u64, u64, u64, u64) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("address").port();
     std::thread::spawn(move || {
@@ -28,13 +30,19 @@ fn download(vg: &Virtgate, vm: &mut Vm) -> (u64, u64) {
             let _ = s.write_all(&vec![0x55; DOWNLOAD]);
         }
     });
-    let frames = |vg: &Virtgate| vg.stats()["device"]["rx_frames"].as_u64().unwrap_or(0);
-    let (i0, f0) = (rx_interrupts(vm), frames(vg));
+    let frames = |vg: &Virtgate, name: &str| vg.stats()["device"][name].as_u64().unwrap_or(0);
+    let rx0 = (interrupts(vm, "virtio0-input.0"), frames(vg, "rx_frames"));
+    let tx0 = (interrupts(vm, "virtio0-output.0"), frames(vg, "tx_frames"));
     vm.run(
         &format!("nc 10.0.2.2 {port} </dev/null >/dev/null"),
         Duration::from_secs(120),
     );
-    (rx_interrupts(vm) - i0, frames(vg) - f0)
+    (
+        interrupts(vm, "virtio0-input.0") - rx0.0,
+        frames(vg, "rx_frames") - rx0.1,
+        interrupts(vm, "virtio0-output.0") - tx0.0,
+        frames(vg, "tx_frames") - tx0.1,
+    )
 }
 
 /// Average and maximum ping round trip to the gateway's DNS address (answered by virtgate itself,
@@ -55,7 +63,7 @@ fn rtt(vm: &mut Vm) -> (f64, f64) {
 }
 
 fn main() {
-    let settings: [&[&str]; 6] = [
+    let settings: [&[&str]; 7] = [
         &[],
         &["--rx-usecs", "100", "--rx-usecs-abs", "400"],
         &[
@@ -76,14 +84,22 @@ fn main() {
         ],
         &["--itr", "2000"],
         &["--adaptive-rx"],
+        &[
+            "--tx-usecs",
+            "1000",
+            "--tx-frames",
+            "64",
+            "--tx-usecs-abs",
+            "4000",
+        ],
     ];
     println!(
         "guest under tcg, a {} MiB download (--offloads none), then 20 pings to 10.0.2.3",
         DOWNLOAD >> 20
     );
     println!(
-        "{:<58} {:>10} {:>8} {:>10} {:>9} {:>9}",
-        "setting", "interrupts", "frames", "frames/irq", "rtt avg", "rtt max"
+        "{:<58} {:>10} {:>8} {:>10} {:>7} {:>8} {:>9} {:>9}",
+        "setting", "rx irqs", "frames", "frames/irq", "tx irqs", "tx frames", "rtt avg", "rtt max"
     );
     for args in settings {
         // Frames of one MSS (no TSO), so that the load in frames is the same at every setting and
@@ -93,7 +109,7 @@ fn main() {
         let vg = Virtgate::start(&full);
         let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
         vm.bring_up();
-        let (irqs, frames) = download(&vg, &mut vm);
+        let (irqs, frames, tx_irqs, tx_frames) = download(&vg, &mut vm);
         let (avg, max) = rtt(&mut vm);
         let name = if args.is_empty() {
             "(none)".to_string()
@@ -101,7 +117,7 @@ fn main() {
             args.join(" ")
         };
         println!(
-            "{name:<58} {irqs:>10} {frames:>8} {:>10.1} {avg:>7.2}ms {max:>7.2}ms",
+            "{name:<58} {irqs:>10} {frames:>8} {:>10.1} {tx_irqs:>7} {tx_frames:>8} {avg:>7.2}ms {max:>7.2}ms",
             frames as f64 / irqs.max(1) as f64
         );
     }
