@@ -134,15 +134,15 @@ fn moderation_cuts_rx_interrupts_at_a_fixed_load() {
     assert_eq!(plain.2["device"]["rx_interrupts_moderated"], 0);
 }
 
-/// Counts the packets of `file` matching the display filter (with IP, UDP and TCP checksum
-/// validation on).
-fn tshark_count(file: &std::path::Path, filter: &str) -> usize {
+/// Runs tshark on `file` with IP, UDP and TCP checksum validation on and `args` (a display filter
+/// and what to print); panics unless it succeeds, returns its output.
+fn tshark(file: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new("tshark")
         .args(["-r", file.to_str().unwrap()])
         .args(["-o", "ip.check_checksum:TRUE"])
         .args(["-o", "udp.check_checksum:TRUE"])
         .args(["-o", "tcp.check_checksum:TRUE"])
-        .args(["-Y", filter])
+        .args(args)
         .output()
         .expect("tshark (scripts/setup.sh installs it)");
     assert!(
@@ -150,30 +150,17 @@ fn tshark_count(file: &std::path::Path, filter: &str) -> usize {
         "tshark: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Counts the packets of `file` matching the display filter.
+fn tshark_count(file: &std::path::Path, filter: &str) -> usize {
+    tshark(file, &["-Y", filter]).lines().count()
 }
 
 /// The values of `field` in the packets of `file` matching `filter`.
 fn tshark_field(file: &std::path::Path, filter: &str, field: &str) -> Vec<usize> {
-    let out = std::process::Command::new("tshark")
-        .args([
-            "-r",
-            file.to_str().unwrap(),
-            "-Y",
-            filter,
-            "-T",
-            "fields",
-            "-e",
-            field,
-        ])
-        .output()
-        .expect("tshark (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    tshark(file, &["-Y", filter, "-T", "fields", "-e", field])
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()

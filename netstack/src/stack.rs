@@ -1039,6 +1039,43 @@ impl<H: HostIo> Stack<H> {
         true
     }
 
+    /// Queues an IP packet from `src` to `dst` (one family; false for a mix) with `payload_len`
+    /// bytes of `protocol` written by `emit_payload`, resolving the guest's MAC, and leaving
+    /// `offload` to the NIC (see [`Stack::dispatch_ipv4_offload`]).
+    pub(crate) fn dispatch_ip_offload(
+        &mut self,
+        now: Instant,
+        (src, dst): (wire::IpAddress, wire::IpAddress),
+        protocol: IpProtocol,
+        payload_len: usize,
+        offload: PayloadOffload,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        match (src, dst) {
+            (wire::IpAddress::V4(src), wire::IpAddress::V4(dst)) => {
+                let ip = Ipv4Repr {
+                    src,
+                    dst,
+                    protocol,
+                    payload_len,
+                    ttl: DEFAULT_TTL,
+                };
+                self.dispatch_ipv4_offload(now, None, &ip, offload, emit_payload)
+            }
+            (wire::IpAddress::V6(src), wire::IpAddress::V6(dst)) => {
+                let ip = wire::Ipv6Repr {
+                    src,
+                    dst,
+                    next_header: protocol,
+                    payload_len,
+                    hop_limit: DEFAULT_TTL,
+                };
+                self.dispatch_ipv6_offload(now, None, &ip, offload, emit_payload)
+            }
+            _ => false,
+        }
+    }
+
     /// Queues an IPv4 packet; `emit_payload` writes the payload into the slice it is given. With no
     /// `dst_mac`, the destination is resolved through the neighbour cache (and ARP). Returns whether
     /// the packet was queued or parked.

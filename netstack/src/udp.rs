@@ -534,33 +534,12 @@ impl<H: HostIo> Stack<H> {
                 udp.emit(buf, src.0, dst.0);
             }
         };
-        let sent = match (src.0, dst.0) {
-            (IpAddress::V4(s), IpAddress::V4(d)) => {
-                if ipv4::HEADER_LEN + udp_len > usize::from(u16::MAX) {
-                    self.stats.drop_udp_too_big += 1;
-                    return;
-                }
-                let ip = Ipv4Repr {
-                    src: s,
-                    dst: d,
-                    protocol: IpProtocol::Udp,
-                    payload_len: udp_len,
-                    ttl: DEFAULT_TTL,
-                };
-                self.dispatch_ipv4_offload(now, None, &ip, offload, emit)
-            }
-            (IpAddress::V6(s), IpAddress::V6(d)) => {
-                let repr = crate::wire::Ipv6Repr {
-                    src: s,
-                    dst: d,
-                    next_header: IpProtocol::Udp,
-                    payload_len: udp_len,
-                    hop_limit: DEFAULT_TTL,
-                };
-                self.dispatch_ipv6_offload(now, None, &repr, offload, emit)
-            }
-            _ => return,
-        };
+        if matches!(dst.0, IpAddress::V4(_)) && ipv4::HEADER_LEN + udp_len > usize::from(u16::MAX) {
+            self.stats.drop_udp_too_big += 1;
+            return;
+        }
+        let sent =
+            self.dispatch_ip_offload(now, (src.0, dst.0), IpProtocol::Udp, udp_len, offload, emit);
         if sent {
             self.stats.udp_rx_host_datagrams += 1;
         }

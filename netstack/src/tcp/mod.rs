@@ -37,12 +37,10 @@ use log::{debug, trace};
 use crate::config::Keepalive;
 use crate::host::{HostIo, SocketId};
 use crate::offload::{GsoKind, PayloadOffload, TCP_CHECKSUM_OFFSET};
-use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
+use crate::stack::{ForwardListener, Stack};
 use crate::time::{Duration, Instant};
 use crate::wire::tcp::flags;
-use crate::wire::{
-    ipv4, ipv6, tcp, IpAddress, IpProtocol, Ipv4Repr, Ipv6Repr, SeqNumber, TcpPacket, TcpRepr,
-};
+use crate::wire::{ipv4, ipv6, tcp, IpAddress, IpProtocol, SeqNumber, TcpPacket, TcpRepr};
 
 use congestion::NewReno;
 use ooo::{Held, OutOfOrder};
@@ -1675,29 +1673,8 @@ impl<H: HostIo> Stack<H> {
             b[at + first.len()..segment_len].copy_from_slice(second);
             repr.emit_around_payload(&mut b[..segment_len], src, dst, partial);
         };
-        let sent = match (src, dst) {
-            (IpAddress::V4(s), IpAddress::V4(d)) => {
-                let ip = Ipv4Repr {
-                    src: s,
-                    dst: d,
-                    protocol: IpProtocol::Tcp,
-                    payload_len: segment_len,
-                    ttl: DEFAULT_TTL,
-                };
-                self.dispatch_ipv4_offload(now, None, &ip, offload, emit)
-            }
-            (IpAddress::V6(s), IpAddress::V6(d)) => {
-                let ip = Ipv6Repr {
-                    src: s,
-                    dst: d,
-                    next_header: IpProtocol::Tcp,
-                    payload_len: segment_len,
-                    hop_limit: DEFAULT_TTL,
-                };
-                self.dispatch_ipv6_offload(now, None, &ip, offload, emit)
-            }
-            _ => false,
-        };
+        let sent =
+            self.dispatch_ip_offload(now, (src, dst), IpProtocol::Tcp, segment_len, offload, emit);
         if sent {
             self.stats.tcp_tx_segments += 1;
             if large {
