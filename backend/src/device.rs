@@ -338,6 +338,9 @@ struct Pair {
     woken: bool,
     /// The guest had no RX buffers: wait for its kick rather than being woken.
     rx_blocked: bool,
+    /// The guest wants an interrupt that moderation still holds back.
+    rx_owed: bool,
+    tx_owed: bool,
 }
 
 impl Pair {
@@ -352,6 +355,8 @@ impl Pair {
             wake: EventFd::new(EFD_NONBLOCK)?,
             woken: false,
             rx_blocked: false,
+            rx_owed: false,
+            tx_owed: false,
         })
     }
 }
@@ -490,6 +495,8 @@ impl NetDevice {
         for pair in &mut self.pairs {
             pair.rx_mod = Moderator::new(c.rx, c.itr, c.adaptive_rx);
             pair.tx_mod = Moderator::new(c.tx, c.itr, false);
+            pair.rx_owed = false;
+            pair.tx_owed = false;
         }
     }
 
@@ -643,17 +650,35 @@ impl NetDevice {
         self.warn_limited(now, format_args!("{queue:?} queue error: {e}"));
     }
 
-    /// Whether the queue's interrupt should be raised now: moderation decides when (see
-    /// [`crate::moderation`]), then the guest whether it wants it. `fresh`: buffers were used in
-    /// this batch.
+    /// Whether the queue's interrupt should be raised now. The guest's wish is taken when buffers
+    /// are used (`fresh`): EVENT_IDX's used_event for this batch, as a NIC latches an interrupt
+    /// cause when a frame arrives while the driver has interrupts enabled. Moderation (see
+    /// [`crate::moderation`]) then only decides when an owed interrupt goes out: it merges
+    /// interrupts, it never adds one. (Asking the guest only when the timer fires would look at a
+    /// wider window of used_event and could signal batches the guest had polled already.)
     fn moderate(&mut self, vring: &Vring, now: Instant, queue: Queue, fresh: bool) -> bool {
+        if fresh {
+            let wanted = self.guest_wants_interrupt(vring, now, queue);
+            let pair = &mut self.pairs[self.cur];
+            let (owed, m) = match queue {
+                Queue::Rx => (&mut pair.rx_owed, &mut pair.rx_mod),
+                Queue::Tx => (&mut pair.tx_owed, &mut pair.tx_mod),
+            };
+            if wanted {
+                *owed = true;
+            } else if !*owed {
+                m.not_wanted();
+            }
+        }
         let pair = &mut self.pairs[self.cur];
-        let m = match queue {
-            Queue::Rx => &mut pair.rx_mod,
-            Queue::Tx => &mut pair.tx_mod,
+        let (owed, m) = match queue {
+            Queue::Rx => (&mut pair.rx_owed, &mut pair.rx_mod),
+            Queue::Tx => (&mut pair.tx_owed, &mut pair.tx_mod),
         };
+        if !*owed {
+            return false;
+        }
         match m.decide(now) {
-            Decision::Idle => false,
             Decision::At(_) => {
                 if fresh {
                     match queue {
@@ -663,24 +688,23 @@ impl NetDevice {
                 }
                 false
             }
-            Decision::Now => {
+            Decision::Now | Decision::Idle => {
                 m.signalled(now);
-                self.wants_interrupt(vring, now, queue)
+                *owed = false;
+                match queue {
+                    Queue::Rx => pair.stats.rx_interrupts += 1,
+                    Queue::Tx => pair.stats.tx_interrupts += 1,
+                }
+                true
             }
         }
     }
 
-    /// Whether the guest wants an interrupt for the chains used (EVENT_IDX's used_event, or
-    /// the NO_INTERRUPT flag without it); counted here, raised by [`raise`] after publishing.
-    fn wants_interrupt(&mut self, vring: &Vring, now: Instant, queue: Queue) -> bool {
+    /// Whether the guest wants an interrupt for the chains used (EVENT_IDX's used_event, or the
+    /// NO_INTERRUPT flag without it); a batch it does not want one for is counted here.
+    fn guest_wants_interrupt(&mut self, vring: &Vring, now: Instant, queue: Queue) -> bool {
         match vring.needs_notification() {
-            Ok(true) => {
-                match queue {
-                    Queue::Rx => self.pairs[self.cur].stats.rx_interrupts += 1,
-                    Queue::Tx => self.pairs[self.cur].stats.tx_interrupts += 1,
-                }
-                true
-            }
+            Ok(true) => true,
             Ok(false) => {
                 match queue {
                     Queue::Rx => self.pairs[self.cur].stats.rx_interrupts_suppressed += 1,

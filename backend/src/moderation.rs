@@ -13,8 +13,11 @@
 //! | `adaptive-rx` | dynamic ITR (`InterruptThrottleRate=1/3`) | pick the RX throttle from the traffic between interrupts |
 //!
 //! All zero (the default) means no moderation: signal as soon as used buffers are published.
-//! Moderation only ever delays an interrupt; the EVENT_IDX check (does the guest want one?) is
-//! made when it fires, so the guest's own suppression still holds.
+//! Moderation only ever delays and merges interrupts. The EVENT_IDX check (does the guest want
+//! one?) is made when buffers are used, as a NIC latches an interrupt cause; the device then holds
+//! the owed interrupt until the policy says it is due. A batch the guest did not want an interrupt
+//! for owes nothing ([`Moderator::not_wanted`]). So moderation never raises an interrupt that the
+//! same batches would not have raised without it.
 //!
 //! The policy is a pure object over time passed in, so that it is tested in simulated time; the
 //! device drives it from its batches and its timerfd.
@@ -202,7 +205,17 @@ impl Moderator {
         }
     }
 
-    /// The interrupt fired (or the guest did not want it): what was pending is signalled.
+    /// The guest wanted no interrupt for what is pending (it is polling the ring): nothing is
+    /// owed, and the timers start again from the next frame. The throttle still counts from the
+    /// last interrupt actually raised.
+    pub fn not_wanted(&mut self) {
+        self.pending_frames = 0;
+        self.pending_bytes = 0;
+        self.first_pending = None;
+        self.last_frame = None;
+    }
+
+    /// The interrupt fired: what was pending is signalled.
     pub fn signalled(&mut self, now: Instant) {
         if let Some(class) = self.adaptive {
             self.adaptive = Some(class.next(self.pending_frames, self.pending_bytes));

@@ -79,12 +79,22 @@ fn ping_survives_moderation(vm: &mut Vm) {
     assert!(max_ms < 1000.0, "{out}");
 }
 
+/// The same 16 MiB download three times: unmoderated, with the e1000 timers, and with the
+/// throttle at 10 interrupts per second. Frames of one MSS (no TSO): the load is counted in frames,
+/// as the e1000's registers count it, and is the same in every run.
+///
+/// Asserted: the throttle's guarantee as the guest counts it (at most `itr` interrupts per second
+/// of download, plus the one after a quiet spell), hence far fewer interrupts per frame than
+/// unmoderated; moderation at work with the timers (batches held back) and pings surviving every
+/// setting. How much the timers save against an unmoderated guest depends on how the guest's NAPI
+/// polling already batches under TCG (from 18 to 82 frames per interrupt here, with the machine's
+/// load), so that ratio is printed and measured by `scripts/bench-moderation.sh`, not asserted.
 #[test]
 fn moderation_cuts_rx_interrupts_at_a_fixed_load() {
     let size = 16 << 20;
+    let itr = 10u64;
+    let itr_arg = itr.to_string();
     let mut results = Vec::new();
-    // Frames of one MSS (no TSO): the load is counted in frames, as the e1000's registers count
-    // it, and is the same in both runs.
     for args in [
         &["--offloads", "none"][..],
         &[
@@ -97,41 +107,55 @@ fn moderation_cuts_rx_interrupts_at_a_fixed_load() {
             "--rx-usecs-abs",
             "4000",
         ][..],
+        &["--offloads", "none", "--itr", &itr_arg][..],
     ] {
         let vg = Virtgate::start(args);
         let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
         vm.bring_up();
+        let started = std::time::Instant::now();
         let (irqs, frames) = download(&vg, &mut vm, size);
+        let elapsed = started.elapsed();
         let s = vg.stats();
         eprintln!(
-            "{args:?}: {irqs} guest RX interrupts for {frames} frames ({} raised by virtgate, {} moderated batches)",
+            "{args:?}: {irqs} guest RX interrupts for {frames} frames in {elapsed:?} ({} raised by virtgate, {} moderated batches)",
             s["device"]["rx_interrupts"], s["device"]["rx_interrupts_moderated"]
         );
         ping_survives_moderation(&mut vm);
-        results.push((irqs, frames, s));
+        results.push((irqs, frames, elapsed, s));
     }
-    let (plain, moderated) = (&results[0], &results[1]);
-    // Per frame delivered, at least a fifth fewer interrupts.
+    let (plain, timers, throttled) = (&results[0], &results[1], &results[2]);
+    // The throttle: interrupts at least 1/itr apart, so no more than itr per second of download
+    // (and one at its start).
+    let bound = (itr as f64 * throttled.2.as_secs_f64()).ceil() as u64 + 1;
     assert!(
-        moderated.0 * plain.1 * 5 < plain.0 * moderated.1 * 4,
-        "moderation should cut the interrupts per frame: {} for {} frames vs {} for {}",
-        moderated.0,
-        moderated.1,
+        throttled.0 <= bound,
+        "{} interrupts in {:?} with --itr {itr}",
+        throttled.0,
+        throttled.2
+    );
+    // At the same load, interrupts per frame fall.
+    assert!(
+        throttled.0 * plain.1 < plain.0 * throttled.1,
+        "throttled: {} for {} frames, unmoderated: {} for {}",
+        throttled.0,
+        throttled.1,
         plain.0,
         plain.1
     );
     // Guest and virtgate count the same interrupts (give or take the two outside the window).
-    for (irqs, _, s) in &results {
+    for (irqs, _, _, s) in &results {
         let raised = s["device"]["rx_interrupts"].as_u64().unwrap();
         assert!(raised >= *irqs, "{raised} raised, {irqs} seen");
     }
-    assert!(
-        moderated.2["device"]["rx_interrupts_moderated"]
-            .as_u64()
-            .unwrap()
-            > 0
-    );
-    assert_eq!(plain.2["device"]["rx_interrupts_moderated"], 0);
+    for moderated in [timers, throttled] {
+        assert!(
+            moderated.3["device"]["rx_interrupts_moderated"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
+    assert_eq!(plain.3["device"]["rx_interrupts_moderated"], 0);
 }
 
 /// Runs tshark on `file` with IP, UDP and TCP checksum validation on and `args` (a display filter
