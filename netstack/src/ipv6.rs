@@ -991,11 +991,7 @@ impl<H: HostIo> Stack<H> {
             emit_payload(&mut ip[wire_ipv6::HEADER_LEN..]);
         };
         let frame_len = ethernet::HEADER_LEN + ip_len;
-        let mac = if repr.dst.is_multicast() {
-            Some(repr.dst.multicast_mac())
-        } else {
-            dst_mac.or_else(|| self.v6.neighbors.lookup(now, repr.dst))
-        };
+        let mac = self.ipv6_link_destination(now, dst_mac, repr.dst);
         match mac {
             Some(mac) => {
                 let meta = offload.frame_meta(ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN);
@@ -1008,9 +1004,7 @@ impl<H: HostIo> Stack<H> {
             None if offload.gso.is_some() => {
                 // Too large to park: the sender (TCP) sends again once the guest answers.
                 self.stats.drop_ndp_unresolved += 1;
-                if let Some(cfg) = self.cfg.ipv6.clone() {
-                    self.send_neighbor_solicit(now, &cfg, repr.dst, None);
-                }
+                self.solicit_neighbor(now, repr.dst);
                 false
             }
             None => {
@@ -1025,9 +1019,7 @@ impl<H: HostIo> Stack<H> {
                     self.stats.drop_ndp_unresolved += 1;
                 }
                 if request {
-                    if let Some(cfg) = self.cfg.ipv6.clone() {
-                        self.send_neighbor_solicit(now, &cfg, repr.dst, None);
-                    }
+                    self.solicit_neighbor(now, repr.dst);
                 }
                 true
             }
@@ -1036,6 +1028,28 @@ impl<H: HostIo> Stack<H> {
 }
 
 impl<H: HostIo> Stack<H> {
+    /// Where an IPv6 packet to `dst` goes on the link: a multicast group's MAC, `dst_mac` when the
+    /// caller knows it, or the neighbour cache's entry (`None`: not resolved).
+    fn ipv6_link_destination(
+        &mut self,
+        now: Instant,
+        dst_mac: Option<EthernetAddress>,
+        dst: Ipv6Address,
+    ) -> Option<EthernetAddress> {
+        if dst.is_multicast() {
+            Some(dst.multicast_mac())
+        } else {
+            dst_mac.or_else(|| self.v6.neighbors.lookup(now, dst))
+        }
+    }
+
+    /// Starts resolving `dst` with a Neighbor Solicitation (when IPv6 is served).
+    fn solicit_neighbor(&mut self, now: Instant, dst: Ipv6Address) {
+        if let Some(cfg) = self.cfg.ipv6.clone() {
+            self.send_neighbor_solicit(now, &cfg, dst, None);
+        }
+    }
+
     /// Queues an IPv6 packet larger than the MTU as fragments (RFC 8200 §4.5: the source
     /// fragments; pieces of a multiple of 8 bytes behind a Fragment header, M on all but the
     /// last, one identification). All pieces are queued or none. The destination must be
@@ -1047,16 +1061,10 @@ impl<H: HostIo> Stack<H> {
         repr: &Ipv6Repr,
         emit_payload: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let mac = if repr.dst.is_multicast() {
-            Some(repr.dst.multicast_mac())
-        } else {
-            dst_mac.or_else(|| self.v6.neighbors.lookup(now, repr.dst))
-        };
+        let mac = self.ipv6_link_destination(now, dst_mac, repr.dst);
         let Some(mac) = mac else {
             self.stats.drop_ndp_unresolved += 1;
-            if let Some(cfg) = self.cfg.ipv6.clone() {
-                self.send_neighbor_solicit(now, &cfg, repr.dst, None);
-            }
+            self.solicit_neighbor(now, repr.dst);
             return false;
         };
         let overhead = wire_ipv6::HEADER_LEN + wire_ipv6::FragmentHeader::LEN;
