@@ -264,7 +264,8 @@ fn fnv1a(data: &[u8]) -> u64 {
     })
 }
 
-fn unique_dir(tag: &str) -> PathBuf {
+/// A fresh directory under the temp dir, unique to this process and call (`virtgate-TAG-PID-N`).
+pub fn unique_dir(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "virtgate-{tag}-{}-{}",

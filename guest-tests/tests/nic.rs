@@ -195,8 +195,7 @@ fn tshark_field(file: &std::path::Path, filter: &str, field: &str) -> Vec<usize>
 /// every checksum verifies (the ones virtgate computed and the guest's).
 #[test]
 fn a_guest_session_captured_reads_back_in_tshark() {
-    let dir = std::env::temp_dir().join(format!("virtgate-nic-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = guest_tests::unique_dir("nic");
     let file = dir.join("session.pcapng");
     let vg = Virtgate::start(&["--pcap", file.to_str().unwrap()]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
@@ -262,8 +261,7 @@ fn a_guest_session_captured_reads_back_in_tshark() {
 /// counters, and moderation changed at run time through it takes effect.
 #[test]
 fn the_control_api_agrees_with_the_guest() {
-    let dir = std::env::temp_dir().join(format!("virtgate-nic-api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = guest_tests::unique_dir("nic-api");
     let api = dir.join("api.sock");
     let vg = Virtgate::start(&["--api-socket", api.to_str().unwrap()]);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
@@ -310,8 +308,7 @@ fn the_control_api_agrees_with_the_guest() {
 /// open across the flap still works after it: the stack kept its state.
 #[test]
 fn link_down_and_up_through_the_api_keeps_connections() {
-    let dir = std::env::temp_dir().join(format!("virtgate-nic-link-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = guest_tests::unique_dir("nic-link");
     let api = dir.join("api.sock");
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
