@@ -298,9 +298,8 @@ pub struct NetDevice {
     mem: GuestMem,
     negotiated: Negotiated,
     acked_features: u64,
-    /// The queue pairs, and the one whose event is being handled.
+    /// The queue pairs; pair `p` is served by worker thread `p`.
     pairs: Vec<Pair>,
-    cur: usize,
     /// Pairs the guest uses; frames to it are spread over these.
     active_pairs: usize,
     epoch: StdInstant,
@@ -383,7 +382,6 @@ impl NetDevice {
             pairs: (0..queue_pairs)
                 .map(|_| Pair::new(Coalesce::default()))
                 .collect::<io::Result<_>>()?,
-            cur: 0,
             active_pairs: 1,
             epoch: StdInstant::now(),
             shared,
@@ -540,8 +538,8 @@ impl NetDevice {
         }
     }
 
-    fn count_fault(&mut self, now: Instant, queue: Queue, head: u16, fault: ChainFault) {
-        self.pairs[self.cur].stats.count_fault(queue, fault);
+    fn count_fault(&mut self, p: usize, now: Instant, queue: Queue, head: u16, fault: ChainFault) {
+        self.pairs[p].stats.count_fault(queue, fault);
         self.warn_limited(
             now,
             format_args!("{queue:?} chain at descriptor {head} returned unused: {fault:?}"),
@@ -579,23 +577,23 @@ impl NetDevice {
 
     /// Drains the TX queue (bounded by [`TX_BUDGET`]) into the stack; returns whether chains were
     /// returned to the guest.
-    fn process_tx(&mut self, tx: &Vring, now: Instant) -> bool {
+    fn process_tx(&mut self, p: usize, tx: &Vring, now: Instant) -> bool {
         if !queue_ready(tx) {
             return false;
         }
         let guard = self.mem.memory();
         let mem: &GuestMemory = &guard;
         let mut returned = 0usize;
-        self.pairs[self.cur].tx_pending = false;
+        self.pairs[p].tx_pending = false;
         'outer: loop {
             if let Err(e) = tx.disable_notification() {
-                self.queue_error(now, Queue::Tx, e);
+                self.queue_error(p, now, Queue::Tx, e);
                 break;
             }
             loop {
                 if returned >= TX_BUDGET {
-                    self.pairs[self.cur].stats.tx_budget_exhausted += 1;
-                    self.pairs[self.cur].tx_pending = true;
+                    self.pairs[p].stats.tx_budget_exhausted += 1;
+                    self.pairs[p].tx_pending = true;
                     break 'outer;
                 }
                 let chain = tx.get_mut().get_queue_mut().pop_descriptor_chain(mem);
@@ -603,41 +601,40 @@ impl NetDevice {
                 let head = chain.head_index();
                 let result = self.read_tx_chain(mem, chain);
                 if let Err(e) = tx.add_used(head, 0) {
-                    self.queue_error(now, Queue::Tx, e);
+                    self.queue_error(p, now, Queue::Tx, e);
                     break 'outer;
                 }
                 returned += 1;
                 match result {
                     Ok((len, meta)) => {
                         let hdr = self.negotiated.header_len;
-                        self.pairs[self.cur].stats.tx_frames += 1;
-                        self.pairs[self.cur].stats.tx_bytes += (len - hdr) as u64;
-                        self.pairs[self.cur].stats.tx_csum_partial +=
-                            u64::from(meta.checksum.is_some());
-                        self.pairs[self.cur].stats.tx_gso_frames += u64::from(meta.gso.is_some());
+                        self.pairs[p].stats.tx_frames += 1;
+                        self.pairs[p].stats.tx_bytes += (len - hdr) as u64;
+                        self.pairs[p].stats.tx_csum_partial += u64::from(meta.checksum.is_some());
+                        self.pairs[p].stats.tx_gso_frames += u64::from(meta.gso.is_some());
                         if let Some(c) = self.capture.as_mut() {
                             let frame = &self.tx_buf[hdr..len];
                             if c.record(CaptureDirection::Outbound, frame, meta.checksum) {
-                                self.pairs[self.cur].stats.capture_frames += 1;
+                                self.pairs[p].stats.capture_frames += 1;
                             } else {
-                                self.pairs[self.cur].stats.capture_drops += 1;
+                                self.pairs[p].stats.capture_drops += 1;
                             }
                         }
                         if self.loss.as_mut().is_some_and(LossInjector::drop_next) {
-                            self.pairs[self.cur].stats.tx_loss_injected += 1;
+                            self.pairs[p].stats.tx_loss_injected += 1;
                             continue;
                         }
                         self.stack
                             .process_frame_meta(now, &self.tx_buf[hdr..len], meta);
                     }
-                    Err(fault) => self.count_fault(now, Queue::Tx, head, fault),
+                    Err(fault) => self.count_fault(p, now, Queue::Tx, head, fault),
                 }
             }
             match tx.enable_notification() {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    self.queue_error(now, Queue::Tx, e);
+                    self.queue_error(p, now, Queue::Tx, e);
                     break;
                 }
             }
@@ -645,8 +642,8 @@ impl NetDevice {
         returned > 0
     }
 
-    fn queue_error(&mut self, now: Instant, queue: Queue, e: virtio_queue::Error) {
-        self.pairs[self.cur].stats.queue_errors += 1;
+    fn queue_error(&mut self, p: usize, now: Instant, queue: Queue, e: virtio_queue::Error) {
+        self.pairs[p].stats.queue_errors += 1;
         self.warn_limited(now, format_args!("{queue:?} queue error: {e}"));
     }
 
@@ -656,10 +653,17 @@ impl NetDevice {
     /// [`crate::moderation`]) then only decides when an owed interrupt goes out: it merges
     /// interrupts, it never adds one. (Asking the guest only when the timer fires would look at a
     /// wider window of used_event and could signal batches the guest had polled already.)
-    fn moderate(&mut self, vring: &Vring, now: Instant, queue: Queue, fresh: bool) -> bool {
+    fn moderate(
+        &mut self,
+        p: usize,
+        vring: &Vring,
+        now: Instant,
+        queue: Queue,
+        fresh: bool,
+    ) -> bool {
         if fresh {
-            let wanted = self.guest_wants_interrupt(vring, now, queue);
-            let pair = &mut self.pairs[self.cur];
+            let wanted = self.guest_wants_interrupt(p, vring, now, queue);
+            let pair = &mut self.pairs[p];
             let (owed, m) = match queue {
                 Queue::Rx => (&mut pair.rx_owed, &mut pair.rx_mod),
                 Queue::Tx => (&mut pair.tx_owed, &mut pair.tx_mod),
@@ -670,7 +674,7 @@ impl NetDevice {
                 m.not_wanted();
             }
         }
-        let pair = &mut self.pairs[self.cur];
+        let pair = &mut self.pairs[p];
         let (owed, m) = match queue {
             Queue::Rx => (&mut pair.rx_owed, &mut pair.rx_mod),
             Queue::Tx => (&mut pair.tx_owed, &mut pair.tx_mod),
@@ -702,18 +706,24 @@ impl NetDevice {
 
     /// Whether the guest wants an interrupt for the chains used (EVENT_IDX's used_event, or the
     /// NO_INTERRUPT flag without it); a batch it does not want one for is counted here.
-    fn guest_wants_interrupt(&mut self, vring: &Vring, now: Instant, queue: Queue) -> bool {
+    fn guest_wants_interrupt(
+        &mut self,
+        p: usize,
+        vring: &Vring,
+        now: Instant,
+        queue: Queue,
+    ) -> bool {
         match vring.needs_notification() {
             Ok(true) => true,
             Ok(false) => {
                 match queue {
-                    Queue::Rx => self.pairs[self.cur].stats.rx_interrupts_suppressed += 1,
-                    Queue::Tx => self.pairs[self.cur].stats.tx_interrupts_suppressed += 1,
+                    Queue::Rx => self.pairs[p].stats.rx_interrupts_suppressed += 1,
+                    Queue::Tx => self.pairs[p].stats.tx_interrupts_suppressed += 1,
                 }
                 false
             }
             Err(e) => {
-                self.queue_error(now, queue, e);
+                self.queue_error(p, now, queue, e);
                 false
             }
         }
@@ -721,8 +731,7 @@ impl NetDevice {
 
     /// Writes the stack's frames queued for this pair into the guest's RX buffers; returns
     /// whether any were.
-    fn process_rx(&mut self, rx: &Vring, now: Instant) -> bool {
-        let p = self.cur;
+    fn process_rx(&mut self, p: usize, rx: &Vring, now: Instant) -> bool {
         if !queue_ready(rx) || !self.stack.has_pending_on(p) {
             return false;
         }
@@ -735,7 +744,7 @@ impl NetDevice {
                 mem,
                 vring: rx,
                 negotiated: self.negotiated,
-                stats: &mut self.pairs[self.cur].stats,
+                stats: &mut self.pairs[p].stats,
                 segments: &mut self.rx_segments,
                 chains: &mut self.rx_chains,
                 last_fault: None,
@@ -758,7 +767,7 @@ impl NetDevice {
                 written
             });
             if lost {
-                self.pairs[self.cur].stats.rx_loss_injected += 1;
+                self.pairs[p].stats.rx_loss_injected += 1;
                 continue;
             }
             if let Some((head, fault)) = rx_writer.last_fault {
@@ -768,8 +777,8 @@ impl NetDevice {
                 );
             }
             match captured {
-                Some(true) => self.pairs[self.cur].stats.capture_frames += 1,
-                Some(false) => self.pairs[self.cur].stats.capture_drops += 1,
+                Some(true) => self.pairs[p].stats.capture_frames += 1,
+                Some(false) => self.pairs[p].stats.capture_drops += 1,
                 None => {}
             }
             match outcome {
@@ -783,12 +792,12 @@ impl NetDevice {
                             continue;
                         }
                         Ok(false) => {
-                            self.pairs[self.cur].stats.rx_ring_full += 1;
-                            self.pairs[self.cur].rx_blocked = true;
+                            self.pairs[p].stats.rx_ring_full += 1;
+                            self.pairs[p].rx_blocked = true;
                             break;
                         }
                         Err(e) => {
-                            self.queue_error(now, Queue::Rx, e);
+                            self.queue_error(p, now, Queue::Rx, e);
                             break;
                         }
                     }
@@ -834,10 +843,10 @@ impl NetDevice {
     }
 
     /// Wakes the other pairs' workers that have frames to deliver (each delivers its own).
-    fn wake_others(&mut self) {
+    fn wake_others(&mut self, p: usize) {
         for q in 0..self.active_pairs {
             let pair = &mut self.pairs[q];
-            if q == self.cur || pair.woken || pair.rx_blocked || !self.stack.has_pending_on(q) {
+            if q == p || pair.woken || pair.rx_blocked || !self.stack.has_pending_on(q) {
                 continue;
             }
             if pair.wake.write(1).is_ok() {
@@ -1165,7 +1174,6 @@ impl VhostUserBackendMut for NetDevice {
         let now = self.now();
         // Worker `thread_id` serves pair `thread_id`: its rings are `vrings[0]` (RX) and `[1]` (TX).
         let p = thread_id.min(self.pairs.len() - 1);
-        self.cur = p;
         self.sync_active_pairs();
         let (rx, tx) = (&vrings[0], &vrings[1]);
         let mut tx_used = false;
@@ -1180,13 +1188,13 @@ impl VhostUserBackendMut for NetDevice {
                 // The guest posted buffers; it need not tell us again until we run out.
                 if queue_ready(rx) {
                     if let Err(e) = rx.disable_notification() {
-                        self.queue_error(now, Queue::Rx, e);
+                        self.queue_error(p, now, Queue::Rx, e);
                     }
                 }
             }
             TX_QUEUE_EVENT => {
                 self.pairs[p].stats.tx_kicks += 1;
-                tx_used = self.process_tx(tx, now);
+                tx_used = self.process_tx(p, tx, now);
             }
             TIMER_EVENT => {
                 self.pairs[p].timer.acknowledge();
@@ -1195,7 +1203,7 @@ impl VhostUserBackendMut for NetDevice {
                     self.stack.poll(now);
                 }
                 if self.pairs[p].tx_pending {
-                    tx_used = self.process_tx(tx, now);
+                    tx_used = self.process_tx(p, tx, now);
                 }
             }
             WAKE_EVENT => {
@@ -1212,7 +1220,7 @@ impl VhostUserBackendMut for NetDevice {
             }
             other => debug!("unexpected device event {other}"),
         }
-        let rx_used = self.process_rx(rx, now);
+        let rx_used = self.process_rx(p, rx, now);
         // Used chains count as at least one frame each batch (a bad chain is returned too).
         let pair = &mut self.pairs[p];
         if tx_used {
@@ -1227,14 +1235,14 @@ impl VhostUserBackendMut for NetDevice {
         }
         // Interrupts go out after the counters are published, so that whatever the guest sees after
         // an interrupt is already in the stats.
-        let tx_irq = self.moderate(tx, now, Queue::Tx, tx_used);
-        let rx_irq = self.moderate(rx, now, Queue::Rx, rx_used);
+        let tx_irq = self.moderate(p, tx, now, Queue::Tx, tx_used);
+        let rx_irq = self.moderate(p, rx, now, Queue::Rx, rx_used);
         self.arm_timer(p, now);
         if p != 0 {
             // The stack's timers live on pair 0's timer; this batch may have moved them.
             self.arm_timer(0, now);
         }
-        self.wake_others();
+        self.wake_others(p);
         self.publish();
         if tx_irq {
             raise(tx);
