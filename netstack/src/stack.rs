@@ -116,7 +116,8 @@ impl TxQueue {
     }
 
     fn front(&self, q: usize) -> Option<(&[u8], FrameMeta)> {
-        self.queues[q].front().map(|(f, m)| (f.as_slice(), *m))
+        let (f, m) = self.queues.get(q)?.front()?;
+        Some((f.as_slice(), *m))
     }
 
     fn pop(&mut self, q: usize) {
@@ -393,12 +394,7 @@ impl<H: HostIo> Stack<H> {
         _now: Instant,
         deliver: impl FnOnce(&[u8], FrameMeta) -> bool,
     ) -> Dispatch {
-        let Some((frame, meta)) = self
-            .txq
-            .queues
-            .get(queue)
-            .and_then(|_| self.txq.front(queue))
-        else {
+        let Some((frame, meta)) = self.txq.front(queue) else {
             return Dispatch::Idle;
         };
         let len = frame.len();

@@ -1008,7 +1008,7 @@ mod tcp_flows {
             payload,
         };
         let mut t = vec![0u8; r.buffer_len()];
-        r.emit_v4(&mut t, GUEST_IP, GW, false);
+        r.emit_v4(&mut t, GUEST_IP, GW);
         ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t)
     }
 
@@ -1357,7 +1357,7 @@ mod tcp_flows {
             payload: b"OOB",
         };
         let mut t = vec![0u8; r.buffer_len()];
-        r.emit_v4(&mut t, GUEST_IP, GW, false);
+        r.emit_v4(&mut t, GUEST_IP, GW);
         f.truncate(34);
         f.extend_from_slice(&t);
         s.process_frame(Instant::ZERO, &f);
@@ -1867,7 +1867,7 @@ mod tcp_forwards {
             payload: &[],
         };
         let mut t = vec![0u8; syn_ack.buffer_len()];
-        syn_ack.emit_v4(&mut t, GUEST_IP, GW, false);
+        syn_ack.emit_v4(&mut t, GUEST_IP, GW);
         s.process_frame(
             Instant::ZERO,
             &ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t),
@@ -1928,7 +1928,7 @@ mod tcp_forwards {
             payload: &[],
         };
         let mut t = vec![0u8; stray.buffer_len()];
-        stray.emit_v4(&mut t, GUEST_IP, GW, false);
+        stray.emit_v4(&mut t, GUEST_IP, GW);
         s.process_frame(
             Instant::ZERO,
             &ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t),

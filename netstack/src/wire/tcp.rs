@@ -336,23 +336,16 @@ impl<'a> TcpRepr<'a> {
             + usize::from(self.flags & flags::FIN != 0)
     }
 
-    /// Writes the header (and the payload, unless `payload_in_place`) into `buf[..buffer_len]`
-    /// and fills in the checksum. With `payload_in_place` the caller has already put the payload at
-    /// `buf[header_len..]` (received straight into the frame from a host socket).
-    pub fn emit_v4(
-        &self,
-        buf: &mut [u8],
-        src: Ipv4Address,
-        dst: Ipv4Address,
-        payload_in_place: bool,
-    ) {
-        self.emit(buf, src.into(), dst.into(), payload_in_place)
+    /// Writes the header and the payload into `buf[..buffer_len]` and fills in the checksum (a
+    /// payload already in the buffer goes through [`TcpRepr::emit_around_payload`]).
+    pub fn emit_v4(&self, buf: &mut [u8], src: Ipv4Address, dst: Ipv4Address) {
+        self.emit(buf, src.into(), dst.into())
     }
 
     /// [`TcpRepr::emit_v4`] for either family.
-    pub fn emit(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress, payload_in_place: bool) {
+    pub fn emit(&self, buf: &mut [u8], src: IpAddress, dst: IpAddress) {
         let len = self.buffer_len();
-        self.emit_inner(buf, len, src, dst, payload_in_place, false);
+        self.emit_inner(buf, len, src, dst, false, false);
     }
 
     /// Writes the header in front of a payload already in place: `buf` is the whole segment,
@@ -465,7 +458,7 @@ mod tests {
     fn linux_syn_roundtrip() {
         let r = syn();
         let mut buf = vec![0u8; r.buffer_len()];
-        r.emit_v4(&mut buf, SRC, DST, false);
+        r.emit_v4(&mut buf, SRC, DST);
         // 20 + MSS 4 + WS 4 + SACKOK 4 + TS 12 = 44 bytes, like a Linux SYN (40 + NOP padding).
         assert_eq!(buf.len(), 44);
         let p = TcpPacket::new_checked(&buf[..]).unwrap();
@@ -492,7 +485,7 @@ mod tests {
             ..syn()
         };
         let mut buf = vec![0u8; r.buffer_len()];
-        r.emit_v4(&mut buf, SRC, DST, false);
+        r.emit_v4(&mut buf, SRC, DST);
         let p = TcpPacket::new_checked(&buf[..]).unwrap();
         assert_eq!(p.payload(), b"hello");
         assert_eq!(TcpRepr::parse(&p, SRC, DST).unwrap(), r);
@@ -502,7 +495,7 @@ mod tests {
     fn malformed_segments() {
         let r = syn();
         let mut buf = vec![0u8; r.buffer_len()];
-        r.emit_v4(&mut buf, SRC, DST, false);
+        r.emit_v4(&mut buf, SRC, DST);
         assert_eq!(
             TcpPacket::new_checked(&buf[..19]).unwrap_err(),
             Error::Truncated

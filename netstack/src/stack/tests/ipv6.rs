@@ -616,7 +616,7 @@ mod gateway {
             payload: &[],
         };
         let mut b = vec![0u8; r.buffer_len()];
-        r.emit(&mut b, a("fd00::15").into(), dst.into(), false);
+        r.emit(&mut b, a("fd00::15").into(), dst.into());
         ipv6_frame(a("fd00::15"), dst, 6, 64, &b)
     }
 

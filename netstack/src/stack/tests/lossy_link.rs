@@ -266,7 +266,7 @@ impl Guest {
             payload,
         };
         let mut t = vec![0u8; r.buffer_len()];
-        r.emit_v4(&mut t, GUEST_IP, GW, false);
+        r.emit_v4(&mut t, GUEST_IP, GW);
         self.out.push(ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t));
         self.segs_unacked = 0;
         self.delack_at = None;
