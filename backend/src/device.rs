@@ -144,6 +144,10 @@ netstack::counters! {
         tx_loss_injected,
         /// Frames to the guest dropped on purpose by `--loss`.
         rx_loss_injected,
+        /// Of `tx_loss_injected`, TCP segments that carried data (the guest must resend them).
+        tx_loss_injected_tcp_data,
+        /// Of `rx_loss_injected`, TCP segments that carried data (virtgate must resend them).
+        rx_loss_injected_tcp_data,
     }
 }
 
@@ -233,6 +237,11 @@ impl DeviceStats {
             (Queue::Tx, ChainFault::Structure) => self.tx_bad_chain += 1,
         }
     }
+}
+
+/// Whether a frame is a TCP segment with payload (what a lossy link's counters single out).
+fn carries_tcp_data(frame: &[u8]) -> bool {
+    netstack::wire::tcp::frame_payload_len(frame).is_some_and(|n| n > 0)
 }
 
 /// Drops frames at random for tests of loss recovery (`--loss`): a seeded xorshift64* generator, so a
@@ -621,7 +630,10 @@ impl NetDevice {
                             }
                         }
                         if self.loss.as_mut().is_some_and(LossInjector::drop_next) {
-                            self.pairs[p].stats.tx_loss_injected += 1;
+                            let stats = &mut self.pairs[p].stats;
+                            stats.tx_loss_injected += 1;
+                            stats.tx_loss_injected_tcp_data +=
+                                u64::from(carries_tcp_data(&self.tx_buf[hdr..len]));
                             continue;
                         }
                         self.stack
@@ -751,11 +763,11 @@ impl NetDevice {
             };
             let loss = &mut self.loss;
             let capture = &mut self.capture;
-            let mut lost = false;
+            let mut lost = None;
             let mut captured = None;
             let outcome = self.stack.dispatch_on(p, now, |frame, meta| {
                 if loss.as_mut().is_some_and(LossInjector::drop_next) {
-                    lost = true;
+                    lost = Some(carries_tcp_data(frame));
                     return true;
                 }
                 let written = rx_writer.write_frame(frame, meta);
@@ -766,8 +778,9 @@ impl NetDevice {
                 }
                 written
             });
-            if lost {
+            if let Some(data) = lost {
                 self.pairs[p].stats.rx_loss_injected += 1;
+                self.pairs[p].stats.rx_loss_injected_tcp_data += u64::from(data);
                 continue;
             }
             if let Some((head, fault)) = rx_writer.last_fault {

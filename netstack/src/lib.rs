@@ -14,6 +14,7 @@
 //! - [`flows`]: the flow table mapping guest conversations to host sockets.
 //! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
 //! - [`offload`]: checksum and segmentation offloads: per-frame metadata both ways.
+//! - [`probe`]: the exerciser's crafted frames towards the guest (built with `wire::craft`).
 //! - [`reassembly`]: IPv4 reassembly of the guest's fragments.
 //! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets.
 //! - [`config`]: the addresses and limits the stack serves, validated.
@@ -29,6 +30,7 @@ pub mod host;
 mod icmp;
 mod ipv6;
 pub mod offload;
+pub mod probe;
 pub mod reassembly;
 pub mod stack;
 pub mod stats;

@@ -240,6 +240,8 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) offloads: GuestOffloads,
     /// The offload metadata of the guest frame being processed.
     pub(crate) inbound: FrameMeta,
+    /// The next serial number handed to a probe (IP identifications, echo sequences).
+    probe_serial: u32,
 }
 
 /// Where the link-up announcement stands.
@@ -318,6 +320,7 @@ impl<H: HostIo> Stack<H> {
             announce_v6: Announce::Idle,
             offloads: GuestOffloads::default(),
             inbound: FrameMeta::NONE,
+            probe_serial: 1,
         })
     }
 
@@ -405,6 +408,65 @@ impl<H: HostIo> Stack<H> {
         self.stats.eth_tx_bytes += len as u64;
         self.txq.pop(queue);
         Dispatch::Sent(len)
+    }
+
+    /// Queues `frame` for the guest exactly as given (the exerciser's injected and probe frames):
+    /// it takes the same RX path as the stack's own frames (queue steering, the device's
+    /// moderation, capture and counters) and touches no other state of the stack. Returns false,
+    /// counting `drop_inject_queue_full`, when its queue is full.
+    pub fn inject(&mut self, frame: &[u8]) -> bool {
+        if self
+            .txq
+            .push_with(frame.len(), FrameMeta::NONE, |b| b.copy_from_slice(frame))
+        {
+            self.stats.rx_injected_frames += 1;
+            true
+        } else {
+            self.stats.drop_inject_queue_full += 1;
+            false
+        }
+    }
+
+    /// What a probe needs to know of the link (see [`crate::probe`]); each call hands out
+    /// `instances` fresh serial numbers.
+    pub fn probe_context(&mut self, instances: u32) -> crate::probe::ProbeContext {
+        let serial = self.probe_serial;
+        self.probe_serial = self.probe_serial.wrapping_add(instances.max(1));
+        crate::probe::ProbeContext {
+            gateway_mac: self.cfg.gateway_mac,
+            guest_mac: self.guest_mac,
+            gateway_ipv4: self.cfg.gateway_ipv4,
+            guest_ipv4: self
+                .dhcp
+                .leases()
+                .find(|l| l.bound)
+                .map(|l| l.addr)
+                .or(self.last_guest_ipv4),
+            gateway_ipv6: self.cfg.ipv6.as_ref().map(|c| c.gateway),
+            guest_ipv6: self.guest_ipv6(),
+            mtu: self.cfg.mtu,
+            serial,
+        }
+    }
+
+    /// Builds the probe `name` with `params` and queues its frames for the guest; returns how
+    /// many were queued (all of them, unless the queue filled up).
+    pub fn send_probe(
+        &mut self,
+        name: &str,
+        params: &std::collections::BTreeMap<String, String>,
+    ) -> Result<usize, crate::probe::ProbeError> {
+        let probe = crate::probe::find(name).ok_or_else(|| {
+            crate::probe::ProbeError(format!("no probe called {name} (see the probe list)"))
+        })?;
+        let count = params
+            .get("count")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let ctx = self.probe_context(count);
+        let frames = probe.build(&ctx, params)?;
+        self.stats.probes_sent += 1;
+        Ok(frames.iter().filter(|f| self.inject(f)).count())
     }
 
     /// The next instant at which [`Stack::poll`] has timer work.

@@ -145,6 +145,13 @@ crate::counters! {
         drop_dhcp_ignored,
         /// Outgoing frames dropped because the egress queue was full.
         drop_tx_queue_full,
+        /// Frames queued for the guest by the exerciser (`inject`, `probe`): they leave through
+        /// the same RX path and are counted there too.
+        rx_injected_frames,
+        /// Injected or probe frames dropped because their egress queue was full.
+        drop_inject_queue_full,
+        /// Probes built and sent (`virtgate ctl probe`), each of one or more frames.
+        probes_sent,
         /// Queued large segments dropped because a new driver (a reconnect) takes no TSO.
         drop_tx_offload_withdrawn,
         /// Routed packets whose TTL ran out at the gateway (answered with Time Exceeded).

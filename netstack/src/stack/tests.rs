@@ -1957,3 +1957,65 @@ mod tcp_forwards {
         assert!(drain(&mut s).is_empty());
     }
 }
+
+mod exerciser {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn now() -> Instant {
+        Instant::from_millis(0)
+    }
+
+    #[test]
+    fn injected_frames_leave_as_given_and_change_nothing_else() {
+        let mut s = stack();
+        let frame = vec![0xabu8; 10];
+        assert!(s.inject(&frame));
+        assert!(s.inject(&[1, 2, 3]));
+        assert_eq!(drain(&mut s), vec![frame, vec![1, 2, 3]]);
+        assert_eq!(s.stats().rx_injected_frames, 2);
+        assert_eq!(s.stats().eth_tx_frames, 2);
+        assert_eq!(s.flow_count(), 0);
+        assert!(s.guest_mac().is_none());
+    }
+
+    #[test]
+    fn a_full_queue_counts_injected_drops() {
+        let mut s = stack();
+        for _ in 0..TX_QUEUE_CAPACITY {
+            assert!(s.inject(&[0; 60]));
+        }
+        assert!(!s.inject(&[0; 60]));
+        assert_eq!(s.stats().drop_inject_queue_full, 1);
+    }
+
+    #[test]
+    fn probes_use_the_learned_guest_and_fresh_serials() {
+        let mut s = stack();
+        let none = BTreeMap::new();
+        let e = s.send_probe("ipv4-echo", &none).unwrap_err();
+        assert!(e.0.contains("not known yet"), "{e}");
+        assert!(s.send_probe("no-such-probe", &none).is_err());
+        // The guest speaks: its MAC and address are learned.
+        s.process_frame(
+            now(),
+            &echo_request(Config::default().gateway_ipv4, 1, b"x"),
+        );
+        drain(&mut s);
+        let params: BTreeMap<String, String> = [("count".to_string(), "2".to_string())].into();
+        assert_eq!(s.send_probe("ipv4-echo", &params), Ok(2));
+        assert_eq!(s.send_probe("ipv4-echo", &none), Ok(1));
+        let frames = drain(&mut s);
+        assert_eq!(&frames[0][..6], &GUEST_MAC.0);
+        let idents: Vec<u16> = frames
+            .iter()
+            .map(|f| Ipv4Packet::new_checked(&f[14..]).unwrap().ident())
+            .collect();
+        assert_eq!(idents.len(), 3);
+        assert!(idents[0] != idents[1] && idents[1] != idents[2] && idents[0] != idents[2]);
+        let ip = Ipv4Packet::new_checked(&frames[0][14..]).unwrap();
+        assert_eq!(ip.dst_addr(), GUEST_IP);
+        assert_eq!(s.stats().probes_sent, 2);
+        assert_eq!(s.stats().rx_injected_frames, 3);
+    }
+}

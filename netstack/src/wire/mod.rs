@@ -5,6 +5,7 @@
 
 pub mod arp;
 pub mod checksum;
+pub mod craft;
 pub mod dhcpv4;
 pub mod dhcpv6;
 pub mod ethernet;

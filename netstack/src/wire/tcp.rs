@@ -7,6 +7,37 @@ use core::ops::{Add, Sub};
 use super::checksum;
 use super::{read_u16, read_u32, write_u16, write_u32, Error, IpAddress, Ipv4Address, Result};
 
+/// The TCP payload length of an Ethernet frame carrying TCP directly in IPv4 (unfragmented) or
+/// IPv6 (no extension header); `None` for anything else or a frame too short to say. Used to tell
+/// what a lossy link dropped (data, or only headers).
+pub fn frame_payload_len(frame: &[u8]) -> Option<usize> {
+    let ip = frame.get(14..)?;
+    let ethertype = read_u16(frame, 12);
+    let (segment, ip_len) = match ethertype {
+        0x0800 if ip.len() >= 20 && ip[9] == 6 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let frag = read_u16(ip, 6) & 0x3fff;
+            if frag != 0 || ihl < 20 {
+                return None;
+            }
+            (
+                ip.get(ihl..)?,
+                usize::from(read_u16(ip, 2)).checked_sub(ihl)?,
+            )
+        }
+        0x86dd if ip.len() >= 40 && ip[6] == 6 => (&ip[40..], usize::from(read_u16(ip, 4))),
+        _ => return None,
+    };
+    let header = usize::from(*segment.get(12)? >> 4) * 4;
+    // A large segment (TSO) has no meaningful length field: the frame says how long it is.
+    let len = if ip_len == 0 {
+        segment.len()
+    } else {
+        ip_len.min(segment.len())
+    };
+    len.checked_sub(header)
+}
+
 /// A sequence number: arithmetic wraps and comparisons are modulo 2^32 (RFC 9293 §3.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SeqNumber(pub u32);
@@ -431,6 +462,27 @@ impl<'a> TcpRepr<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn frame_payload_len_tells_data_from_headers() {
+        let mut v4 = vec![0u8; 14 + 20 + 32 + 100];
+        v4[12..14].copy_from_slice(&[0x08, 0x00]);
+        v4[14] = 0x45;
+        v4[16..18].copy_from_slice(&(20u16 + 32 + 100).to_be_bytes());
+        v4[14 + 9] = 6;
+        v4[14 + 20 + 12] = 8 << 4;
+        assert_eq!(super::frame_payload_len(&v4), Some(100));
+        v4[14 + 6] = 0x20; // more fragments: not a whole segment
+        assert_eq!(super::frame_payload_len(&v4), None);
+        let mut v6 = vec![0u8; 14 + 40 + 20];
+        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        v6[14 + 4..14 + 6].copy_from_slice(&20u16.to_be_bytes());
+        v6[14 + 6] = 6;
+        v6[14 + 40 + 12] = 5 << 4;
+        assert_eq!(super::frame_payload_len(&v6), Some(0));
+        assert_eq!(super::frame_payload_len(&v6[..20]), None);
+        assert_eq!(super::frame_payload_len(&[0u8; 4]), None);
+    }
+
     use super::*;
 
     const SRC: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
