@@ -13,12 +13,17 @@
 //! | `POST /forwards` | `{"spec": "tcp:[ADDR:]PORT:GUEST_PORT"}` | opens one (the `--forward` syntax) |
 //! | `DELETE /forwards` | `{"spec": ...}` | closes the one of that protocol and host address |
 //! | `GET /link` | | `{"up": BOOL}` |
+//! | `POST /inject` | `{"frames": [HEX...]}` or `{"file": PCAP}`; optional `"interval_us"`, `"fix_checksums"` | `{"injected": N, "dropped": N}`: the frames, in order, on the guest's RX path |
+//! | `GET /probes` | | every built-in probe: name, what it drives, what proves it, its parameters |
+//! | `POST /probe` | `{"name": NAME, "params": {"count": 3, ...}}` | `{"probe": NAME, "frames": N, "dropped": N}` |
 //! | `POST /link/down`, `POST /link/up` | | takes the link down (QEMU's connection is closed and new ones refused) or up |
 //!
-//! One request per connection (`Connection: close`); requests are small and bounded (64 KiB, 5 s).
+//! One request per connection (`Connection: close`); requests are bounded (16 MiB, which holds
+//! an inject of 8 MiB of frames as hex; 5 s to arrive).
 //! Whatever the device must do is sent to the vring worker as a [`Command`] and waited for (2 s),
 //! so the datapath has no locks shared with this thread.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -35,7 +40,9 @@ use crate::moderation::Coalesce;
 use crate::stats;
 
 /// Requests are at most this large.
-const MAX_REQUEST: usize = 64 * 1024;
+const MAX_REQUEST: usize = 16 << 20;
+/// The longest an inject with `interval_us` may take in all.
+const MAX_INJECT_DURATION: Duration = Duration::from_secs(60);
 /// How long the device may take to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -49,6 +56,14 @@ pub enum Command {
     ListForwards(Sender<Vec<netstack::Forward>>),
     AddForward(netstack::Forward, Sender<Result<(), String>>),
     RemoveForward(netstack::Forward, Sender<bool>),
+    /// Frames for the guest's RX path, exactly as given; answers how many were queued.
+    Inject(Vec<Vec<u8>>, Sender<usize>),
+    /// A probe by name with its parameters; answers how many frames were built and queued.
+    Probe(
+        String,
+        BTreeMap<String, String>,
+        Sender<Result<(usize, usize), String>>,
+    ),
 }
 
 /// The link, as the server keeps it: whether QEMU may be connected.
@@ -277,6 +292,9 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
                 }
             }
         }
+        ("POST", "/inject") => inject(&req.body, device),
+        ("GET", "/probes") => Reply::json(&probe_list()),
+        ("POST", "/probe") => probe(&req.body, device),
         ("GET", "/link") => Reply::json(&json!({ "up": device.link.is_up() })),
         ("POST", "/link/down" | "/link/up") => {
             device.link.set_up(path == "/link/up");
@@ -285,9 +303,160 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
         (
             _,
             "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop" | "/link"
-            | "/link/down" | "/link/up" | "/forwards",
+            | "/link/down" | "/link/up" | "/forwards" | "/inject" | "/probes" | "/probe",
         ) => Reply::error(405, "method not allowed"),
         _ => Reply::error(404, "no such endpoint"),
+    }
+}
+
+/// `POST /inject`: the frames of the body (hex or a capture file), checked whole before any is
+/// sent, then queued at once or one every `interval_us`.
+fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
+    let v = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            return Reply::error(
+                400,
+                "body must be {\"frames\": [HEX, ...]} or {\"file\": PCAP}, with optional \"interval_us\" and \"fix_checksums\"",
+            )
+        }
+    };
+    for k in v.keys() {
+        if !["frames", "file", "interval_us", "fix_checksums"].contains(&k.as_str()) {
+            return Reply::error(400, &format!("unknown field {k}"));
+        }
+    }
+    let mut frames = match (v.get("frames"), v.get("file")) {
+        (Some(Value::Array(list)), None) => {
+            if list.len() > crate::pcapfile::MAX_FRAMES {
+                return Reply::error(
+                    400,
+                    &format!("more than {} frames", crate::pcapfile::MAX_FRAMES),
+                );
+            }
+            let parsed: Result<Vec<Vec<u8>>, String> = list
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    f.as_str()
+                        .ok_or_else(|| format!("frames[{i}] is not a string"))
+                        .and_then(|h| {
+                            crate::pcapfile::parse_hex(h).map_err(|e| format!("frames[{i}]: {e}"))
+                        })
+                })
+                .collect();
+            match parsed {
+                Ok(f) => f,
+                Err(e) => return Reply::error(400, &e),
+            }
+        }
+        (None, Some(Value::String(path))) => {
+            match std::fs::read(path)
+                .map_err(|e| format!("{path}: {e}"))
+                .and_then(|d| crate::pcapfile::read_frames(&d).map_err(|e| format!("{path}: {e}")))
+            {
+                Ok(f) => f,
+                Err(e) => return Reply::error(400, &e),
+            }
+        }
+        _ => {
+            return Reply::error(
+                400,
+                "give either frames (a list of hex strings) or file (a path)",
+            )
+        }
+    };
+    let interval = match v.get("interval_us") {
+        None => 0,
+        Some(i) => match i.as_u64() {
+            Some(i) if i <= 10_000_000 => i,
+            _ => return Reply::error(400, "interval_us must be a number from 0 to 10000000"),
+        },
+    };
+    if Duration::from_micros(interval).saturating_mul(frames.len() as u32) > MAX_INJECT_DURATION {
+        return Reply::error(
+            400,
+            &format!("interval_us times the frames exceeds {MAX_INJECT_DURATION:?}"),
+        );
+    }
+    match v.get("fix_checksums") {
+        None | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => {
+            for f in &mut frames {
+                netstack::wire::craft::fix_checksums(f);
+            }
+        }
+        Some(_) => return Reply::error(400, "fix_checksums must be true or false"),
+    }
+    let total = frames.len();
+    let mut injected = 0;
+    if interval == 0 {
+        match device.ask(|tx| Command::Inject(frames, tx)) {
+            Ok(n) => injected = n,
+            Err(r) => return r,
+        }
+    } else {
+        // Spaced frames go one command each: the device never sleeps, the API thread does.
+        let start = std::time::Instant::now();
+        for (i, f) in frames.into_iter().enumerate() {
+            let due = start + Duration::from_micros(interval) * i as u32;
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            match device.ask(|tx| Command::Inject(vec![f], tx)) {
+                Ok(n) => injected += n,
+                Err(r) => return r,
+            }
+        }
+    }
+    Reply::json(&json!({ "injected": injected, "dropped": total - injected }))
+}
+
+/// `GET /probes`.
+fn probe_list() -> Value {
+    Value::Array(
+        netstack::probe::PROBES
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "drives": p.drives,
+                    "proves": p.proves,
+                    "params": p.param_docs().iter().map(|(n, d, m)| {
+                        json!({ "name": n, "default": d, "meaning": m })
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `POST /probe`: parameters may be given as JSON strings, numbers or booleans.
+fn probe(body: &[u8], device: &DeviceHandle) -> Reply {
+    let v = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    let Some(name) = v.get("name").and_then(Value::as_str).map(str::to_string) else {
+        return Reply::error(400, "body must be {\"name\": NAME, \"params\": {...}}");
+    };
+    let mut params = BTreeMap::new();
+    match v.get("params") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => u8::from(*b).to_string(),
+                    _ => return Reply::error(400, &format!("params.{k}: a string or a number")),
+                };
+                params.insert(k.clone(), text);
+            }
+        }
+        Some(_) => return Reply::error(400, "params must be an object"),
+    }
+    match device.ask(|tx| Command::Probe(name.clone(), params, tx)) {
+        Ok(Ok((built, queued))) => {
+            Reply::json(&json!({ "probe": name, "frames": queued, "dropped": built - queued }))
+        }
+        Ok(Err(e)) => Reply::error(400, &e),
+        Err(r) => r,
     }
 }
 
@@ -394,7 +563,8 @@ pub fn request(
 ) -> Result<String, String> {
     let mut s = UnixStream::connect(socket)
         .map_err(|e| format!("cannot reach the API at {}: {e}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
+    // An inject with an interval may take up to a minute.
+    s.set_read_timeout(Some(MAX_INJECT_DURATION + Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(

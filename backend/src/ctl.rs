@@ -7,6 +7,8 @@
 //! virtgate ctl --api-socket PATH capture start FILE | capture stop
 //! virtgate ctl --api-socket PATH link [up | down]
 //! virtgate ctl --api-socket PATH forward list | add SPEC | remove SPEC
+//! virtgate ctl --api-socket PATH inject [FILE.pcap|FILE.pcapng] [--hex HEX]... [--interval-us N] [--fix-checksums]
+//! virtgate ctl --api-socket PATH probe list | NAME [--PARAM VALUE]... | NAME --help
 //! ```
 
 use std::ffi::OsString;
@@ -68,6 +70,31 @@ enum CtlCommand {
         #[command(subcommand)]
         action: Option<LinkAction>,
     },
+    /// Puts frames on the guest's RX path exactly as given, in order: from a pcap or pcapng
+    /// file, or as hex.
+    Inject {
+        /// A pcap or pcapng file of Ethernet frames (read here, sent as hex).
+        file: Option<PathBuf>,
+        /// A frame as hex digits (`:` and white space allowed); repeatable, after the file's.
+        #[arg(long = "hex", value_name = "HEX")]
+        hex: Vec<String>,
+        /// Microseconds between frames (0: all at once).
+        #[arg(long, default_value_t = 0)]
+        interval_us: u64,
+        /// Recompute IPv4 header and TCP/UDP/ICMP checksums before sending.
+        #[arg(long)]
+        fix_checksums: bool,
+    },
+    /// Sends a built-in probe to the guest (`probe list` names them, `probe NAME --help` shows a
+    /// probe's parameters); parameters are `--NAME VALUE`.
+    #[command(disable_help_flag = true)]
+    Probe {
+        /// `list`, or the probe's name.
+        name: String,
+        /// `--PARAM VALUE` pairs (or `--PARAM=VALUE`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        params: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +136,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             };
         }
     };
+    let socket = args.api_socket.clone();
     let (method, path, body) = match args.command {
         CtlCommand::Stats => ("GET", "/stats", None),
         CtlCommand::Metrics => ("GET", "/metrics", None),
@@ -171,6 +199,30 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         CtlCommand::Link {
             action: Some(LinkAction::Down),
         } => ("POST", "/link/down", None),
+        CtlCommand::Inject {
+            file,
+            hex,
+            interval_us,
+            fix_checksums,
+        } => match inject_body(file.as_deref(), &hex, interval_us, fix_checksums) {
+            Ok(b) => ("POST", "/inject", Some(b)),
+            Err(e) => {
+                eprintln!("virtgate ctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        CtlCommand::Probe { name, params } => {
+            if name == "list" || params.iter().any(|p| p == "--help" || p == "-h") {
+                return probe_help(&socket, &name);
+            }
+            match parse_params(&params) {
+                Ok(p) => ("POST", "/probe", Some(json!({ "name": name, "params": p }))),
+                Err(e) => {
+                    eprintln!("virtgate ctl probe: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
     };
     match crate::api::request(&args.api_socket, method, path, body.as_ref()) {
         Ok(body) => {
@@ -182,4 +234,99 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The body of an inject request: the file's frames, then the hex ones.
+fn inject_body(
+    file: Option<&std::path::Path>,
+    hex: &[String],
+    interval_us: u64,
+    fix_checksums: bool,
+) -> Result<Value, String> {
+    let mut frames = Vec::new();
+    if let Some(f) = file {
+        let data = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let read =
+            crate::pcapfile::read_frames(&data).map_err(|e| format!("{}: {e}", f.display()))?;
+        frames.extend(read.iter().map(|f| crate::pcapfile::to_hex(f)));
+    }
+    for h in hex {
+        // Checked here too, so that a typo is reported before anything is sent.
+        crate::pcapfile::parse_hex(h)?;
+        frames.push(h.clone());
+    }
+    if frames.is_empty() {
+        return Err("nothing to inject: give a capture file or --hex".into());
+    }
+    Ok(json!({ "frames": frames, "interval_us": interval_us, "fix_checksums": fix_checksums }))
+}
+
+/// `--NAME VALUE` and `--NAME=VALUE` pairs.
+fn parse_params(args: &[String]) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(key) = a.strip_prefix("--") else {
+            return Err(format!("{a}: parameters are --NAME VALUE"));
+        };
+        let (k, v) = match key.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (
+                key.to_string(),
+                it.next()
+                    .ok_or_else(|| format!("--{key} needs a value"))?
+                    .clone(),
+            ),
+        };
+        out.insert(k, Value::String(v));
+    }
+    Ok(out)
+}
+
+/// `probe list` (a line per probe) or `probe NAME --help` (its parameters).
+fn probe_help(socket: &std::path::Path, name: &str) -> ExitCode {
+    let list = match crate::api::request(socket, "GET", "/probes", None)
+        .and_then(|b| serde_json::from_str::<Vec<Value>>(&b).map_err(|e| e.to_string()))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("virtgate ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = |p: &Value, k: &str| p[k].as_str().unwrap_or("").to_string();
+    if name == "list" {
+        for p in &list {
+            println!(
+                "{:<26} {} (proves: {})",
+                text(p, "name"),
+                text(p, "drives"),
+                text(p, "proves")
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let Some(p) = list.iter().find(|p| p["name"] == name) else {
+        eprintln!("virtgate ctl: no probe called {name} (see probe list)");
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "{name}: {}\nproves: {}\nparameters:",
+        text(p, "drives"),
+        text(p, "proves")
+    );
+    for param in p["params"].as_array().into_iter().flatten() {
+        let default = text(param, "default");
+        let default = if default.is_empty() {
+            String::new()
+        } else {
+            format!(" (default {default})")
+        };
+        println!(
+            "  --{:<16} {}{default}",
+            text(param, "name"),
+            text(param, "meaning")
+        );
+    }
+    ExitCode::SUCCESS
 }

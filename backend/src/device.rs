@@ -474,6 +474,18 @@ impl NetDevice {
                 crate::api::Command::RemoveForward(f, reply) => {
                     let _ = reply.send(self.stack.remove_forward(f.protocol, f.host));
                 }
+                crate::api::Command::Inject(frames, reply) => {
+                    let queued = frames.iter().filter(|f| self.stack.inject(f)).count();
+                    let _ = reply.send(queued);
+                }
+                crate::api::Command::Probe(name, params, reply) => {
+                    let sent = self.stack.send_probe(&name, &params);
+                    match &sent {
+                        Ok((built, _)) => log::info!("probe {name} {params:?}: {built} frames"),
+                        Err(e) => log::info!("probe {name} refused: {e}"),
+                    }
+                    let _ = reply.send(sent.map_err(|e| e.to_string()));
+                }
             }
         }
     }

@@ -12,6 +12,10 @@
 //! - [`frontend`]: an in-process vhost-user frontend (memfd guest memory, split rings) that drives
 //!   the device in tests and benchmarks without QEMU.
 //! - [`sys`]: small Linux wrappers (timerfd).
+//! - [`moderation`]: interrupt moderation, a pure policy object (e1000's timers and throttle).
+//! - [`capture`]: the pcapng packet capture and its writer thread.
+//! - [`api`]: the control API (HTTP and JSON on a unix socket); [`ctl`]: `virtgate ctl`, its client.
+//! - [`pcapfile`]: reading pcap and pcapng files for `inject`.
 
 pub mod api;
 pub mod capture;
@@ -21,6 +25,7 @@ pub mod device;
 pub mod frontend;
 pub mod host;
 pub mod moderation;
+pub mod pcapfile;
 pub mod relay;
 pub mod server;
 pub mod stats;

@@ -88,6 +88,29 @@ impl fmt::Debug for Probe {
 }
 
 impl Probe {
+    /// Its parameters, `count` first: name, default (empty: none or the learned address) and
+    /// meaning.
+    pub fn param_docs(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        let mut out = vec![("count", "1", "times to send it, 1 to 64")];
+        for p in self.params {
+            let (head, meaning) = p.split_once(": ").unwrap_or((p, ""));
+            let (name, default) = head.split_once('=').unwrap_or((head, ""));
+            let meaning = match (name, meaning) {
+                ("to", "") => "destination address (default: the guest's)",
+                ("from", "") => "source address (default: the gateway's)",
+                ("peer", "") => "the remote end of the quoted flow",
+                ("ttl", "") => "IPv4 TTL",
+                ("hop-limit", "") => "IPv6 hop limit",
+                ("size", "") => "echo data bytes",
+                ("fragment", "") => "bytes per fragment (a multiple of 8)",
+                ("seed", "") => "seed of the order",
+                _ => meaning,
+            };
+            out.push((name, default, meaning));
+        }
+        out
+    }
+
     /// The names of its parameters, `count` first.
     pub fn param_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         std::iter::once("count").chain(

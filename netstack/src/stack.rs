@@ -450,12 +450,12 @@ impl<H: HostIo> Stack<H> {
     }
 
     /// Builds the probe `name` with `params` and queues its frames for the guest; returns how
-    /// many were queued (all of them, unless the queue filled up).
+    /// many were built and how many of them were queued (all, unless the queue filled up).
     pub fn send_probe(
         &mut self,
         name: &str,
         params: &std::collections::BTreeMap<String, String>,
-    ) -> Result<usize, crate::probe::ProbeError> {
+    ) -> Result<(usize, usize), crate::probe::ProbeError> {
         let probe = crate::probe::find(name).ok_or_else(|| {
             crate::probe::ProbeError(format!("no probe called {name} (see the probe list)"))
         })?;
@@ -466,7 +466,10 @@ impl<H: HostIo> Stack<H> {
         let ctx = self.probe_context(count);
         let frames = probe.build(&ctx, params)?;
         self.stats.probes_sent += 1;
-        Ok(frames.iter().filter(|f| self.inject(f)).count())
+        Ok((
+            frames.len(),
+            frames.iter().filter(|f| self.inject(f)).count(),
+        ))
     }
 
     /// The next instant at which [`Stack::poll`] has timer work.

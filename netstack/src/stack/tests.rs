@@ -2003,8 +2003,8 @@ mod exerciser {
         );
         drain(&mut s);
         let params: BTreeMap<String, String> = [("count".to_string(), "2".to_string())].into();
-        assert_eq!(s.send_probe("ipv4-echo", &params), Ok(2));
-        assert_eq!(s.send_probe("ipv4-echo", &none), Ok(1));
+        assert_eq!(s.send_probe("ipv4-echo", &params), Ok((2, 2)));
+        assert_eq!(s.send_probe("ipv4-echo", &none), Ok((1, 1)));
         let frames = drain(&mut s);
         assert_eq!(&frames[0][..6], &GUEST_MAC.0);
         let idents: Vec<u16> = frames
