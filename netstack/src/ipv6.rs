@@ -566,8 +566,16 @@ impl<H: HostIo> Stack<H> {
                 self.stats.mld_rx_reports += 1;
                 self.stats.mld_rx_group_records += u64::from(groups);
             }
-            Icmpv6Repr::EchoReply { .. } => self.stats.drop_icmpv6_unsupported += 1,
-            m if m.is_error() => self.stats.icmpv6_rx_errors += 1,
+            Icmpv6Repr::EchoReply { .. } => self.stats.icmpv6_rx_echo_replies += 1,
+            m if m.is_error() => {
+                self.stats.icmpv6_rx_errors += 1;
+                match m {
+                    Icmpv6Repr::TimeExceeded { .. } => self.stats.icmpv6_rx_time_exceeded += 1,
+                    Icmpv6Repr::ParamProblem { .. } => self.stats.icmpv6_rx_param_problems += 1,
+                    Icmpv6Repr::PacketTooBig { .. } => self.stats.icmpv6_rx_packet_too_big += 1,
+                    _ => self.stats.icmpv6_rx_dest_unreachable += 1,
+                }
+            }
             _ => self.stats.drop_icmpv6_unsupported += 1,
         }
     }

@@ -803,6 +803,10 @@ impl<H: HostIo> Stack<H> {
             self.learn(now, repr.src, eth.src);
             self.last_guest_ipv4 = Some(repr.src);
         }
+        if repr.protocol == IpProtocol::Igmp {
+            self.process_igmp(packet.payload());
+            return;
+        }
         let net = self.cfg.ipv4_net;
         let to_gateway = self.cfg.is_gateway_address(repr.dst);
         let broadcast = repr.dst.is_broadcast() || repr.dst == net.broadcast();
@@ -896,10 +900,39 @@ impl<H: HostIo> Stack<H> {
                     self.stats.icmp_tx_echo_replies += 1;
                 }
             }
+            // What the guest sends back to the gateway: answers to probes (see crate::probe) and
+            // errors about what the gateway sent. Counted by kind, nothing is answered.
+            Icmpv4Repr::EchoReply { .. } => self.stats.icmp_rx_echo_replies += 1,
+            Icmpv4Repr::DstUnreachable { .. } => self.stats.icmp_rx_dest_unreachable += 1,
+            Icmpv4Repr::TimeExceeded { .. } => self.stats.icmp_rx_time_exceeded += 1,
+            Icmpv4Repr::Other { msg_type: 12, .. } => self.stats.icmp_rx_param_problems += 1,
             _ => {
                 self.stats.drop_icmp_unsupported += 1;
                 trace!("drop: {packet}: not answered");
             }
+        }
+    }
+
+    /// The guest's IGMP messages (RFC 2236, RFC 3376 §4.2): membership reports and leaves,
+    /// counted (the answers to a querier); nothing is sent back.
+    fn process_igmp(&mut self, msg: &[u8]) {
+        if msg.len() < 8 || wire::checksum::compute(msg) != 0 {
+            self.stats.drop_igmp_invalid += 1;
+            return;
+        }
+        match msg[0] {
+            // v1 and v2 reports name one group.
+            0x12 | 0x16 => {
+                self.stats.igmp_rx_reports += 1;
+                self.stats.igmp_rx_group_records += 1;
+            }
+            // v3: the number of group records is at offset 6.
+            0x22 => {
+                self.stats.igmp_rx_reports += 1;
+                self.stats.igmp_rx_group_records += u64::from(wire::read_u16(msg, 6));
+            }
+            0x17 => self.stats.igmp_rx_leaves += 1,
+            _ => self.stats.drop_igmp_invalid += 1,
         }
     }
 

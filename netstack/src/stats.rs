@@ -109,6 +109,22 @@ crate::counters! {
         drop_icmp_truncated,
         /// Bad ICMP checksum.
         drop_icmp_checksum,
+        /// IGMP membership reports from the guest (v1, v2 and v3).
+        igmp_rx_reports,
+        /// Group records in those reports (one per v1/v2 report).
+        igmp_rx_group_records,
+        /// IGMPv2 Leave Group messages from the guest.
+        igmp_rx_leaves,
+        /// IGMP messages too short, with a bad checksum, or of a type a host does not send.
+        drop_igmp_invalid,
+        /// Echo replies from the guest to a gateway address (answers to probes).
+        icmp_rx_echo_replies,
+        /// Destination Unreachable from the guest.
+        icmp_rx_dest_unreachable,
+        /// Time Exceeded from the guest (code 1: its reassembly of a probe timed out).
+        icmp_rx_time_exceeded,
+        /// Parameter Problem from the guest (a probe's bad header).
+        icmp_rx_param_problems,
         /// ICMP types the gateway does not answer (including echo to a broadcast address).
         drop_icmp_unsupported,
         /// UDP datagrams for the gateway (unicast or broadcast).
@@ -223,6 +239,16 @@ crate::counters! {
         icmpv6_tx_echo_replies,
         /// ICMPv6 errors from the guest.
         icmpv6_rx_errors,
+        /// Of those: Destination Unreachable.
+        icmpv6_rx_dest_unreachable,
+        /// Of those: Packet Too Big.
+        icmpv6_rx_packet_too_big,
+        /// Of those: Time Exceeded (code 1: its reassembly of a probe timed out).
+        icmpv6_rx_time_exceeded,
+        /// Of those: Parameter Problem (a probe's bad header or option).
+        icmpv6_rx_param_problems,
+        /// Echo replies from the guest to a gateway address (answers to probes).
+        icmpv6_rx_echo_replies,
         /// ICMPv6 errors sent (unreachable, packet too big, time exceeded, parameter problem).
         icmpv6_tx_errors,
         /// ICMPv6 errors not sent because of the rate limit (RFC 4443 §2.4(f)).

@@ -2018,4 +2018,52 @@ mod exerciser {
         assert_eq!(s.stats().probes_sent, 2);
         assert_eq!(s.stats().rx_injected_frames, 3);
     }
+
+    #[test]
+    fn the_guests_answers_to_probes_are_counted_by_kind() {
+        let mut s = stack();
+        let gw = Config::default().gateway_ipv4;
+        let icmp = |t: u8, code: u8| crate::wire::craft::icmpv4(t, code, [0; 4], &[0x45; 28]);
+        for (t, code) in [(0, 0), (11, 1), (3, 3), (12, 0)] {
+            s.process_frame(
+                now(),
+                &ipv4_frame(GUEST_IP, gw, IpProtocol::Icmp, &icmp(t, code)),
+            );
+        }
+        let st = s.stats();
+        assert_eq!(
+            (
+                st.icmp_rx_echo_replies,
+                st.icmp_rx_time_exceeded,
+                st.icmp_rx_dest_unreachable,
+                st.icmp_rx_param_problems
+            ),
+            (1, 1, 1, 1)
+        );
+        // IGMPv3 report with two records, an IGMPv2 leave, and a corrupt one.
+        let mut v3 = vec![0x22, 0, 0, 0, 0, 0, 0, 2];
+        let sum = crate::wire::checksum::compute(&v3);
+        v3[2..4].copy_from_slice(&sum.to_be_bytes());
+        let mut leave = vec![0x17, 0, 0, 0, 239, 1, 2, 3];
+        let sum = crate::wire::checksum::compute(&leave);
+        leave[2..4].copy_from_slice(&sum.to_be_bytes());
+        let all = Ipv4Address::new(224, 0, 0, 22);
+        s.process_frame(now(), &ipv4_frame(GUEST_IP, all, IpProtocol::Igmp, &v3));
+        s.process_frame(now(), &ipv4_frame(GUEST_IP, all, IpProtocol::Igmp, &leave));
+        s.process_frame(
+            now(),
+            &ipv4_frame(GUEST_IP, all, IpProtocol::Igmp, &[0x22, 0, 0]),
+        );
+        let st = s.stats();
+        assert_eq!(
+            (
+                st.igmp_rx_reports,
+                st.igmp_rx_group_records,
+                st.igmp_rx_leaves,
+                st.drop_igmp_invalid
+            ),
+            (1, 2, 1, 1)
+        );
+        assert!(drain(&mut s).is_empty(), "nothing is answered");
+    }
 }
