@@ -6,6 +6,10 @@
  *   udptool echo PORT COUNT
  *       answers COUNT datagrams on [::]:PORT (IPv4 too, as mapped addresses) with their own
  *       bytes, printing each sender.
+ *   udptool mtu HOST
+ *       prints "mtu N": the path MTU towards HOST as a connected socket sees it (IP_MTU or
+ *       IPV6_MTU: the route's MTU, lowered by Packet Too Big / Fragmentation Needed). Sends
+ *       nothing.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,7 +23,8 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: udptool send HOST PORT MESSAGE [TIMEOUT_S] | udptool echo PORT COUNT\n");
+	fprintf(stderr, "usage: udptool send HOST PORT MESSAGE [TIMEOUT_S] | udptool echo PORT COUNT | "
+			"udptool mtu HOST\n");
 	return 64;
 }
 
@@ -111,8 +116,41 @@ static int do_echo(int port, int count)
 	return 0;
 }
 
+static int do_mtu(const char *host)
+{
+	struct sockaddr_storage to = { 0 };
+	struct sockaddr_in *to4 = (struct sockaddr_in *)&to;
+	struct sockaddr_in6 *to6 = (struct sockaddr_in6 *)&to;
+	int fd, mtu = 0, level, opt;
+	socklen_t len = sizeof(mtu);
+
+	if (inet_pton(AF_INET6, host, &to6->sin6_addr) == 1) {
+		to6->sin6_family = AF_INET6;
+		to6->sin6_port = htons(9);
+		level = IPPROTO_IPV6;
+		opt = IPV6_MTU;
+	} else if (inet_pton(AF_INET, host, &to4->sin_addr) == 1) {
+		to4->sin_family = AF_INET;
+		to4->sin_port = htons(9);
+		level = IPPROTO_IP;
+		opt = IP_MTU;
+	} else {
+		return usage();
+	}
+	fd = socket(to.ss_family, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0 ||
+	    getsockopt(fd, level, opt, &mtu, &len) < 0) {
+		perror("mtu");
+		return 1;
+	}
+	printf("mtu %d\n", mtu);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[1], "mtu"))
+		return do_mtu(argv[2]);
 	if (argc >= 5 && !strcmp(argv[1], "send"))
 		return do_send(argv[2], atoi(argv[3]), argv[4], argc > 5 ? atoi(argv[5]) : 5);
 	if (argc == 4 && !strcmp(argv[1], "echo"))

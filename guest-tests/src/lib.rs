@@ -21,6 +21,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod cpio;
+pub mod exerciser;
+
+pub use exerciser::{CallChain, Counters};
 
 /// The MAC the harness gives the guest NIC (`-device virtio-net-pci,mac=`).
 pub const GUEST_MAC: &str = "52:54:00:12:34:56";
@@ -340,6 +343,8 @@ pub struct Virtgate {
     dir: PathBuf,
     pub socket: PathBuf,
     pub stats_file: PathBuf,
+    /// The control API's socket (`--api-socket`: the test's own, or one in the private dir).
+    pub api: PathBuf,
     log: Log,
 }
 
@@ -371,6 +376,13 @@ impl Virtgate {
         let dir = dir.to_path_buf();
         let socket = dir.join("vm.sock");
         let stats_file = dir.join("stats.json");
+        let api = match extra.iter().position(|a| *a == "--api-socket") {
+            Some(i) => PathBuf::from(extra[i + 1]),
+            None => {
+                cmd.arg("--api-socket").arg(dir.join("api.sock"));
+                dir.join("api.sock")
+            }
+        };
         let mut child = cmd
             .arg("--socket")
             .arg(&socket)
@@ -394,6 +406,7 @@ impl Virtgate {
             dir,
             socket,
             stats_file,
+            api,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -437,6 +450,51 @@ impl Virtgate {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.read_stats()
+    }
+
+    /// `virtgate ctl ARGS...` against this virtgate's API: its output, or its error message.
+    pub fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(virtgate_bin())
+            .arg("ctl")
+            .arg("--api-socket")
+            .arg(&self.api)
+            .args(args)
+            .output()
+            .expect("run virtgate ctl");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// [`Virtgate::try_ctl`] that must succeed.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        self.try_ctl(args)
+            .unwrap_or_else(|e| panic!("virtgate ctl {args:?}: {e}"))
+    }
+
+    /// Sends a built-in probe (`virtgate ctl probe NAME --KEY VALUE...`); returns the frames
+    /// queued, which must be all that were built.
+    pub fn probe(&self, name: &str, params: &[(&str, &str)]) -> u64 {
+        let mut args = vec!["probe", name];
+        let keys: Vec<String> = params.iter().map(|(k, _)| format!("--{k}")).collect();
+        for ((_, v), k) in params.iter().zip(&keys) {
+            args.push(k);
+            args.push(v);
+        }
+        let out: serde_json::Value =
+            serde_json::from_str(&self.ctl(&args)).expect("probe answers JSON");
+        assert_eq!(out["dropped"], 0, "probe {name}: {out}");
+        out["frames"].as_u64().expect("frames")
+    }
+
+    /// One counter of the stats document (`stack` or `device` section), fresh.
+    pub fn counter(&self, section: &str, name: &str) -> i64 {
+        let s = self.stats();
+        s[section][name]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no counter {section}.{name}"))
     }
 
     /// Reads the stats file as it is.

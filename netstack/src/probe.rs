@@ -1177,7 +1177,7 @@ pub static PROBES: &[Probe] = &[
     // ICMPv6 towards the guest.
     Probe {
         name: "icmpv6-packet-too-big",
-        drives: "icmpv6_rcv -> icmpv6_notify -> ip6_update_pmtu (towards peer; below 1280: 1280)",
+        drives: "icmpv6_rcv -> icmpv6_notify -> ip6_update_pmtu (towards peer; below 1280 discarded, RFC 8201 §4)",
         proves: "Icmp6InPktTooBigs; ip -6 route get PEER shows the mtu",
         params: &["mtu=1400", "peer=2001:db8::1", "to", "from"],
         build: |b| {
@@ -1326,6 +1326,10 @@ pub static PROBES: &[Probe] = &[
             let peer: std::net::Ipv6Addr = b.get("peer", "2001:db8::1".parse().unwrap())?;
             let mut body = gw.octets().to_vec();
             body.extend_from_slice(&peer.octets());
+            // Target link-layer address (RFC 4861 §4.5): the gateway's MAC, so the guest can use
+            // the new first hop at once.
+            body.extend_from_slice(&[2, 1]);
+            body.extend_from_slice(&b.ctx.gateway_mac.0);
             push_icmpv6_link(b, src, to, 255, false, (137, 0, [0; 4], body));
             Ok(())
         },

@@ -1,0 +1,1039 @@
+//! The kernel-path table (docs/kernel-paths.md), row by row: virtgate sends crafted frames with
+//! `virtgate ctl probe` and the guest's own counters prove which path of its kernel ran.
+//!
+//! One booted dual-stack guest serves every scenario (a guest boot under TCG costs more than all
+//! the scenarios together): probes change nothing in virtgate's configuration, and each scenario
+//! reads the counters it asserts before and after, so scenarios do not depend on each other.
+//! Every scenario runs even when an earlier one fails; the test fails at the end naming each
+//! failed scenario. `VIRTGATE_SCENARIOS=name,name` runs only those.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use guest_tests::{Counters, Virtgate, Vm, VmOptions};
+
+/// Waits for counters this long: a probe's effects show within milliseconds, a reassembly
+/// timeout within the guest's `ipfrag_time`.
+const SETTLE: Duration = Duration::from_secs(15);
+/// The guest's fragment reassembly timeout (both families), lowered for the expiry scenarios.
+const FRAG_TIMEOUT_S: u32 = 2;
+
+/// The booted guest and its virtgate.
+struct Ex {
+    vg: Virtgate,
+    vm: Vm,
+}
+
+impl Ex {
+    /// Sends a probe and waits until each of `want` has grown by at least its amount; returns the
+    /// counters before and after.
+    fn expect(
+        &mut self,
+        probe: &str,
+        params: &[(&str, &str)],
+        want: &[(&str, i64)],
+    ) -> (Counters, Counters) {
+        let before = self.vm.counters();
+        self.vg.probe(probe, params);
+        let after = self.vm.wait_counters(&before, want, SETTLE);
+        (before, after)
+    }
+
+    /// A counter of virtgate's stack.
+    fn ours(&self, name: &str) -> i64 {
+        self.vg.counter("stack", name)
+    }
+
+    /// Polls virtgate's stack counter `name` until it reaches `at_least`.
+    fn wait_ours(&self, name: &str, at_least: i64) {
+        let deadline = std::time::Instant::now() + SETTLE;
+        loop {
+            let v = self.ours(name);
+            if v >= at_least {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "virtgate's {name} is {v}, wanted {at_least}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends probes and returns the drop reasons the guest's kernel recorded meanwhile, once
+    /// `until` (a drop reason) was seen.
+    fn drops(&mut self, probes: &[(&str, &[(&str, &str)])], until: &str) -> Vec<String> {
+        self.vm.trace_drops_start();
+        for (p, params) in probes {
+            self.vg.probe(p, params);
+        }
+        let deadline = std::time::Instant::now() + SETTLE;
+        let mut seen = Vec::new();
+        loop {
+            // The tracer is restarted for each look; reasons seen so far are kept.
+            let reasons = self.vm.trace_drops_stop();
+            seen.extend(reasons.into_keys());
+            if seen.iter().any(|r| r == until) || std::time::Instant::now() >= deadline {
+                return seen;
+            }
+            self.vm.trace_drops_start();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn guest_ipv6(&mut self) -> String {
+        let out = self.vm.sh("ip -6 addr show dev eth0 scope global");
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no global IPv6 address: {out}"))
+            .to_string()
+    }
+}
+
+type Scenario = fn(&mut Ex);
+
+/// Every scenario, by the name docs/kernel-paths.md uses.
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("ipv4_local_delivery", ipv4_local_delivery),
+    ("ipv4_bad_version_and_ihl", ipv4_bad_version_and_ihl),
+    ("ipv4_bad_header_checksum", ipv4_bad_header_checksum),
+    ("ipv4_truncated_packet", ipv4_truncated_packet),
+    ("ipv4_padded_frame_trimmed", ipv4_padded_frame_trimmed),
+    ("ipv4_ecn_marks", ipv4_ecn_marks),
+    ("ipv4_options", ipv4_options),
+    ("ipv4_foreign_destination", ipv4_foreign_destination),
+    ("ipv4_foreign_mac", ipv4_foreign_mac),
+    (
+        "ipv4_ttl_one_and_zero_delivered",
+        ipv4_ttl_one_and_zero_delivered,
+    ),
+    ("ipv4_multicast_receive", ipv4_multicast_receive),
+    ("ipv4_igmp_queries", ipv4_igmp_queries),
+    ("ipv4_guest_transmit", ipv4_guest_transmit),
+    ("ipv4_guest_fragments", ipv4_guest_fragments),
+    ("ipv4_defrag_orders", ipv4_defrag_orders),
+    ("ipv4_defrag_overlap", ipv4_defrag_overlap),
+    ("ipv4_defrag_expire", ipv4_defrag_expire),
+    ("ipv4_defrag_oversize", ipv4_defrag_oversize),
+    ("ipv4_icmp_errors_received", ipv4_icmp_errors_received),
+    ("ipv4_pmtu_frag_needed", ipv4_pmtu_frag_needed),
+    ("ipv4_redirect", ipv4_redirect),
+    ("ipv4_ttl_expires_at_gateway", ipv4_ttl_expires_at_gateway),
+    ("ipv6_local_delivery", ipv6_local_delivery),
+    ("ipv6_header_checks", ipv6_header_checks),
+    ("ipv6_truncated_packet", ipv6_truncated_packet),
+    ("ipv6_extension_chain", ipv6_extension_chain),
+    ("ipv6_hbh_option_actions", ipv6_hbh_option_actions),
+    ("ipv6_hbh_not_first", ipv6_hbh_not_first),
+    ("ipv6_routing_header", ipv6_routing_header),
+    ("ipv6_unknown_next_header", ipv6_unknown_next_header),
+    ("ipv6_option_limits", ipv6_option_limits),
+    ("ipv6_defrag_orders", ipv6_defrag_orders),
+    ("ipv6_defrag_overlap", ipv6_defrag_overlap),
+    ("ipv6_defrag_expire", ipv6_defrag_expire),
+    ("ipv6_fragment_unaligned", ipv6_fragment_unaligned),
+    ("ipv6_fragment_oversize", ipv6_fragment_oversize),
+    ("ipv6_icmp_errors_received", ipv6_icmp_errors_received),
+    ("ipv6_packet_too_big", ipv6_packet_too_big),
+    ("ipv6_hop_limit_at_gateway", ipv6_hop_limit_at_gateway),
+    ("ipv6_guest_fragments", ipv6_guest_fragments),
+    ("ipv6_neighbor_solicitation", ipv6_neighbor_solicitation),
+    ("ipv6_slaac", ipv6_slaac),
+    ("ipv6_ra_hop_limit_ignored", ipv6_ra_hop_limit_ignored),
+    ("ipv6_ra_prefix_lifetimes", ipv6_ra_prefix_lifetimes),
+    ("ipv6_dad_failure", ipv6_dad_failure),
+    ("ipv6_redirect", ipv6_redirect),
+    ("ipv6_multicast_receive", ipv6_multicast_receive),
+    ("ipv6_ssm_source_filter", ipv6_ssm_source_filter),
+    ("ipv6_mld_queries", ipv6_mld_queries),
+    ("tcp_bad_checksum", tcp_bad_checksum),
+    ("tcp_reset_to_a_closed_port", tcp_reset_to_a_closed_port),
+    ("nic_runt_frame", nic_runt_frame),
+    ("nic_oversize_frame", nic_oversize_frame),
+    ("nic_unknown_ethertype", nic_unknown_ethertype),
+    ("nic_vlan_tagged", nic_vlan_tagged),
+    ("trace_ipv4_receive", trace_ipv4_receive),
+    ("trace_ipv4_defrag", trace_ipv4_defrag),
+    ("trace_ipv6_receive", trace_ipv6_receive),
+    ("trace_ipv6_output", trace_ipv6_output),
+];
+
+#[test]
+fn kernel_paths() {
+    let only: Option<Vec<String>> = std::env::var("VIRTGATE_SCENARIOS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    if let Some(names) = &only {
+        for n in names {
+            assert!(
+                SCENARIOS.iter().any(|(s, _)| s == n),
+                "no scenario called {n}"
+            );
+        }
+    }
+    let vg = Virtgate::start(&[]);
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    vm.bring_up_dual_stack();
+    vm.prepare_for_probes(FRAG_TIMEOUT_S);
+    let mut ex = Ex { vg, vm };
+    let mut failed = Vec::new();
+    for (name, scenario) in SCENARIOS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
+        let start = std::time::Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| scenario(&mut ex)));
+        let took = start.elapsed();
+        match result {
+            Ok(()) => eprintln!("scenario {name}: ok ({took:.1?})"),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                eprintln!("scenario {name}: FAILED ({took:.1?}): {msg}");
+                failed.push(*name);
+                if !ex.vm.is_running() {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
+}
+
+/// Every row of docs/kernel-paths.md names scenarios of this file or tests of the other guest
+/// test files that exist, or says plainly that it is not done yet.
+#[test]
+fn the_kernel_path_table_names_existing_tests() {
+    let root = guest_tests::workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/kernel-paths.md")).unwrap();
+    let mut rows = 0;
+    for line in doc.lines().filter(|l| l.starts_with("| `")) {
+        rows += 1;
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | path | virtgate sends | guest test | counters |
+        let tests = cells.get(3).copied().unwrap_or("");
+        let named: Vec<&str> = tests
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| t.contains("::"))
+            .collect();
+        assert!(
+            !named.is_empty() || tests.starts_with("not yet"),
+            "a row names no test: {line}"
+        );
+        for t in named {
+            let (file, name) = t.split_once("::").unwrap();
+            if file == "kernel_paths" {
+                assert!(
+                    SCENARIOS.iter().any(|(s, _)| *s == name),
+                    "{t}: no such scenario"
+                );
+            } else {
+                let src =
+                    std::fs::read_to_string(root.join(format!("guest-tests/tests/{file}.rs")))
+                        .unwrap_or_else(|e| panic!("{t}: {e}"));
+                assert!(src.contains(&format!("fn {name}(")), "{t}: no such test");
+            }
+        }
+    }
+    assert!(rows >= 58, "the table has {rows} rows");
+}
+
+// ---- IPv4 ----
+
+fn ipv4_local_delivery(ex: &mut Ex) {
+    let replies = ex.ours("icmp_rx_echo_replies");
+    let (b, a) = ex.expect(
+        "ipv4-echo",
+        &[("count", "3")],
+        &[("IcmpInEchos", 3), ("IcmpOutEchoReps", 3)],
+    );
+    assert!(a.delta(&b, "IpInReceives") >= 3 && a.delta(&b, "IpInDelivers") >= 3);
+    ex.wait_ours("icmp_rx_echo_replies", replies + 3);
+}
+
+fn ipv4_bad_version_and_ihl(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    ex.vg.probe("ipv4-bad-version", &[]);
+    ex.vg.probe("ipv4-bad-ihl", &[]);
+    let after = ex
+        .vm
+        .wait_counters(&before, &[("IpInHdrErrors", 2)], SETTLE);
+    assert_eq!(after.delta(&before, "IpInHdrErrors"), 2);
+    assert_eq!(after.delta(&before, "IcmpInEchos"), 0);
+}
+
+fn ipv4_bad_header_checksum(ex: &mut Ex) {
+    let (b, a) = ex.expect(
+        "ipv4-bad-checksum",
+        &[],
+        &[("IpExtInCsumErrors", 1), ("IpInHdrErrors", 1)],
+    );
+    assert_eq!(a.delta(&b, "IcmpInEchos"), 0);
+}
+
+fn ipv4_truncated_packet(ex: &mut Ex) {
+    let (b, a) = ex.expect("ipv4-truncated", &[], &[("IpExtInTruncatedPkts", 1)]);
+    assert_eq!(a.delta(&b, "IcmpInEchos"), 0);
+}
+
+fn ipv4_padded_frame_trimmed(ex: &mut Ex) {
+    let replies = ex.ours("icmp_rx_echo_replies");
+    let (b, a) = ex.expect("ipv4-padded", &[], &[("IcmpInEchos", 1)]);
+    // Trimmed: had the padding been taken as ICMP data, its checksum would have failed.
+    assert_eq!(a.delta(&b, "IcmpInCsumErrors"), 0);
+    assert_eq!(a.delta(&b, "IcmpInErrors"), 0);
+    ex.wait_ours("icmp_rx_echo_replies", replies + 1);
+}
+
+fn ipv4_ecn_marks(ex: &mut Ex) {
+    for (ecn, counter) in [
+        ("2", "IpExtInECT0Pkts"),
+        ("1", "IpExtInECT1Pkts"),
+        ("3", "IpExtInCEPkts"),
+    ] {
+        let (b, a) = ex.expect("ipv4-echo", &[("ecn", ecn)], &[(counter, 1)]);
+        assert_eq!(a.delta(&b, counter), 1, "{counter}");
+    }
+}
+
+fn ipv4_options(ex: &mut Ex) {
+    let replies = ex.ours("icmp_rx_echo_replies");
+    ex.expect("ipv4-option-rr", &[], &[("IcmpOutEchoReps", 1)]);
+    ex.expect("ipv4-option-ts", &[], &[("IcmpOutEchoReps", 1)]);
+    ex.wait_ours("icmp_rx_echo_replies", replies + 2);
+    let problems = ex.ours("icmp_rx_param_problems");
+    let (b, a) = ex.expect(
+        "ipv4-option-bad",
+        &[],
+        &[("IpInHdrErrors", 1), ("IcmpOutParmProbs", 1)],
+    );
+    assert_eq!(a.delta(&b, "IcmpInEchos"), 0);
+    ex.wait_ours("icmp_rx_param_problems", problems + 1);
+}
+
+fn ipv4_foreign_destination(ex: &mut Ex) {
+    let (b, a) = ex.expect("ipv4-foreign-dst", &[], &[("IpInAddrErrors", 1)]);
+    assert_eq!(a.delta(&b, "IcmpInEchos"), 0);
+}
+
+fn ipv4_foreign_mac(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    let reasons = ex.drops(&[("eth-foreign-mac", &[])], "OTHERHOST");
+    assert!(reasons.iter().any(|r| r == "OTHERHOST"), "{reasons:?}");
+    let after = ex.vm.counters();
+    assert_eq!(after.delta(&before, "IcmpInEchos"), 0);
+}
+
+fn ipv4_ttl_one_and_zero_delivered(ex: &mut Ex) {
+    // TTL matters to forwarding only: a packet for the host is delivered whatever its TTL.
+    ex.expect("ipv4-echo", &[("ttl", "1")], &[("IcmpInEchos", 1)]);
+    ex.expect("ipv4-echo", &[("ttl", "0")], &[("IcmpInEchos", 1)]);
+}
+
+/// Starts `mcast listen` in the guest's background and waits until it has joined.
+fn listen(ex: &mut Ex, args: &str, log: &str) {
+    ex.vm.sh(&format!("mcast listen {args} > {log} 2>&1 &"));
+    ex.vm.sh(&format!(
+        "i=0; until grep -q ready {log} || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; grep ready {log}"
+    ));
+}
+
+/// Waits for `mcast listen` to finish and returns how many datagrams it received.
+fn listened(ex: &mut Ex, log: &str) -> usize {
+    let out = ex.vm.run(
+        &format!("i=0; until grep -q received {log} || [ $i -ge 300 ]; do sleep 0.1; i=$((i+1)); done; cat {log}"),
+        Duration::from_secs(60),
+    );
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("received "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("mcast did not finish: {}", out.stdout))
+}
+
+fn ipv4_multicast_receive(ex: &mut Ex) {
+    listen(ex, "239.1.2.3 5000 4", "/tmp/m4.log");
+    let (b, a) = ex.expect(
+        "mcast-udp",
+        &[("group", "239.1.2.3"), ("count", "2")],
+        &[("IpExtInMcastPkts", 2), ("UdpInDatagrams", 2)],
+    );
+    assert_eq!(a.delta(&b, "UdpInDatagrams"), 2);
+    // A group nobody joined: received by the NIC, not delivered.
+    let before = ex.vm.counters();
+    ex.vg.probe("mcast-udp", &[("group", "239.9.9.9")]);
+    assert_eq!(listened(ex, "/tmp/m4.log"), 2);
+    let after = ex.vm.counters();
+    assert_eq!(after.delta(&before, "UdpInDatagrams"), 0);
+    assert_eq!(after.delta(&before, "IpExtInMcastPkts"), 0);
+    assert!(after.delta(&before, "IpInReceives") >= 1);
+}
+
+fn ipv4_igmp_queries(ex: &mut Ex) {
+    listen(ex, "239.4.4.4 5000 6", "/tmp/igmp.log");
+    for version in ["3", "2"] {
+        let reports = ex.ours("igmp_rx_reports");
+        ex.vg
+            .probe("igmp-query", &[("version", version), ("max-resp", "5")]);
+        ex.wait_ours("igmp_rx_reports", reports + 1);
+    }
+    listened(ex, "/tmp/igmp.log");
+}
+
+fn ipv4_guest_transmit(ex: &mut Ex) {
+    let requests = ex.ours("icmp_rx_echo_requests");
+    let before = ex.vm.counters();
+    ex.vm
+        .run("ping -c 2 -W 5 10.0.2.3", Duration::from_secs(30))
+        .ok();
+    let after = ex.vm.counters();
+    assert!(after.delta(&before, "IpOutRequests") >= 2);
+    assert_eq!(after.delta(&before, "IcmpOutEchos"), 2);
+    assert_eq!(ex.ours("icmp_rx_echo_requests") - requests, 2);
+}
+
+fn ipv4_guest_fragments(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    ex.vm
+        .run("ping -c 1 -W 5 -s 4000 10.0.2.3", Duration::from_secs(30))
+        .ok();
+    let after = ex.vm.counters();
+    assert_eq!(after.delta(&before, "IpFragOKs"), 1);
+    assert_eq!(after.delta(&before, "IpFragCreates"), 3);
+    // virtgate's reply came back in fragments, which the guest reassembled.
+    assert_eq!(after.delta(&before, "IpReasmOKs"), 1);
+}
+
+fn ipv4_defrag_orders(ex: &mut Ex) {
+    for probe in [
+        "ipv4-frag",
+        "ipv4-frag-reversed",
+        "ipv4-frag-random",
+        "ipv4-frag-duplicate",
+        "ipv4-frag-tiny",
+    ] {
+        let replies = ex.ours("icmp_rx_echo_replies");
+        let (b, a) = ex.expect(
+            probe,
+            &[],
+            &[
+                ("IpReasmOKs", 1),
+                ("IcmpInEchos", 1),
+                ("IcmpOutEchoReps", 1),
+            ],
+        );
+        assert_eq!(a.delta(&b, "IpReasmFails"), 0, "{probe}");
+        assert!(a.delta(&b, "IpReasmReqds") >= 2, "{probe}");
+        // The 3000-byte reply leaves in fragments; virtgate reassembles and counts it.
+        ex.wait_ours("icmp_rx_echo_replies", replies + 1);
+    }
+}
+
+fn ipv4_defrag_overlap(ex: &mut Ex) {
+    let (b, a) = ex.expect(
+        "ipv4-frag-overlap",
+        &[],
+        &[("IpExtReasmOverlaps", 1), ("IpReasmFails", 1)],
+    );
+    assert_eq!(a.delta(&b, "IcmpInEchos"), 0);
+}
+
+fn ipv4_defrag_expire(ex: &mut Ex) {
+    for probe in ["ipv4-frag-first-only", "ipv4-frag-missing"] {
+        let exceeded = ex.ours("icmp_rx_time_exceeded");
+        let (b, a) = ex.expect(
+            probe,
+            &[],
+            &[("IpReasmTimeout", 1), ("IcmpOutTimeExcds", 1)],
+        );
+        assert_eq!(a.delta(&b, "IcmpInEchos"), 0, "{probe}");
+        // ICMP 11/1 quoting the first fragment reaches the gateway.
+        ex.wait_ours("icmp_rx_time_exceeded", exceeded + 1);
+    }
+}
+
+fn ipv4_defrag_oversize(ex: &mut Ex) {
+    let (b, a) = ex.expect("ipv4-frag-oversize", &[], &[("IpReasmFails", 1)]);
+    assert_eq!(a.delta(&b, "IpReasmOKs"), 0);
+}
+
+fn ipv4_icmp_errors_received(ex: &mut Ex) {
+    for code in ["0", "1", "2", "3", "13"] {
+        ex.expect(
+            "icmpv4-unreachable",
+            &[("code", code)],
+            &[("IcmpInDestUnreachs", 1)],
+        );
+    }
+    ex.expect("icmpv4-time-exceeded", &[], &[("IcmpInTimeExcds", 1)]);
+    ex.expect("icmpv4-param-problem", &[], &[("IcmpInParmProbs", 1)]);
+}
+
+fn ipv4_pmtu_frag_needed(ex: &mut Ex) {
+    ex.expect(
+        "icmpv4-frag-needed",
+        &[("mtu", "1400"), ("peer", "198.51.100.7")],
+        &[("IcmpInDestUnreachs", 1)],
+    );
+    // The route's MTU as a socket towards the peer sees it (busybox's `ip route get` does not
+    // print the cached exception).
+    assert_eq!(ex.vm.sh("udptool mtu 198.51.100.7").trim(), "mtu 1400");
+    assert_eq!(ex.vm.sh("udptool mtu 198.51.100.77").trim(), "mtu 1500");
+}
+
+fn ipv4_redirect(ex: &mut Ex) {
+    // The new first hop must be a neighbour the guest has resolved (Linux only follows a
+    // redirect to a valid neighbour): 10.0.2.3, virtgate's DNS address, after a ping.
+    ex.vm
+        .run("ping -c 1 -W 5 10.0.2.3", Duration::from_secs(30))
+        .ok();
+    ex.expect(
+        "icmpv4-redirect",
+        &[("gateway", "10.0.2.3"), ("peer", "198.51.100.8")],
+        &[("IcmpInRedirects", 1)],
+    );
+    let route = ex.vm.sh("ip route get 198.51.100.8");
+    assert!(route.contains("via 10.0.2.3"), "{route}");
+}
+
+fn ipv4_ttl_expires_at_gateway(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    let out = ex
+        .vm
+        .run(
+            "traceroute -n -m 1 -w 3 -q 1 198.51.100.9",
+            Duration::from_secs(30),
+        )
+        .stdout;
+    assert!(out.contains("10.0.2.2"), "{out}");
+    let after = ex.vm.counters();
+    assert!(after.delta(&before, "IcmpInTimeExcds") >= 1);
+}
+
+// ---- IPv6 ----
+
+fn ipv6_local_delivery(ex: &mut Ex) {
+    let replies = ex.ours("icmpv6_rx_echo_replies");
+    let (b, a) = ex.expect(
+        "ipv6-echo",
+        &[("count", "3")],
+        &[("Icmp6InEchos", 3), ("Icmp6OutEchoReplies", 3)],
+    );
+    assert!(a.delta(&b, "Ip6InReceives") >= 3 && a.delta(&b, "Ip6InDelivers") >= 3);
+    ex.wait_ours("icmpv6_rx_echo_replies", replies + 3);
+    // Hop limit 0 is for forwarding to check; delivered here.
+    ex.expect("ipv6-echo", &[("hop-limit", "0")], &[("Icmp6InEchos", 1)]);
+}
+
+fn ipv6_header_checks(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    for p in [
+        "ipv6-bad-version",
+        "ipv6-multicast-src",
+        "ipv6-dst-loopback",
+    ] {
+        ex.vg.probe(p, &[]);
+    }
+    let after = ex
+        .vm
+        .wait_counters(&before, &[("Ip6InHdrErrors", 2)], SETTLE);
+    assert_eq!(after.delta(&before, "Icmp6InEchos"), 0);
+    // A version-4 packet in an IPv6 frame is counted at the interface's IPv6 statistics.
+    let drops = after.delta(&before, "Ip6InHdrErrors") + after.delta(&before, "Ip6InDiscards");
+    assert!(drops >= 3, "{drops}");
+}
+
+fn ipv6_truncated_packet(ex: &mut Ex) {
+    let (b, a) = ex.expect("ipv6-truncated", &[], &[("Ip6InTruncatedPkts", 1)]);
+    assert_eq!(a.delta(&b, "Icmp6InEchos"), 0);
+}
+
+fn ipv6_extension_chain(ex: &mut Ex) {
+    let replies = ex.ours("icmpv6_rx_echo_replies");
+    ex.expect(
+        "ipv6-ext-chain",
+        &[],
+        &[
+            ("Icmp6InEchos", 1),
+            ("Ip6ReasmReqds", 1),
+            ("Ip6ReasmOKs", 1),
+        ],
+    );
+    ex.wait_ours("icmpv6_rx_echo_replies", replies + 1);
+    ex.expect("ipv6-hbh-router-alert", &[], &[("Icmp6InEchos", 1)]);
+}
+
+fn ipv6_hbh_option_actions(ex: &mut Ex) {
+    // RFC 8200 §4.2: 00 skip, 01 discard, 10 discard and Parameter Problem, 11 the same unless
+    // the destination is multicast.
+    ex.expect(
+        "ipv6-hbh-unknown-option",
+        &[("action", "0")],
+        &[("Icmp6InEchos", 1)],
+    );
+    let (b, a) = ex.expect(
+        "ipv6-hbh-unknown-option",
+        &[("action", "1")],
+        &[("Ip6InHdrErrors", 1)],
+    );
+    assert_eq!(a.delta(&b, "Icmp6OutParmProblems"), 0);
+    for action in ["2", "3"] {
+        let problems = ex.ours("icmpv6_rx_param_problems");
+        ex.expect(
+            "ipv6-hbh-unknown-option",
+            &[("action", action)],
+            &[("Ip6InHdrErrors", 1), ("Icmp6OutParmProblems", 1)],
+        );
+        ex.wait_ours("icmpv6_rx_param_problems", problems + 1);
+    }
+}
+
+fn ipv6_hbh_not_first(ex: &mut Ex) {
+    let (b, a) = ex.expect(
+        "ipv6-hbh-not-first",
+        &[],
+        &[("Ip6InUnknownProtos", 1), ("Icmp6OutParmProblems", 1)],
+    );
+    assert_eq!(a.delta(&b, "Icmp6InEchos"), 0);
+}
+
+fn ipv6_routing_header(ex: &mut Ex) {
+    ex.expect(
+        "ipv6-routing",
+        &[("type", "0"), ("segments-left", "1")],
+        &[("Ip6InHdrErrors", 1), ("Icmp6OutParmProblems", 1)],
+    );
+    ex.expect(
+        "ipv6-routing",
+        &[("type", "0"), ("segments-left", "0")],
+        &[("Icmp6InEchos", 1)],
+    );
+}
+
+fn ipv6_unknown_next_header(ex: &mut Ex) {
+    ex.expect(
+        "ipv6-unknown-next-header",
+        &[],
+        &[("Ip6InUnknownProtos", 1), ("Icmp6OutParmProblems", 1)],
+    );
+}
+
+fn ipv6_option_limits(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    ex.vg.probe("ipv6-ext-too-many-options", &[]);
+    ex.vg.probe("ipv6-ext-long-padding", &[]);
+    let after = ex
+        .vm
+        .wait_counters(&before, &[("Ip6InHdrErrors", 2)], SETTLE);
+    assert_eq!(after.delta(&before, "Icmp6InEchos"), 0);
+}
+
+fn ipv6_defrag_orders(ex: &mut Ex) {
+    for probe in [
+        "ipv6-frag",
+        "ipv6-frag-reversed",
+        "ipv6-frag-random",
+        "ipv6-frag-duplicate",
+        "ipv6-frag-tiny",
+    ] {
+        let (b, a) = ex.expect(probe, &[], &[("Ip6ReasmOKs", 1), ("Icmp6InEchos", 1)]);
+        assert_eq!(a.delta(&b, "Ip6ReasmFails"), 0, "{probe}");
+    }
+}
+
+fn ipv6_defrag_overlap(ex: &mut Ex) {
+    let (b, a) = ex.expect("ipv6-frag-overlap", &[], &[("Ip6ReasmFails", 1)]);
+    assert_eq!(a.delta(&b, "Icmp6InEchos"), 0);
+}
+
+fn ipv6_defrag_expire(ex: &mut Ex) {
+    for probe in ["ipv6-frag-first-only", "ipv6-frag-missing"] {
+        let exceeded = ex.ours("icmpv6_rx_time_exceeded");
+        ex.expect(
+            probe,
+            &[],
+            &[("Ip6ReasmTimeout", 1), ("Icmp6OutTimeExcds", 1)],
+        );
+        ex.wait_ours("icmpv6_rx_time_exceeded", exceeded + 1);
+    }
+}
+
+fn ipv6_fragment_unaligned(ex: &mut Ex) {
+    let problems = ex.ours("icmpv6_rx_param_problems");
+    ex.expect(
+        "ipv6-frag-unaligned",
+        &[],
+        &[("Ip6InHdrErrors", 1), ("Icmp6OutParmProblems", 1)],
+    );
+    ex.wait_ours("icmpv6_rx_param_problems", problems + 1);
+}
+
+fn ipv6_fragment_oversize(ex: &mut Ex) {
+    ex.expect(
+        "ipv6-frag-oversize",
+        &[],
+        &[("Ip6InHdrErrors", 1), ("Icmp6OutParmProblems", 1)],
+    );
+}
+
+fn ipv6_icmp_errors_received(ex: &mut Ex) {
+    for code in ["0", "1", "3", "4"] {
+        ex.expect(
+            "icmpv6-unreachable",
+            &[("code", code)],
+            &[("Icmp6InDestUnreachs", 1)],
+        );
+    }
+    ex.expect("icmpv6-time-exceeded", &[], &[("Icmp6InTimeExcds", 1)]);
+    ex.expect("icmpv6-param-problem", &[], &[("Icmp6InParmProblems", 1)]);
+}
+
+fn ipv6_packet_too_big(ex: &mut Ex) {
+    ex.expect(
+        "icmpv6-packet-too-big",
+        &[("mtu", "1400"), ("peer", "2001:db8::7")],
+        &[("Icmp6InPktTooBigs", 1)],
+    );
+    assert_eq!(ex.vm.sh("udptool mtu 2001:db8::7").trim(), "mtu 1400");
+    assert_eq!(ex.vm.sh("udptool mtu 2001:db8::77").trim(), "mtu 1500");
+    // Below the IPv6 minimum: RFC 8201 §4 forbids a path MTU under 1280, and Linux (since 5.11)
+    // discards such a message, so the path keeps its MTU.
+    ex.expect(
+        "icmpv6-packet-too-big",
+        &[("mtu", "1000"), ("peer", "2001:db8::8")],
+        &[("Icmp6InPktTooBigs", 1)],
+    );
+    assert_eq!(ex.vm.sh("udptool mtu 2001:db8::8").trim(), "mtu 1500");
+}
+
+fn ipv6_hop_limit_at_gateway(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    let out = ex
+        .vm
+        .run(
+            "traceroute6 -n -m 1 -w 3 -q 1 2001:db8::9",
+            Duration::from_secs(30),
+        )
+        .stdout;
+    assert!(out.contains("fd00::2") || out.contains("fe80::2"), "{out}");
+    let after = ex.vm.counters();
+    assert!(after.delta(&before, "Icmp6InTimeExcds") >= 1);
+}
+
+fn ipv6_guest_fragments(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    ex.vm
+        .run("ping -6 -c 1 -W 5 -s 3000 fd00::3", Duration::from_secs(30))
+        .ok();
+    let after = ex.vm.counters();
+    assert_eq!(after.delta(&before, "Ip6FragOKs"), 1);
+    assert_eq!(after.delta(&before, "Ip6FragCreates"), 3);
+    assert_eq!(after.delta(&before, "Ip6ReasmOKs"), 1);
+}
+
+fn ipv6_neighbor_solicitation(ex: &mut Ex) {
+    let addr = ex.guest_ipv6();
+    let advertised = ex.ours("ndp_rx_neighbor_adverts");
+    ex.expect(
+        "ndp-ns",
+        &[],
+        &[
+            ("Icmp6InNeighborSolicits", 1),
+            ("Icmp6OutNeighborAdvertisements", 1),
+        ],
+    );
+    ex.wait_ours("ndp_rx_neighbor_adverts", advertised + 1);
+    // The guest listens on its address's solicited-node group (ff02::1:ff + the last 24 bits).
+    let groups = ex.vm.sh("cat /proc/net/igmp6");
+    let a: std::net::Ipv6Addr = addr.parse().unwrap();
+    let o = a.octets();
+    let group = format!(
+        "ff0200000000000000000001ff{:02x}{:02x}{:02x}",
+        o[13], o[14], o[15]
+    );
+    assert!(groups.contains(&group), "{group} not in {groups}");
+}
+
+fn ipv6_slaac(ex: &mut Ex) {
+    // The guest configured itself from virtgate's RA at boot: the address, the default route
+    // by RA and the link MTU.
+    let addrs = ex.vm.sh("ip -6 addr show dev eth0");
+    assert!(
+        addrs.contains("fd00::") && addrs.contains("dynamic"),
+        "{addrs}"
+    );
+    let routes = ex.vm.sh("ip -6 route show default");
+    assert!(routes.contains("via fe80::2"), "{routes}");
+    let c = ex.vm.counters();
+    assert!(c.get("Icmp6InRouterAdvertisements") >= 1);
+    assert!(c.get("Icmp6OutRouterSolicits") >= 1);
+}
+
+fn ipv6_ra_hop_limit_ignored(ex: &mut Ex) {
+    ex.expect(
+        "ndp-ra",
+        &[("hop-limit", "64"), ("prefix", "fd66::/64")],
+        &[("Icmp6InRouterAdvertisements", 1)],
+    );
+    // A valid one with the same prefix is taken: proof that the first was seen and refused.
+    ex.expect(
+        "ndp-ra",
+        &[
+            ("prefix", "fd67::/64"),
+            ("valid", "60"),
+            ("preferred", "30"),
+        ],
+        &[("Icmp6InRouterAdvertisements", 1)],
+    );
+    ex.vm.sh("i=0; until ip -6 addr show dev eth0 | grep -q fd67:: || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
+    let addrs = ex.vm.sh("ip -6 addr show dev eth0");
+    assert!(addrs.contains("fd67::"), "{addrs}");
+    assert!(
+        !addrs.contains("fd66::"),
+        "an RA with hop limit 64 was obeyed: {addrs}"
+    );
+}
+
+fn ipv6_ra_prefix_lifetimes(ex: &mut Ex) {
+    ex.expect(
+        "ndp-ra",
+        &[("prefix", "fd77::/64"), ("valid", "6"), ("preferred", "3")],
+        &[("Icmp6InRouterAdvertisements", 1)],
+    );
+    let wait = |ex: &mut Ex, cond: &str| {
+        ex.vm.run(
+            &format!("i=0; until {cond} || [ $i -ge 150 ]; do sleep 0.1; i=$((i+1)); done; {cond}"),
+            Duration::from_secs(30),
+        )
+    };
+    assert_eq!(
+        wait(ex, "ip -6 addr show dev eth0 | grep -q fd77::").status,
+        0
+    );
+    let deprecated = wait(
+        ex,
+        "ip -6 addr show dev eth0 | grep fd77:: | grep -q deprecated",
+    );
+    assert_eq!(deprecated.status, 0, "{}", ex.vm.sh("ip -6 addr"));
+    let gone = wait(ex, "! ip -6 addr show dev eth0 | grep -q fd77::");
+    assert_eq!(gone.status, 0, "{}", ex.vm.sh("ip -6 addr"));
+}
+
+fn ipv6_dad_failure(ex: &mut Ex) {
+    // A slow DAD (five probes a second apart) leaves time to answer it.
+    ex.vm
+        .sh("sysctl -qw net.ipv6.conf.eth0.dad_transmits=5 && ip -6 addr add fd00::99/64 dev eth0");
+    let addrs = ex.vm.sh("ip -6 addr show dev eth0");
+    assert!(addrs.contains("tentative"), "{addrs}");
+    ex.vg.probe("ndp-na", &[("target", "fd00::99")]);
+    let out = ex.vm.run(
+        "i=0; until ip -6 addr show dev eth0 | grep fd00::99 | grep -q dadfailed || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done; ip -6 addr show dev eth0",
+        Duration::from_secs(30),
+    );
+    ex.vm
+        .sh("ip -6 addr del fd00::99/64 dev eth0; sysctl -qw net.ipv6.conf.eth0.dad_transmits=1");
+    assert!(out.stdout.contains("dadfailed"), "{}", out.stdout);
+}
+
+fn ipv6_redirect(ex: &mut Ex) {
+    ex.expect(
+        "ndp-redirect",
+        &[("gateway", "fe80::5"), ("peer", "2001:db8::10")],
+        &[("Icmp6InRedirects", 1)],
+    );
+    let route = ex.vm.sh("ip -6 route get 2001:db8::10");
+    assert!(route.contains("via fe80::5"), "{route}");
+}
+
+fn ipv6_multicast_receive(ex: &mut Ex) {
+    listen(ex, "ff15::1234 5000 4", "/tmp/m6.log");
+    let (b, a) = ex.expect(
+        "mcast-udp",
+        &[("group", "ff15::1234"), ("count", "2")],
+        &[("Ip6InMcastPkts", 2), ("Udp6InDatagrams", 2)],
+    );
+    assert_eq!(a.delta(&b, "Udp6InDatagrams"), 2);
+    let before = ex.vm.counters();
+    ex.vg.probe("mcast-udp", &[("group", "ff15::9999")]);
+    assert_eq!(listened(ex, "/tmp/m6.log"), 2);
+    let after = ex.vm.counters();
+    assert_eq!(after.delta(&before, "Udp6InDatagrams"), 0);
+}
+
+fn ipv6_ssm_source_filter(ex: &mut Ex) {
+    listen(ex, "ff35::1234 5000 4 fd00::2", "/tmp/ssm.log");
+    ex.expect(
+        "mcast-udp",
+        &[("group", "ff35::1234")],
+        &[("Udp6InDatagrams", 1)],
+    );
+    // Another source: filtered out by the membership.
+    let before = ex.vm.counters();
+    ex.vg
+        .probe("mcast-udp", &[("group", "ff35::1234"), ("from", "fd00::5")]);
+    assert_eq!(listened(ex, "/tmp/ssm.log"), 1);
+    let after = ex.vm.counters();
+    assert_eq!(after.delta(&before, "Udp6InDatagrams"), 0);
+}
+
+fn ipv6_mld_queries(ex: &mut Ex) {
+    let reports = ex.ours("mld_rx_reports");
+    ex.expect(
+        "mld-query",
+        &[("max-resp", "1000")],
+        &[("Icmp6InGroupMembQueries", 1), ("Icmp6OutMLDv2Reports", 1)],
+    );
+    ex.wait_ours("mld_rx_reports", reports + 1);
+}
+
+// ---- TCP ----
+
+fn tcp_bad_checksum(ex: &mut Ex) {
+    ex.expect("tcp-bad-checksum", &[], &[("TcpInCsumErrors", 1)]);
+    ex.expect(
+        "tcp-bad-checksum",
+        &[("family", "6")],
+        &[("TcpInCsumErrors", 1)],
+    );
+}
+
+fn tcp_reset_to_a_closed_port(ex: &mut Ex) {
+    let (b, a) = ex.expect(
+        "tcp-segment",
+        &[("dport", "9"), ("flags", "S")],
+        &[("TcpOutRsts", 1)],
+    );
+    assert_eq!(a.delta(&b, "TcpInCsumErrors"), 0);
+}
+
+// ---- The NIC ----
+
+fn nic_runt_frame(ex: &mut Ex) {
+    ex.expect("eth-runt", &[], &[("eth0.rx_length_errors", 1)]);
+}
+
+fn nic_oversize_frame(ex: &mut Ex) {
+    let (b, a) = ex.expect("eth-oversize", &[], &[("IcmpInEchos", 1), ("IpFragOKs", 1)]);
+    assert!(a.delta(&b, "IpFragCreates") >= 2);
+}
+
+fn nic_unknown_ethertype(ex: &mut Ex) {
+    let reasons = ex.drops(&[("eth-bad-ethertype", &[])], "UNHANDLED_PROTO");
+    assert!(
+        reasons.iter().any(|r| r == "UNHANDLED_PROTO"),
+        "{reasons:?}"
+    );
+}
+
+fn nic_vlan_tagged(ex: &mut Ex) {
+    let before = ex.vm.counters();
+    let reasons = ex.drops(&[("eth-vlan", &[])], "OTHERHOST");
+    assert!(reasons.iter().any(|r| r == "OTHERHOST"), "{reasons:?}");
+    assert_eq!(ex.vm.counters().delta(&before, "IcmpInEchos"), 0);
+}
+
+// ---- Call chains (ftrace instead of dump_stack() patches) ----
+
+/// Traces `function` while `probe` runs and asserts that a chain holds, in order from the
+/// traced function outwards, one function of each group of `callers` (a name ending in `*` is a
+/// prefix). Returns the chain.
+fn chain_of(ex: &mut Ex, function: &str, probe: &str, callers: &[&[&str]]) -> Vec<String> {
+    let matches = |f: &str, want: &str| match want.strip_suffix('*') {
+        Some(prefix) => f.starts_with(prefix),
+        None => f == want,
+    };
+    ex.vm.trace_calls_start(function);
+    ex.vg.probe(probe, &[]);
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let chains = ex.vm.trace_calls_stop(20);
+        let found = chains.iter().find(|c| {
+            let mut it = c.iter();
+            callers
+                .iter()
+                .all(|group| it.any(|f| group.iter().any(|w| matches(f, w))))
+        });
+        if let Some(c) = found {
+            eprintln!("{function}: {}", c.join(" <- "));
+            return c.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chain of {function} with {callers:?}: {chains:?}"
+        );
+        ex.vm.trace_calls_start(function);
+        ex.vg.probe(probe, &[]);
+    }
+}
+
+/// The receive path from the NIC's NAPI poll up: one packet (`ip_rcv`, `ipv6_rcv`) or a list
+/// (`ip_list_rcv`, `ipv6_list_rcv`, after GRO hands a batch to `netif_receive_skb_list`).
+const FROM_NAPI: &[&str] = &["__netif_receive_skb*"];
+const VIRTNET_POLL: &[&str] = &["virtnet_poll"];
+
+fn trace_ipv4_receive(ex: &mut Ex) {
+    chain_of(
+        ex,
+        "ip_rcv_core",
+        "ipv4-echo",
+        &[
+            &["ip_rcv_core"],
+            &["ip_rcv", "ip_list_rcv"],
+            FROM_NAPI,
+            VIRTNET_POLL,
+        ],
+    );
+}
+
+fn trace_ipv4_defrag(ex: &mut Ex) {
+    chain_of(
+        ex,
+        "ip_defrag",
+        "ipv4-frag",
+        &[
+            &["ip_defrag"],
+            &["ip_local_deliver"],
+            FROM_NAPI,
+            VIRTNET_POLL,
+        ],
+    );
+}
+
+fn trace_ipv6_receive(ex: &mut Ex) {
+    for function in ["ip6_rcv_core", "ip6_input_finish"] {
+        chain_of(
+            ex,
+            function,
+            "ipv6-echo",
+            &[
+                &[function],
+                &["ipv6_rcv", "ipv6_list_rcv"],
+                FROM_NAPI,
+                VIRTNET_POLL,
+            ],
+        );
+    }
+}
+
+fn trace_ipv6_output(ex: &mut Ex) {
+    // The echo reply leaves from the receive softirq: output runs inside the NIC's poll.
+    chain_of(
+        ex,
+        "ip6_finish_output2",
+        "ipv6-echo",
+        &[
+            &["ip6_finish_output2"],
+            &["icmpv6_echo_reply"],
+            &["ip6_input_finish"],
+            VIRTNET_POLL,
+        ],
+    );
+}
