@@ -14,6 +14,8 @@
 //! | `DELETE /forwards` | `{"spec": ...}` | closes the one of that protocol and host address |
 //! | `GET /link` | | `{"up": BOOL}` |
 //! | `POST /inject` | `{"frames": [HEX...]}` or `{"file": PCAP}`; optional `"interval_us"`, `"fix_checksums"` | `{"injected": N, "dropped": N}`: the frames, in order, on the guest's RX path |
+//! | `GET /path-mtu` | | `{"paths": ["PREFIX=MTU", ...]}`: the emulated path MTUs |
+//! | `PUT /path-mtu` | `{"paths": ["198.51.100.0/24=1400", ...]}` | replaces them (`[]` clears) |
 //! | `GET /probes` | | every built-in probe: name, what it drives, what proves it, its parameters |
 //! | `POST /probe` | `{"name": NAME, "params": {"count": 3, ...}}` | `{"probe": NAME, "frames": N, "dropped": N}` |
 //! | `POST /link/down`, `POST /link/up` | | takes the link down (QEMU's connection is closed and new ones refused) or up |
@@ -56,6 +58,8 @@ pub enum Command {
     ListForwards(Sender<Vec<netstack::Forward>>),
     AddForward(netstack::Forward, Sender<Result<(), String>>),
     RemoveForward(netstack::Forward, Sender<bool>),
+    GetPathMtus(Sender<Vec<netstack::pmtu::PathMtu>>),
+    SetPathMtus(Vec<netstack::pmtu::PathMtu>, Sender<Result<(), String>>),
     /// Frames for the guest's RX path, exactly as given; answers how many were queued.
     Inject(Vec<Vec<u8>>, Sender<usize>),
     /// A probe by name with its parameters; answers how many frames were built and queued.
@@ -294,6 +298,27 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
         }
         ("POST", "/inject") => inject(&req.body, device),
         ("GET", "/probes") => Reply::json(&probe_list()),
+        ("GET", "/path-mtu") => match device.ask(Command::GetPathMtus) {
+            Ok(t) => Reply::json(&path_mtus_json(&t)),
+            Err(r) => r,
+        },
+        ("PUT", "/path-mtu") => {
+            let specs: Option<Vec<String>> = serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .and_then(|v| serde_json::from_value(v.get("paths")?.clone()).ok());
+            let Some(specs) = specs else {
+                return Reply::error(400, "body must be {\"paths\": [\"PREFIX=MTU\", ...]}");
+            };
+            let table = match crate::config::parse_path_mtus(&specs) {
+                Ok(t) => t,
+                Err(e) => return Reply::error(400, &e),
+            };
+            match device.ask(|tx| Command::SetPathMtus(table.clone(), tx)) {
+                Ok(Ok(())) => Reply::json(&path_mtus_json(&table)),
+                Ok(Err(e)) => Reply::error(400, &e),
+                Err(r) => r,
+            }
+        }
         ("POST", "/probe") => probe(&req.body, device),
         ("GET", "/link") => Reply::json(&json!({ "up": device.link.is_up() })),
         ("POST", "/link/down" | "/link/up") => {
@@ -303,7 +328,8 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
         (
             _,
             "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop" | "/link"
-            | "/link/down" | "/link/up" | "/forwards" | "/inject" | "/probes" | "/probe",
+            | "/link/down" | "/link/up" | "/forwards" | "/inject" | "/probes" | "/probe"
+            | "/path-mtu",
         ) => Reply::error(405, "method not allowed"),
         _ => Reply::error(404, "no such endpoint"),
     }
@@ -408,6 +434,10 @@ fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
         }
     }
     Reply::json(&json!({ "injected": injected, "dropped": total - injected }))
+}
+
+fn path_mtus_json(table: &[netstack::pmtu::PathMtu]) -> Value {
+    json!({ "paths": table.iter().map(ToString::to_string).collect::<Vec<_>>() })
 }
 
 /// `GET /probes`.

@@ -68,6 +68,13 @@ pub struct Args {
     #[arg(long = "forward", value_name = "SPEC")]
     pub forwards: Vec<String>,
 
+    /// An emulated narrower path behind the gateway, repeatable: `PREFIX=MTU`
+    /// (`198.51.100.0/24=1400`, `fd00::2=1280`); larger guest packets towards it get ICMP
+    /// "fragmentation needed" (IPv4 with DF) or Packet Too Big (IPv6). Changed at run time with
+    /// `virtgate ctl path-mtu`.
+    #[arg(long = "path-mtu", value_name = "PREFIX=MTU")]
+    pub path_mtus: Vec<String>,
+
     /// Resolver for the guest's DNS queries, repeatable: `ADDR[:PORT]` [default: the nameservers
     /// of --resolv-conf].
     #[arg(long = "dns-upstream", value_name = "ADDR[:PORT]")]
@@ -150,6 +157,11 @@ pub struct Args {
     #[arg(long)]
     pub no_link_announce: bool,
 
+    /// Accept guest packets from any address of the network, not only the ones it was given
+    /// (its DHCP lease, the IPv6 addresses it claimed with DAD): see docs/gateway.md.
+    #[arg(long)]
+    pub no_source_check: bool,
+
     /// Serve no IPv6 (frames are dropped and counted).
     #[arg(long)]
     pub no_ipv6: bool,
@@ -211,6 +223,8 @@ pub enum ConfigError {
     NoSuchHost(Ipv4Cidr, u32),
     #[error("--forward {0}: {1}")]
     Forward(String, &'static str),
+    #[error("--path-mtu {0}")]
+    PathMtu(String),
     #[error("--loss {0}: must be a percentage from 0 to 100")]
     Loss(f64),
     #[error("--{0}: {1}")]
@@ -342,6 +356,8 @@ impl Args {
                 .collect::<Result<_, _>>()?,
             tcp_keepalive: parse_keepalive(&self.tcp_keepalive)?,
             link_announce: !self.no_link_announce,
+            source_check: !self.no_source_check,
+            path_mtus: parse_path_mtus(&self.path_mtus).map_err(ConfigError::PathMtu)?,
             ipv6: if self.no_ipv6 {
                 None
             } else {
@@ -458,6 +474,16 @@ pub fn resolv_conf_nameservers(path: &Path) -> Vec<SocketAddr> {
                 .map(|ip| SocketAddr::new(ip, 53))
         })
         .collect()
+}
+
+/// Parses `--path-mtu` specs (`PREFIX=MTU`, see [`netstack::pmtu`]), checking the table's bound.
+pub fn parse_path_mtus(specs: &[String]) -> Result<Vec<netstack::pmtu::PathMtu>, String> {
+    let table = specs
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<_>, _>>()?;
+    netstack::pmtu::validate(&table)?;
+    Ok(table)
 }
 
 /// `udp:[HOST_ADDR:]HOST_PORT:GUEST_PORT`.
@@ -705,6 +731,8 @@ mod tests {
             ),
             (&["--dns-upstream", "nowhere"][..], "--dns-upstream"),
             (&["--loss", "101"][..], "--loss"),
+            (&["--path-mtu", "10.0.0.0/8"][..], "PREFIX=MTU"),
+            (&["--path-mtu", "fd00::/64=1000"][..], "at least 1280"),
         ] {
             let err = config(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

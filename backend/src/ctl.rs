@@ -9,6 +9,7 @@
 //! virtgate ctl --api-socket PATH forward list | add SPEC | remove SPEC
 //! virtgate ctl --api-socket PATH inject [FILE.pcap|FILE.pcapng] [--hex HEX]... [--interval-us N] [--fix-checksums]
 //! virtgate ctl --api-socket PATH probe list | NAME [--PARAM VALUE]... | NAME --help
+//! virtgate ctl --api-socket PATH path-mtu [PREFIX=MTU... | --clear]
 //! ```
 
 use std::ffi::OsString;
@@ -84,6 +85,14 @@ enum CtlCommand {
         /// Recompute IPv4 header and TCP/UDP/ICMP checksums before sending.
         #[arg(long)]
         fix_checksums: bool,
+    },
+    /// Shows the emulated path MTUs, or replaces them with the ones given (`PREFIX=MTU`).
+    PathMtu {
+        /// `PREFIX=MTU`, as `--path-mtu`.
+        specs: Vec<String>,
+        /// Remove every emulated path MTU.
+        #[arg(long, conflicts_with = "specs")]
+        clear: bool,
     },
     /// Sends a built-in probe to the guest (`probe list` names them, `probe NAME --help` shows a
     /// probe's parameters); parameters are `--NAME VALUE`.
@@ -211,6 +220,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        CtlCommand::PathMtu { specs, clear } => {
+            if specs.is_empty() && !clear {
+                ("GET", "/path-mtu", None)
+            } else {
+                ("PUT", "/path-mtu", Some(json!({ "paths": specs })))
+            }
+        }
         CtlCommand::Probe { name, params } => {
             if name == "list" || params.iter().any(|p| p == "--help" || p == "-h") {
                 return probe_help(&socket, &name);

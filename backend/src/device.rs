@@ -474,6 +474,16 @@ impl NetDevice {
                 crate::api::Command::RemoveForward(f, reply) => {
                     let _ = reply.send(self.stack.remove_forward(f.protocol, f.host));
                 }
+                crate::api::Command::GetPathMtus(reply) => {
+                    let _ = reply.send(self.stack.path_mtus().to_vec());
+                }
+                crate::api::Command::SetPathMtus(table, reply) => {
+                    let set = self.stack.set_path_mtus(table);
+                    if set.is_ok() {
+                        log::info!("path MTUs now {:?}", self.stack.path_mtus());
+                    }
+                    let _ = reply.send(set);
+                }
                 crate::api::Command::Inject(frames, reply) => {
                     let queued = frames.iter().filter(|f| self.stack.inject(f)).count();
                     let _ = reply.send(queued);

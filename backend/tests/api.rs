@@ -253,6 +253,20 @@ fn inject_and_probe_through_ctl() {
     let s = vg.stats_when(|s| s["stack"]["probes_sent"] == 1);
     assert_eq!(s["stack"]["rx_injected_frames"], 12);
 
+    // Emulated path MTUs: set, shown, refused when wrong, cleared.
+    let (ok, out, err) = ctl(&api, &["path-mtu", "10.0.2.2=576", "2001:db8::/32=1280"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("10.0.2.2/32=576") && out.contains("2001:db8::/32=1280"),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(&api, &["path-mtu"]);
+    assert!(ok && out.contains("10.0.2.2/32=576"), "{out}");
+    let (ok, _, err) = ctl(&api, &["path-mtu", "10.0.2.2=10"]);
+    assert!(!ok && err.contains("at least 68"), "{err}");
+    let (ok, out, _) = ctl(&api, &["path-mtu", "--clear"]);
+    assert!(ok && out.contains("\"paths\": []"), "{out}");
+
     // Refusals say why; nothing is sent.
     let (ok, _, err) = ctl(&api, &["probe", "no-such"]);
     assert!(!ok && err.contains("no probe called no-such"), "{err}");

@@ -121,6 +121,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ipv4_pmtu_frag_needed", ipv4_pmtu_frag_needed),
     ("ipv4_redirect", ipv4_redirect),
     ("ipv4_ttl_expires_at_gateway", ipv4_ttl_expires_at_gateway),
+    ("ipv4_source_policy", ipv4_source_policy),
     ("ipv6_local_delivery", ipv6_local_delivery),
     ("ipv6_header_checks", ipv6_header_checks),
     ("ipv6_truncated_packet", ipv6_truncated_packet),
@@ -148,6 +149,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ipv6_multicast_receive", ipv6_multicast_receive),
     ("ipv6_ssm_source_filter", ipv6_ssm_source_filter),
     ("ipv6_mld_queries", ipv6_mld_queries),
+    ("ipv6_source_policy", ipv6_source_policy),
+    ("path_mtu_emulation", path_mtu_emulation),
     ("tcp_bad_checksum", tcp_bad_checksum),
     ("tcp_reset_to_a_closed_port", tcp_reset_to_a_closed_port),
     ("nic_runt_frame", nic_runt_frame),
@@ -515,6 +518,39 @@ fn ipv4_ttl_expires_at_gateway(ex: &mut Ex) {
     assert!(out.contains("10.0.2.2"), "{out}");
     let after = ex.vm.counters();
     assert!(after.delta(&before, "IcmpInTimeExcds") >= 1);
+}
+
+/// Captures what the guest sends while `cmd` runs and counts the captured frames that match
+/// the tshark display filter `filter`.
+fn captured(ex: &mut Ex, cmd: &str, filter: &str) -> usize {
+    let file = std::env::temp_dir().join(format!("vg-kp-{}.pcapng", std::process::id()));
+    ex.vg.ctl(&["capture", "start", file.to_str().unwrap()]);
+    ex.vm.run(cmd, Duration::from_secs(30));
+    ex.vg.ctl(&["capture", "stop"]);
+    let out = std::process::Command::new("tshark")
+        .args(["-r", file.to_str().unwrap(), "-Y", filter])
+        .output()
+        .expect("tshark (scripts/setup.sh installs it)");
+    let _ = std::fs::remove_file(&file);
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn ipv4_source_policy(ex: &mut Ex) {
+    // A second address added by hand: the guest was given 10.0.2.15 only.
+    let spoofed = ex.ours("drop_ipv4_spoofed");
+    ex.vm.sh("ip addr add 10.0.2.77/24 dev eth0");
+    let seen = captured(
+        ex,
+        "ping -c 1 -W 2 -I 10.0.2.77 10.0.2.3",
+        "ip.src == 10.0.2.77 && icmp.type == 8",
+    );
+    ex.vm.sh("ip addr del 10.0.2.77/24 dev eth0");
+    assert_eq!(seen, 1, "the refused packet is in the capture");
+    assert_eq!(ex.ours("drop_ipv4_spoofed") - spoofed, 1);
+    // The leased address still works.
+    ex.vm
+        .run("ping -c 1 -W 5 10.0.2.3", Duration::from_secs(30))
+        .ok();
 }
 
 // ---- IPv6 ----
@@ -891,6 +927,99 @@ fn ipv6_mld_queries(ex: &mut Ex) {
         &[("Icmp6InGroupMembQueries", 1), ("Icmp6OutMLDv2Reports", 1)],
     );
     ex.wait_ours("mld_rx_reports", reports + 1);
+}
+
+fn ipv6_source_policy(ex: &mut Ex) {
+    // Without duplicate address detection the address was never claimed: refused.
+    let spoofed = ex.ours("drop_ipv6_spoofed");
+    ex.vm
+        .sh("sysctl -qw net.ipv6.conf.eth0.accept_dad=0 && ip -6 addr add fd00::77/64 dev eth0");
+    let out = ex.vm.run(
+        "ping -6 -c 1 -W 2 -I fd00::77 fd00::3",
+        Duration::from_secs(30),
+    );
+    ex.vm
+        .sh("ip -6 addr del fd00::77/64 dev eth0; sysctl -qw net.ipv6.conf.eth0.accept_dad=1");
+    assert_ne!(out.status, 0, "{}", out.stdout);
+    assert!(ex.ours("drop_ipv6_spoofed") - spoofed >= 1);
+    // With DAD the guest claims it, and it works.
+    ex.vm.sh("ip -6 addr add fd00::78/64 dev eth0");
+    ex.vm.sh("i=0; while ip -6 addr show dev eth0 | grep fd00::78 | grep -q tentative && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done");
+    let out = ex.vm.run(
+        "ping -6 -c 1 -W 5 -I fd00::78 fd00::3",
+        Duration::from_secs(30),
+    );
+    ex.vm.sh("ip -6 addr del fd00::78/64 dev eth0");
+    assert_eq!(out.status, 0, "{}", out.stdout);
+}
+
+/// A host listener on `addr` that reads one connection to its end; returns the port and a
+/// handle to the byte count.
+fn sink(addr: &str) -> (u16, std::thread::JoinHandle<usize>) {
+    let l = std::net::TcpListener::bind((addr, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut n = 0;
+        while let Ok(k) = std::io::Read::read(&mut c, &mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        n
+    });
+    (port, t)
+}
+
+fn path_mtu_emulation(ex: &mut Ex) {
+    ex.vg.ctl(&["path-mtu", "10.0.2.2=1400", "fd00::2=1300"]);
+    for (gw, loopback, mtu, counter, guest_counter) in [
+        (
+            "10.0.2.2",
+            "127.0.0.1",
+            "1400",
+            "drop_ipv4_path_mtu",
+            "IcmpInDestUnreachs",
+        ),
+        (
+            "fd00::2",
+            "::1",
+            "1300",
+            "drop_ipv6_path_mtu",
+            "Icmp6InPktTooBigs",
+        ),
+    ] {
+        let refused = ex.ours(counter);
+        let before = ex.vm.counters();
+        let (port, got) = sink(loopback);
+        // A bulk upload: its first full-sized segments meet the narrow path, the guest learns
+        // the path MTU and the rest goes in smaller segments.
+        ex.vm
+            .run(
+                &format!("dd if=/dev/zero bs=1024 count=2048 2>/dev/null | nc {gw} {port}"),
+                Duration::from_secs(120),
+            )
+            .ok();
+        assert_eq!(
+            got.join().unwrap(),
+            2 << 20,
+            "{gw}: the upload arrived whole"
+        );
+        assert!(ex.ours(counter) > refused, "{gw}: {counter}");
+        assert!(
+            ex.vm.counters().delta(&before, guest_counter) >= 1,
+            "{guest_counter}"
+        );
+        assert_eq!(
+            ex.vm.sh(&format!("udptool mtu {gw}")).trim(),
+            format!("mtu {mtu}")
+        );
+    }
+    let out = ex.vg.ctl(&["path-mtu", "--clear"]);
+    assert!(out.contains("[]"), "{out}");
 }
 
 // ---- TCP ----

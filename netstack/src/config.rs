@@ -46,6 +46,10 @@ pub struct Config {
     pub ipv6: Option<Ipv6Config>,
     /// Announce the gateway at link up (gratuitous ARP, unsolicited NA, a Router Advertisement).
     pub link_announce: bool,
+    /// Drop guest packets from source addresses it was not given (see [`crate::sources`]).
+    pub source_check: bool,
+    /// Emulated narrower paths behind the gateway (see [`crate::pmtu`]).
+    pub path_mtus: Vec<crate::pmtu::PathMtu>,
 }
 
 /// The gateway's link-local address (RFC 4861 §6.1.2: routers advertise from one), mirroring
@@ -227,6 +231,8 @@ impl Default for Config {
             tcp_keepalive: Some(Keepalive::default()),
             ipv6: Some(Ipv6Config::default()),
             link_announce: true,
+            source_check: true,
+            path_mtus: Vec::new(),
         }
     }
 }
@@ -234,6 +240,8 @@ impl Default for Config {
 /// Why a configuration is inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error("path MTUs: {0}")]
+    PathMtu(String),
     #[error("gateway MAC {0} must be a unicast address")]
     GatewayMac(EthernetAddress),
     #[error("network {0} must leave room for a gateway and a guest (prefix length 30 or less)")]
@@ -291,6 +299,7 @@ pub enum ConfigError {
 impl Config {
     /// Checks that the addresses fit together; the stack is built only from a valid config.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::pmtu::validate(&self.path_mtus).map_err(ConfigError::PathMtu)?;
         if !self.gateway_mac.is_unicast() || self.gateway_mac.is_zero() {
             return Err(ConfigError::GatewayMac(self.gateway_mac));
         }

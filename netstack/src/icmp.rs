@@ -189,7 +189,11 @@ impl<H: HostIo> Stack<H> {
             now,
             from,
             original,
-            Icmpv4Repr::DstUnreachable { code, data },
+            Icmpv4Repr::DstUnreachable {
+                code,
+                next_hop_mtu: 0,
+                data,
+            },
         );
     }
 
@@ -201,10 +205,26 @@ impl<H: HostIo> Stack<H> {
         code: u8,
         original: &[u8],
     ) {
+        self.dispatch_icmp_error_mtu(now, msg_type, code, 0, original);
+    }
+
+    /// [`Stack::dispatch_icmp_error`] with a next-hop MTU (Destination Unreachable code 4).
+    pub(crate) fn dispatch_icmp_error_mtu(
+        &mut self,
+        now: Instant,
+        msg_type: u8,
+        code: u8,
+        next_hop_mtu: u16,
+        original: &[u8],
+    ) {
         let data = &original[..original.len().min(MAX_QUOTE)];
         let repr = match msg_type {
             icmpv4::TYPE_TIME_EXCEEDED => Icmpv4Repr::TimeExceeded { code, data },
-            _ => Icmpv4Repr::DstUnreachable { code, data },
+            _ => Icmpv4Repr::DstUnreachable {
+                code,
+                next_hop_mtu,
+                data,
+            },
         };
         let from = self.cfg.gateway_ipv4;
         self.dispatch_icmp_to_guest(now, from, original, repr);

@@ -209,6 +209,11 @@ impl<H: HostIo> Stack<H> {
             trace!("drop: IPv6 from {}: not a guest address", repr.src);
             return;
         }
+        if !repr.src.is_unspecified() && !self.sources.allow_v6(repr.src) {
+            self.stats.drop_ipv6_spoofed += 1;
+            trace!("drop: IPv6 from {}: not claimed with DAD", repr.src);
+            return;
+        }
         if !repr.src.is_unspecified() {
             self.learn_v6(now, repr.src, eth.src);
             if cfg.prefix.contains(repr.src) {
@@ -261,6 +266,34 @@ impl<H: HostIo> Stack<H> {
             }
             self.reasm_buf = whole;
             return;
+        }
+        // A routed packet whose hop limit runs out gets Time Exceeded first (ipv6_routed), as a
+        // router checks the hop limit before the next link's MTU.
+        let expiring = dest == Destination::Routed && repr.hop_limit <= 1;
+        if matches!(dest, Destination::Gateway | Destination::Routed) && !expiring {
+            // The next link: the emulated path's MTU, and beyond the gateway never more than the
+            // link's own (RFC 8200 §5, RFC 4443 §3.2).
+            let link = (dest == Destination::Routed).then_some(self.cfg.mtu);
+            let path = crate::pmtu::lookup(&self.path_mtus, repr.dst.into());
+            if let Some(mtu) = [link, path].into_iter().flatten().min() {
+                if self.wire_packet_len(packet.packet().len()) > usize::from(mtu) {
+                    if path == Some(mtu) {
+                        self.stats.drop_ipv6_path_mtu += 1;
+                    } else {
+                        self.stats.drop_ipv6_too_big += 1;
+                    }
+                    self.send_icmpv6_error(
+                        now,
+                        &repr,
+                        packet.packet(),
+                        Icmpv6Repr::PacketTooBig {
+                            mtu: u32::from(mtu),
+                            data: packet.packet(),
+                        },
+                    );
+                    return;
+                }
+            }
         }
         let body = &packet.payload()[upper.offset..];
         match dest {
@@ -323,20 +356,6 @@ impl<H: HostIo> Stack<H> {
                 packet,
                 Icmpv6Repr::TimeExceeded {
                     code: 0,
-                    data: packet,
-                },
-            );
-            return;
-        }
-        if packet.len() > usize::from(self.cfg.mtu) {
-            // RFC 8200 §5, RFC 4443 §3.2: too big for the next link.
-            self.stats.drop_ipv6_too_big += 1;
-            self.send_icmpv6_error(
-                now,
-                repr,
-                packet,
-                Icmpv6Repr::PacketTooBig {
-                    mtu: u32::from(self.cfg.mtu),
                     data: packet,
                 },
             );
@@ -516,6 +535,9 @@ impl<H: HostIo> Stack<H> {
                         return;
                     }
                     self.stats.ndp_rx_dad_probes += 1;
+                    if !cfg.is_gateway_address(target) {
+                        self.sources.claimed_v6(target);
+                    }
                 }
                 if !cfg.is_gateway_address(target) {
                     // Not ours: in particular the guest's own tentative address, which we never

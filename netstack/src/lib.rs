@@ -14,8 +14,10 @@
 //! - [`flows`]: the flow table mapping guest conversations to host sockets.
 //! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
 //! - [`offload`]: checksum and segmentation offloads: per-frame metadata both ways.
+//! - [`pmtu`]: path-MTU emulation per destination prefix.
 //! - [`probe`]: the exerciser's crafted frames towards the guest (built with `wire::craft`).
 //! - [`reassembly`]: IPv4 reassembly of the guest's fragments.
+//! - [`sources`]: the source addresses the guest may use (anti-spoofing).
 //! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets.
 //! - [`config`]: the addresses and limits the stack serves, validated.
 //! - [`stats`]: counters, with one counter per drop reason.
@@ -30,8 +32,10 @@ pub mod host;
 mod icmp;
 mod ipv6;
 pub mod offload;
+pub mod pmtu;
 pub mod probe;
 pub mod reassembly;
+pub mod sources;
 pub mod stack;
 pub mod stats;
 pub mod tcp;

@@ -242,6 +242,10 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) inbound: FrameMeta,
     /// The next serial number handed to a probe (IP identifications, echo sequences).
     probe_serial: u32,
+    /// Which sources the guest may use.
+    pub(crate) sources: crate::sources::SourcePolicy,
+    /// Emulated path MTUs by destination prefix (from the configuration, changed at run time).
+    pub(crate) path_mtus: Vec<crate::pmtu::PathMtu>,
 }
 
 /// Where the link-up announcement stands.
@@ -293,6 +297,8 @@ impl<H: HostIo> Stack<H> {
     /// when the configuration has inbound forwards.
     pub fn with_host(cfg: Config, host: H) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let source_check = cfg.source_check;
+        let path_mtus = cfg.path_mtus.clone();
         let v6 = Ipv6State::new(
             cfg.ipv6.as_ref(),
             cfg.gateway_mac,
@@ -321,6 +327,8 @@ impl<H: HostIo> Stack<H> {
             offloads: GuestOffloads::default(),
             inbound: FrameMeta::NONE,
             probe_serial: 1,
+            sources: crate::sources::SourcePolicy::new(source_check),
+            path_mtus,
         })
     }
 
@@ -436,12 +444,7 @@ impl<H: HostIo> Stack<H> {
             gateway_mac: self.cfg.gateway_mac,
             guest_mac: self.guest_mac,
             gateway_ipv4: self.cfg.gateway_ipv4,
-            guest_ipv4: self
-                .dhcp
-                .leases()
-                .find(|l| l.bound)
-                .map(|l| l.addr)
-                .or(self.last_guest_ipv4),
+            guest_ipv4: self.guest_ipv4(),
             gateway_ipv6: self.cfg.ipv6.as_ref().map(|c| c.gateway),
             guest_ipv6: self.guest_ipv6(),
             mtu: self.cfg.mtu,
@@ -470,6 +473,37 @@ impl<H: HostIo> Stack<H> {
             frames.len(),
             frames.iter().filter(|f| self.inject(f)).count(),
         ))
+    }
+
+    /// The emulated path MTUs in force.
+    pub fn path_mtus(&self) -> &[crate::pmtu::PathMtu] {
+        &self.path_mtus
+    }
+
+    /// Replaces the emulated path MTUs (see [`crate::pmtu`]).
+    pub fn set_path_mtus(&mut self, table: Vec<crate::pmtu::PathMtu>) -> Result<(), String> {
+        crate::pmtu::validate(&table)?;
+        self.path_mtus = table;
+        Ok(())
+    }
+
+    /// The size of the packets a guest frame stands for on the wire: its IP packet, or for a
+    /// large segment (TSO/USO) each of the packets it will be cut into.
+    pub(crate) fn wire_packet_len(&self, ip_len: usize) -> usize {
+        match self.inbound.gso {
+            Some(g) => {
+                let headers = usize::from(g.header_len).saturating_sub(ethernet::HEADER_LEN);
+                (headers + usize::from(g.segment_size)).min(ip_len)
+            }
+            None => ip_len,
+        }
+    }
+
+    /// The emulated path MTU towards `dst`, if it is narrower than what the guest's packet of
+    /// `ip_len` bytes needs.
+    pub(crate) fn path_too_narrow(&self, dst: wire::IpAddress, ip_len: usize) -> Option<u16> {
+        let mtu = crate::pmtu::lookup(&self.path_mtus, dst)?;
+        (self.wire_packet_len(ip_len) > usize::from(mtu)).then_some(mtu)
     }
 
     /// The next instant at which [`Stack::poll`] has timer work.
@@ -772,6 +806,24 @@ impl<H: HostIo> Stack<H> {
             trace!("drop: {packet}: bad header checksum");
             return;
         };
+        // Sources first, so that neither spoofed fragments nor spoofed datagrams use anything.
+        let dhcp_client =
+            repr.src.is_unspecified() && repr.protocol == IpProtocol::Udp && !packet.is_fragment();
+        if !self.is_guest_address(repr.src) && !dhcp_client {
+            self.stats.drop_ipv4_bad_source += 1;
+            trace!("drop: {packet}: source not a guest address");
+            return;
+        }
+        if !dhcp_client
+            && !self.sources.allow_v4(
+                repr.src,
+                self.dhcp.leases().filter(|l| l.bound).map(|l| l.addr),
+            )
+        {
+            self.stats.drop_ipv4_spoofed += 1;
+            trace!("drop: {packet}: the guest was not given {}", repr.src);
+            return;
+        }
         if packet.is_fragment() {
             self.stats.ipv4_rx_fragments += 1;
             let mut whole = core::mem::take(&mut self.reasm_buf);
@@ -791,12 +843,6 @@ impl<H: HostIo> Stack<H> {
                 }
             }
             self.reasm_buf = whole;
-            return;
-        }
-        let dhcp_client = repr.src.is_unspecified() && repr.protocol == IpProtocol::Udp;
-        if !self.is_guest_address(repr.src) && !dhcp_client {
-            self.stats.drop_ipv4_bad_source += 1;
-            trace!("drop: {packet}: source not a guest address");
             return;
         }
         if !repr.src.is_unspecified() {
@@ -829,6 +875,18 @@ impl<H: HostIo> Stack<H> {
             self.stats.drop_ipv4_ttl_exceeded += 1;
             self.dispatch_icmp_error(now, icmpv4::TYPE_TIME_EXCEEDED, 0, packet.packet());
             return;
+        }
+        if routed || to_gateway {
+            if let Some(mtu) = self.path_too_narrow(repr.dst.into(), packet.packet().len()) {
+                if packet.dont_frag() {
+                    // RFC 1191 §4: fragmentation needed, with the next hop's MTU.
+                    self.stats.drop_ipv4_path_mtu += 1;
+                    self.dispatch_icmp_error_mtu(now, 3, 4, mtu, packet.packet());
+                    return;
+                }
+                // The emulated link would fragment it (RFC 791); the payload arrives the same.
+                self.stats.ipv4_path_mtu_fragmented += 1;
+            }
         }
         match repr.protocol {
             IpProtocol::Icmp if broadcast => {

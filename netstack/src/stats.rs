@@ -97,6 +97,14 @@ crate::counters! {
         ipv4_reasm_timeouts,
         /// Source outside the guest network, or one of the gateway's own addresses.
         drop_ipv4_bad_source,
+        /// Packets from an address the guest was not given (its DHCP lease, or the first address it
+        /// used before any lease): see `sources`; off with `--no-source-check`.
+        drop_ipv4_spoofed,
+        /// Guest packets with DF larger than an emulated path MTU (`--path-mtu`): answered with
+        /// Destination Unreachable code 4 and the path\'s MTU.
+        drop_ipv4_path_mtu,
+        /// Guest packets without DF larger than an emulated path MTU (the path would fragment them).
+        ipv4_path_mtu_fragmented,
         /// Destination beyond the gateway: host-side forwarding is not implemented yet.
         drop_ipv4_not_routed,
         /// A protocol the gateway does not serve, sent to the gateway.
@@ -204,6 +212,12 @@ crate::counters! {
         drop_ipv6_malformed,
         /// IPv6 packets from a source that is not the guest's (multicast, ours, off-link).
         drop_ipv6_bad_source,
+        /// Packets from a global address the guest never claimed with duplicate address
+        /// detection: see `sources`; off with `--no-source-check`.
+        drop_ipv6_spoofed,
+        /// Guest packets larger than an emulated path MTU (`--path-mtu`): answered with Packet
+        /// Too Big and the path\'s MTU.
+        drop_ipv6_path_mtu,
         /// IPv6 packets for another address on the link or a group we do not listen to.
         drop_ipv6_not_for_us,
         /// Extension headers that are truncated, say "discard", or earned a Parameter Problem.

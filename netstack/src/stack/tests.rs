@@ -2066,4 +2066,77 @@ mod exerciser {
         );
         assert!(drain(&mut s).is_empty(), "nothing is answered");
     }
+
+    #[test]
+    fn sources_the_guest_was_not_given_are_dropped_unless_the_check_is_off() {
+        let gw = Config::default().gateway_ipv4;
+        let other = Ipv4Address::new(10, 0, 2, 16);
+        let echo_from = |src: Ipv4Address| {
+            let icmp = crate::wire::craft::icmpv4(8, 0, [0, 1, 0, 1], b"x");
+            ipv4_frame(src, gw, IpProtocol::Icmp, &icmp)
+        };
+        let mut s = stack();
+        s.process_frame(now(), &echo_from(GUEST_IP));
+        s.process_frame(now(), &echo_from(other));
+        assert_eq!(drain(&mut s).len(), 1, "only the first source is answered");
+        assert_eq!(s.stats().drop_ipv4_spoofed, 1);
+        let mut open = Stack::new(Config {
+            source_check: false,
+            ..Config::default()
+        })
+        .unwrap();
+        open.process_frame(now(), &echo_from(GUEST_IP));
+        open.process_frame(now(), &echo_from(other));
+        assert_eq!(drain(&mut open).len(), 2);
+        assert_eq!(open.stats().drop_ipv4_spoofed, 0);
+    }
+
+    #[test]
+    fn an_emulated_narrow_path_answers_df_packets_with_fragmentation_needed() {
+        let gw = Config::default().gateway_ipv4;
+        let mut s = Stack::new(Config {
+            path_mtus: vec!["10.0.2.2=576".parse().unwrap()],
+            ..Config::default()
+        })
+        .unwrap();
+        let echo = |df: bool, len: usize| {
+            let icmp = crate::wire::craft::icmpv4(8, 0, [0, 1, 0, 1], &vec![7; len]);
+            let mut h = crate::wire::craft::Ipv4Header::new(GUEST_IP, gw, 1);
+            if df {
+                h.flags_frag = crate::wire::craft::IPV4_DF;
+            }
+            eth_frame(
+                Config::default().gateway_mac,
+                EtherType::Ipv4,
+                &h.emit(&icmp),
+            )
+        };
+        s.process_frame(now(), &echo(true, 1000));
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 1);
+        let ip = Ipv4Packet::new_checked(&out[0][14..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (gw, GUEST_IP));
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(matches!(
+            Icmpv4Repr::parse(&icmp),
+            Ok(Icmpv4Repr::DstUnreachable {
+                code: 4,
+                next_hop_mtu: 576,
+                ..
+            })
+        ));
+        assert_eq!(s.stats().drop_ipv4_path_mtu, 1);
+        // Small enough, or without DF: through.
+        s.process_frame(now(), &echo(true, 500));
+        s.process_frame(now(), &echo(false, 1000));
+        assert_eq!(s.stats().icmp_rx_echo_requests, 2);
+        assert_eq!(s.stats().ipv4_path_mtu_fragmented, 1);
+        // At run time: cleared, then refused when too many.
+        s.set_path_mtus(Vec::new()).unwrap();
+        drain(&mut s);
+        s.process_frame(now(), &echo(true, 1000));
+        assert_eq!(s.stats().drop_ipv4_path_mtu, 1);
+        let many = vec!["10.0.2.2=576".parse().unwrap(); crate::pmtu::MAX_PATH_MTUS + 1];
+        assert!(s.set_path_mtus(many).is_err());
+    }
 }

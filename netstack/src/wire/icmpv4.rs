@@ -103,8 +103,14 @@ pub enum Icmpv4Repr<'a> {
         seq_no: u16,
         data: &'a [u8],
     },
-    /// Destination unreachable; `data` is the offending packet's header and leading bytes.
-    DstUnreachable { code: u8, data: &'a [u8] },
+    /// Destination unreachable; `data` is the offending packet's header and leading bytes;
+    /// `next_hop_mtu` is the MTU of the next hop for code 4, "fragmentation needed and DF set"
+    /// (RFC 1191 §4: the low 16 bits of the otherwise unused word), zero otherwise.
+    DstUnreachable {
+        code: u8,
+        next_hop_mtu: u16,
+        data: &'a [u8],
+    },
     /// Time exceeded (RFC 792): TTL (code 0) or reassembly (code 1); `data` quotes the packet.
     TimeExceeded { code: u8, data: &'a [u8] },
     /// Any other type, kept as data rather than an error.
@@ -128,7 +134,11 @@ impl<'a> Icmpv4Repr<'a> {
                 seq_no: p.echo_seq_no(),
                 data,
             },
-            (TYPE_DEST_UNREACHABLE, code) => Icmpv4Repr::DstUnreachable { code, data },
+            (TYPE_DEST_UNREACHABLE, code) => Icmpv4Repr::DstUnreachable {
+                code,
+                next_hop_mtu: super::read_u16(p.buffer, 6),
+                data,
+            },
             (TYPE_TIME_EXCEEDED, code) => Icmpv4Repr::TimeExceeded { code, data },
             (msg_type, code) => Icmpv4Repr::Other { msg_type, code },
         })
@@ -167,8 +177,13 @@ impl<'a> Icmpv4Repr<'a> {
                 write_u16(buf, field::ECHO_SEQNO, seq_no);
                 (TYPE_ECHO_REPLY, 0, data)
             }
-            Icmpv4Repr::DstUnreachable { code, data } => {
+            Icmpv4Repr::DstUnreachable {
+                code,
+                next_hop_mtu,
+                data,
+            } => {
                 buf[field::UNUSED].fill(0);
+                write_u16(buf, 6, next_hop_mtu);
                 (TYPE_DEST_UNREACHABLE, code, data)
             }
             Icmpv4Repr::TimeExceeded { code, data } => {

@@ -7,6 +7,31 @@ use crate::wire::icmpv6::{na_flags, prefix_flags, ra_flags, Icmpv6Repr, NdpOptio
 use crate::wire::ipv6::{pseudo_header_sum, HEADER_LEN};
 use crate::wire::{Ipv6Address, Ipv6Packet, Ipv6Repr};
 
+/// The stack after the guest claimed its test addresses with DAD (RFC 4862 §5.4), as a real
+/// guest does before it uses them: the source policy (`crate::sources`) allows only those.
+fn claimed<H: crate::host::HostIo>(mut s: Stack<H>) -> Stack<H> {
+    for target in [
+        "fd00::15",
+        "fd00::99",
+        "fd00::100",
+        "fd00::5054:ff:fe12:3456",
+    ] {
+        let target = a(target);
+        let probe = icmpv6_frame(
+            Ipv6Address::UNSPECIFIED,
+            target.solicited_node(),
+            255,
+            &Icmpv6Repr::NeighborSolicit {
+                target,
+                options: NdpOptions::default(),
+            },
+        );
+        s.process_frame(Instant::ZERO, &probe);
+    }
+    drain(&mut s);
+    s
+}
+
 fn a(s: &str) -> Ipv6Address {
     s.parse().unwrap()
 }
@@ -70,7 +95,7 @@ fn icmpv6_of(ip: &Ipv6Repr, body: &[u8]) -> Icmpv6Repr<'static> {
 
 #[test]
 fn neighbor_solicitations_for_our_addresses_are_answered() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     for target in [GATEWAY_LINK_LOCAL, a("fd00::2"), a("fd00::3")] {
         let ns = Icmpv6Repr::NeighborSolicit {
             target,
@@ -161,11 +186,13 @@ fn dad_probes_for_the_guest_are_left_alone_and_ours_are_defended() {
 
 #[test]
 fn router_solicitations_get_an_advertisement_with_everything_for_slaac() {
-    let mut s = Stack::new(Config {
-        domain_name: Some("example.internal".into()),
-        ..Config::default()
-    })
-    .unwrap();
+    let mut s = claimed(
+        Stack::new(Config {
+            domain_name: Some("example.internal".into()),
+            ..Config::default()
+        })
+        .unwrap(),
+    );
     let rs = Icmpv6Repr::RouterSolicit {
         options: NdpOptions {
             source_lladdr: Some(GUEST_MAC),
@@ -234,14 +261,16 @@ fn router_solicitations_get_an_advertisement_with_everything_for_slaac() {
 
 #[test]
 fn stateful_dhcpv6_sets_the_managed_flag() {
-    let mut s = Stack::new(Config {
-        ipv6: Some(Ipv6Config {
-            dhcpv6: Dhcpv6Mode::Stateful,
-            ..Ipv6Config::default()
-        }),
-        ..Config::default()
-    })
-    .unwrap();
+    let mut s = claimed(
+        Stack::new(Config {
+            ipv6: Some(Ipv6Config {
+                dhcpv6: Dhcpv6Mode::Stateful,
+                ..Ipv6Config::default()
+            }),
+            ..Config::default()
+        })
+        .unwrap(),
+    );
     s.link_up();
     let rs = Icmpv6Repr::RouterSolicit {
         options: NdpOptions::default(),
@@ -271,7 +300,7 @@ fn stateful_dhcpv6_sets_the_managed_flag() {
 
 #[test]
 fn echo_to_every_gateway_address() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     for (src, dst) in [
         (guest_ll(), GATEWAY_LINK_LOCAL),
         (a("fd00::15"), a("fd00::2")),
@@ -307,7 +336,7 @@ fn echo_to_every_gateway_address() {
 
 #[test]
 fn unknown_next_header_gets_parameter_problem_code_1() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     let f = ipv6_frame(a("fd00::15"), a("fd00::2"), 253, 64, b"whatever");
     s.process_frame(Instant::ZERO, &f);
     let out = v6_packets(&drain(&mut s));
@@ -331,7 +360,7 @@ fn unknown_next_header_gets_parameter_problem_code_1() {
 
 #[test]
 fn routed_packets_whose_hop_limit_runs_out_get_time_exceeded() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     let req = Icmpv6Repr::EchoRequest {
         ident: 1,
         seq_no: 1,
@@ -353,7 +382,7 @@ fn routed_packets_whose_hop_limit_runs_out_get_time_exceeded() {
 
 #[test]
 fn errors_are_rate_limited() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     for i in 0..30u8 {
         let f = ipv6_frame(a("fd00::15"), a("fd00::2"), 253, 64, &[i]);
         s.process_frame(Instant::ZERO, &f);
@@ -370,7 +399,7 @@ fn errors_are_rate_limited() {
 
 #[test]
 fn mld_reports_are_counted() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     // An MLDv2 report with two records, with a Hop-by-Hop Router Alert (RFC 3810 §5).
     let mut report = vec![143u8, 0, 0, 0, 0, 0, 0, 2];
     report.extend([0u8; 40]);
@@ -417,7 +446,7 @@ fn dhcpv6_reply(frames: &[Vec<u8>]) -> Dhcpv6Repr<'static> {
 
 #[test]
 fn dhcpv6_information_request_gets_dns() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     let oro = [0u8, 23, 0, 24];
     let req = Dhcpv6Repr {
         msg_type: dhcpv6::msg::INFORMATION_REQUEST,
@@ -437,14 +466,16 @@ fn dhcpv6_information_request_gets_dns() {
 
 #[test]
 fn dhcpv6_stateful_assigns_from_the_pool() {
-    let mut s = Stack::new(Config {
-        ipv6: Some(Ipv6Config {
-            dhcpv6: Dhcpv6Mode::Stateful,
-            ..Ipv6Config::default()
-        }),
-        ..Config::default()
-    })
-    .unwrap();
+    let mut s = claimed(
+        Stack::new(Config {
+            ipv6: Some(Ipv6Config {
+                dhcpv6: Dhcpv6Mode::Stateful,
+                ..Ipv6Config::default()
+            }),
+            ..Config::default()
+        })
+        .unwrap(),
+    );
     let duid = [0u8, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];
     let ia = IaNa {
         iaid: 9,
@@ -484,7 +515,7 @@ fn dhcpv6_stateful_assigns_from_the_pool() {
 
 #[test]
 fn packets_for_an_unresolved_guest_wait_for_neighbor_discovery() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     // The gateway learns of fd00::15 only by its packets; here it must solicit. An echo request
     // from the guest's link-local address teaches the link-local mapping, not the global one.
     let req = Icmpv6Repr::EchoRequest {
@@ -541,7 +572,7 @@ fn packets_for_an_unresolved_guest_wait_for_neighbor_discovery() {
 
 #[test]
 fn bad_sources_and_truncated_packets_are_counted() {
-    let mut s = stack();
+    let mut s = claimed(stack());
     let req = Icmpv6Repr::EchoRequest {
         ident: 1,
         seq_no: 1,
@@ -567,7 +598,7 @@ fn bad_sources_and_truncated_packets_are_counted() {
 #[test]
 fn too_big_to_route_gets_packet_too_big_with_our_mtu() {
     // A guest whose MTU is larger than the gateway's link (misconfigured): RFC 4443 §3.2.
-    let mut s = stack();
+    let mut s = claimed(stack());
     let f = ipv6_frame(a("fd00::15"), a("2001:db8::1"), 17, 64, &[0u8; 1600]);
     s.process_frame(Instant::ZERO, &f);
     let out = v6_packets(&drain(&mut s));
@@ -627,7 +658,7 @@ mod gateway {
 
     #[test]
     fn tcp_to_the_gateway_reaches_the_host_loopback_over_ipv6() {
-        let mut s = host_stack();
+        let mut s = claimed(host_stack());
         s.process_frame(Instant::ZERO, &syn(a("fd00::2"), 8080));
         let remote: SocketAddr = "[::1]:8080".parse().unwrap();
         let sock = s
@@ -649,14 +680,14 @@ mod gateway {
 
     #[test]
     fn tcp_beyond_the_gateway_connects_to_the_address_itself() {
-        let mut s = host_stack();
+        let mut s = claimed(host_stack());
         s.process_frame(Instant::ZERO, &syn(a("2001:db8::7"), 443));
         assert!(s
             .host()
             .find(&ScriptedSocket::Tcp("[2001:db8::7]:443".parse().unwrap()))
             .is_some());
         // An unreachable network is an ICMPv6 unreachable (no route), not a reset.
-        let mut s = host_stack();
+        let mut s = claimed(host_stack());
         s.host_mut().refuse = Some(std::io::ErrorKind::NetworkUnreachable);
         s.process_frame(Instant::ZERO, &syn(a("2001:db8::7"), 443));
         let out = v6_packets(&drain(&mut s));
@@ -671,7 +702,7 @@ mod gateway {
 
     #[test]
     fn udp_and_dns_over_ipv6() {
-        let mut s = host_stack();
+        let mut s = claimed(host_stack());
         let dgram = |dst: Ipv6Address, port: u16, payload: &[u8]| {
             let mut b = vec![0u8; 8 + payload.len()];
             b[8..].copy_from_slice(payload);
@@ -730,7 +761,7 @@ mod gateway {
 #[test]
 fn echo_beyond_the_gateway_goes_through_a_host_icmpv6_socket() {
     use crate::host::{ScriptedHost, ScriptedSocket, Sent};
-    let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+    let mut s = claimed(Stack::with_host(Config::default(), ScriptedHost::new()).unwrap());
     let req = Icmpv6Repr::EchoRequest {
         ident: 0x77,
         seq_no: 5,
@@ -785,18 +816,20 @@ mod forwards {
     #[test]
     fn ipv6_peers_reach_the_guest_over_ipv6_and_ipv4_peers_over_ipv4() {
         let listen: SocketAddr = "[::1]:2222".parse().unwrap();
-        let mut s = Stack::with_host(
-            Config {
-                forwards: vec![Forward {
-                    protocol: ForwardProtocol::Tcp,
-                    host: listen,
-                    guest_port: 22,
-                }],
-                ..Config::default()
-            },
-            ScriptedHost::new(),
-        )
-        .unwrap();
+        let mut s = claimed(
+            Stack::with_host(
+                Config {
+                    forwards: vec![Forward {
+                        protocol: ForwardProtocol::Tcp,
+                        host: listen,
+                        guest_port: 22,
+                    }],
+                    ..Config::default()
+                },
+                ScriptedHost::new(),
+            )
+            .unwrap(),
+        );
         s.open_forwards().unwrap();
         let lsock = s.host().find(&ScriptedSocket::TcpListener(listen)).unwrap();
         // The guest is known on both families.
@@ -867,7 +900,7 @@ mod fragments {
 
     #[test]
     fn big_pings_are_reassembled_and_answered_in_fragments() {
-        let mut s = stack();
+        let mut s = claimed(stack());
         let data = vec![0x5a; 3000];
         let req = Icmpv6Repr::EchoRequest {
             ident: 9,
@@ -913,7 +946,7 @@ mod fragments {
 
     #[test]
     fn overlaps_discard_and_lone_first_fragments_time_out() {
-        let mut s = stack();
+        let mut s = claimed(stack());
         let (src, dst) = (a("fd00::15"), a("fd00::3"));
         // The start of an echo request (an error about an ICMPv6 error is never sent).
         let mut msg = vec![7u8; 2000];
@@ -942,4 +975,59 @@ mod fragments {
         assert_eq!(s.stats().ipv6_reasm_timeouts, 1);
         assert_eq!(s.stats().ipv4_reasm_timeouts, 0);
     }
+}
+
+#[test]
+fn global_sources_need_a_dad_claim() {
+    let echo = |src: Ipv6Address| {
+        icmpv6_frame(
+            src,
+            a("fd00::2"),
+            64,
+            &Icmpv6Repr::EchoRequest {
+                ident: 1,
+                seq_no: 1,
+                data: b"x",
+            },
+        )
+    };
+    let mut s = stack();
+    // Never claimed: dropped. Link-local: always allowed.
+    s.process_frame(Instant::ZERO, &echo(a("fd00::15")));
+    assert_eq!(s.stats().drop_ipv6_spoofed, 1);
+    let mut s = claimed(s);
+    s.process_frame(Instant::ZERO, &echo(a("fd00::15")));
+    s.process_frame(Instant::ZERO, &echo(a("fd00::77")));
+    assert_eq!(s.stats().drop_ipv6_spoofed, 2);
+    assert_eq!(s.stats().icmpv6_rx_echo_requests, 1);
+}
+
+#[test]
+fn an_emulated_narrow_path_answers_with_packet_too_big() {
+    let mut s = claimed(
+        Stack::new(Config {
+            path_mtus: vec!["fd00::2=1280".parse().unwrap()],
+            ..Config::default()
+        })
+        .unwrap(),
+    );
+    let data = vec![9u8; 1300];
+    let echo = icmpv6_frame(
+        a("fd00::15"),
+        a("fd00::2"),
+        64,
+        &Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data: &data,
+        },
+    );
+    s.process_frame(Instant::ZERO, &echo);
+    let out = v6_packets(&drain(&mut s));
+    assert_eq!(out.len(), 1);
+    assert!(matches!(
+        icmpv6_of(&out[0].1, &out[0].2),
+        Icmpv6Repr::PacketTooBig { mtu: 1280, .. }
+    ));
+    assert_eq!(s.stats().drop_ipv6_path_mtu, 1);
 }
