@@ -16,6 +16,7 @@
 //! | `POST /inject` | `{"frames": [HEX...]}` or `{"file": PCAP}`; optional `"interval_us"`, `"fix_checksums"` | `{"injected": N, "dropped": N}`: the frames, in order, on the guest's RX path |
 //! | `GET /path-mtu` | | `{"paths": ["PREFIX=MTU", ...]}`: the emulated path MTUs |
 //! | `PUT /path-mtu` | `{"paths": ["198.51.100.0/24=1400", ...]}` | replaces them (`[]` clears) |
+//! | `GET /multicast` | | the querier's settings and the guest's group memberships per family (group, filter mode, sources, seconds left) |
 //! | `GET /probes` | | every built-in probe: name, what it drives, what proves it, its parameters |
 //! | `POST /probe` | `{"name": NAME, "params": {"count": 3, ...}}` | `{"probe": NAME, "frames": N, "dropped": N}` |
 //! | `POST /link/down`, `POST /link/up` | | takes the link down (QEMU's connection is closed and new ones refused) or up |
@@ -59,6 +60,8 @@ pub enum Command {
     AddForward(netstack::Forward, Sender<Result<(), String>>),
     RemoveForward(netstack::Forward, Sender<bool>),
     GetPathMtus(Sender<Vec<netstack::pmtu::PathMtu>>),
+    /// The querier's state as the API shows it.
+    Multicast(Sender<Value>),
     SetPathMtus(Vec<netstack::pmtu::PathMtu>, Sender<Result<(), String>>),
     /// Frames for the guest's RX path, exactly as given; answers how many were queued.
     Inject(Vec<Vec<u8>>, Sender<usize>),
@@ -298,6 +301,10 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
         }
         ("POST", "/inject") => inject(&req.body, device),
         ("GET", "/probes") => Reply::json(&probe_list()),
+        ("GET", "/multicast") => match device.ask(Command::Multicast) {
+            Ok(v) => Reply::json(&v),
+            Err(r) => r,
+        },
         ("GET", "/path-mtu") => match device.ask(Command::GetPathMtus) {
             Ok(t) => Reply::json(&path_mtus_json(&t)),
             Err(r) => r,
@@ -329,7 +336,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             _,
             "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop" | "/link"
             | "/link/down" | "/link/up" | "/forwards" | "/inject" | "/probes" | "/probe"
-            | "/path-mtu",
+            | "/path-mtu" | "/multicast",
         ) => Reply::error(405, "method not allowed"),
         _ => Reply::error(404, "no such endpoint"),
     }
@@ -434,6 +441,37 @@ fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
         }
     }
     Reply::json(&json!({ "injected": injected, "dropped": total - injected }))
+}
+
+/// `GET /multicast`: the querier and the memberships it tracks.
+pub fn multicast_json(
+    stack: &netstack::Stack<crate::host::HostSockets>,
+    now: netstack::Instant,
+) -> Value {
+    let groups = |v6: bool| {
+        stack
+            .multicast_groups(v6)
+            .iter()
+            .map(|m| {
+                json!({
+                    "group": m.group.to_string(),
+                    "mode": match m.mode {
+                        netstack::multicast::FilterMode::Include => "include",
+                        netstack::multicast::FilterMode::Exclude => "exclude",
+                    },
+                    "sources": m.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "expires_in_s": (m.expires - now).total_secs(),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let cfg = stack.config();
+    json!({
+        "querier": cfg.mcast_querier,
+        "query_interval_s": cfg.mcast_query_interval.total_secs(),
+        "ipv4": groups(false),
+        "ipv6": groups(true),
+    })
 }
 
 fn path_mtus_json(table: &[netstack::pmtu::PathMtu]) -> Value {

@@ -162,6 +162,15 @@ pub struct Args {
     #[arg(long)]
     pub no_source_check: bool,
 
+    /// Send no multicast queries (by default virtgate is the link's IGMPv3/MLDv2 querier, as a
+    /// router is, and tracks the guest's memberships: `virtgate ctl multicast`).
+    #[arg(long)]
+    pub no_mcast_querier: bool,
+
+    /// The querier's Query Interval in seconds (RFC 3376 §8.2), 2 to 3600.
+    #[arg(long, value_name = "SECS", default_value_t = 125)]
+    pub mcast_query_interval: u64,
+
     /// Serve no IPv6 (frames are dropped and counted).
     #[arg(long)]
     pub no_ipv6: bool,
@@ -358,6 +367,8 @@ impl Args {
             link_announce: !self.no_link_announce,
             source_check: !self.no_source_check,
             path_mtus: parse_path_mtus(&self.path_mtus).map_err(ConfigError::PathMtu)?,
+            mcast_querier: !self.no_mcast_querier,
+            mcast_query_interval: Duration::from_secs(self.mcast_query_interval),
             ipv6: if self.no_ipv6 {
                 None
             } else {
@@ -733,6 +744,7 @@ mod tests {
             (&["--loss", "101"][..], "--loss"),
             (&["--path-mtu", "10.0.0.0/8"][..], "PREFIX=MTU"),
             (&["--path-mtu", "fd00::/64=1000"][..], "at least 1280"),
+            (&["--mcast-query-interval", "1"][..], "query interval"),
         ] {
             let err = config(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

@@ -10,6 +10,7 @@
 //! virtgate ctl --api-socket PATH inject [FILE.pcap|FILE.pcapng] [--hex HEX]... [--interval-us N] [--fix-checksums]
 //! virtgate ctl --api-socket PATH probe list | NAME [--PARAM VALUE]... | NAME --help
 //! virtgate ctl --api-socket PATH path-mtu [PREFIX=MTU... | --clear]
+//! virtgate ctl --api-socket PATH multicast
 //! ```
 
 use std::ffi::OsString;
@@ -86,6 +87,8 @@ enum CtlCommand {
         #[arg(long)]
         fix_checksums: bool,
     },
+    /// Shows the multicast querier and the guest's group memberships.
+    Multicast,
     /// Shows the emulated path MTUs, or replaces them with the ones given (`PREFIX=MTU`).
     PathMtu {
         /// `PREFIX=MTU`, as `--path-mtu`.
@@ -220,6 +223,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        CtlCommand::Multicast => ("GET", "/multicast", None),
         CtlCommand::PathMtu { specs, clear } => {
             if specs.is_empty() && !clear {
                 ("GET", "/path-mtu", None)

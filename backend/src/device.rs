@@ -474,6 +474,10 @@ impl NetDevice {
                 crate::api::Command::RemoveForward(f, reply) => {
                     let _ = reply.send(self.stack.remove_forward(f.protocol, f.host));
                 }
+                crate::api::Command::Multicast(reply) => {
+                    let now = self.now();
+                    let _ = reply.send(crate::api::multicast_json(&self.stack, now));
+                }
                 crate::api::Command::GetPathMtus(reply) => {
                     let _ = reply.send(self.stack.path_mtus().to_vec());
                 }

@@ -267,6 +267,13 @@ fn inject_and_probe_through_ctl() {
     let (ok, out, _) = ctl(&api, &["path-mtu", "--clear"]);
     assert!(ok && out.contains("\"paths\": []"), "{out}");
 
+    // The multicast querier's view (off in these quiet device tests).
+    let (ok, out, _) = ctl(&api, &["multicast"]);
+    assert!(
+        ok && out.contains("\"querier\": false") && out.contains("\"ipv4\": []"),
+        "{out}"
+    );
+
     // Refusals say why; nothing is sent.
     let (ok, _, err) = ctl(&api, &["probe", "no-such"]);
     assert!(!ok && err.contains("no probe called no-such"), "{err}");

@@ -33,6 +33,62 @@ fn ping(fe: &mut TestFrontend, seq: u16, data: &[u8]) {
     assert_eq!(parse_echo_reply(&frame), Some((seq, data.to_vec())));
 }
 
+/// The gateway is the link's multicast querier: once the guest speaks a family, general
+/// queries (IGMPv3 to 224.0.0.1 with TTL 1 and Router Alert; MLDv2 from fe80::2 with hop limit 1
+/// and a Hop-by-Hop Router Alert); a report is tracked; leaving a group brings two group-specific
+/// queries a second apart.
+#[test]
+fn the_gateway_queries_multicast_memberships() {
+    use netstack::wire::{craft, EthernetAddress, Ipv4Address};
+    let vg = Virtgate::start_announcing(&["--no-link-announce", "--mcast-query-interval", "60"]);
+    let mut fe = connect(&vg);
+    fe.post_rx_buffers(64);
+    fe.send(&arp_request(GATEWAY_IP));
+    fe.recv(T).expect("ARP reply");
+    fe.send(&ipv6_no_next_header());
+    let mut igmp = Vec::new();
+    let mut mld = Vec::new();
+    while let Some(f) = fe.recv(Duration::from_secs(2)) {
+        match (f[12], f[13]) {
+            (0x08, 0x00) => {
+                assert_eq!(&f[..6], &[1, 0, 0x5e, 0, 0, 1]);
+                assert_eq!((f[14], f[22], f[23]), (0x46, 1, 2), "IHL 6, TTL 1, IGMP");
+                assert_eq!(&f[34..38], &[0x94, 4, 0, 0], "Router Alert");
+                igmp.push(f[38]);
+            }
+            (0x86, 0xdd) => {
+                assert_eq!((f[20], f[21]), (0, 1), "Hop-by-Hop first, hop limit 1");
+                assert_eq!(&f[22..24], &[0xfe, 0x80]);
+                mld.push(f[62]);
+            }
+            other => panic!("unexpected EtherType {other:x?}"),
+        }
+    }
+    assert_eq!((igmp, mld), (vec![0x11], vec![130]));
+    // IGMPv3 report: TO_EX({}) for 239.1.1.1 (a join), then TO_IN({}) (a leave).
+    let report = |kind: u8| {
+        let mut m = vec![0x22, 0, 0, 0, 0, 0, 0, 1, kind, 0, 0, 0, 239, 1, 1, 1];
+        let sum = netstack::wire::checksum::compute(&m);
+        m[2..4].copy_from_slice(&sum.to_be_bytes());
+        let mut h = craft::Ipv4Header::new(GUEST_IP, Ipv4Address::new(224, 0, 0, 22), 2);
+        h.ttl = 1;
+        h.options = vec![0x94, 4, 0, 0];
+        let dst = EthernetAddress([1, 0, 0x5e, 0, 0, 0x16]);
+        craft::ethernet(dst, GUEST_MAC, 0x0800, &h.emit(&m))
+    };
+    fe.send(&report(4));
+    fe.send(&report(3));
+    let mut specific = Vec::new();
+    while let Some(f) = fe.recv(Duration::from_millis(2500)) {
+        specific.push((f[30..34].to_vec(), f[38]));
+    }
+    assert_eq!(specific, vec![(vec![239, 1, 1, 1], 0x11); 2]);
+    let s = vg.stats();
+    assert_eq!(s["stack"]["igmp_rx_reports"], 2);
+    assert_eq!(s["stack"]["igmp_tx_queries"], 3);
+    assert_eq!(s["stack"]["mld_tx_queries"], 1);
+}
+
 /// Feature matrix: what QEMU acks, and reduced sets (no mergeable buffers, no EVENT_IDX, legacy
 /// header).
 #[rstest]
@@ -89,7 +145,7 @@ fn ipv6_no_next_header() -> Vec<u8> {
 /// fe80::2, fd00::2 and fd00::3, and a Router Advertisement, all to everyone; once per connection.
 #[test]
 fn link_up_announces_the_gateway() {
-    let vg = Virtgate::start_announcing(&[]);
+    let vg = Virtgate::start_announcing(&["--no-mcast-querier"]);
     let mut fe = connect(&vg);
     fe.post_rx_buffers(32);
     fe.send(&arp_request(GATEWAY_IP));

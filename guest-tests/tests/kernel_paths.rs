@@ -149,6 +149,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ipv6_multicast_receive", ipv6_multicast_receive),
     ("ipv6_ssm_source_filter", ipv6_ssm_source_filter),
     ("ipv6_mld_queries", ipv6_mld_queries),
+    ("multicast_querier", multicast_querier),
     ("ipv6_source_policy", ipv6_source_policy),
     ("path_mtu_emulation", path_mtu_emulation),
     ("tcp_bad_checksum", tcp_bad_checksum),
@@ -927,6 +928,40 @@ fn ipv6_mld_queries(ex: &mut Ex) {
         &[("Icmp6InGroupMembQueries", 1), ("Icmp6OutMLDv2Reports", 1)],
     );
     ex.wait_ours("mld_rx_reports", reports + 1);
+}
+
+/// Polls `virtgate ctl multicast` until `cond` holds of its output.
+fn wait_multicast(ex: &Ex, what: &str, cond: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let out = ex.vg.ctl(&["multicast"]);
+        if cond(&out) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn multicast_querier(ex: &mut Ex) {
+    // The start-up general queries went out when the guest first spoke each family.
+    assert!(ex.ours("igmp_tx_queries") >= 1 && ex.ours("mld_tx_queries") >= 1);
+    assert!(ex.vm.counters().get("Icmp6InGroupMembQueries") >= 1);
+    let igmp = ex.vm.sh("cat /proc/net/igmp");
+    assert!(igmp.contains("eth0"), "{igmp}");
+    for (group, counter) in [
+        ("239.7.7.7", "igmp_tx_queries"),
+        ("ff15::7777", "mld_tx_queries"),
+    ] {
+        // A join is reported and tracked; the leave brings group-specific queries, and with
+        // nobody answering them the membership goes.
+        let queries = ex.ours(counter);
+        listen(ex, &format!("{group} 5000 2"), "/tmp/q.log");
+        wait_multicast(ex, "joined", |o| o.contains(group));
+        listened(ex, "/tmp/q.log");
+        ex.wait_ours(counter, queries + 2);
+        wait_multicast(ex, "left", |o| !o.contains(group));
+    }
 }
 
 fn ipv6_source_policy(ex: &mut Ex) {

@@ -50,6 +50,10 @@ pub struct Config {
     pub source_check: bool,
     /// Emulated narrower paths behind the gateway (see [`crate::pmtu`]).
     pub path_mtus: Vec<crate::pmtu::PathMtu>,
+    /// Query the link for multicast memberships, IGMPv3 and MLDv2 (see [`crate::multicast`]).
+    pub mcast_querier: bool,
+    /// The querier's Query Interval, 2 s to an hour.
+    pub mcast_query_interval: Duration,
 }
 
 /// The gateway's link-local address (RFC 4861 §6.1.2: routers advertise from one), mirroring
@@ -233,6 +237,8 @@ impl Default for Config {
             link_announce: true,
             source_check: true,
             path_mtus: Vec::new(),
+            mcast_querier: true,
+            mcast_query_interval: crate::multicast::DEFAULT_QUERY_INTERVAL,
         }
     }
 }
@@ -242,6 +248,8 @@ impl Default for Config {
 pub enum ConfigError {
     #[error("path MTUs: {0}")]
     PathMtu(String),
+    #[error("multicast query interval {0} s: must be 2 to 3600 s")]
+    QueryInterval(u64),
     #[error("gateway MAC {0} must be a unicast address")]
     GatewayMac(EthernetAddress),
     #[error("network {0} must leave room for a gateway and a guest (prefix length 30 or less)")]
@@ -300,6 +308,10 @@ impl Config {
     /// Checks that the addresses fit together; the stack is built only from a valid config.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::pmtu::validate(&self.path_mtus).map_err(ConfigError::PathMtu)?;
+        let qi = self.mcast_query_interval.total_secs();
+        if !(2..=3600).contains(&qi) {
+            return Err(ConfigError::QueryInterval(qi));
+        }
         if !self.gateway_mac.is_unicast() || self.gateway_mac.is_zero() {
             return Err(ConfigError::GatewayMac(self.gateway_mac));
         }

@@ -13,6 +13,7 @@
 //! - [`host`]: the [`HostIo`] trait, the only way to host sockets; `ScriptedHost` for tests.
 //! - [`flows`]: the flow table mapping guest conversations to host sockets.
 //! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
+//! - [`multicast`]: the IGMP/MLD querier and the guest's group memberships.
 //! - [`offload`]: checksum and segmentation offloads: per-frame metadata both ways.
 //! - [`pmtu`]: path-MTU emulation per destination prefix.
 //! - [`probe`]: the exerciser's crafted frames towards the guest (built with `wire::craft`).
@@ -31,6 +32,7 @@ pub mod flows;
 pub mod host;
 mod icmp;
 mod ipv6;
+pub mod multicast;
 pub mod offload;
 pub mod pmtu;
 pub mod probe;

@@ -246,6 +246,8 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) sources: crate::sources::SourcePolicy,
     /// Emulated path MTUs by destination prefix (from the configuration, changed at run time).
     pub(crate) path_mtus: Vec<crate::pmtu::PathMtu>,
+    /// The multicast querier and the guest's memberships.
+    pub(crate) querier: crate::multicast::Querier,
 }
 
 /// Where the link-up announcement stands.
@@ -299,6 +301,7 @@ impl<H: HostIo> Stack<H> {
         cfg.validate()?;
         let source_check = cfg.source_check;
         let path_mtus = cfg.path_mtus.clone();
+        let querier = crate::multicast::Querier::new(cfg.mcast_querier, cfg.mcast_query_interval);
         let v6 = Ipv6State::new(
             cfg.ipv6.as_ref(),
             cfg.gateway_mac,
@@ -329,6 +332,7 @@ impl<H: HostIo> Stack<H> {
             probe_serial: 1,
             sources: crate::sources::SourcePolicy::new(source_check),
             path_mtus,
+            querier,
         })
     }
 
@@ -517,6 +521,7 @@ impl<H: HostIo> Stack<H> {
             self.v6.poll_at(),
             self.announce_v4.due(),
             self.announce_v6.due(),
+            self.querier.poll_at(),
         ]
         .into_iter()
         .flatten()
@@ -565,6 +570,7 @@ impl<H: HostIo> Stack<H> {
         if self.announce_v6.take_due(now) {
             self.ipv6_link_up(now);
         }
+        self.send_mcast_queries(now);
     }
 
     /// A frontend (re)connected: the link is new. Shortly after the guest first speaks on it
@@ -721,7 +727,14 @@ impl<H: HostIo> Stack<H> {
             }
         }
         match eth_repr.ethertype {
-            EtherType::Arp | EtherType::Ipv4 => self.announce_v4.guest_spoke(now),
+            EtherType::Arp | EtherType::Ipv4 => {
+                self.announce_v4.guest_spoke(now);
+                self.querier.guest_spoke(false, now);
+            }
+            EtherType::Ipv6 if self.cfg.ipv6.is_some() => {
+                self.announce_v6.guest_spoke(now);
+                self.querier.guest_spoke(true, now);
+            }
             EtherType::Ipv6 => self.announce_v6.guest_spoke(now),
             EtherType::Unknown(_) => {}
         }
@@ -850,7 +863,7 @@ impl<H: HostIo> Stack<H> {
             self.last_guest_ipv4 = Some(repr.src);
         }
         if repr.protocol == IpProtocol::Igmp {
-            self.process_igmp(packet.payload());
+            self.process_igmp(now, packet.payload());
             return;
         }
         let net = self.cfg.ipv4_net;
@@ -973,7 +986,7 @@ impl<H: HostIo> Stack<H> {
 
     /// The guest's IGMP messages (RFC 2236, RFC 3376 §4.2): membership reports and leaves,
     /// counted (the answers to a querier); nothing is sent back.
-    fn process_igmp(&mut self, msg: &[u8]) {
+    fn process_igmp(&mut self, now: Instant, msg: &[u8]) {
         if msg.len() < 8 || wire::checksum::compute(msg) != 0 {
             self.stats.drop_igmp_invalid += 1;
             return;
@@ -990,8 +1003,50 @@ impl<H: HostIo> Stack<H> {
                 self.stats.igmp_rx_group_records += u64::from(wire::read_u16(msg, 6));
             }
             0x17 => self.stats.igmp_rx_leaves += 1,
-            _ => self.stats.drop_igmp_invalid += 1,
+            _ => {
+                self.stats.drop_igmp_invalid += 1;
+                return;
+            }
         }
+        let outcome = self.querier.igmp(now, msg);
+        self.stats.drop_multicast_table_full += outcome.table_full;
+    }
+
+    /// Sends the multicast queries due at `now` (see [`crate::multicast`]).
+    fn send_mcast_queries(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.querier.due(false, now, &mut due);
+        for q in due.drain(..) {
+            let frame = crate::multicast::igmp_query_frame(
+                self.cfg.gateway_mac,
+                self.cfg.gateway_ipv4,
+                &q,
+                self.querier.interval,
+            );
+            if self.txq.push(frame) {
+                self.stats.igmp_tx_queries += 1;
+            } else {
+                self.stats.drop_tx_queue_full += 1;
+            }
+        }
+        if self.cfg.ipv6.is_none() {
+            return;
+        }
+        self.querier.due(true, now, &mut due);
+        for q in due.drain(..) {
+            let frame =
+                crate::multicast::mld_query_frame(self.cfg.gateway_mac, &q, self.querier.interval);
+            if self.txq.push(frame) {
+                self.stats.mld_tx_queries += 1;
+            } else {
+                self.stats.drop_tx_queue_full += 1;
+            }
+        }
+    }
+
+    /// The guest's multicast memberships of one family (IPv6 when `v6`).
+    pub fn multicast_groups(&self, v6: bool) -> &[crate::multicast::Membership] {
+        self.querier.groups(v6)
     }
 
     /// `packet` is the whole IPv4 packet (header included), for ICMP errors that quote it.

@@ -125,6 +125,10 @@ crate::counters! {
         igmp_rx_leaves,
         /// IGMP messages too short, with a bad checksum, or of a type a host does not send.
         drop_igmp_invalid,
+        /// IGMP queries sent (general and group-specific; `--no-mcast-querier` stops them).
+        igmp_tx_queries,
+        /// Groups or sources not tracked because the membership table was full.
+        drop_multicast_table_full,
         /// Echo replies from the guest to a gateway address (answers to probes).
         icmp_rx_echo_replies,
         /// Destination Unreachable from the guest.
@@ -294,6 +298,10 @@ crate::counters! {
         mld_rx_reports,
         /// Group records in those reports.
         mld_rx_group_records,
+        /// MLDv1 Done messages from the guest.
+        mld_rx_dones,
+        /// MLD queries sent (general and address-specific; `--no-mcast-querier` stops them).
+        mld_tx_queries,
         /// DHCPv6 messages from the guest.
         dhcpv6_rx_messages,
         /// DHCPv6 Advertise and Reply messages sent.

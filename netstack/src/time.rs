@@ -1,7 +1,7 @@
 //! Time as the stack sees it: an instant and a duration passed in by the caller, never read from a clock.
 
 use core::fmt;
-use core::ops::{Add, Sub};
+use core::ops::{Add, Div, Mul, Sub};
 
 /// A point in time, in microseconds since an arbitrary epoch chosen by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -115,6 +115,24 @@ impl Add for Duration {
     fn add(self, rhs: Duration) -> Duration {
         Duration {
             micros: self.micros.saturating_add(rhs.micros),
+        }
+    }
+}
+
+impl Mul<u32> for Duration {
+    type Output = Duration;
+    fn mul(self, rhs: u32) -> Duration {
+        Duration {
+            micros: self.micros.saturating_mul(u64::from(rhs)),
+        }
+    }
+}
+
+impl Div<u32> for Duration {
+    type Output = Duration;
+    fn div(self, rhs: u32) -> Duration {
+        Duration {
+            micros: self.micros / u64::from(rhs.max(1)),
         }
     }
 }

@@ -218,7 +218,7 @@ fn valid_frame(kind: usize) -> Vec<u8> {
 }
 
 /// Drains the stack; every frame must come from the gateway MAC and carry a valid ARP or IPv4
-/// packet with correct checksums.
+/// packet (ICMP, UDP, TCP, IGMP) with correct checksums.
 fn check_output(s: &mut Stack) {
     let gw = s.config().gateway_mac;
     for _ in 0..1000 {
@@ -248,6 +248,10 @@ fn check_output(s: &mut Stack) {
                     IpProtocol::Tcp => {
                         let t = netstack::wire::TcpPacket::new_checked(ip.payload()).unwrap();
                         assert!(t.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+                    }
+                    // The multicast querier's IGMP queries.
+                    IpProtocol::Igmp => {
+                        assert_eq!(netstack::wire::checksum::compute(ip.payload()), 0)
                     }
                     other => panic!("unexpected protocol {other}"),
                 }

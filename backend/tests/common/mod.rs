@@ -33,7 +33,8 @@ impl Virtgate {
         Virtgate::start_with(extra, false)
     }
 
-    /// Starts virtgate with its link-up announcements on (the default for users).
+    /// Starts virtgate with its link-up announcements and multicast querier on (the defaults
+    /// for users).
     #[allow(dead_code)] // not every test binary uses it
     pub fn start_announcing(extra: &[&str]) -> Virtgate {
         Virtgate::start_with(extra, true)
@@ -60,7 +61,7 @@ impl Virtgate {
             .args(if announce {
                 &[][..]
             } else {
-                &["--no-link-announce"][..]
+                &["--no-link-announce", "--no-mcast-querier"][..]
             })
             .args(extra)
             .env("RUST_LOG", "warn")

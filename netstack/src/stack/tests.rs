@@ -1502,6 +1502,8 @@ mod tcp_flows {
         };
         let (mut s, iss, sock) = established_with(Config {
             tcp_keepalive: Some(k),
+            // Keepalive alone on the link: no multicast queries among the segments.
+            mcast_querier: false,
             ..Config::default()
         });
         let idle = k.idle.total_micros();

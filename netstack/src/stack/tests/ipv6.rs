@@ -189,6 +189,8 @@ fn router_solicitations_get_an_advertisement_with_everything_for_slaac() {
     let mut s = claimed(
         Stack::new(Config {
             domain_name: Some("example.internal".into()),
+            // The RA timers alone: the querier's queries would be frames and deadlines too.
+            mcast_querier: false,
             ..Config::default()
         })
         .unwrap(),
