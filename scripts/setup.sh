@@ -72,8 +72,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The guest kernel: the image package linux-image-amd64 depends on (the distribution's default, not
-# backports). Unpacked once; later runs find $cache/kernel/vmlinuz.
-if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -d "$cache/kernel/modules" ]; then
+# backports). Unpacked once; later runs find $cache/kernel/vmlinuz and the modules (a cache from
+# before a module was added to the list is unpacked again).
+if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -d "$cache/kernel/modules" ] ||
+    ! ls "$cache"/kernel/modules/tun.ko* >/dev/null 2>&1; then
     apt_update
     pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
     if [ -z "$pkg" ]; then
@@ -93,7 +95,7 @@ if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -d "$cache/kernel/modules" ]; then
     for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko \
         drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci_legacy_dev.ko \
         drivers/virtio/virtio_pci.ko net/core/failover.ko drivers/net/net_failover.ko \
-        drivers/net/virtio_net.ko; do
+        drivers/net/virtio_net.ko drivers/net/tun.ko; do
         # Debian compresses modules on some releases; keep whatever form the package has.
         f=$(ls "$mods/$m"* 2>/dev/null | head -1)
         if [ -z "$f" ]; then log "module $m missing from $pkg"; exit 1; fi

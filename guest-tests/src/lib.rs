@@ -28,8 +28,9 @@ pub use exerciser::{CallChain, Counters};
 /// The MAC the harness gives the guest NIC (`-device virtio-net-pci,mac=`).
 pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 
-/// Virtio modules in load order (DEVELOPERS.md).
-const MODULES: [&str; 8] = [
+/// Kernel modules in load order: virtio's (DEVELOPERS.md), then TUN (an inner link for the
+/// forwarding scenarios).
+const MODULES: [&str; 9] = [
     "virtio_ring",
     "virtio",
     "virtio_pci_modern_dev",
@@ -38,6 +39,7 @@ const MODULES: [&str; 8] = [
     "failover",
     "net_failover",
     "virtio_net",
+    "tun",
 ];
 
 /// The workspace root (guest-tests/..).

@@ -158,6 +158,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("nic_oversize_frame", nic_oversize_frame),
     ("nic_unknown_ethertype", nic_unknown_ethertype),
     ("nic_vlan_tagged", nic_vlan_tagged),
+    ("ipv4_forwarding", ipv4_forwarding),
+    ("ipv6_forwarding", ipv6_forwarding),
     ("trace_ipv4_receive", trace_ipv4_receive),
     ("trace_ipv4_defrag", trace_ipv4_defrag),
     ("trace_ipv6_receive", trace_ipv6_receive),
@@ -1101,6 +1103,90 @@ fn nic_vlan_tagged(ex: &mut Ex) {
     let reasons = ex.drops(&[("eth-vlan", &[])], "OTHERHOST");
     assert!(reasons.iter().any(|r| r == "OTHERHOST"), "{reasons:?}");
     assert_eq!(ex.vm.counters().delta(&before, "IcmpInEchos"), 0);
+}
+
+// ---- Forwarding through the guest (an inner 1280-byte TUN link) ----
+
+/// Turns the guest into a router with an inner link `tun0` (MTU 1280, 192.168.77.1/24 and
+/// fd77:1::1/64) for `body`, and back into a host afterwards. IPv6 forwarding makes Linux drop
+/// the default route it learned from router advertisements; a fresh RA from virtgate restores it.
+fn as_router(ex: &mut Ex, body: impl FnOnce(&mut Ex)) {
+    ex.vm.sh(
+        "[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }; \
+         tunif tun0 && ip link set tun0 mtu 1280 up && ip addr add 192.168.77.1/24 dev tun0 && \
+         ip -6 addr add fd77:1::1/64 dev tun0 && \
+         sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1",
+    );
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(ex)));
+    ex.vm.sh(
+        "sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0; tunif tun0 del; \
+         ip route del 192.168.88.0/24 2>/dev/null; true",
+    );
+    ex.expect("ndp-ra", &[], &[("Icmp6InRouterAdvertisements", 1)]);
+    ex.vm.sh("i=0; until ip -6 route show default | grep -q fe80::2 || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
+    assert!(ex.vm.sh("ip -6 route show default").contains("fe80::2"));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn ipv4_forwarding(ex: &mut Ex) {
+    as_router(ex, |ex| {
+        // TTL 1 runs out in the guest's ip_forward: Time Exceeded back to the sender.
+        let exceeded = ex.ours("icmp_rx_time_exceeded");
+        ex.expect(
+            "ipv4-echo",
+            &[("to", "192.168.77.5"), ("ttl", "1")],
+            &[("IcmpOutTimeExcds", 1)],
+        );
+        ex.wait_ours("icmp_rx_time_exceeded", exceeded + 1);
+        // DF and too big for the inner link: fragmentation needed (ip_forward's MTU check).
+        let unreachable = ex.ours("icmp_rx_dest_unreachable");
+        ex.expect(
+            "ipv4-echo",
+            &[("to", "192.168.77.5"), ("df", "1"), ("size", "1400")],
+            &[("IpFragFails", 1), ("IcmpOutDestUnreachs", 1)],
+        );
+        ex.wait_ours("icmp_rx_dest_unreachable", unreachable + 1);
+        // A packet that fits is forwarded onto the inner link.
+        ex.expect(
+            "ipv4-echo",
+            &[("to", "192.168.77.5"), ("size", "100")],
+            &[("IpForwDatagrams", 1)],
+        );
+        // Out by the interface it came in on: a redirect to the sender. TTL 2, so that what the
+        // guest forwards back ends at virtgate (Time Exceeded) and never leaves the host.
+        ex.vm.sh("ip route add 192.168.88.0/24 via 10.0.2.3");
+        ex.expect(
+            "ipv4-echo",
+            &[("to", "192.168.88.5"), ("ttl", "2")],
+            &[("IcmpOutRedirects", 1)],
+        );
+    });
+}
+
+fn ipv6_forwarding(ex: &mut Ex) {
+    as_router(ex, |ex| {
+        let exceeded = ex.ours("icmpv6_rx_time_exceeded");
+        ex.expect(
+            "ipv6-echo",
+            &[("to", "fd77:1::5"), ("hop-limit", "1")],
+            &[("Icmp6OutTimeExcds", 1)],
+        );
+        ex.wait_ours("icmpv6_rx_time_exceeded", exceeded + 1);
+        let too_big = ex.ours("icmpv6_rx_packet_too_big");
+        ex.expect(
+            "ipv6-echo",
+            &[("to", "fd77:1::5"), ("size", "1300")],
+            &[("Icmp6OutPktTooBigs", 1), ("Ip6InTooBigErrors", 1)],
+        );
+        ex.wait_ours("icmpv6_rx_packet_too_big", too_big + 1);
+        ex.expect(
+            "ipv6-echo",
+            &[("to", "fd77:1::5"), ("size", "100")],
+            &[("Ip6OutForwDatagrams", 1)],
+        );
+    });
 }
 
 // ---- Call chains (ftrace instead of dump_stack() patches) ----
