@@ -6,6 +6,10 @@
  *   sleep MS
  *   keepalive SECS  SO_KEEPALIVE: the first probe after SECS idle, then every second, 2 unanswered
  *               probes end the connection (so a peer that does not answer them shows quickly)
+ *   wait MS     waits up to MS for the connection to have something to say, and prints it:
+ *               "wait: data", "wait: eof", "wait: ERROR TEXT" (e.g. a reset) or "wait: timeout"
+ *   info -      prints what TCP_INFO says the handshake agreed: "info options=ts,sack,wscale
+ *               snd_wscale=N rcv_wscale=N snd_mss=N pmtu=N"
  *
  *   tcpclient HOST PORT COMMAND ARG [COMMAND ARG ...]      (HOST: an IPv4 or IPv6 address)
  * Exit status: 0, 2 when the connection fails (the errno name is printed), 1 on other errors.
@@ -85,6 +89,8 @@ int main(int argc, char **argv)
 			char buf[65536];
 			while (got < want && wait_for(fd, POLLIN, 10000)) {
 				ssize_t r = recv(fd, buf + got, want - got, 0);
+				if (r < 0)
+					printf("read: %s\n", strerror(errno));
 				if (r <= 0)
 					break;
 				got += r;
@@ -92,6 +98,32 @@ int main(int argc, char **argv)
 			printf("got:%.*s\n", (int)got, buf);
 		} else if (!strcmp(cmd, "sleep")) {
 			usleep(atoi(arg) * 1000);
+		} else if (!strcmp(cmd, "wait")) {
+			char c;
+			ssize_t r;
+			if (!wait_for(fd, POLLIN, atoi(arg))) {
+				printf("wait: timeout\n");
+			} else if ((r = recv(fd, &c, 1, MSG_PEEK)) > 0) {
+				printf("wait: data\n");
+			} else if (r == 0) {
+				printf("wait: eof\n");
+			} else {
+				printf("wait: %s\n", strerror(errno));
+			}
+			fflush(stdout);
+		} else if (!strcmp(cmd, "info")) {
+			struct tcp_info ti;
+			socklen_t tl = sizeof(ti);
+			if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl)) {
+				perror("TCP_INFO");
+				return 1;
+			}
+			printf("info options=%s%s%s snd_wscale=%u rcv_wscale=%u snd_mss=%u pmtu=%u\n",
+			       ti.tcpi_options & TCPI_OPT_TIMESTAMPS ? "ts," : "",
+			       ti.tcpi_options & TCPI_OPT_SACK ? "sack," : "",
+			       ti.tcpi_options & TCPI_OPT_WSCALE ? "wscale" : "",
+			       ti.tcpi_snd_wscale, ti.tcpi_rcv_wscale, ti.tcpi_snd_mss, ti.tcpi_pmtu);
+			fflush(stdout);
 		} else if (!strcmp(cmd, "keepalive")) {
 			int on = 1, idle = atoi(arg), intvl = 1, cnt = 2;
 			if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) ||

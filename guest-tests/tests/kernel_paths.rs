@@ -154,6 +154,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("path_mtu_emulation", path_mtu_emulation),
     ("tcp_bad_checksum", tcp_bad_checksum),
     ("tcp_reset_to_a_closed_port", tcp_reset_to_a_closed_port),
+    ("tcp_flow_probes", tcp_flow_probes),
     ("nic_runt_frame", nic_runt_frame),
     ("nic_oversize_frame", nic_oversize_frame),
     ("nic_unknown_ethertype", nic_unknown_ethertype),
@@ -1077,6 +1078,96 @@ fn tcp_reset_to_a_closed_port(ex: &mut Ex) {
         &[("TcpOutRsts", 1)],
     );
     assert_eq!(a.delta(&b, "TcpInCsumErrors"), 0);
+}
+
+/// A live guest connection through the gateway: the SYN-ACK's options as TCP_INFO shows them
+/// (against what virtgate sent, read from a capture), then an ICMP error and RSTs quoting the
+/// flow's real ports and sequence numbers (`for-flow`).
+fn tcp_flow_probes(ex: &mut Ex) {
+    let (port, _sink) = sink("127.0.0.1");
+    let file = std::env::temp_dir().join(format!("vg-kp-flow-{}.pcapng", std::process::id()));
+    ex.vg.ctl(&["capture", "start", file.to_str().unwrap()]);
+    ex.vm.sh(&format!(
+        "tcpclient 10.0.2.2 {port} info - send ab wait 60000 > /tmp/flow.log 2>&1 &"
+    ));
+    let info = ex.vm.sh("i=0; until grep -q '^info' /tmp/flow.log || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/flow.log");
+    ex.vg.ctl(&["capture", "stop"]);
+    let synack = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            file.to_str().unwrap(),
+            "-Y",
+            "tcp.flags.syn == 1 && tcp.flags.ack == 1",
+        ])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "tcp.options.mss_val",
+            "-e",
+            "tcp.options.wscale.shift",
+        ])
+        .args([
+            "-e",
+            "tcp.options.sack_perm",
+            "-e",
+            "tcp.options.timestamp.tsval",
+        ])
+        .output()
+        .expect("tshark");
+    let _ = std::fs::remove_file(&file);
+    let synack = String::from_utf8_lossy(&synack.stdout).to_string();
+    let fields: Vec<&str> = synack.trim().split('\t').collect();
+    assert_eq!(fields.len(), 4, "the SYN-ACK as captured: {synack:?}");
+    let (mss, shift): (u32, u32) = (fields[0].parse().unwrap(), fields[1].parse().unwrap());
+    assert!(
+        !fields[2].is_empty() && !fields[3].is_empty(),
+        "SACK and timestamps: {synack}"
+    );
+    assert!(info.contains("options=ts,sack,wscale"), "{info}");
+    assert!(
+        info.contains(&format!("snd_wscale={shift} ")),
+        "{info} vs {synack}"
+    );
+    // Timestamps take 12 bytes of each segment.
+    assert!(
+        info.contains(&format!("snd_mss={} ", mss - 12)),
+        "{info} vs {synack}"
+    );
+
+    // An ICMP error quoting the connection reaches its socket: the path MTU drops.
+    let p = port.to_string();
+    ex.expect(
+        "icmpv4-frag-needed",
+        &[("for-flow", &p), ("mtu", "1200")],
+        &[("IcmpInDestUnreachs", 1)],
+    );
+    assert_eq!(ex.vm.sh("udptool mtu 10.0.2.2").trim(), "mtu 1200");
+    // RFC 5961: an RST outside the window is dropped; inside but not exact draws a challenge
+    // ACK; exactly at the next sequence number it resets the connection.
+    let before = ex.vm.counters();
+    ex.vg.probe(
+        "tcp-segment",
+        &[
+            ("for-flow", &p),
+            ("flags", "R"),
+            ("seq-offset", "100000000"),
+        ],
+    );
+    let (_, after) = ex.expect(
+        "tcp-segment",
+        &[("for-flow", &p), ("flags", "R"), ("seq-offset", "10")],
+        &[("TcpExtTCPChallengeACK", 1)],
+    );
+    assert_eq!(after.delta(&before, "TcpEstabResets"), 0);
+    assert_eq!(after.delta(&before, "TcpExtTCPChallengeACK"), 1);
+    ex.expect(
+        "tcp-segment",
+        &[("for-flow", &p), ("flags", "R")],
+        &[("TcpEstabResets", 1)],
+    );
+    let log = ex.vm.sh("i=0; until grep -q 'wait:' /tmp/flow.log || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/flow.log");
+    assert!(log.contains("wait: Connection reset by peer"), "{log}");
 }
 
 // ---- The NIC ----

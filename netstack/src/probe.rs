@@ -42,6 +42,22 @@ pub struct ProbeContext {
     /// echo sequence numbers derive from it, so that probes never merge in the guest's
     /// reassembly queues.
     pub serial: u32,
+    /// The guest's TCP connections through the gateway, for `for-flow`.
+    pub flows: Vec<TcpFlow>,
+}
+
+/// A live TCP connection of the guest, as the gateway's end of it sees it: what a probe with
+/// `for-flow` quotes or imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpFlow {
+    pub guest: (IpAddress, u16),
+    pub remote: (IpAddress, u16),
+    /// The next sequence number the gateway sends the guest (on an idle connection, what the
+    /// guest expects next: RFC 5961's exact match).
+    pub to_guest_next: u32,
+    /// The next sequence number the gateway expects from the guest (its SND.NXT when idle).
+    pub from_guest_next: u32,
+    pub established: bool,
 }
 
 impl ProbeContext {
@@ -196,6 +212,24 @@ impl Build<'_> {
             .transpose()
     }
 
+    /// The flow `for-flow` names: the guest's connection with that port at either end.
+    fn flow(&self) -> Result<Option<TcpFlow>> {
+        let Some(port) = self.opt::<u16>("for-flow")? else {
+            return Ok(None);
+        };
+        self.ctx
+            .flows
+            .iter()
+            .find(|f| f.guest.1 == port || f.remote.1 == port)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                ProbeError(format!(
+                    "for-flow {port}: the guest has no TCP connection with that port"
+                ))
+            })
+    }
+
     /// This instance's serial number (IP identification, echo sequence).
     fn serial(&self) -> u32 {
         self.ctx.serial.wrapping_add(self.instance)
@@ -294,8 +328,30 @@ impl Build<'_> {
         self.push_eth(dst, 0x86dd, ip);
     }
 
-    /// A packet the guest sent earlier, as an ICMP error quotes it: its echo reply to `peer`.
+    /// The TCP header of the guest's next segment on `flow` (ports and sequence number: what an
+    /// ICMP error must quote for the guest to deliver it to the socket).
+    fn quoted_tcp(flow: &TcpFlow) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&flow.guest.1.to_be_bytes());
+        t[2..4].copy_from_slice(&flow.remote.1.to_be_bytes());
+        t[4..8].copy_from_slice(&flow.from_guest_next.to_be_bytes());
+        t[8..12].copy_from_slice(&flow.to_guest_next.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x18;
+        t
+    }
+
+    /// A packet the guest sent earlier, as an ICMP error quotes it: its echo reply to `peer`, or
+    /// with `for-flow` its next segment on that TCP connection.
     fn quoted_v4(&self) -> Result<Vec<u8>> {
+        if let Some(f) = self.flow()? {
+            let (IpAddress::V4(g), IpAddress::V4(r)) = (f.guest.0, f.remote.0) else {
+                return err("for-flow names an IPv6 connection: use the icmpv6 probes");
+            };
+            let mut h = Ipv4Header::new(g, r, 6);
+            h.flags_frag = IPV4_DF;
+            return Ok(h.emit(&Self::quoted_tcp(&f)));
+        }
         let peer: std::net::Ipv4Addr =
             self.get("peer", std::net::Ipv4Addr::new(198, 51, 100, 1))?;
         let mut h = Ipv4Header::new(self.v4_to()?, peer.into(), 1);
@@ -305,6 +361,12 @@ impl Build<'_> {
     }
 
     fn quoted_v6(&self) -> Result<Vec<u8>> {
+        if let Some(f) = self.flow()? {
+            let (IpAddress::V6(g), IpAddress::V6(r)) = (f.guest.0, f.remote.0) else {
+                return err("for-flow names an IPv4 connection: use the icmpv4 probes");
+            };
+            return Ok(Ipv6Header::new(g, r, 6).emit(&Self::quoted_tcp(&f)));
+        }
         let peer: std::net::Ipv6Addr = self.get("peer", "2001:db8::1".parse().unwrap())?;
         let (src, dst) = (self.v6_to()?, peer.into());
         let reply = craft::icmpv6(129, 0, self.echo_rest(), &pattern(56), src, dst);
@@ -560,10 +622,15 @@ fn parse_tcp_flags(s: &str) -> Result<u8> {
 
 /// A TCP segment to the guest (20-byte header, no options) from `from:sport` to `to:dport`.
 fn tcp_segment(b: &mut Build, bad_checksum: bool) -> Result<()> {
-    let sport: u16 = b.get("sport", 40000)?;
-    let dport: u16 = b.get("dport", 7)?;
-    let seq: u32 = b.get("seq", 1000)?;
-    let ack: u32 = b.get("ack", 0)?;
+    let flow = b.flow()?;
+    let sport: u16 = b.get("sport", flow.map_or(40000, |f| f.remote.1))?;
+    let dport: u16 = b.get("dport", flow.map_or(7, |f| f.guest.1))?;
+    // With a flow: the sequence the guest expects next, moved by `seq-offset` (RFC 5961: an RST
+    // exactly there resets, elsewhere in the window draws a challenge ACK, outside is dropped).
+    let offset: i64 = b.get("seq-offset", 0)?;
+    let base = flow.map_or(1000, |f| f.to_guest_next);
+    let seq: u32 = b.get("seq", (i64::from(base) + offset) as u32)?;
+    let ack: u32 = b.get("ack", flow.map_or(0, |f| f.from_guest_next))?;
     let flags = parse_tcp_flags(&b.get("flags", String::from("S"))?)?;
     let window: u16 = b.get("window", 64240)?;
     let data = pattern(b.get("size", 0)?);
@@ -577,21 +644,28 @@ fn tcp_segment(b: &mut Build, bad_checksum: bool) -> Result<()> {
     seg[14..16].copy_from_slice(&window.to_be_bytes());
     seg.extend_from_slice(&data);
     let v6 = matches!(b.params.get("to"), Some(t) if t.contains(':')) || b.get("family", 4u8)? == 6;
-    let (src, dst): (IpAddress, IpAddress) = if v6 {
-        (b.v6_from()?.into(), b.v6_to()?.into())
-    } else {
-        (b.v4_from()?.into(), b.v4_to()?.into())
+    let (src, dst): (IpAddress, IpAddress) = match flow {
+        Some(f) => (f.remote.0, f.guest.0),
+        None if v6 => (b.v6_from()?.into(), b.v6_to()?.into()),
+        None => (b.v4_from()?.into(), b.v4_to()?.into()),
     };
     let pseudo = IpAddress::pseudo_header_sum(src, dst, 6, seg.len() as u32);
     let sum = crate::wire::checksum::finish(crate::wire::checksum::accumulate(pseudo, &seg));
     let sum = if bad_checksum { !sum } else { sum };
     seg[16..18].copy_from_slice(&sum.to_be_bytes());
-    if v6 {
-        let ip = b.ipv6(6)?.emit(&seg);
-        b.push6(&ip);
-    } else {
-        let ip = b.ipv4(6)?.emit(&seg);
-        b.push4(&ip);
+    match (src, dst) {
+        (IpAddress::V6(s), IpAddress::V6(d)) => {
+            let mut h = Ipv6Header::new(s, d, 6);
+            h.hop_limit = b.get("hop-limit", 64)?;
+            b.push6(&h.emit(&seg));
+        }
+        (IpAddress::V4(s), IpAddress::V4(d)) => {
+            let mut h = Ipv4Header::new(s, d, 6);
+            h.ident = b.serial() as u16;
+            h.ttl = b.get("ttl", 64)?;
+            b.push4(&h.emit(&seg));
+        }
+        _ => return err("from and to are of different families"),
     }
     Ok(())
 }
@@ -864,7 +938,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-unreachable",
         drives: "icmp_unreach -> icmp_socket_deliver (quoting the guest's echo reply to peer)",
         proves: "IcmpInDestUnreachs",
-        params: &["code=1", "mtu=1400: next-hop MTU for code 4", "peer=198.51.100.1", "to", "from"],
+        params: &["code=1", "mtu=1400: next-hop MTU for code 4", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let code: u8 = b.get("code", 1)?;
             let mtu: u16 = if code == 4 { b.get("mtu", 1400)? } else { 0 };
@@ -876,7 +951,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-frag-needed",
         drives: "icmp_unreach code 4 -> ipv4_update_pmtu (path MTU towards peer)",
         proves: "IcmpInDestUnreachs; ip route get PEER shows the mtu",
-        params: &["mtu=1400", "peer=198.51.100.1", "to", "from"],
+        params: &["mtu=1400", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let [m0, m1] = b.get::<u16>("mtu", 1400)?.to_be_bytes();
             b.icmpv4_error(3, 4, [0, 0, m0, m1])
@@ -886,7 +962,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-time-exceeded",
         drives: "icmp_unreach for ICMP 11",
         proves: "IcmpInTimeExcds",
-        params: &["code=0", "peer=198.51.100.1", "to", "from"],
+        params: &["code=0", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let code = b.get("code", 0)?;
             b.icmpv4_error(11, code, [0; 4])
@@ -896,7 +973,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-redirect",
         drives: "icmp_redirect -> ipv4_redirect (a next hop towards peer)",
         proves: "IcmpInRedirects; ip route get PEER shows via GATEWAY",
-        params: &["gateway=host 5 of the network: the new next hop", "code=1", "peer=198.51.100.1", "to", "from"],
+        params: &["gateway=host 5 of the network: the new next hop", "code=1", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let to = b.v4_to()?;
             let default_gw = Ipv4Address([to.0[0], to.0[1], to.0[2], 5]);
@@ -909,7 +987,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-param-problem",
         drives: "icmp_unreach for ICMP 12",
         proves: "IcmpInParmProbs",
-        params: &["pointer=0", "peer=198.51.100.1", "to", "from"],
+        params: &["pointer=0", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let ptr = b.get("pointer", 0)?;
             b.icmpv4_error(12, 0, [ptr, 0, 0, 0])
@@ -1179,7 +1258,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv6-packet-too-big",
         drives: "icmpv6_rcv -> icmpv6_notify -> ip6_update_pmtu (towards peer; below 1280 discarded, RFC 8201 §4)",
         proves: "Icmp6InPktTooBigs; ip -6 route get PEER shows the mtu",
-        params: &["mtu=1400", "peer=2001:db8::1", "to", "from"],
+        params: &["mtu=1400", "peer=2001:db8::1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let mtu: u32 = b.get("mtu", 1400)?;
             b.icmpv6_error(2, 0, mtu.to_be_bytes())
@@ -1189,7 +1269,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv6-time-exceeded",
         drives: "icmpv6_rcv -> icmpv6_notify for type 3",
         proves: "Icmp6InTimeExcds",
-        params: &["code=0", "peer=2001:db8::1", "to", "from"],
+        params: &["code=0", "peer=2001:db8::1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let code = b.get("code", 0)?;
             b.icmpv6_error(3, code, [0; 4])
@@ -1199,7 +1280,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv6-unreachable",
         drives: "icmpv6_rcv -> icmpv6_notify for type 1",
         proves: "Icmp6InDestUnreachs",
-        params: &["code=0", "peer=2001:db8::1", "to", "from"],
+        params: &["code=0", "peer=2001:db8::1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let code = b.get("code", 0)?;
             b.icmpv6_error(1, code, [0; 4])
@@ -1209,7 +1291,8 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv6-param-problem",
         drives: "icmpv6_rcv -> icmpv6_notify for type 4",
         proves: "Icmp6InParmProblems",
-        params: &["code=0", "pointer=6", "peer=2001:db8::1", "to", "from"],
+        params: &["code=0", "pointer=6", "peer=2001:db8::1", "for-flow: quote the guest's TCP connection with this port",
+            "to", "from"],
         build: |b| {
             let code = b.get("code", 0)?;
             let ptr: u32 = b.get("pointer", 6)?;
@@ -1453,7 +1536,20 @@ pub static PROBES: &[Probe] = &[
         name: "tcp-segment",
         drives: "tcp_v4_rcv / tcp_v6_rcv: any segment (an RST in or out of a live connection's window, a stray SYN)",
         proves: "a SYN to a closed port: TcpOutRsts; an in-window RST: TcpEstabResets; out of window: TcpExtTCPChallengeACK or dropped",
-        params: &["sport=40000", "dport=7", "seq=1000", "ack=0", "flags=S: of FSRPAUEC", "window=64240", "size=0", "family=4: 4 or 6", "to", "from"],
+        params: &[
+            "for-flow: a port of a live guest connection (sets addresses, ports, seq and ack)",
+            "seq-offset=0: added to the flow's sequence",
+            "sport=40000",
+            "dport=7",
+            "seq=1000",
+            "ack=0",
+            "flags=S: of FSRPAUEC",
+            "window=64240",
+            "size=0",
+            "family=4: 4 or 6",
+            "to",
+            "from",
+        ],
         build: |b| tcp_segment(b, false),
     },
 ];

@@ -453,6 +453,7 @@ impl<H: HostIo> Stack<H> {
             guest_ipv6: self.guest_ipv6(),
             mtu: self.cfg.mtu,
             serial,
+            flows: self.tcp.flows().collect(),
         }
     }
 

@@ -13,6 +13,13 @@ fn ctx() -> ProbeContext {
         ])),
         mtu: 1500,
         serial: 0x100,
+        flows: vec![TcpFlow {
+            guest: (Ipv4Address::new(10, 0, 2, 15).into(), 40123),
+            remote: (Ipv4Address::new(10, 0, 2, 2).into(), 8080),
+            to_guest_next: 5000,
+            from_guest_next: 9000,
+            established: true,
+        }],
     }
 }
 
@@ -247,4 +254,40 @@ fn header_probes_break_exactly_what_they_say() {
         crate::wire::checksum::finish(crate::wire::checksum::accumulate(pseudo, &fixed[34..])),
         0
     );
+}
+
+#[test]
+fn for_flow_imitates_and_quotes_the_guests_connection() {
+    let rst = build(
+        "tcp-segment",
+        &[("for-flow", "8080"), ("flags", "R"), ("seq-offset", "10")],
+    )
+    .unwrap();
+    let ip = Ipv4Packet::new_checked(&rst[0][14..]).unwrap();
+    assert_eq!(ip.src_addr(), Ipv4Address::new(10, 0, 2, 2));
+    let t = ip.payload();
+    assert_eq!(u16::from_be_bytes([t[0], t[1]]), 8080);
+    assert_eq!(u16::from_be_bytes([t[2], t[3]]), 40123);
+    assert_eq!(u32::from_be_bytes([t[4], t[5], t[6], t[7]]), 5010);
+    assert_eq!(u32::from_be_bytes([t[8], t[9], t[10], t[11]]), 9000);
+    assert_eq!(t[13], 0x04);
+    let pseudo = IpAddress::pseudo_header_sum(ip.src_addr().into(), ip.dst_addr().into(), 6, 20);
+    assert_eq!(
+        crate::wire::checksum::finish(crate::wire::checksum::accumulate(pseudo, t)),
+        0
+    );
+    // An ICMP error quoting the flow: the guest's next segment.
+    let e = build("icmpv4-frag-needed", &[("for-flow", "40123")]).unwrap();
+    let ip = Ipv4Packet::new_checked(&e[0][14..]).unwrap();
+    let quoted = &ip.payload()[8..];
+    assert_eq!(
+        (quoted[9], &quoted[12..20]),
+        (6, &[10, 0, 2, 15, 10, 0, 2, 2][..])
+    );
+    assert_eq!(&quoted[24..28], &9000u32.to_be_bytes());
+    assert!(build("tcp-segment", &[("for-flow", "1")])
+        .unwrap_err()
+        .0
+        .contains("no TCP connection"));
+    assert!(build("icmpv6-unreachable", &[("for-flow", "8080")]).is_err());
 }

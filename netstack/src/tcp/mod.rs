@@ -451,6 +451,17 @@ impl TcpTable {
         self.conns.len()
     }
 
+    /// The guest's connections as probes quote them (see [`crate::probe::TcpFlow`]).
+    pub(crate) fn flows(&self) -> impl Iterator<Item = crate::probe::TcpFlow> + '_ {
+        self.conns.values().map(|c| crate::probe::TcpFlow {
+            guest: c.key.guest,
+            remote: c.key.remote,
+            to_guest_next: c.snd_nxt.0,
+            from_guest_next: c.rcv_nxt.0,
+            established: c.state == TcpState::Established,
+        })
+    }
+
     pub(crate) fn poll_at(&self, keepalive: Option<&Keepalive>) -> Option<Instant> {
         self.conns
             .values()
