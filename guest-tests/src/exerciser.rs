@@ -31,22 +31,9 @@ impl Counters {
     fn parse(text: &str) -> Counters {
         let mut out = HashMap::new();
         let mut sections = text.split("\n==\n");
-        // snmp and netstat: "Proto: names" / "Proto: values" line pairs.
-        let lines: Vec<&str> = sections.next().unwrap_or("").lines().collect();
-        for pair in lines.windows(2) {
-            let (Some((p1, names)), Some((p2, values))) =
-                (pair[0].split_once(':'), pair[1].split_once(':'))
-            else {
-                continue;
-            };
-            if p1 != p2 || names.split_whitespace().any(|n| n.parse::<i64>().is_ok()) {
-                continue;
-            }
-            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
-                if let Ok(v) = v.parse() {
-                    out.insert(format!("{p1}{n}"), v);
-                }
-            }
+        // snmp and netstat: "Proto: names" / "Proto: values" line pairs; nstat joins the two.
+        for (proto, name, v) in crate::snmp_values(sections.next().unwrap_or("")) {
+            out.insert(format!("{proto}{name}"), v);
         }
         // snmp6: "Name value".
         for l in sections.next().unwrap_or("").lines() {

@@ -990,8 +990,15 @@ impl Drop for Vm {
 /// Parses `/proc/net/snmp`-style text (`Proto: names` / `Proto: values` line pairs) into
 /// `Proto.Name → value`.
 pub fn parse_snmp(text: &str) -> std::collections::HashMap<String, i64> {
-    let mut out = std::collections::HashMap::new();
+    snmp_values(text)
+        .map(|(proto, name, v)| (format!("{proto}.{name}"), v))
+        .collect()
+}
+
+/// The (protocol, counter name, value) triples of `/proc/net/snmp`-style text.
+pub(crate) fn snmp_values(text: &str) -> impl Iterator<Item = (&str, &str, i64)> {
     let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
     for pair in lines.windows(2) {
         let (Some((p1, names)), Some((p2, values))) =
             (pair[0].split_once(':'), pair[1].split_once(':'))
@@ -1003,11 +1010,11 @@ pub fn parse_snmp(text: &str) -> std::collections::HashMap<String, i64> {
         }
         for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
             if let Ok(v) = v.parse() {
-                out.insert(format!("{p1}.{n}"), v);
+                out.push((p1, n, v));
             }
         }
     }
-    out
+    out.into_iter()
 }
 
 /// A loopback UDP port nobody listens on (bound once and released).

@@ -143,6 +143,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ipv6_neighbor_solicitation", ipv6_neighbor_solicitation),
     ("ipv6_slaac", ipv6_slaac),
     ("ipv6_ra_hop_limit_ignored", ipv6_ra_hop_limit_ignored),
+    ("ipv6_ra_mtu_option", ipv6_ra_mtu_option),
     ("ipv6_ra_prefix_lifetimes", ipv6_ra_prefix_lifetimes),
     ("ipv6_dad_failure", ipv6_dad_failure),
     ("ipv6_redirect", ipv6_redirect),
@@ -253,6 +254,21 @@ fn the_kernel_path_table_names_existing_tests() {
         }
     }
     assert!(rows >= 58, "the table has {rows} rows");
+    // And every built-in probe is sent by some scenario here.
+    let probes = std::fs::read_to_string(root.join("netstack/src/probe.rs")).unwrap();
+    let this = std::fs::read_to_string(root.join("guest-tests/tests/kernel_paths.rs")).unwrap();
+    let names: Vec<&str> = probes
+        .split("name: \"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert!(names.len() >= 50, "{names:?}");
+    for n in names {
+        assert!(
+            this.contains(&format!("\"{n}\"")),
+            "probe {n} is sent by no scenario"
+        );
+    }
 }
 
 // ---- IPv4 ----
@@ -387,11 +403,15 @@ fn ipv4_multicast_receive(ex: &mut Ex) {
 }
 
 fn ipv4_igmp_queries(ex: &mut Ex) {
-    listen(ex, "239.4.4.4 5000 6", "/tmp/igmp.log");
-    for version in ["3", "2"] {
+    listen(ex, "239.4.4.4 5000 8", "/tmp/igmp.log");
+    // General queries of both versions, then a group-specific one for the joined group.
+    for params in [
+        &[("version", "3"), ("max-resp", "5")][..],
+        &[("version", "3"), ("max-resp", "5"), ("group", "239.4.4.4")][..],
+        &[("version", "2"), ("max-resp", "5")][..],
+    ] {
         let reports = ex.ours("igmp_rx_reports");
-        ex.vg
-            .probe("igmp-query", &[("version", version), ("max-resp", "5")]);
+        ex.vg.probe("igmp-query", params);
         ex.wait_ours("igmp_rx_reports", reports + 1);
     }
     listened(ex, "/tmp/igmp.log");
@@ -844,6 +864,35 @@ fn ipv6_ra_hop_limit_ignored(ex: &mut Ex) {
     );
 }
 
+fn ipv6_ra_mtu_option(ex: &mut Ex) {
+    let mtu = |ex: &mut Ex| {
+        ex.vm
+            .sh("cat /proc/sys/net/ipv6/conf/eth0/mtu")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(mtu(ex), "1500");
+    ex.expect(
+        "ndp-ra",
+        &[("mtu", "1400")],
+        &[("Icmp6InRouterAdvertisements", 1)],
+    );
+    assert_eq!(mtu(ex), "1400");
+    // Below the IPv6 minimum it is ignored (RFC 4861 §6.3.4, RFC 8200 §5).
+    ex.expect(
+        "ndp-ra",
+        &[("mtu", "1000")],
+        &[("Icmp6InRouterAdvertisements", 1)],
+    );
+    assert_eq!(mtu(ex), "1400");
+    ex.expect(
+        "ndp-ra",
+        &[("mtu", "1500")],
+        &[("Icmp6InRouterAdvertisements", 1)],
+    );
+    assert_eq!(mtu(ex), "1500");
+}
+
 fn ipv6_ra_prefix_lifetimes(ex: &mut Ex) {
     ex.expect(
         "ndp-ra",
@@ -934,6 +983,24 @@ fn ipv6_mld_queries(ex: &mut Ex) {
         &[("Icmp6InGroupMembQueries", 1), ("Icmp6OutMLDv2Reports", 1)],
     );
     ex.wait_ours("mld_rx_reports", reports + 1);
+    // Address-specific: the solicited-node group of the guest's address, always joined.
+    let a: std::net::Ipv6Addr = ex.guest_ipv6().parse().unwrap();
+    let o = a.octets();
+    let group = format!("ff02::1:ff{:02x}:{:02x}{:02x}", o[13], o[14], o[15]);
+    ex.expect(
+        "mld-query",
+        &[("group", &group), ("max-resp", "1000")],
+        &[("Icmp6InGroupMembQueries", 1), ("Icmp6OutMLDv2Reports", 1)],
+    );
+    // MLDv1 (RFC 2710): the guest falls back to version 1 reports.
+    ex.expect(
+        "mld-query",
+        &[("version", "1"), ("max-resp", "1000")],
+        &[
+            ("Icmp6InGroupMembQueries", 1),
+            ("Icmp6OutGroupMembResponses", 1),
+        ],
+    );
 }
 
 /// Polls `virtgate ctl multicast` until `cond` holds of its output.

@@ -670,6 +670,9 @@ fn tcp_segment(b: &mut Build, bad_checksum: bool) -> Result<()> {
     Ok(())
 }
 
+/// The `for-flow` parameter of the ICMP error probes.
+const FOR_FLOW: &str = "for-flow: quote the guest's TCP connection with this port";
+
 /// Every built-in probe, in the order of docs/kernel-paths.md.
 pub static PROBES: &[Probe] = &[
     // The NIC.
@@ -938,8 +941,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-unreachable",
         drives: "icmp_unreach -> icmp_socket_deliver (quoting the guest's echo reply to peer)",
         proves: "IcmpInDestUnreachs",
-        params: &["code=1", "mtu=1400: next-hop MTU for code 4", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["code=1", "mtu=1400: next-hop MTU for code 4", "peer=198.51.100.1", FOR_FLOW, "to", "from"],
         build: |b| {
             let code: u8 = b.get("code", 1)?;
             let mtu: u16 = if code == 4 { b.get("mtu", 1400)? } else { 0 };
@@ -951,8 +953,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-frag-needed",
         drives: "icmp_unreach code 4 -> ipv4_update_pmtu (path MTU towards peer)",
         proves: "IcmpInDestUnreachs; ip route get PEER shows the mtu",
-        params: &["mtu=1400", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["mtu=1400", "peer=198.51.100.1", FOR_FLOW, "to", "from"],
         build: |b| {
             let [m0, m1] = b.get::<u16>("mtu", 1400)?.to_be_bytes();
             b.icmpv4_error(3, 4, [0, 0, m0, m1])
@@ -962,8 +963,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-time-exceeded",
         drives: "icmp_unreach for ICMP 11",
         proves: "IcmpInTimeExcds",
-        params: &["code=0", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["code=0", "peer=198.51.100.1", FOR_FLOW, "to", "from"],
         build: |b| {
             let code = b.get("code", 0)?;
             b.icmpv4_error(11, code, [0; 4])
@@ -973,8 +973,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-redirect",
         drives: "icmp_redirect -> ipv4_redirect (a next hop towards peer)",
         proves: "IcmpInRedirects; ip route get PEER shows via GATEWAY",
-        params: &["gateway=host 5 of the network: the new next hop", "code=1", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["gateway=host 5 of the network: the new next hop", "code=1", "peer=198.51.100.1", FOR_FLOW, "to", "from"],
         build: |b| {
             let to = b.v4_to()?;
             let default_gw = Ipv4Address([to.0[0], to.0[1], to.0[2], 5]);
@@ -987,8 +986,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv4-param-problem",
         drives: "icmp_unreach for ICMP 12",
         proves: "IcmpInParmProbs",
-        params: &["pointer=0", "peer=198.51.100.1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["pointer=0", "peer=198.51.100.1", FOR_FLOW, "to", "from"],
         build: |b| {
             let ptr = b.get("pointer", 0)?;
             b.icmpv4_error(12, 0, [ptr, 0, 0, 0])
@@ -1258,8 +1256,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv6-packet-too-big",
         drives: "icmpv6_rcv -> icmpv6_notify -> ip6_update_pmtu (towards peer; below 1280 discarded, RFC 8201 §4)",
         proves: "Icmp6InPktTooBigs; ip -6 route get PEER shows the mtu",
-        params: &["mtu=1400", "peer=2001:db8::1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["mtu=1400", "peer=2001:db8::1", FOR_FLOW, "to", "from"],
         build: |b| {
             let mtu: u32 = b.get("mtu", 1400)?;
             b.icmpv6_error(2, 0, mtu.to_be_bytes())
@@ -1269,8 +1266,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv6-time-exceeded",
         drives: "icmpv6_rcv -> icmpv6_notify for type 3",
         proves: "Icmp6InTimeExcds",
-        params: &["code=0", "peer=2001:db8::1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["code=0", "peer=2001:db8::1", FOR_FLOW, "to", "from"],
         build: |b| {
             let code = b.get("code", 0)?;
             b.icmpv6_error(3, code, [0; 4])
@@ -1280,8 +1276,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv6-unreachable",
         drives: "icmpv6_rcv -> icmpv6_notify for type 1",
         proves: "Icmp6InDestUnreachs",
-        params: &["code=0", "peer=2001:db8::1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["code=0", "peer=2001:db8::1", FOR_FLOW, "to", "from"],
         build: |b| {
             let code = b.get("code", 0)?;
             b.icmpv6_error(1, code, [0; 4])
@@ -1291,8 +1286,7 @@ pub static PROBES: &[Probe] = &[
         name: "icmpv6-param-problem",
         drives: "icmpv6_rcv -> icmpv6_notify for type 4",
         proves: "Icmp6InParmProblems",
-        params: &["code=0", "pointer=6", "peer=2001:db8::1", "for-flow: quote the guest's TCP connection with this port",
-            "to", "from"],
+        params: &["code=0", "pointer=6", "peer=2001:db8::1", FOR_FLOW, "to", "from"],
         build: |b| {
             let code = b.get("code", 0)?;
             let ptr: u32 = b.get("pointer", 6)?;
