@@ -397,8 +397,8 @@ fn ipv4_multicast_receive(ex: &mut Ex) {
     ex.vg.probe("mcast-udp", &[("group", "239.9.9.9")]);
     assert_eq!(listened(ex, "/tmp/m4.log"), 2);
     let after = ex.vm.counters();
+    // (IpExtInMcastPkts may still move: the querier's IGMP queries are multicast too.)
     assert_eq!(after.delta(&before, "UdpInDatagrams"), 0);
-    assert_eq!(after.delta(&before, "IpExtInMcastPkts"), 0);
     assert!(after.delta(&before, "IpInReceives") >= 1);
 }
 

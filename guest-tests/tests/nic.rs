@@ -7,23 +7,6 @@ use std::time::Duration;
 
 use guest_tests::{Virtgate, Vm, VmOptions};
 
-/// `virtgate ctl --api-socket API ARGS...`; panics unless it succeeds, returns its output.
-fn ctl(api: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(guest_tests::virtgate_bin())
-        .arg("ctl")
-        .arg("--api-socket")
-        .arg(api)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "virtgate ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The guest's interrupt count on the virtio RX queue (`virtio0-input.0` in /proc/interrupts).
 fn rx_interrupts(vm: &mut Vm) -> u64 {
     let line = vm.sh("grep virtio0-input.0 /proc/interrupts");
@@ -281,7 +264,7 @@ fn the_control_api_agrees_with_the_guest() {
             counter(&mut vm, "rx_packets"),
             counter(&mut vm, "tx_packets"),
         );
-        let stats: serde_json::Value = serde_json::from_str(&ctl(&api, &["stats"])).unwrap();
+        let stats: serde_json::Value = serde_json::from_str(&vg.ctl(&["stats"])).unwrap();
         if stats["device"]["rx_frames"] == rx && stats["device"]["tx_frames"] == tx {
             agreed = true;
             break;
@@ -289,13 +272,10 @@ fn the_control_api_agrees_with_the_guest() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(agreed, "the API's frame counts never matched the guest's");
-    let set = ctl(
-        &api,
-        &["coalesce", "--rx-usecs", "200", "--rx-usecs-abs", "1000"],
-    );
+    let set = vg.ctl(&["coalesce", "--rx-usecs", "200", "--rx-usecs-abs", "1000"]);
     assert!(set.contains("\"rx_usecs\": 200"), "{set}");
     vm.run("ping -c 3 10.0.2.2", Duration::from_secs(30)).ok();
-    let stats: serde_json::Value = serde_json::from_str(&ctl(&api, &["stats"])).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&vg.ctl(&["stats"])).unwrap();
     assert!(
         stats["device"]["rx_interrupts_moderated"].as_u64().unwrap() >= 1,
         "{stats:#}"
@@ -341,12 +321,12 @@ fn link_down_and_up_through_the_api_keeps_connections() {
         ))
     };
     wait_for(&mut vm, "grep -q got:ab /tmp/c.log");
-    ctl(&api, &["link", "down"]);
+    vg.ctl(&["link", "down"]);
     wait_for(&mut vm, "grep -qx 0 /sys/class/net/eth0/carrier");
     // QEMU keeps knocking; virtgate keeps refusing while the link is down.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(vm.sh("cat /sys/class/net/eth0/carrier").trim(), "0");
-    ctl(&api, &["link", "up"]);
+    vg.ctl(&["link", "up"]);
     wait_for(&mut vm, "grep -qx 1 /sys/class/net/eth0/carrier");
     let out = vm
         .run(
