@@ -6,6 +6,8 @@
  *                                mtu N
  *                                rdnss ADDR lifetime=S      (one line per address)
  *                                dnssl NAME lifetime=S      (one line per name)
+ *   ndtool ra-listen IFACE SECS  prints "listening", then the first Router Advertisement that
+ *                              arrives within SECS (none solicited), as "ra" prints it
  *   ndtool proto N ADDR [HOPS] sends one IPv6 packet with next header N to ADDR (raw socket),
  *                              with hop limit HOPS if given
  *   ndtool dhcp6 IFACE MODE    runs DHCPv6: MODE "info" sends an Information-Request, "stateful"
@@ -78,7 +80,7 @@ static void print_names(const char *what, const uint8_t *b, size_t len, uint32_t
 	}
 }
 
-static int ra(const char *ifname)
+static int ra(const char *ifname, int listen_s)
 {
 	int fd = socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6);
 	unsigned ifindex = if_nametoindex(ifname);
@@ -98,15 +100,24 @@ static int ra(const char *ifname)
 	setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops));
 	setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex, sizeof(ifindex));
 	inet_pton(AF_INET6, "ff02::2", &to.sin6_addr);
+	if (listen_s) {
+		printf("listening\n");
+		fflush(stdout);
+	}
 	for (attempt = 0; attempt < 2; attempt++) {
 		ssize_t n;
-		if (sendto(fd, rs, sizeof(rs), 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
-			perror("sendto");
-			return 1;
+		if (listen_s) {
+			if (attempt > 0 || !wait_readable(fd, listen_s * 1000))
+				break;
+		} else {
+			if (sendto(fd, rs, sizeof(rs), 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
+				perror("sendto");
+				return 1;
+			}
+			/* The gateway answers at most every 3 s (RFC 4861 §6.2.6). */
+			if (!wait_readable(fd, 5000))
+				continue;
 		}
-		/* The gateway answers at most every 3 s (RFC 4861 §6.2.6). */
-		if (!wait_readable(fd, 5000))
-			continue;
 		n = recv(fd, buf, sizeof(buf), 0);
 		if (n < 16 || buf[0] != ND_ROUTER_ADVERT)
 			continue;
@@ -293,11 +304,14 @@ static int dhcp6(const char *ifname, const char *mode)
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "ra"))
-		return ra(argv[2]);
+		return ra(argv[2], 0);
+	if (argc == 4 && !strcmp(argv[1], "ra-listen"))
+		return ra(argv[2], atoi(argv[3]) > 0 ? atoi(argv[3]) : 1);
 	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "proto"))
 		return proto(atoi(argv[2]), argv[3], argc == 5 ? atoi(argv[4]) : 0);
 	if (argc == 4 && !strcmp(argv[1], "dhcp6"))
 		return dhcp6(argv[2], argv[3]);
-	fprintf(stderr, "usage: ndtool ra IFACE | proto N ADDR [HOPS] | dhcp6 IFACE info|stateful\n");
+	fprintf(stderr, "usage: ndtool ra IFACE | ra-listen IFACE SECS | proto N ADDR [HOPS] | "
+			"dhcp6 IFACE info|stateful\n");
 	return 64;
 }

@@ -144,6 +144,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ipv6_slaac", ipv6_slaac),
     ("ipv6_ra_hop_limit_ignored", ipv6_ra_hop_limit_ignored),
     ("ipv6_ra_mtu_option", ipv6_ra_mtu_option),
+    ("ipv6_ra_dns_options", ipv6_ra_dns_options),
     ("ipv6_ra_prefix_lifetimes", ipv6_ra_prefix_lifetimes),
     ("ipv6_dad_failure", ipv6_dad_failure),
     ("ipv6_redirect", ipv6_redirect),
@@ -891,6 +892,36 @@ fn ipv6_ra_mtu_option(ex: &mut Ex) {
         &[("Icmp6InRouterAdvertisements", 1)],
     );
     assert_eq!(mtu(ex), "1500");
+}
+
+fn ipv6_ra_dns_options(ex: &mut Ex) {
+    // DNS servers and search domains changed at run time, as an RA listener in the guest sees
+    // them (a periodic RA of virtgate's own may come first: then listen again).
+    for _ in 0..3 {
+        ex.vm.sh("ndtool ra-listen eth0 10 > /tmp/ra.log 2>&1 &");
+        ex.vm.sh("i=0; until grep -q listening /tmp/ra.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done");
+        ex.vg.probe(
+            "ndp-ra",
+            &[
+                ("rdnss", "fd00::53,fd00::54"),
+                ("dnssl", "probe.example"),
+                ("dns-lifetime", "600"),
+            ],
+        );
+        let log = ex.vm.sh("i=0; until grep -q '^ra ' /tmp/ra.log || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/ra.log");
+        if !log.contains("fd00::53") {
+            continue;
+        }
+        for line in [
+            "rdnss fd00::53 lifetime=600",
+            "rdnss fd00::54 lifetime=600",
+            "dnssl probe.example lifetime=600",
+        ] {
+            assert!(log.contains(line), "{line} not in {log}");
+        }
+        return;
+    }
+    panic!("the guest never saw the advertisement with the new DNS options");
 }
 
 fn ipv6_ra_prefix_lifetimes(ex: &mut Ex) {

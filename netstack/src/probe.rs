@@ -1353,6 +1353,9 @@ pub static PROBES: &[Probe] = &[
             "preferred=14400",
             "mtu: an MTU option (none)",
             "flags=0: M (0x80), O (0x40)",
+            "rdnss: DNS servers, comma-separated (RFC 8106)",
+            "dnssl: search domains, comma-separated",
+            "dns-lifetime=1800: of rdnss and dnssl (0 withdraws them)",
             "from=fe80::2",
         ],
         build: |b| {
@@ -1384,6 +1387,30 @@ pub static PROBES: &[Probe] = &[
                 body.extend_from_slice(&preferred.to_be_bytes());
                 body.extend_from_slice(&[0; 4]);
                 body.extend_from_slice(&addr.octets());
+            }
+            let dns_lifetime: u32 = b.get("dns-lifetime", 1800)?;
+            if let Some(list) = b.params.get("rdnss") {
+                let addrs = list
+                    .split(',')
+                    .map(|a| a.trim().parse::<std::net::Ipv6Addr>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|_| ProbeError(format!("rdnss: {list:?}")))?;
+                // RFC 8106 §5.1: length in 8-byte units, 1 + 2 per address.
+                body.extend_from_slice(&[25, (1 + 2 * addrs.len()) as u8, 0, 0]);
+                body.extend_from_slice(&dns_lifetime.to_be_bytes());
+                addrs.iter().for_each(|a| body.extend_from_slice(&a.octets()));
+            }
+            if let Some(list) = b.params.get("dnssl") {
+                let names: Vec<&str> = list.split(',').map(str::trim).collect();
+                let mut encoded = crate::wire::icmpv6::encode_domains(&names);
+                if encoded.is_empty() {
+                    return err(format!("dnssl: {list:?} holds no domain name"));
+                }
+                // RFC 8106 §5.2: padded with zeros to a multiple of 8 bytes.
+                encoded.resize((8 + encoded.len()).div_ceil(8) * 8 - 8, 0);
+                body.extend_from_slice(&[31, (1 + encoded.len() / 8) as u8, 0, 0]);
+                body.extend_from_slice(&dns_lifetime.to_be_bytes());
+                body.extend_from_slice(&encoded);
             }
             let [l0, l1] = lifetime.to_be_bytes();
             let msg = (134, 0, [cur, flags, l0, l1], body);

@@ -291,3 +291,27 @@ fn for_flow_imitates_and_quotes_the_guests_connection() {
         .contains("no TCP connection"));
     assert!(build("icmpv6-unreachable", &[("for-flow", "8080")]).is_err());
 }
+
+#[test]
+fn router_advertisements_carry_dns_options() {
+    let ra = build(
+        "ndp-ra",
+        &[
+            ("rdnss", "fd00::53,fd00::54"),
+            ("dnssl", "probe.example"),
+            ("dns-lifetime", "60"),
+        ],
+    )
+    .unwrap();
+    let ip = Ipv6Packet::new_checked(&ra[0][14..]).unwrap();
+    let msg = crate::wire::Icmpv6Repr::parse(ip.payload(), ip.src_addr(), ip.dst_addr()).unwrap();
+    let crate::wire::Icmpv6Repr::RouterAdvert { options, .. } = msg else {
+        panic!("{msg:?}");
+    };
+    let (lifetime, addrs) = options.rdnss.unwrap();
+    assert_eq!((lifetime, addrs.len()), (60, 32));
+    let (lifetime, names) = options.dnssl.unwrap();
+    assert_eq!(lifetime, 60);
+    assert!(names.starts_with(b"\x05probe\x07example\x00"));
+    assert!(build("ndp-ra", &[("rdnss", "nonsense")]).is_err());
+}
