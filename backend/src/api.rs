@@ -60,8 +60,8 @@ pub enum Command {
     AddForward(netstack::Forward, Sender<Result<(), String>>),
     RemoveForward(netstack::Forward, Sender<bool>),
     GetPathMtus(Sender<Vec<netstack::pmtu::PathMtu>>),
-    /// The querier's state as the API shows it.
-    Multicast(Sender<Value>),
+    /// The querier's settings and the guest's memberships.
+    Multicast(Sender<MulticastState>),
     SetPathMtus(Vec<netstack::pmtu::PathMtu>, Sender<Result<(), String>>),
     /// Frames for the guest's RX path, exactly as given; answers how many were queued.
     Inject(Vec<Vec<u8>>, Sender<usize>),
@@ -302,7 +302,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
         ("POST", "/inject") => inject(&req.body, device),
         ("GET", "/probes") => Reply::json(&probe_list()),
         ("GET", "/multicast") => match device.ask(Command::Multicast) {
-            Ok(v) => Reply::json(&v),
+            Ok(m) => Reply::json(&multicast_json(&m)),
             Err(r) => r,
         },
         ("GET", "/path-mtu") => match device.ask(Command::GetPathMtus) {
@@ -374,7 +374,8 @@ fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
                     f.as_str()
                         .ok_or_else(|| format!("frames[{i}] is not a string"))
                         .and_then(|h| {
-                            crate::pcapfile::parse_hex(h).map_err(|e| format!("frames[{i}]: {e}"))
+                            crate::pcapfile::parse_hex(h, crate::device::MAX_FRAME_LEN)
+                                .map_err(|e| format!("frames[{i}]: {e}"))
                         })
                 })
                 .collect();
@@ -386,8 +387,10 @@ fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
         (None, Some(Value::String(path))) => {
             match std::fs::read(path)
                 .map_err(|e| format!("{path}: {e}"))
-                .and_then(|d| crate::pcapfile::read_frames(&d).map_err(|e| format!("{path}: {e}")))
-            {
+                .and_then(|d| {
+                    crate::pcapfile::read_frames(&d, crate::device::MAX_FRAME_LEN)
+                        .map_err(|e| format!("{path}: {e}"))
+                }) {
                 Ok(f) => f,
                 Err(e) => return Reply::error(400, &e),
             }
@@ -443,34 +446,38 @@ fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
     Reply::json(&json!({ "injected": injected, "dropped": total - injected }))
 }
 
-/// `GET /multicast`: the querier and the memberships it tracks.
-pub fn multicast_json(
-    stack: &netstack::Stack<crate::host::HostSockets>,
-    now: netstack::Instant,
-) -> Value {
-    let groups = |v6: bool| {
-        stack
-            .multicast_groups(v6)
-            .iter()
-            .map(|m| {
+/// What the worker reports of the multicast querier (`GET /multicast`).
+#[derive(Debug)]
+pub struct MulticastState {
+    pub querier: bool,
+    pub query_interval_s: u64,
+    pub ipv4: Vec<netstack::multicast::Membership>,
+    pub ipv6: Vec<netstack::multicast::Membership>,
+    /// The stack's clock when this was taken (memberships expire against it).
+    pub now: netstack::Instant,
+}
+
+fn multicast_json(m: &MulticastState) -> Value {
+    let groups = |list: &[netstack::multicast::Membership]| {
+        list.iter()
+            .map(|g| {
                 json!({
-                    "group": m.group.to_string(),
-                    "mode": match m.mode {
+                    "group": g.group.to_string(),
+                    "mode": match g.mode {
                         netstack::multicast::FilterMode::Include => "include",
                         netstack::multicast::FilterMode::Exclude => "exclude",
                     },
-                    "sources": m.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "expires_in_s": (m.expires - now).total_secs(),
+                    "sources": g.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "expires_in_s": (g.expires - m.now).total_secs(),
                 })
             })
             .collect::<Vec<_>>()
     };
-    let cfg = stack.config();
     json!({
-        "querier": cfg.mcast_querier,
-        "query_interval_s": cfg.mcast_query_interval.total_secs(),
-        "ipv4": groups(false),
-        "ipv6": groups(true),
+        "querier": m.querier,
+        "query_interval_s": m.query_interval_s,
+        "ipv4": groups(&m.ipv4),
+        "ipv6": groups(&m.ipv6),
     })
 }
 

@@ -475,8 +475,14 @@ impl NetDevice {
                     let _ = reply.send(self.stack.remove_forward(f.protocol, f.host));
                 }
                 crate::api::Command::Multicast(reply) => {
-                    let now = self.now();
-                    let _ = reply.send(crate::api::multicast_json(&self.stack, now));
+                    let cfg = self.stack.config();
+                    let _ = reply.send(crate::api::MulticastState {
+                        querier: cfg.mcast_querier,
+                        query_interval_s: cfg.mcast_query_interval.total_secs(),
+                        ipv4: self.stack.multicast_groups(false).to_vec(),
+                        ipv6: self.stack.multicast_groups(true).to_vec(),
+                        now: self.now(),
+                    });
                 }
                 crate::api::Command::GetPathMtus(reply) => {
                     let _ = reply.send(self.stack.path_mtus().to_vec());

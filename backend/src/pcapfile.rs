@@ -2,8 +2,9 @@
 //! either byte order) and pcapng (Section Header, Interface Description, Enhanced and Simple
 //! Packet blocks; other blocks are skipped). Only Ethernet captures (link type 1) are taken.
 //!
-//! Bounds: at most [`MAX_FRAMES`] frames, each at most [`crate::device::MAX_FRAME_LEN`] bytes;
-//! anything larger or malformed is an error that says where, never a panic.
+//! Bounds: at most [`MAX_FRAMES`] frames, each at most the `max_frame` bytes the caller gives (the
+//! device's largest frame); anything larger or malformed is an error that says where, never a
+//! panic.
 
 /// The most frames one inject request carries.
 pub const MAX_FRAMES: usize = 4096;
@@ -11,10 +12,10 @@ pub const MAX_FRAMES: usize = 4096;
 const LINKTYPE_ETHERNET: u32 = 1;
 
 /// The frames of a pcap or pcapng file, in file order.
-pub fn read_frames(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub fn read_frames(data: &[u8], max_frame: usize) -> Result<Vec<Vec<u8>>, String> {
     match data.get(..4) {
-        Some([0x0a, 0x0d, 0x0d, 0x0a]) => read_pcapng(data),
-        Some(m) if pcap_order(m).is_some() => read_pcap(data),
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => read_pcapng(data, max_frame),
+        Some(m) if pcap_order(m).is_some() => read_pcap(data, max_frame),
         _ => Err("not a pcap or pcapng file (unknown magic number)".into()),
     }
 }
@@ -54,12 +55,16 @@ fn pcap_order(magic: &[u8]) -> Option<Order> {
     }
 }
 
-fn push_frame(frames: &mut Vec<Vec<u8>>, frame: &[u8], at: usize) -> Result<(), String> {
-    if frame.is_empty() || frame.len() > crate::device::MAX_FRAME_LEN {
+fn push_frame(
+    frames: &mut Vec<Vec<u8>>,
+    frame: &[u8],
+    at: usize,
+    max_frame: usize,
+) -> Result<(), String> {
+    if frame.is_empty() || frame.len() > max_frame {
         return Err(format!(
-            "the frame at byte {at} is {} bytes (1 to {} can be injected)",
-            frame.len(),
-            crate::device::MAX_FRAME_LEN
+            "the frame at byte {at} is {} bytes (1 to {max_frame} can be injected)",
+            frame.len()
         ));
     }
     if frames.len() == MAX_FRAMES {
@@ -69,7 +74,7 @@ fn push_frame(frames: &mut Vec<Vec<u8>>, frame: &[u8], at: usize) -> Result<(), 
     Ok(())
 }
 
-fn read_pcap(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+fn read_pcap(data: &[u8], max_frame: usize) -> Result<Vec<Vec<u8>>, String> {
     let o = pcap_order(&data[..4]).ok_or("bad pcap magic")?;
     let linktype = o.u32(data, 20).ok_or("pcap header truncated")? & 0x0fff_ffff;
     if linktype != LINKTYPE_ETHERNET {
@@ -88,13 +93,13 @@ fn read_pcap(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             .checked_add(caplen as usize)
             .filter(|&e| e <= data.len())
             .ok_or_else(|| format!("record at byte {at} runs past the end of the file"))?;
-        push_frame(&mut frames, &data[start..end], at)?;
+        push_frame(&mut frames, &data[start..end], at, max_frame)?;
         at = end;
     }
     Ok(frames)
 }
 
-fn read_pcapng(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+fn read_pcapng(data: &[u8], max_frame: usize) -> Result<Vec<Vec<u8>>, String> {
     let mut frames = Vec::new();
     // Per section: the byte order and the link type of each interface.
     let mut order = Order { big: false };
@@ -131,14 +136,14 @@ fn read_pcapng(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
                 let frame = body
                     .get(20..20 + caplen)
                     .ok_or_else(|| format!("packet block at byte {at} truncated"))?;
-                push_frame(&mut frames, frame, at)?;
+                push_frame(&mut frames, frame, at, max_frame)?;
             }
             // Simple Packet: original length, then the packet (as much as the block holds).
             3 => {
                 check_ethernet(&interfaces, 0, at)?;
                 let orig = order.u32(body, 0).ok_or("short SPB")? as usize;
                 let frame = &body[4..];
-                push_frame(&mut frames, &frame[..orig.min(frame.len())], at)?;
+                push_frame(&mut frames, &frame[..orig.min(frame.len())], at, max_frame)?;
             }
             _ => {}
         }
@@ -159,8 +164,8 @@ fn check_ethernet(interfaces: &[u32], iface: usize, at: usize) -> Result<(), Str
     }
 }
 
-/// Frames given as hex text (white space and `:` between bytes allowed).
-pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+/// A frame given as hex text (white space and `:` between bytes allowed), 1 to `max_frame` bytes.
+pub fn parse_hex(text: &str, max_frame: usize) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text
         .bytes()
         .filter(|b| !b.is_ascii_whitespace() && *b != b':')
@@ -177,11 +182,10 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
                 .ok_or_else(|| format!("hex frame: {:?} is not a byte", String::from_utf8_lossy(p)))
         })
         .collect::<Result<Vec<u8>, String>>()?;
-    if frame.is_empty() || frame.len() > crate::device::MAX_FRAME_LEN {
+    if frame.is_empty() || frame.len() > max_frame {
         return Err(format!(
-            "hex frame: {} bytes (1 to {} can be injected)",
-            frame.len(),
-            crate::device::MAX_FRAME_LEN
+            "hex frame: {} bytes (1 to {max_frame} can be injected)",
+            frame.len()
         ));
     }
     Ok(frame)
@@ -195,6 +199,16 @@ pub fn to_hex(frame: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAX: usize = 65549;
+
+    fn read_frames_max(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        read_frames(data, MAX)
+    }
+
+    fn parse_hex_max(text: &str) -> Result<Vec<u8>, String> {
+        parse_hex(text, MAX)
+    }
 
     fn pcap(big: bool, nano: bool, linktype: u32, frames: &[&[u8]]) -> Vec<u8> {
         let w32 = |v: u32| {
@@ -234,17 +248,17 @@ mod tests {
         let frames: [&[u8]; 2] = [&[1; 60], &[2; 70]];
         for big in [false, true] {
             for nano in [false, true] {
-                let got = read_frames(&pcap(big, nano, 1, &frames)).unwrap();
+                let got = read_frames_max(&pcap(big, nano, 1, &frames)).unwrap();
                 assert_eq!(got, vec![vec![1u8; 60], vec![2u8; 70]]);
             }
         }
-        let e = read_frames(&pcap(false, false, 113, &frames)).unwrap_err();
+        let e = read_frames_max(&pcap(false, false, 113, &frames)).unwrap_err();
         assert!(e.contains("link type 113"), "{e}");
         let mut cut = pcap(false, false, 1, &frames);
         cut.truncate(cut.len() - 3);
-        assert!(read_frames(&cut).unwrap_err().contains("past the end"));
-        assert!(read_frames(b"nonsense").is_err());
-        assert!(read_frames(&[]).is_err());
+        assert!(read_frames_max(&cut).unwrap_err().contains("past the end"));
+        assert!(read_frames_max(b"nonsense").is_err());
+        assert!(read_frames_max(&[]).is_err());
     }
 
     fn block(kind: u32, body: &[u8]) -> Vec<u8> {
@@ -276,17 +290,20 @@ mod tests {
         let mut spb = 20u32.to_le_bytes().to_vec();
         spb.extend([9u8; 20]);
         f.extend(block(3, &spb));
-        assert_eq!(read_frames(&f).unwrap(), vec![vec![7u8; 61], vec![9u8; 20]]);
+        assert_eq!(
+            read_frames_max(&f).unwrap(),
+            vec![vec![7u8; 61], vec![9u8; 20]]
+        );
         // A packet naming an interface that was never described.
         let mut bad = epb.clone();
         bad[0] = 3;
         let mut g = f[..f.len() - block(3, &spb).len()].to_vec();
         g.extend(block(6, &bad));
-        assert!(read_frames(&g).unwrap_err().contains("interface 3"));
+        assert!(read_frames_max(&g).unwrap_err().contains("interface 3"));
         // A block whose length runs past the file.
         let mut h = f.clone();
         h.truncate(h.len() - 2);
-        assert!(read_frames(&h).is_err());
+        assert!(read_frames_max(&h).is_err());
     }
 
     #[test]
@@ -299,7 +316,7 @@ mod tests {
         assert!(c.record(crate::capture::Direction::Inbound, &[3u8; 64], None));
         assert!(c.record(crate::capture::Direction::Outbound, &[4u8; 66], None));
         drop(c);
-        let got = read_frames(&std::fs::read(&path).unwrap()).unwrap();
+        let got = read_frames_max(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(got, vec![vec![3u8; 64], vec![4u8; 66]]);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -307,12 +324,13 @@ mod tests {
     #[test]
     fn hex_frames() {
         assert_eq!(
-            parse_hex("52:54 00\n12").unwrap(),
+            parse_hex_max("52:54 00\n12").unwrap(),
             vec![0x52, 0x54, 0, 0x12]
         );
-        assert!(parse_hex("525").is_err());
-        assert!(parse_hex("zz").is_err());
-        assert!(parse_hex("").is_err());
+        assert!(parse_hex_max("525").is_err());
+        assert!(parse_hex_max("zz").is_err());
+        assert!(parse_hex_max("").is_err());
+        assert!(parse_hex("abcdef", 2).unwrap_err().contains("1 to 2"));
         assert_eq!(to_hex(&[0xab, 1]), "ab01");
     }
 }

@@ -193,11 +193,11 @@ fn inject_and_probe_through_ctl() {
     assert!(out.contains("\"injected\": 2"), "{out}");
     assert_eq!(
         fe.recv(T).unwrap(),
-        virtgate::pcapfile::parse_hex(runt).unwrap()
+        virtgate::pcapfile::parse_hex(runt, 100).unwrap()
     );
     assert_eq!(
         fe.recv(T).unwrap(),
-        virtgate::pcapfile::parse_hex(odd).unwrap()
+        virtgate::pcapfile::parse_hex(odd, 100).unwrap()
     );
 
     // A capture file replays in order; --fix-checksums repairs what it can; spaced frames

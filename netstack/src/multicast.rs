@@ -404,14 +404,15 @@ pub fn igmp_query_frame(
     craft::ethernet(mac, gateway_mac, 0x0800, &h.emit(&msg))
 }
 
-/// An MLDv2 query from the gateway's link-local address (RFC 3810 §5.1.14: hosts ignore others):
+/// An MLDv2 query from the gateway's link-local address `src` (RFC 3810 §5.1.14: hosts ignore
+/// queries from other sources):
 /// general to ff02::1, or address-specific to the address; hop limit 1, Hop-by-Hop Router Alert.
 pub fn mld_query_frame(
     gateway_mac: crate::wire::EthernetAddress,
+    src: Ipv6Address,
     q: &Query,
     interval: Duration,
 ) -> Vec<u8> {
-    let src = crate::config::GATEWAY_LINK_LOCAL;
     let group = match q.group {
         Some(IpAddress::V6(g)) => g,
         _ => Ipv6Address::UNSPECIFIED,
@@ -556,7 +557,12 @@ mod tests {
         );
         assert_eq!(&ip.payload()[..2], &[0x11, 100]);
         assert_eq!(crate::wire::checksum::compute(ip.payload()), 0);
-        let f = mld_query_frame(mac, &q, DEFAULT_QUERY_INTERVAL);
+        let f = mld_query_frame(
+            mac,
+            crate::config::GATEWAY_LINK_LOCAL,
+            &q,
+            DEFAULT_QUERY_INTERVAL,
+        );
         let ip = crate::wire::Ipv6Packet::new_checked(&f[14..]).unwrap();
         assert_eq!((ip.hop_limit(), ip.next_header()), (1, 0));
         assert_eq!(ip.src_addr(), crate::config::GATEWAY_LINK_LOCAL);

@@ -1035,8 +1035,12 @@ impl<H: HostIo> Stack<H> {
         }
         self.querier.due(true, now, &mut due);
         for q in due.drain(..) {
-            let frame =
-                crate::multicast::mld_query_frame(self.cfg.gateway_mac, &q, self.querier.interval);
+            let frame = crate::multicast::mld_query_frame(
+                self.cfg.gateway_mac,
+                crate::config::GATEWAY_LINK_LOCAL,
+                &q,
+                self.querier.interval,
+            );
             if self.txq.push(frame) {
                 self.stats.mld_tx_queries += 1;
             } else {
