@@ -75,6 +75,12 @@ pub struct Args {
     #[arg(long = "path-mtu", value_name = "PREFIX=MTU")]
     pub path_mtus: Vec<String>,
 
+    /// A network behind the guest, repeatable (`192.168.77.0/24`, `fd77:1::/64`): the guest
+    /// routes it (its ip_forward), so packets from it are accepted from the guest and packets
+    /// for it go to the guest as their next hop.
+    #[arg(long = "route-via-guest", value_name = "PREFIX")]
+    pub routes_via_guest: Vec<String>,
+
     /// Resolver for the guest's DNS queries, repeatable: `ADDR[:PORT]` [default: the nameservers
     /// of --resolv-conf].
     #[arg(long = "dns-upstream", value_name = "ADDR[:PORT]")]
@@ -234,6 +240,8 @@ pub enum ConfigError {
     Forward(String, &'static str),
     #[error("--path-mtu {0}")]
     PathMtu(String),
+    #[error("--route-via-guest {0}")]
+    RouteViaGuest(String),
     #[error("--loss {0}: must be a percentage from 0 to 100")]
     Loss(f64),
     #[error("--{0}: {1}")]
@@ -367,6 +375,14 @@ impl Args {
             link_announce: !self.no_link_announce,
             source_check: !self.no_source_check,
             path_mtus: parse_path_mtus(&self.path_mtus).map_err(ConfigError::PathMtu)?,
+            routes_via_guest: self
+                .routes_via_guest
+                .iter()
+                .map(|p| {
+                    p.parse()
+                        .map_err(|e| ConfigError::RouteViaGuest(format!("{p}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
             mcast_querier: !self.no_mcast_querier,
             mcast_query_interval: Duration::from_secs(self.mcast_query_interval),
             ipv6: if self.no_ipv6 {
@@ -745,6 +761,8 @@ mod tests {
             (&["--path-mtu", "10.0.0.0/8"][..], "PREFIX=MTU"),
             (&["--path-mtu", "fd00::/64=1000"][..], "at least 1280"),
             (&["--mcast-query-interval", "1"][..], "query interval"),
+            (&["--route-via-guest", "192.168.77.0/33"][..], "--route-via-guest"),
+            (&["--route-via-guest", "10.0.2.0/24"][..], "gateway's own address"),
         ] {
             let err = config(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

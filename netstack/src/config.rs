@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::time::Duration;
-use crate::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
+use crate::wire::{EthernetAddress, IpAddress, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 
 /// The largest MTU virtio-net can carry: a 64 KiB IP packet less headers (the same bound QEMU and
 /// Linux use for virtio-net, 65535 - 14 - 1, rounded to 65520).
@@ -50,11 +50,17 @@ pub struct Config {
     pub source_check: bool,
     /// Emulated narrower paths behind the gateway (see [`crate::pmtu`]).
     pub path_mtus: Vec<crate::pmtu::PathMtu>,
+    /// Prefixes behind the guest (the guest routes them): their sources are accepted from the
+    /// guest, and packets for them go to the guest's MAC as their next hop.
+    pub routes_via_guest: Vec<crate::wire::IpPrefix>,
     /// Query the link for multicast memberships, IGMPv3 and MLDv2 (see [`crate::multicast`]).
     pub mcast_querier: bool,
     /// The querier's Query Interval, 2 s to an hour.
     pub mcast_query_interval: Duration,
 }
+
+/// The most prefixes routed via the guest (`--route-via-guest`).
+pub const MAX_ROUTES_VIA_GUEST: usize = 16;
 
 /// The gateway's link-local address (RFC 4861 §6.1.2: routers advertise from one), mirroring
 /// host 2 of the IPv4 network.
@@ -237,6 +243,7 @@ impl Default for Config {
             link_announce: true,
             source_check: true,
             path_mtus: Vec::new(),
+            routes_via_guest: Vec::new(),
             mcast_querier: true,
             mcast_query_interval: crate::multicast::DEFAULT_QUERY_INTERVAL,
         }
@@ -248,6 +255,8 @@ impl Default for Config {
 pub enum ConfigError {
     #[error("path MTUs: {0}")]
     PathMtu(String),
+    #[error("routes via the guest: {0}")]
+    RouteViaGuest(String),
     #[error("multicast query interval {0} s: must be 2 to 3600 s")]
     QueryInterval(u64),
     #[error("gateway MAC {0} must be a unicast address")]
@@ -308,6 +317,24 @@ impl Config {
     /// Checks that the addresses fit together; the stack is built only from a valid config.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::pmtu::validate(&self.path_mtus).map_err(ConfigError::PathMtu)?;
+        if self.routes_via_guest.len() > MAX_ROUTES_VIA_GUEST {
+            return Err(ConfigError::RouteViaGuest(format!(
+                "at most {MAX_ROUTES_VIA_GUEST} prefixes"
+            )));
+        }
+        for p in &self.routes_via_guest {
+            // The link's own addresses must stay on the link.
+            let gateway6 = self.ipv6.as_ref().map(|c| IpAddress::V6(c.gateway));
+            let on_link = [Some(IpAddress::V4(self.gateway_ipv4)), gateway6]
+                .into_iter()
+                .flatten()
+                .any(|a| p.contains(a));
+            if on_link {
+                return Err(ConfigError::RouteViaGuest(format!(
+                    "{p} holds the gateway's own address"
+                )));
+            }
+        }
         let qi = self.mcast_query_interval.total_secs();
         if !(2..=3600).contains(&qi) {
             return Err(ConfigError::QueryInterval(qi));

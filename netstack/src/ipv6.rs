@@ -200,7 +200,10 @@ impl<H: HostIo> Stack<H> {
         let repr = Ipv6Repr::parse(&packet);
         // Sources: the guest's link-local or prefix addresses, or :: for DAD and early MLD
         // (checked per message below). Never multicast (RFC 4291 §2.7), never ours.
+        // A network routed via the guest sends through it.
+        let behind_guest = self.behind_guest(repr.src.into());
         let src_ok = repr.src.is_unspecified()
+            || behind_guest
             || ((repr.src.is_link_local() || cfg.prefix.contains(repr.src))
                 && !cfg.is_gateway_address(repr.src)
                 && repr.src != cfg.prefix.network());
@@ -209,12 +212,12 @@ impl<H: HostIo> Stack<H> {
             trace!("drop: IPv6 from {}: not a guest address", repr.src);
             return;
         }
-        if !repr.src.is_unspecified() && !self.sources.allow_v6(repr.src) {
+        if !repr.src.is_unspecified() && !behind_guest && !self.sources.allow_v6(repr.src) {
             self.stats.drop_ipv6_spoofed += 1;
             trace!("drop: IPv6 from {}: not claimed with DAD", repr.src);
             return;
         }
-        if !repr.src.is_unspecified() {
+        if !repr.src.is_unspecified() && !behind_guest {
             self.learn_v6(now, repr.src, eth.src);
             if cfg.prefix.contains(repr.src) {
                 self.v6.last_guest_global = Some(repr.src);
@@ -1041,7 +1044,7 @@ impl<H: HostIo> Stack<H> {
             None if offload.gso.is_some() => {
                 // Too large to park: the sender (TCP) sends again once the guest answers.
                 self.stats.drop_ndp_unresolved += 1;
-                self.solicit_neighbor(now, repr.dst);
+                self.solicit_neighbor(now, self.next_hop_v6(repr.dst));
                 false
             }
             None => {
@@ -1050,13 +1053,14 @@ impl<H: HostIo> Stack<H> {
                 scratch.resize(frame_len, 0);
                 build(&mut scratch, EthernetAddress([0; 6]));
                 offload.complete(&mut scratch[ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN..]);
-                let (request, replaced) = self.v6.neighbors.park(now, repr.dst, &scratch);
+                let hop = self.next_hop_v6(repr.dst);
+                let (request, replaced) = self.v6.neighbors.park(now, hop, &scratch);
                 self.put_scratch(scratch);
                 if replaced {
                     self.stats.drop_ndp_unresolved += 1;
                 }
                 if request {
-                    self.solicit_neighbor(now, repr.dst);
+                    self.solicit_neighbor(now, hop);
                 }
                 true
             }
@@ -1076,8 +1080,20 @@ impl<H: HostIo> Stack<H> {
         if dst.is_multicast() {
             Some(dst.multicast_mac())
         } else {
-            dst_mac.or_else(|| self.v6.neighbors.lookup(now, dst))
+            let hop = self.next_hop_v6(dst);
+            dst_mac.or_else(|| self.v6.neighbors.lookup(now, hop))
         }
+    }
+
+    /// The link neighbour an IPv6 packet to `dst` goes to: the guest itself (its global address)
+    /// for a prefix routed via the guest, else `dst`.
+    fn next_hop_v6(&self, dst: Ipv6Address) -> Ipv6Address {
+        if self.behind_guest(dst.into()) {
+            if let Some(guest) = self.v6.last_guest_global {
+                return guest;
+            }
+        }
+        dst
     }
 
     /// Starts resolving `dst` with a Neighbor Solicitation (when IPv6 is served).
@@ -1101,7 +1117,7 @@ impl<H: HostIo> Stack<H> {
         let mac = self.ipv6_link_destination(now, dst_mac, repr.dst);
         let Some(mac) = mac else {
             self.stats.drop_ndp_unresolved += 1;
-            self.solicit_neighbor(now, repr.dst);
+            self.solicit_neighbor(now, self.next_hop_v6(repr.dst));
             return false;
         };
         let overhead = wire_ipv6::HEADER_LEN + wire_ipv6::FragmentHeader::LEN;

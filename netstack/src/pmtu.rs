@@ -15,43 +15,10 @@
 use core::fmt;
 use core::str::FromStr;
 
-use crate::wire::{IpAddress, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
+use crate::wire::{IpAddress, IpPrefix};
 
 /// The most path-MTU entries.
 pub const MAX_PATH_MTUS: usize = 64;
-
-/// A destination prefix of either family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpPrefix {
-    V4(Ipv4Cidr),
-    V6(Ipv6Cidr),
-}
-
-impl IpPrefix {
-    pub fn contains(&self, addr: IpAddress) -> bool {
-        match (self, addr) {
-            (IpPrefix::V4(p), IpAddress::V4(a)) => p.contains(a),
-            (IpPrefix::V6(p), IpAddress::V6(a)) => p.contains(a),
-            _ => false,
-        }
-    }
-
-    pub fn prefix_len(&self) -> u8 {
-        match self {
-            IpPrefix::V4(p) => p.prefix_len(),
-            IpPrefix::V6(p) => p.prefix_len(),
-        }
-    }
-}
-
-impl fmt::Display for IpPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            IpPrefix::V4(p) => write!(f, "{}/{}", p.network(), p.prefix_len()),
-            IpPrefix::V6(p) => write!(f, "{}/{}", p.network(), p.prefix_len()),
-        }
-    }
-}
 
 /// One emulated path: destinations in `prefix` are behind a link of `mtu` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,35 +46,17 @@ impl FromStr for PathMtu {
             .trim()
             .parse()
             .map_err(|_| format!("{s:?}: the MTU is a number up to 65535"))?;
-        let (addr, len) = match prefix.split_once('/') {
-            Some((a, l)) => (
-                a,
-                Some(
-                    l.parse::<u8>()
-                        .map_err(|_| format!("{s:?}: bad prefix length"))?,
-                ),
-            ),
-            None => (prefix, None),
+        let prefix: IpPrefix = prefix.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let least = match prefix {
+            IpPrefix::V4(_) => 68,
+            IpPrefix::V6(_) => 1280,
         };
-        let prefix = match addr.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(a)) => {
-                if mtu < 68 {
-                    return Err(format!("{s:?}: an IPv4 MTU is at least 68"));
-                }
-                Ipv4Cidr::new(Ipv4Address::from(a), len.unwrap_or(32))
-                    .map(IpPrefix::V4)
-                    .ok_or_else(|| format!("{s:?}: bad prefix length"))?
-            }
-            Ok(std::net::IpAddr::V6(a)) => {
-                if mtu < 1280 {
-                    return Err(format!("{s:?}: an IPv6 MTU is at least 1280"));
-                }
-                Ipv6Cidr::new(Ipv6Address::from(a), len.unwrap_or(128))
-                    .map(IpPrefix::V6)
-                    .ok_or_else(|| format!("{s:?}: bad prefix length"))?
-            }
-            Err(_) => return Err(format!("{s:?}: {addr:?} is not an IP address")),
-        };
+        if mtu < least {
+            return Err(format!(
+                "{s:?}: an IPv{} MTU is at least {least}",
+                if least == 68 { 4 } else { 6 }
+            ));
+        }
         Ok(PathMtu { prefix, mtu })
     }
 }

@@ -480,6 +480,22 @@ impl<H: HostIo> Stack<H> {
         ))
     }
 
+    /// Whether `addr` lies in a prefix routed via the guest (`routes_via_guest`).
+    pub(crate) fn behind_guest(&self, addr: wire::IpAddress) -> bool {
+        self.cfg.routes_via_guest.iter().any(|p| p.contains(addr))
+    }
+
+    /// The link neighbour an IPv4 packet to `dst` goes to: the guest itself for a prefix routed
+    /// via the guest, else `dst`.
+    fn next_hop_v4(&self, dst: Ipv4Address) -> Ipv4Address {
+        if self.behind_guest(dst.into()) {
+            if let Some(guest) = self.guest_ipv4() {
+                return guest;
+            }
+        }
+        dst
+    }
+
     /// The emulated path MTUs in force.
     pub fn path_mtus(&self) -> &[crate::pmtu::PathMtu] {
         &self.path_mtus
@@ -823,12 +839,15 @@ impl<H: HostIo> Stack<H> {
         // Sources first, so that neither spoofed fragments nor spoofed datagrams use anything.
         let dhcp_client =
             repr.src.is_unspecified() && repr.protocol == IpProtocol::Udp && !packet.is_fragment();
-        if !self.is_guest_address(repr.src) && !dhcp_client {
+        // A network routed via the guest sends through it: its sources are the guest's to use.
+        let behind_guest = self.behind_guest(repr.src.into());
+        if !self.is_guest_address(repr.src) && !dhcp_client && !behind_guest {
             self.stats.drop_ipv4_bad_source += 1;
             trace!("drop: {packet}: source not a guest address");
             return;
         }
         if !dhcp_client
+            && !behind_guest
             && !self.sources.allow_v4(
                 repr.src,
                 self.dhcp.leases().filter(|l| l.bound).map(|l| l.addr),
@@ -859,7 +878,7 @@ impl<H: HostIo> Stack<H> {
             self.reasm_buf = whole;
             return;
         }
-        if !repr.src.is_unspecified() {
+        if !repr.src.is_unspecified() && !self.behind_guest(repr.src.into()) {
             self.learn(now, repr.src, eth.src);
             self.last_guest_ipv4 = Some(repr.src);
         }
@@ -1202,9 +1221,10 @@ impl<H: HostIo> Stack<H> {
         repr: &Ipv4Repr,
         emit_payload: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let Some(mac) = dst_mac.or_else(|| self.neighbors.lookup(now, repr.dst)) else {
+        let hop = self.next_hop_v4(repr.dst);
+        let Some(mac) = dst_mac.or_else(|| self.neighbors.lookup(now, hop)) else {
             self.stats.drop_arp_unresolved += 1;
-            self.dispatch_arp_request(repr.dst);
+            self.dispatch_arp_request(hop);
             return false;
         };
         let piece = (usize::from(self.cfg.mtu) - ipv4::HEADER_LEN) & !7;
@@ -1335,7 +1355,8 @@ impl<H: HostIo> Stack<H> {
             emit_payload(&mut ip[ipv4::HEADER_LEN..]);
         };
         let frame_len = ethernet::HEADER_LEN + ip_len;
-        match dst_mac.or_else(|| self.neighbors.lookup(now, repr.dst)) {
+        let hop = self.next_hop_v4(repr.dst);
+        match dst_mac.or_else(|| self.neighbors.lookup(now, hop)) {
             Some(mac) => {
                 let meta = offload.frame_meta(ethernet::HEADER_LEN + ipv4::HEADER_LEN);
                 if !self.queue_frame_meta(frame_len, meta, |buf| build(buf, mac)) {
@@ -1347,7 +1368,7 @@ impl<H: HostIo> Stack<H> {
             None if offload.gso.is_some() => {
                 // Too large to park: the sender (TCP) sends again once the guest answers ARP.
                 self.stats.drop_arp_unresolved += 1;
-                self.dispatch_arp_request(repr.dst);
+                self.dispatch_arp_request(hop);
                 false
             }
             None => {
@@ -1359,13 +1380,13 @@ impl<H: HostIo> Stack<H> {
                 scratch.resize(frame_len, 0);
                 build(&mut scratch, EthernetAddress([0; 6]));
                 offload.complete(&mut scratch[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
-                let (request, replaced) = self.neighbors.park(now, repr.dst, &scratch);
+                let (request, replaced) = self.neighbors.park(now, hop, &scratch);
                 self.scratch = scratch;
                 if replaced {
                     self.stats.drop_arp_unresolved += 1;
                 }
                 if request {
-                    self.dispatch_arp_request(repr.dst);
+                    self.dispatch_arp_request(hop);
                 }
                 true
             }

@@ -2141,4 +2141,37 @@ mod exerciser {
         let many = vec!["10.0.2.2=576".parse().unwrap(); crate::pmtu::MAX_PATH_MTUS + 1];
         assert!(s.set_path_mtus(many).is_err());
     }
+
+    #[test]
+    fn a_network_routed_via_the_guest_is_reached_through_it() {
+        let dns = Config::default().dns_ipv4;
+        let inner = Ipv4Address::new(192, 168, 77, 5);
+        let icmp = crate::wire::craft::icmpv4(8, 0, [0, 1, 0, 2], b"inner");
+        let mut s = Stack::new(Config {
+            routes_via_guest: vec!["192.168.77.0/24".parse().unwrap()],
+            ..Config::default()
+        })
+        .unwrap();
+        // The guest speaks from its own address first (its MAC and address are learned).
+        s.process_frame(now(), &echo_request(dns, 1, b"x"));
+        drain(&mut s);
+        s.process_frame(now(), &ipv4_frame(inner, dns, IpProtocol::Icmp, &icmp));
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 1, "{:?}", s.stats());
+        assert_eq!(&out[0][..6], &GUEST_MAC.0, "the guest is the next hop");
+        let ip = Ipv4Packet::new_checked(&out[0][14..]).unwrap();
+        assert_eq!(ip.dst_addr(), inner);
+        assert_eq!(s.guest_ipv4(), Some(GUEST_IP), "the inner source is not the guest's");
+        // Without the route, such a source is no guest's.
+        let mut plain = stack();
+        plain.process_frame(now(), &echo_request(dns, 1, b"x"));
+        plain.process_frame(now(), &ipv4_frame(inner, dns, IpProtocol::Icmp, &icmp));
+        assert_eq!(plain.stats().drop_ipv4_bad_source, 1);
+        // The link's own addresses cannot be routed away.
+        assert!(Stack::new(Config {
+            routes_via_guest: vec!["10.0.2.0/24".parse().unwrap()],
+            ..Config::default()
+        })
+        .is_err());
+    }
 }

@@ -80,6 +80,60 @@ impl IpAddress {
     }
 }
 
+/// A prefix of either family: a destination range (`198.51.100.0/24`, `2001:db8::/32`; an address
+/// alone is a host prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpPrefix {
+    V4(Ipv4Cidr),
+    V6(Ipv6Cidr),
+}
+
+impl IpPrefix {
+    pub fn contains(&self, addr: IpAddress) -> bool {
+        match (self, addr) {
+            (IpPrefix::V4(p), IpAddress::V4(a)) => p.contains(a),
+            (IpPrefix::V6(p), IpAddress::V6(a)) => p.contains(a),
+            _ => false,
+        }
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        match self {
+            IpPrefix::V4(p) => p.prefix_len(),
+            IpPrefix::V6(p) => p.prefix_len(),
+        }
+    }
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            IpPrefix::V4(p) => write!(f, "{}/{}", p.network(), p.prefix_len()),
+            IpPrefix::V6(p) => write!(f, "{}/{}", p.network(), p.prefix_len()),
+        }
+    }
+}
+
+impl core::str::FromStr for IpPrefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> core::result::Result<Self, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| "bad prefix length")?)),
+            None => (s, None),
+        };
+        match addr.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => Ipv4Cidr::new(a.into(), len.unwrap_or(32))
+                .map(IpPrefix::V4)
+                .ok_or_else(|| "bad prefix length".to_string()),
+            Ok(std::net::IpAddr::V6(a)) => Ipv6Cidr::new(a.into(), len.unwrap_or(128))
+                .map(IpPrefix::V6)
+                .ok_or_else(|| "bad prefix length".to_string()),
+            Err(_) => Err(format!("{addr:?} is not an IP address")),
+        }
+    }
+}
+
 /// Why a buffer could not be read as a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {

@@ -1033,3 +1033,34 @@ fn an_emulated_narrow_path_answers_with_packet_too_big() {
     ));
     assert_eq!(s.stats().drop_ipv6_path_mtu, 1);
 }
+
+#[test]
+fn an_ipv6_network_routed_via_the_guest_is_reached_through_it() {
+    let mut s = claimed(
+        Stack::new(Config {
+            routes_via_guest: vec!["fd77:1::/64".parse().unwrap()],
+            ..Config::default()
+        })
+        .unwrap(),
+    );
+    let echo = |src: Ipv6Address| {
+        icmpv6_frame(
+            src,
+            a("fd00::3"),
+            64,
+            &Icmpv6Repr::EchoRequest {
+                ident: 1,
+                seq_no: 1,
+                data: b"x",
+            },
+        )
+    };
+    s.process_frame(Instant::ZERO, &echo(a("fd00::15")));
+    drain(&mut s);
+    s.process_frame(Instant::ZERO, &echo(a("fd77:1::5")));
+    let out = v6_packets(&drain(&mut s));
+    assert_eq!(out.len(), 1, "{:?}", s.stats());
+    assert_eq!(out[0].0, GUEST_MAC);
+    assert_eq!(out[0].1.dst, a("fd77:1::5"));
+    assert_eq!(s.stats().drop_ipv6_spoofed, 0);
+}
