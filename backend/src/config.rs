@@ -761,8 +761,14 @@ mod tests {
             (&["--path-mtu", "10.0.0.0/8"][..], "PREFIX=MTU"),
             (&["--path-mtu", "fd00::/64=1000"][..], "at least 1280"),
             (&["--mcast-query-interval", "1"][..], "query interval"),
-            (&["--route-via-guest", "192.168.77.0/33"][..], "--route-via-guest"),
-            (&["--route-via-guest", "10.0.2.0/24"][..], "gateway's own address"),
+            (
+                &["--route-via-guest", "192.168.77.0/33"][..],
+                "--route-via-guest",
+            ),
+            (
+                &["--route-via-guest", "10.0.2.0/24"][..],
+                "gateway's own address",
+            ),
         ] {
             let err = config(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

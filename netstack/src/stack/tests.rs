@@ -2161,7 +2161,11 @@ mod exerciser {
         assert_eq!(&out[0][..6], &GUEST_MAC.0, "the guest is the next hop");
         let ip = Ipv4Packet::new_checked(&out[0][14..]).unwrap();
         assert_eq!(ip.dst_addr(), inner);
-        assert_eq!(s.guest_ipv4(), Some(GUEST_IP), "the inner source is not the guest's");
+        assert_eq!(
+            s.guest_ipv4(),
+            Some(GUEST_IP),
+            "the inner source is not the guest's"
+        );
         // Without the route, such a source is no guest's.
         let mut plain = stack();
         plain.process_frame(now(), &echo_request(dns, 1, b"x"));
