@@ -541,7 +541,7 @@ fn stats_document(shared: &Shared) -> Value {
 }
 
 /// Counters that are levels, not running totals.
-const GAUGES: [&str; 2] = ["tcp_connections", "flows_active"];
+const GAUGES: [&str; 3] = ["tcp_connections", "flows_active", "multicast_groups"];
 
 /// The Prometheus text exposition format (version 0.0.4): `virtgate_<group>_<counter>`.
 fn metrics(shared: &Shared) -> String {

@@ -144,6 +144,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ipv6_slaac", ipv6_slaac),
     ("ipv6_ra_hop_limit_ignored", ipv6_ra_hop_limit_ignored),
     ("ipv6_ra_dns_options", ipv6_ra_dns_options),
+    ("ipv6_ra_router_lifetime", ipv6_ra_router_lifetime),
     ("ipv6_ra_prefix_lifetimes", ipv6_ra_prefix_lifetimes),
     ("ipv6_dad_failure", ipv6_dad_failure),
     ("ipv6_redirect", ipv6_redirect),
@@ -163,6 +164,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("nic_oversize_frame", nic_oversize_frame),
     ("nic_unknown_ethertype", nic_unknown_ethertype),
     ("nic_vlan_tagged", nic_vlan_tagged),
+    ("nic_promiscuous_capture", nic_promiscuous_capture),
     ("ipv4_forwarding", ipv4_forwarding),
     ("ipv6_forwarding", ipv6_forwarding),
     ("routes_via_the_guest", routes_via_the_guest),
@@ -505,10 +507,12 @@ fn ipv4_defrag_oversize(ex: &mut Ex) {
 }
 
 fn ipv4_icmp_errors_received(ex: &mut Ex) {
-    for code in ["0", "1", "2", "3", "13"] {
+    // Every code of RFC 792 and RFC 1812 §5.2.7.1 (4 with a next-hop MTU).
+    for code in 0..=15 {
+        let code = code.to_string();
         ex.expect(
             "icmpv4-unreachable",
-            &[("code", code)],
+            &[("code", &code)],
             &[("IcmpInDestUnreachs", 1)],
         );
     }
@@ -757,10 +761,12 @@ fn ipv6_fragment_oversize(ex: &mut Ex) {
 }
 
 fn ipv6_icmp_errors_received(ex: &mut Ex) {
-    for code in ["0", "1", "3", "4"] {
+    // Every code of RFC 4443 §3.1 and RFC 7112 (0 to 7).
+    for code in 0..=7 {
+        let code = code.to_string();
         ex.expect(
             "icmpv6-unreachable",
-            &[("code", code)],
+            &[("code", &code)],
             &[("Icmp6InDestUnreachs", 1)],
         );
     }
@@ -931,6 +937,28 @@ fn ipv6_ra_dns_options(ex: &mut Ex) {
         return;
     }
     panic!("the guest never saw the advertisement with the new DNS options");
+}
+
+fn ipv6_ra_router_lifetime(ex: &mut Ex) {
+    let default_via = |ex: &mut Ex, want: bool| {
+        let cond = if want { "" } else { "!" };
+        ex.vm.run(
+            &format!("i=0; until {cond} ip -6 route show default | grep -q fe80::2 || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done; ip -6 route show default"),
+            Duration::from_secs(30),
+        ).stdout
+    };
+    // Router lifetime 0: the guest stops using the gateway as its default router (RFC 4861 §6.3.4).
+    ex.expect(
+        "ndp-ra",
+        &[("router-lifetime", "0")],
+        &[("Icmp6InRouterAdvertisements", 1)],
+    );
+    let routes = default_via(ex, false);
+    assert!(!routes.contains("fe80::2"), "{routes}");
+    // And takes it back with a lifetime again.
+    ex.expect("ndp-ra", &[], &[("Icmp6InRouterAdvertisements", 1)]);
+    let routes = default_via(ex, true);
+    assert!(routes.contains("fe80::2"), "{routes}");
 }
 
 fn ipv6_ra_prefix_lifetimes(ex: &mut Ex) {
@@ -1426,6 +1454,25 @@ fn routes_via_the_guest(ex: &mut Ex) {
         }
         assert_eq!(bad(ex), bad_before, "inner sources are the guest's to use");
     });
+}
+
+/// A packet socket in promiscuous mode, as tcpdump opens one: the interface's promiscuity goes up
+/// while it lives, and it sees the frames for other stations that IP then drops.
+fn nic_promiscuous_capture(ex: &mut Ex) {
+    let promisc = |ex: &mut Ex| {
+        let flags = ex.vm.sh("cat /sys/class/net/eth0/flags");
+        i64::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap() & 0x100 != 0
+    };
+    assert!(!promisc(ex));
+    ex.vm.sh("pcount eth0 3 > /tmp/pcount.log 2>&1 &");
+    ex.vm.sh(
+        "i=0; until grep -q ready /tmp/pcount.log || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done",
+    );
+    assert!(promisc(ex), "IFF_PROMISC while the packet socket lives");
+    ex.vg.probe("eth-foreign-mac", &[("count", "3")]);
+    let log = ex.vm.sh("i=0; until grep -q otherhost /tmp/pcount.log || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/pcount.log");
+    assert!(log.contains("otherhost 3"), "{log}");
+    assert!(!promisc(ex), "promiscuity drops with the socket");
 }
 
 // ---- Call chains (ftrace instead of dump_stack() patches) ----

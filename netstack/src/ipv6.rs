@@ -592,11 +592,13 @@ impl<H: HostIo> Stack<H> {
                 self.stats.mld_rx_group_records += u64::from(groups);
                 let outcome = self.querier.mld(now, body[0], &body[4..]);
                 self.stats.drop_multicast_table_full += outcome.table_full;
+                self.count_multicast_groups();
             }
             Icmpv6Repr::Other { msg_type: 132, .. } if body.len() >= 24 => {
                 // MLDv1 Done (RFC 2710 §3.7): ask whether anyone still listens.
                 self.stats.mld_rx_dones += 1;
                 self.querier.mld(now, 132, &body[4..]);
+                self.count_multicast_groups();
             }
             Icmpv6Repr::EchoReply { .. } => self.stats.icmpv6_rx_echo_replies += 1,
             m if m.is_error() => {

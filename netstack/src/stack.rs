@@ -1030,6 +1030,12 @@ impl<H: HostIo> Stack<H> {
         }
         let outcome = self.querier.igmp(now, msg);
         self.stats.drop_multicast_table_full += outcome.table_full;
+        self.count_multicast_groups();
+    }
+
+    pub(crate) fn count_multicast_groups(&mut self) {
+        let n = self.querier.groups(false).len() + self.querier.groups(true).len();
+        self.stats.multicast_groups = n as u64;
     }
 
     /// Sends the multicast queries due at `now` (see [`crate::multicast`]).
@@ -1049,10 +1055,9 @@ impl<H: HostIo> Stack<H> {
                 self.stats.drop_tx_queue_full += 1;
             }
         }
-        if self.cfg.ipv6.is_none() {
-            return;
+        if self.cfg.ipv6.is_some() {
+            self.querier.due(true, now, &mut due);
         }
-        self.querier.due(true, now, &mut due);
         for q in due.drain(..) {
             let frame = crate::multicast::mld_query_frame(
                 self.cfg.gateway_mac,
@@ -1066,6 +1071,8 @@ impl<H: HostIo> Stack<H> {
                 self.stats.drop_tx_queue_full += 1;
             }
         }
+        // Memberships lapse in `due`.
+        self.count_multicast_groups();
     }
 
     /// The guest's multicast memberships of one family (IPv6 when `v6`).

@@ -129,6 +129,9 @@ crate::counters! {
         igmp_tx_queries,
         /// Groups or sources not tracked because the membership table was full.
         drop_multicast_table_full,
+        /// The guest's multicast memberships tracked now, both families (a gauge; the table:
+        /// `GET /multicast`).
+        multicast_groups,
         /// Echo replies from the guest to a gateway address (answers to probes).
         icmp_rx_echo_replies,
         /// Destination Unreachable from the guest.

@@ -2178,4 +2178,22 @@ mod exerciser {
         })
         .is_err());
     }
+
+    #[test]
+    fn memberships_are_tracked_and_counted() {
+        let mut s = stack();
+        let mut report = vec![0x16, 0, 0, 0, 239, 1, 1, 1];
+        let sum = crate::wire::checksum::compute(&report);
+        report[2..4].copy_from_slice(&sum.to_be_bytes());
+        let group = Ipv4Address::new(239, 1, 1, 1);
+        s.process_frame(
+            now(),
+            &ipv4_frame(GUEST_IP, group, IpProtocol::Igmp, &report),
+        );
+        assert_eq!(s.stats().multicast_groups, 1);
+        assert_eq!(s.multicast_groups(false)[0].group, group.into());
+        // Unrefreshed, it lapses after the Group Membership Interval (2 x 125 s + 10 s).
+        s.poll(Instant::from_secs(261));
+        assert_eq!(s.stats().multicast_groups, 0);
+    }
 }
