@@ -40,6 +40,20 @@ fn guest_ll() -> Ipv6Address {
     Ipv6Address::link_local_from_mac(GUEST_MAC)
 }
 
+/// An echo request from the guest's `src` to `dst` with `data`.
+fn echo6(src: Ipv6Address, dst: Ipv6Address, data: &[u8]) -> Vec<u8> {
+    icmpv6_frame(
+        src,
+        dst,
+        64,
+        &Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data,
+        },
+    )
+}
+
 /// An Ethernet frame with an IPv6 packet from the guest.
 fn ipv6_frame(
     src: Ipv6Address,
@@ -981,18 +995,7 @@ mod fragments {
 
 #[test]
 fn global_sources_need_a_dad_claim() {
-    let echo = |src: Ipv6Address| {
-        icmpv6_frame(
-            src,
-            a("fd00::2"),
-            64,
-            &Icmpv6Repr::EchoRequest {
-                ident: 1,
-                seq_no: 1,
-                data: b"x",
-            },
-        )
-    };
+    let echo = |src: Ipv6Address| echo6(src, a("fd00::2"), b"x");
     let mut s = stack();
     // Never claimed: dropped. Link-local: always allowed.
     s.process_frame(Instant::ZERO, &echo(a("fd00::15")));
@@ -1013,18 +1016,10 @@ fn an_emulated_narrow_path_answers_with_packet_too_big() {
         })
         .unwrap(),
     );
-    let data = vec![9u8; 1300];
-    let echo = icmpv6_frame(
-        a("fd00::15"),
-        a("fd00::2"),
-        64,
-        &Icmpv6Repr::EchoRequest {
-            ident: 1,
-            seq_no: 1,
-            data: &data,
-        },
+    s.process_frame(
+        Instant::ZERO,
+        &echo6(a("fd00::15"), a("fd00::2"), &[9; 1300]),
     );
-    s.process_frame(Instant::ZERO, &echo);
     let out = v6_packets(&drain(&mut s));
     assert_eq!(out.len(), 1);
     assert!(matches!(
@@ -1043,18 +1038,7 @@ fn an_ipv6_network_routed_via_the_guest_is_reached_through_it() {
         })
         .unwrap(),
     );
-    let echo = |src: Ipv6Address| {
-        icmpv6_frame(
-            src,
-            a("fd00::3"),
-            64,
-            &Icmpv6Repr::EchoRequest {
-                ident: 1,
-                seq_no: 1,
-                data: b"x",
-            },
-        )
-    };
+    let echo = |src: Ipv6Address| echo6(src, a("fd00::3"), b"x");
     s.process_frame(Instant::ZERO, &echo(a("fd00::15")));
     drain(&mut s);
     s.process_frame(Instant::ZERO, &echo(a("fd77:1::5")));
