@@ -1065,6 +1065,31 @@ mod tcp_flows {
     }
 
     #[test]
+    fn a_link_mtu_below_104_bytes_still_takes_connections() {
+        // Issue 11: the MSS clamp once had a floor above the ceiling here and panicked.
+        let cfg = Config {
+            mtu: 68,
+            ipv6: None,
+            ..Config::default()
+        };
+        let mut s = Stack::with_host(cfg, ScriptedHost::new()).unwrap();
+        s.process_frame(Instant::ZERO, &seg(flags::SYN, GUEST_ISN, None, 64240, b""));
+        let sock = s
+            .host()
+            .find(&ScriptedSocket::Tcp(remote()))
+            .expect("host connect");
+        s.host_mut().tcp_connected.insert(sock, Ok(()));
+        s.host_ready(Instant::ZERO, sock);
+        let out = drain(&mut s);
+        let syn_ack = segments(&out)[0];
+        assert_eq!(
+            syn_ack.max_seg_size,
+            Some(28),
+            "68 bytes less 40 of headers"
+        );
+    }
+
+    #[test]
     fn data_flows_both_ways_and_closes_cleanly() {
         let (mut s, iss, sock) = established();
         // Guest to host.

@@ -262,8 +262,10 @@ impl TcpConn {
         self.snd_wnd = usize::from(repr.window_len);
         self.scaling = repr.window_scale.is_some();
         self.snd_shift = repr.window_scale.unwrap_or(0).min(14);
-        // RFC 9293 §3.7.1: without the option the peer takes 536.
-        self.mss = usize::from(repr.max_seg_size.unwrap_or(536)).clamp(64, mss_ceiling);
+        // RFC 9293 §3.7.1: without the option the peer takes 536. A floor of 64 bytes against
+        // absurd offers, unless the link itself allows less (an MTU below 104).
+        self.mss =
+            usize::from(repr.max_seg_size.unwrap_or(536)).clamp(64.min(mss_ceiling), mss_ceiling);
         self.sack_ok = repr.sack_permitted;
         self.ts = repr.timestamp.map(|(val, _)| Timestamps {
             recent: val,
