@@ -275,25 +275,8 @@ impl Querier {
                 }
             }
             0x22 => {
-                let n = usize::from(read_u16(msg, 6));
-                let mut at = 8;
-                for _ in 0..n {
-                    let Some(&[kind, aux, s0, s1]) = msg.get(at..at + 4) else {
-                        break;
-                    };
-                    let nsrc = usize::from(u16::from_be_bytes([s0, s1]));
-                    let end = at + 8 + 4 * nsrc + 4 * usize::from(aux);
-                    let (Some(g), Some(srcs)) = (group(at + 4), msg.get(at + 8..at + 8 + 4 * nsrc))
-                    else {
-                        break;
-                    };
-                    let sources: Vec<IpAddress> = srcs
-                        .chunks(4)
-                        .map(|c| IpAddress::V4(Ipv4Address::from_bytes(c)))
-                        .collect();
-                    self.record(false, now, kind, g, &sources, &mut out);
-                    at = end;
-                }
+                let count = usize::from(read_u16(msg, 6));
+                self.records(false, now, msg.get(8..).unwrap_or(&[]), count, &mut out);
             }
             _ => {}
         }
@@ -322,30 +305,50 @@ impl Querier {
                 }
             }
             143 => {
-                let n = usize::from(body.get(2..4).map_or(0, |b| read_u16(b, 0)));
-                let mut at = 4;
-                for _ in 0..n {
-                    let Some(&[kind, aux, s0, s1]) = body.get(at..at + 4) else {
-                        break;
-                    };
-                    let nsrc = usize::from(u16::from_be_bytes([s0, s1]));
-                    let end = at + 20 + 16 * nsrc + 4 * usize::from(aux);
-                    let (Some(g), Some(srcs)) =
-                        (addr(at + 4), body.get(at + 20..at + 20 + 16 * nsrc))
-                    else {
-                        break;
-                    };
-                    let sources: Vec<IpAddress> = srcs
-                        .chunks(16)
-                        .map(|c| IpAddress::V6(Ipv6Address::from_bytes(c)))
-                        .collect();
-                    self.record(true, now, kind, g, &sources, &mut out);
-                    at = end;
-                }
+                let count = usize::from(body.get(2..4).map_or(0, |b| read_u16(b, 0)));
+                self.records(true, now, body.get(4..).unwrap_or(&[]), count, &mut out);
             }
             _ => {}
         }
         out
+    }
+
+    /// The `count` group records of an IGMPv3 or MLDv2 report (RFC 3376 §4.2.4, RFC 3810
+    /// §5.2.4): type, aux data length, number of sources, the group, its sources, the aux data;
+    /// addresses of 4 bytes (IPv4) or 16 (IPv6). A truncated record ends the walk.
+    fn records(
+        &mut self,
+        v6: bool,
+        now: Instant,
+        mut rest: &[u8],
+        count: usize,
+        out: &mut ReportOutcome,
+    ) {
+        let len = if v6 { 16 } else { 4 };
+        let addr = |b: &[u8]| {
+            if v6 {
+                IpAddress::V6(Ipv6Address::from_bytes(b))
+            } else {
+                IpAddress::V4(Ipv4Address::from_bytes(b))
+            }
+        };
+        for _ in 0..count {
+            let Some(&[kind, aux, s0, s1]) = rest.get(..4) else {
+                break;
+            };
+            let sources_at = 4 + len;
+            let sources_end = sources_at + len * usize::from(u16::from_be_bytes([s0, s1]));
+            let (Some(group), Some(sources)) =
+                (rest.get(4..sources_at), rest.get(sources_at..sources_end))
+            else {
+                break;
+            };
+            let sources: Vec<IpAddress> = sources.chunks(len).map(addr).collect();
+            self.record(v6, now, kind, addr(group), &sources, out);
+            rest = rest
+                .get(sources_end + 4 * usize::from(aux)..)
+                .unwrap_or(&[]);
+        }
     }
 
     /// The guest's memberships of one family.
