@@ -439,11 +439,9 @@ impl<H: HostIo> Stack<H> {
         }
     }
 
-    /// What a probe needs to know of the link (see [`crate::probe`]); each call hands out
-    /// `instances` fresh serial numbers.
-    pub fn probe_context(&mut self, instances: u32) -> crate::probe::ProbeContext {
-        let serial = self.probe_serial;
-        self.probe_serial = self.probe_serial.wrapping_add(instances.max(1));
+    /// What a probe needs to know of the link (see [`crate::probe`]), with the next unused
+    /// serial number.
+    pub fn probe_context(&self) -> crate::probe::ProbeContext {
         crate::probe::ProbeContext {
             gateway_mac: self.cfg.gateway_mac,
             guest_mac: self.guest_mac,
@@ -452,7 +450,7 @@ impl<H: HostIo> Stack<H> {
             gateway_ipv6: self.cfg.ipv6.as_ref().map(|c| c.gateway),
             guest_ipv6: self.guest_ipv6(),
             mtu: self.cfg.mtu,
-            serial,
+            serial: self.probe_serial,
             flows: self.tcp.flows().collect(),
         }
     }
@@ -467,12 +465,10 @@ impl<H: HostIo> Stack<H> {
         let probe = crate::probe::find(name).ok_or_else(|| {
             crate::probe::ProbeError(format!("no probe called {name} (see the probe list)"))
         })?;
-        let count = params
-            .get("count")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
-        let ctx = self.probe_context(count);
-        let frames = probe.build(&ctx, params)?;
+        let frames = probe.build(&self.probe_context(), params)?;
+        // Instance i used serial + i; every instance built at least one frame, so moving on by
+        // the frame count keeps the next probe's serials fresh.
+        self.probe_serial = self.probe_serial.wrapping_add(frames.len() as u32);
         self.stats.probes_sent += 1;
         Ok((
             frames.len(),
