@@ -1038,7 +1038,9 @@ mod tcp_flows {
         established_with(Config::default())
     }
 
-    fn established_with(cfg: Config) -> (Stack<ScriptedHost>, u32, crate::host::SocketId) {
+    /// The guest's SYN, the host's connect completing: the stack, the host socket and the
+    /// frames to the guest (the SYN-ACK first).
+    fn syn_acked(cfg: Config) -> (Stack<ScriptedHost>, crate::host::SocketId, Vec<Vec<u8>>) {
         let mut s = Stack::with_host(cfg, ScriptedHost::new()).unwrap();
         s.process_frame(Instant::ZERO, &seg(flags::SYN, GUEST_ISN, None, 64240, b""));
         let sock = s
@@ -1050,6 +1052,11 @@ mod tcp_flows {
         s.host_mut().tcp_connected.insert(sock, Ok(()));
         s.host_ready(Instant::ZERO, sock);
         let out = drain(&mut s);
+        (s, sock, out)
+    }
+
+    fn established_with(cfg: Config) -> (Stack<ScriptedHost>, u32, crate::host::SocketId) {
+        let (mut s, sock, out) = syn_acked(cfg);
         let syn_ack = segments(&out)[0];
         assert_eq!(syn_ack.flags, flags::SYN);
         assert_eq!(syn_ack.ack_number, Some(SeqNumber(GUEST_ISN + 1)));
@@ -1072,15 +1079,7 @@ mod tcp_flows {
             ipv6: None,
             ..Config::default()
         };
-        let mut s = Stack::with_host(cfg, ScriptedHost::new()).unwrap();
-        s.process_frame(Instant::ZERO, &seg(flags::SYN, GUEST_ISN, None, 64240, b""));
-        let sock = s
-            .host()
-            .find(&ScriptedSocket::Tcp(remote()))
-            .expect("host connect");
-        s.host_mut().tcp_connected.insert(sock, Ok(()));
-        s.host_ready(Instant::ZERO, sock);
-        let out = drain(&mut s);
+        let (_, _, out) = syn_acked(cfg);
         let syn_ack = segments(&out)[0];
         assert_eq!(
             syn_ack.max_seg_size,
