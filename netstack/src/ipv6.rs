@@ -223,7 +223,51 @@ impl<H: HostIo> Stack<H> {
                 self.v6.last_guest_global = Some(repr.src);
             }
         }
-        let dest = self.classify(&cfg, repr.dst);
+        let Some(upper) = self.walk_ipv6(now, &repr, &packet) else {
+            return;
+        };
+        if self.ipv6_too_big(now, &cfg, &repr, &packet) {
+            return;
+        }
+        if upper.fragment.is_none() {
+            return self.deliver_ipv6(now, eth, &cfg, &repr, &packet, &upper);
+        }
+        self.stats.ipv6_rx_fragments += 1;
+        let mut whole = core::mem::take(&mut self.reasm_buf);
+        match self
+            .reassembly
+            .add_v6(now, packet.packet(), &upper, &mut whole)
+        {
+            reassembly::Outcome::Pending => {}
+            reassembly::Outcome::Complete => {
+                self.stats.ipv6_reassembled += 1;
+                // The datagram is walked again as a whole, once: never a second reassembly
+                // (the walk refuses a Fragment header in it), never a recursion.
+                if let Ok(whole) = Ipv6Packet::new_checked(&whole[..]) {
+                    let repr = Ipv6Repr::parse(&whole);
+                    if let Some(upper) = self.walk_ipv6(now, &repr, &whole) {
+                        if upper.fragment.is_some() {
+                            self.stats.drop_ipv6_nested_fragment += 1;
+                        } else {
+                            self.deliver_ipv6(now, eth, &cfg, &repr, &whole, &upper);
+                        }
+                    }
+                }
+            }
+            reassembly::Outcome::Overlap => self.stats.drop_ipv6_reasm_overlap += 1,
+            reassembly::Outcome::Invalid => self.stats.drop_ipv6_fragment += 1,
+        }
+        self.reasm_buf = whole;
+    }
+
+    /// Walks the extension headers of a packet from the guest (RFC 8200 §4), counting and
+    /// answering what stops it.
+    fn walk_ipv6(
+        &mut self,
+        now: Instant,
+        repr: &Ipv6Repr,
+        packet: &Ipv6Packet<&[u8]>,
+    ) -> Option<wire_ipv6::UpperLayer> {
         let upper = match walk_extension_headers(
             u8::from(repr.next_header),
             packet.payload(),
@@ -232,7 +276,11 @@ impl<H: HostIo> Stack<H> {
             Ok(u) => u,
             Err(ExtError::Drop) => {
                 self.stats.drop_ipv6_ext_header += 1;
-                return;
+                return None;
+            }
+            Err(ExtError::NestedFragment) => {
+                self.stats.drop_ipv6_nested_fragment += 1;
+                return None;
             }
             Err(ExtError::ParameterProblem { code, pointer }) => {
                 self.stats.drop_ipv6_ext_header += 1;
@@ -240,7 +288,7 @@ impl<H: HostIo> Stack<H> {
                 if !repr.dst.is_multicast() || code == wire_ipv6::param_problem::UNKNOWN_OPTION {
                     self.send_icmpv6_error(
                         now,
-                        &repr,
+                        repr,
                         packet.packet(),
                         Icmpv6Repr::ParamProblem {
                             code,
@@ -249,27 +297,27 @@ impl<H: HostIo> Stack<H> {
                         },
                     );
                 }
-                return;
+                return None;
             }
         };
-        if upper.fragment.is_some() {
-            self.stats.ipv6_rx_fragments += 1;
-            let mut whole = core::mem::take(&mut self.reasm_buf);
-            match self
-                .reassembly
-                .add_v6(now, packet.packet(), &upper, &mut whole)
-            {
-                reassembly::Outcome::Pending => {}
-                reassembly::Outcome::Complete => {
-                    self.stats.ipv6_reassembled += 1;
-                    self.process_ipv6(now, eth, &whole);
-                }
-                reassembly::Outcome::Overlap => self.stats.drop_ipv6_reasm_overlap += 1,
-                reassembly::Outcome::Invalid => self.stats.drop_ipv6_fragment += 1,
-            }
-            self.reasm_buf = whole;
-            return;
+        // Counted in whole packets only: a first fragment's are counted once reassembled.
+        if upper.fragment.is_none() {
+            self.stats.ipv6_rx_atomic_fragments += upper.atomic_fragments as u64;
         }
+        Some(upper)
+    }
+
+    /// Whether a packet as it came from the guest (a fragment or a whole packet) is larger than
+    /// the next link takes: then Packet Too Big is sent and the packet is dropped. Fragments are
+    /// measured one by one, as a router on the path would see them, never the reassembled whole.
+    fn ipv6_too_big(
+        &mut self,
+        now: Instant,
+        cfg: &Ipv6Config,
+        repr: &Ipv6Repr,
+        packet: &Ipv6Packet<&[u8]>,
+    ) -> bool {
+        let dest = self.classify(cfg, repr.dst);
         // A routed packet whose hop limit runs out gets Time Exceeded first (ipv6_routed), as a
         // router checks the hop limit before the next link's MTU.
         let expiring = dest == Destination::Routed && repr.hop_limit <= 1;
@@ -287,17 +335,32 @@ impl<H: HostIo> Stack<H> {
                     }
                     self.send_icmpv6_error(
                         now,
-                        &repr,
+                        repr,
                         packet.packet(),
                         Icmpv6Repr::PacketTooBig {
                             mtu: u32::from(mtu),
                             data: packet.packet(),
                         },
                     );
-                    return;
+                    return true;
                 }
             }
         }
+        false
+    }
+
+    /// A whole packet from the guest (never a fragment), its headers walked: to the gateway, to
+    /// route, or to drop.
+    fn deliver_ipv6(
+        &mut self,
+        now: Instant,
+        eth: &EthernetRepr,
+        cfg: &Ipv6Config,
+        repr: &Ipv6Repr,
+        packet: &Ipv6Packet<&[u8]>,
+        upper: &wire_ipv6::UpperLayer,
+    ) {
+        let dest = self.classify(cfg, repr.dst);
         let body = &packet.payload()[upper.offset..];
         match dest {
             Destination::OnLink => {
@@ -309,14 +372,14 @@ impl<H: HostIo> Stack<H> {
                 return;
             }
             Destination::Routed => {
-                self.ipv6_routed(now, &repr, upper.protocol, body, packet.packet());
+                self.ipv6_routed(now, repr, upper.protocol, body, packet.packet());
                 return;
             }
             _ => {}
         }
         match upper.protocol {
-            IpProtocol::Icmpv6 => self.process_icmpv6(now, &cfg, eth, &repr, dest, body),
-            IpProtocol::Udp => self.process_udp6(now, &cfg, &repr, dest, body, packet.packet()),
+            IpProtocol::Icmpv6 => self.process_icmpv6(now, cfg, eth, repr, dest, body),
+            IpProtocol::Udp => self.process_udp6(now, cfg, repr, dest, body, packet.packet()),
             IpProtocol::Tcp if dest == Destination::Gateway => {
                 self.process_tcp(now, repr.src.into(), repr.dst.into(), body)
             }
@@ -327,7 +390,7 @@ impl<H: HostIo> Stack<H> {
                     // RFC 8200 §4: code 1, pointing at the field that named it.
                     self.send_icmpv6_error(
                         now,
-                        &repr,
+                        repr,
                         packet.packet(),
                         Icmpv6Repr::ParamProblem {
                             code: wire_ipv6::param_problem::UNKNOWN_NEXT_HEADER,

@@ -235,6 +235,10 @@ crate::counters! {
         ipv6_rx_fragments,
         /// Guest IPv6 packets reassembled from fragments.
         ipv6_reassembled,
+        /// Atomic fragments (offset 0, M 0) from the guest, processed in place (RFC 6946).
+        ipv6_rx_atomic_fragments,
+        /// Fragments inside fragments (a second, non-atomic Fragment header): dropped.
+        drop_ipv6_nested_fragment,
         /// IPv6 fragments sent to the guest (host datagrams larger than the MTU).
         ipv6_tx_fragments,
         /// Reassemblies abandoned after 60 s (Time Exceeded code 1 sent if the first fragment came).

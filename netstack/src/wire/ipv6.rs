@@ -361,6 +361,9 @@ pub struct UpperLayer {
     /// Offset from the IPv6 header of the next-header field naming `protocol` (the Parameter
     /// Problem pointer when the caller does not know it, RFC 8200 §4).
     pub next_header_at: u32,
+    /// Fragment headers with offset 0 and M 0 passed on the way: atomic fragments, processed in
+    /// place (RFC 6946 §4), never as part of a reassembly.
+    pub atomic_fragments: usize,
 }
 
 /// Why a packet cannot be delivered, as the ICMPv6 Parameter Problem (RFC 4443 §3.4) to send:
@@ -369,6 +372,11 @@ pub struct UpperLayer {
 pub enum ExtError {
     /// Drop silently (truncated headers, No Next Header, options that say "discard").
     Drop,
+    /// A second Fragment header that is not atomic: a fragment inside a fragment. Sources
+    /// fragment once (RFC 8200 §4.5) and the first fragment carries the whole header chain
+    /// (RFC 7112), so this is only ever crafted; dropped silently, as reassembling it would
+    /// multiply the work a single frame can cause.
+    NestedFragment,
     ParameterProblem {
         code: u8,
         pointer: u32,
@@ -401,6 +409,7 @@ pub fn walk_extension_headers(
     let mut fragment_at = None;
     let mut fragment_next_at = None;
     let mut fragment_next_header = 0;
+    let mut atomic_fragments = 0;
     let mut first_header = true;
     loop {
         match next {
@@ -446,11 +455,25 @@ pub fn walk_extension_headers(
                     .get(at..at + FragmentHeader::LEN)
                     .ok_or(ExtError::Drop)?;
                 let off_m = read_u16(h, 2);
-                fragment = Some(FragmentHeader {
+                let this = FragmentHeader {
                     offset: usize::from(off_m & !7),
                     more: off_m & 1 != 0,
                     ident: read_u32(h, 4),
-                });
+                };
+                if this.offset == 0 && !this.more {
+                    // An atomic fragment: the whole packet is here; the header is skipped and
+                    // the walk goes on (RFC 6946 §4), however many there are: linear work.
+                    atomic_fragments += 1;
+                    next_field = (HEADER_LEN + at) as u32;
+                    next = h[0];
+                    at += FragmentHeader::LEN;
+                    first_header = false;
+                    continue;
+                }
+                if fragment.is_some() {
+                    return Err(ExtError::NestedFragment);
+                }
+                fragment = Some(this);
                 fragment_at = Some(at);
                 fragment_next_at = Some(next_field as usize);
                 fragment_next_header = h[0];
@@ -467,6 +490,7 @@ pub fn walk_extension_headers(
                         fragment_next_at,
                         fragment_next_header,
                         next_header_at: next_field,
+                        atomic_fragments,
                     });
                 }
             }
@@ -487,6 +511,7 @@ pub fn walk_extension_headers(
                     fragment_next_at,
                     fragment_next_header,
                     next_header_at: next_field,
+                    atomic_fragments,
                 });
             }
         }

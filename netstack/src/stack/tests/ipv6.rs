@@ -960,6 +960,145 @@ mod fragments {
         assert_eq!(s.stats().ipv6_tx_fragments, 3);
     }
 
+    /// An echo request to the gateway behind `headers` (already chained, ending in next header
+    /// 58), in one frame.
+    fn behind(headers: &[u8], data: &[u8]) -> Vec<u8> {
+        let (src, dst) = (a("fd00::15"), a("fd00::3"));
+        let req = Icmpv6Repr::EchoRequest {
+            ident: 5,
+            seq_no: 2,
+            data,
+        };
+        let mut b = headers.to_vec();
+        let at = b.len();
+        b.resize(at + req.buffer_len(), 0);
+        req.emit(&mut b[at..], src, dst);
+        ipv6_frame(src, dst, 44, 64, &b)
+    }
+
+    /// `n` Fragment headers with offset 0 and M 0 (atomic fragments, RFC 6946), the last naming
+    /// ICMPv6.
+    fn atomic_fragments(n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n * 8];
+        for (i, h) in b.chunks_mut(8).enumerate() {
+            let next = if i + 1 == n { 58 } else { 44 };
+            FragmentHeader {
+                offset: 0,
+                more: false,
+                ident: i as u32,
+            }
+            .emit(h, next);
+        }
+        b
+    }
+
+    #[test]
+    fn atomic_fragments_are_processed_in_place_however_many() {
+        // Issue 11, defect 1: each atomic fragment used to "complete" a reassembly and re-enter
+        // process_ipv6 one header shorter: 8 000 of them in a 64 KiB frame overflowed the stack.
+        let mut s = claimed(
+            Stack::new(Config {
+                mtu: 65520,
+                ..Config::default()
+            })
+            .unwrap(),
+        );
+        let n = 8000;
+        s.process_frame(Instant::ZERO, &behind(&atomic_fragments(n), b"ping"));
+        let out = v6_packets(&drain(&mut s));
+        assert_eq!(out.len(), 1);
+        assert!(matches!(
+            icmpv6_of(&out[0].1, &out[0].2),
+            Icmpv6Repr::EchoReply {
+                ident: 5,
+                seq_no: 2,
+                ..
+            }
+        ));
+        // RFC 6946 §4: in isolation, no reassembly.
+        assert_eq!(s.stats().ipv6_rx_atomic_fragments, n as u64);
+        assert_eq!(s.stats().ipv6_rx_fragments, 0);
+        assert_eq!(s.stats().ipv6_reassembled, 0);
+        assert_eq!(s.reassembly.poll_at(), None);
+    }
+
+    #[test]
+    fn fragments_inside_fragments_are_dropped() {
+        let mut s = claimed(stack());
+        let (src, dst) = (a("fd00::15"), a("fd00::3"));
+        // A fragmented datagram whose payload is itself the first fragment of another: no source
+        // sends that (RFC 8200 §4.5 fragments once, at the source), and the first fragment
+        // carries the whole header chain (RFC 7112), so the nested header shows at once.
+        let mut inner = vec![0u8; 8];
+        FragmentHeader {
+            offset: 0,
+            more: true,
+            ident: 99,
+        }
+        .emit(&mut inner, 58);
+        inner.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
+        inner.resize(8 + 1600, 7);
+        let mut frames = fragment(src, dst, &inner, 1000);
+        // The outer Fragment header names another Fragment header, not ICMPv6.
+        for f in &mut frames {
+            f[14 + 40] = 44;
+        }
+        for f in &frames {
+            s.process_frame(Instant::ZERO, f);
+        }
+        assert_eq!(s.stats().drop_ipv6_nested_fragment, 1);
+        assert_eq!(s.stats().ipv6_reassembled, 0);
+        assert!(drain(&mut s).is_empty());
+        // An atomic fragment before or after a real one is processed in place: the datagram is
+        // reassembled and answered.
+        let mut s = claimed(stack());
+        let req = Icmpv6Repr::EchoRequest {
+            ident: 3,
+            seq_no: 4,
+            data: &[1; 1500],
+        };
+        let mut msg = vec![0u8; req.buffer_len()];
+        req.emit(&mut msg, src, dst);
+        let mut atomic_then_msg = atomic_fragments(1);
+        atomic_then_msg.extend_from_slice(&msg);
+        let mut frames = fragment(src, dst, &atomic_then_msg, 1000);
+        for f in &mut frames {
+            f[14 + 40] = 44;
+        }
+        for f in &frames {
+            s.process_frame(Instant::ZERO, f);
+        }
+        assert_eq!(s.stats().ipv6_reassembled, 1);
+        assert_eq!(s.stats().ipv6_rx_atomic_fragments, 1);
+        assert_eq!(s.stats().icmpv6_rx_echo_requests, 1);
+        assert_eq!(s.stats().drop_ipv6_nested_fragment, 0);
+    }
+
+    #[test]
+    fn routed_datagrams_are_measured_by_their_fragments_not_reassembled() {
+        // Each fragment fits the link; only the reassembled whole would not. A router on the
+        // path sees the fragments, so no Packet Too Big (the guest could not send smaller).
+        let mut s = claimed(stack());
+        let (src, dst) = (a("fd00::15"), a("2001:db8::1"));
+        let req = Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data: &[4; 3000],
+        };
+        let mut msg = vec![0u8; req.buffer_len()];
+        req.emit(&mut msg, src, dst);
+        for f in fragment(src, dst, &msg, 1400) {
+            s.process_frame(Instant::ZERO, &f);
+        }
+        assert_eq!(s.stats().ipv6_reassembled, 1);
+        assert_eq!(s.stats().drop_ipv6_too_big, 0);
+        assert_eq!(s.stats().icmpv6_rx_echo_requests, 1);
+        // A fragment larger than the link on its own still gets Packet Too Big.
+        let f = fragment(src, dst, &msg, 1496).remove(0);
+        s.process_frame(Instant::ZERO, &f);
+        assert_eq!(s.stats().drop_ipv6_too_big, 1);
+    }
+
     #[test]
     fn overlaps_discard_and_lone_first_fragments_time_out() {
         let mut s = claimed(stack());
