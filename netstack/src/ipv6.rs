@@ -257,6 +257,7 @@ impl<H: HostIo> Stack<H> {
             reassembly::Outcome::Overlap => self.stats.drop_ipv6_reasm_overlap += 1,
             reassembly::Outcome::Invalid => self.stats.drop_ipv6_fragment += 1,
         }
+        self.stats.reasm_evicted = self.reassembly.evictions;
         self.reasm_buf = whole;
     }
 

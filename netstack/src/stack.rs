@@ -871,6 +871,7 @@ impl<H: HostIo> Stack<H> {
                     trace!("drop: {packet}: invalid fragment");
                 }
             }
+            self.stats.reasm_evicted = self.reassembly.evictions;
             self.reasm_buf = whole;
             return;
         }

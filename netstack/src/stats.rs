@@ -85,7 +85,8 @@ crate::counters! {
         drop_ipv4_malformed,
         /// Bad IPv4 header checksum.
         drop_ipv4_checksum,
-        /// Invalid fragments (not a multiple of 8, beyond 64 KiB) or over the reassembly memory.
+        /// Invalid fragments: not a multiple of 8, beyond 64 KiB, or more than 64 holes in one
+        /// datagram.
         drop_ipv4_fragment,
         /// Fragments from the guest.
         ipv4_rx_fragments,
@@ -245,7 +246,11 @@ crate::counters! {
         ipv6_reasm_timeouts,
         /// Fragments overlapping earlier ones: the whole datagram is discarded (RFC 5722).
         drop_ipv6_reasm_overlap,
-        /// Invalid IPv6 fragments (bad length or offset) or over the reassembly memory bound.
+        /// Datagrams in reassembly (either family) discarded to make room for newer ones: over
+        /// 64 datagrams or 4 MiB held.
+        reasm_evicted,
+        /// Invalid IPv6 fragments: bad length or offset, a datagram longer than a packet, or
+        /// more than 64 holes in one datagram.
         drop_ipv6_fragment,
         /// Packets to route whose hop limit ran out (Time Exceeded sent).
         drop_ipv6_hop_limit,
