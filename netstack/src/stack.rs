@@ -75,7 +75,7 @@ impl TxQueue {
         if self.active == 1 {
             0
         } else {
-            steering_hash(frame) as usize % self.active
+            self.queue_of_hash(steering_hash(frame))
         }
     }
 
@@ -100,6 +100,20 @@ impl TxQueue {
         }
         self.queues[q].push_back((frame, meta));
         true
+    }
+
+    /// The queue a flow's frames go to, by its [`flow_hash`].
+    fn queue_of_hash(&self, hash: u32) -> usize {
+        if self.active == 1 {
+            0
+        } else {
+            hash as usize % self.active
+        }
+    }
+
+    /// Frames queue `q` can still take.
+    fn room_on(&self, q: usize) -> usize {
+        TX_QUEUE_CAPACITY - self.queues[q].len().min(TX_QUEUE_CAPACITY)
     }
 
     /// Frames the fullest active queue can still take.
@@ -154,12 +168,6 @@ impl TxQueue {
 /// UDP outside fragments, the ports (each endpoint hashed, then combined in an order-free way).
 /// Frames without IP (ARP) hash to 0.
 pub fn steering_hash(frame: &[u8]) -> u32 {
-    fn mix(addr: &[u8], port: &[u8]) -> u32 {
-        // FNV-1a: cheap and well spread for a handful of bytes.
-        addr.iter().chain(port).fold(0x811c_9dc5u32, |h, &b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        })
-    }
     let Some(ip) = frame.get(ethernet::HEADER_LEN..) else {
         return 0;
     };
@@ -181,10 +189,20 @@ pub fn steering_hash(frame: &[u8]) -> u32 {
         (6 | 17, Some(l4)) if l4.len() >= 4 => Some((&l4[0..2], &l4[2..4])),
         _ => None,
     };
-    let (a, b) = match ports {
-        Some((sp, dp)) => (mix(src, sp), mix(dst, dp)),
-        None => (mix(src, &[]), mix(dst, &[])),
-    };
+    flow_hash((src, ports.map(|p| p.0)), (dst, ports.map(|p| p.1)))
+}
+
+/// [`steering_hash`] of a flow given by its two ends (address bytes, port bytes if any).
+pub fn flow_hash(a: (&[u8], Option<&[u8]>), b: (&[u8], Option<&[u8]>)) -> u32 {
+    fn mix(addr: &[u8], port: Option<&[u8]>) -> u32 {
+        // FNV-1a: cheap and well spread for a handful of bytes.
+        addr.iter()
+            .chain(port.unwrap_or_default())
+            .fold(0x811c_9dc5u32, |h, &b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            })
+    }
+    let (a, b) = (mix(a.0, a.1), mix(b.0, b.1));
     // Order-free (a ^ b and a + b are both symmetric), then MurmurHash3's finaliser so that the
     // low bits, which pick the queue, depend on every input bit.
     let mut h = (a ^ b) ^ a.wrapping_add(b).rotate_left(16);
@@ -386,6 +404,7 @@ impl<H: HostIo> Stack<H> {
     /// [`MAX_QUEUES`]), by a symmetric hash of each frame's flow.
     pub fn set_queues(&mut self, n: usize) {
         self.txq.set_active(n);
+        self.tcp.requeue_blocked();
     }
 
     /// Offers the next queued frame (of any queue) and its offload metadata to `deliver`, which
@@ -406,7 +425,7 @@ impl<H: HostIo> Stack<H> {
     pub fn dispatch_on(
         &mut self,
         queue: usize,
-        _now: Instant,
+        now: Instant,
         deliver: impl FnOnce(&[u8], FrameMeta) -> bool,
     ) -> Dispatch {
         let Some((frame, meta)) = self.txq.front(queue) else {
@@ -419,6 +438,11 @@ impl<H: HostIo> Stack<H> {
         self.stats.eth_tx_frames += 1;
         self.stats.eth_tx_bytes += len as u64;
         self.txq.pop(queue);
+        // Back-pressure: TCP connections that found this queue full go on once it is half empty
+        // (a batch at a time, not a segment per freed slot).
+        if self.tcp.waits_on(queue) && self.txq.room_on(queue) >= TX_QUEUE_CAPACITY / 2 {
+            self.tcp_resume_blocked(now, queue);
+        }
         Dispatch::Sent(len)
     }
 
@@ -646,6 +670,12 @@ impl<H: HostIo> Stack<H> {
     /// Frames the egress queue can still take.
     pub(crate) fn tx_room(&self) -> usize {
         self.txq.room()
+    }
+
+    /// The egress queue a flow's frames go to, and the frames it can still take.
+    pub(crate) fn tx_room_for_flow(&self, hash: u32) -> (usize, usize) {
+        let q = self.txq.queue_of_hash(hash);
+        (q, self.txq.room_on(q))
     }
 
     pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
@@ -1155,10 +1185,18 @@ impl<H: HostIo> Stack<H> {
             payload_len: udp::HEADER_LEN + dhcp_len,
             ttl: DEFAULT_TTL,
         };
-        let sent = self.dispatch_ipv4(now, Some(dst_mac), &ip, |buf| {
+        let emit = |buf: &mut [u8]| {
             reply.repr.emit(&mut buf[udp::HEADER_LEN..]);
             udp_repr.emit_v4(buf, ip.src, ip.dst);
-        });
+        };
+        // RFC 2131 §2: a client takes DHCP messages of up to 576 bytes. Below that MTU (IPv4 allows
+        // 68) the reply still goes whole: a client listening on a packet socket, as udhcpc and
+        // dhclient do before they have an address, never sees fragments reassembled.
+        let sent = if ip.buffer_len() <= dhcpv4::MIN_CLIENT_MESSAGE {
+            self.dispatch_ipv4_frame(now, Some(dst_mac), &ip, PayloadOffload::NONE, emit)
+        } else {
+            self.dispatch_ipv4(now, Some(dst_mac), &ip, emit)
+        };
         if sent {
             match reply.repr.message_type {
                 DhcpMessageType::Offer => self.stats.dhcp_tx_offers += 1,
@@ -1344,6 +1382,19 @@ impl<H: HostIo> Stack<H> {
                 offload.complete(payload);
             });
         }
+        self.dispatch_ipv4_frame(now, dst_mac, repr, offload, emit_payload)
+    }
+
+    /// Queues an IPv4 packet in one frame, whatever the MTU (see [`Stack::dispatch_ipv4_offload`]).
+    fn dispatch_ipv4_frame(
+        &mut self,
+        now: Instant,
+        dst_mac: Option<EthernetAddress>,
+        repr: &Ipv4Repr,
+        offload: PayloadOffload,
+        emit_payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let ip_len = ipv4::HEADER_LEN + repr.payload_len;
         let ident = self.ip_ident;
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let src_mac = self.cfg.gateway_mac;

@@ -353,6 +353,9 @@ crate::counters! {
         tcp_refused,
         /// RSTs sent to the guest.
         tcp_resets_sent,
+        /// Times a connection found its egress queue full and waited for it to drain (its
+        /// segments are sent later, not lost).
+        tcp_queue_waits,
         /// Host connections reset by their peer (the guest's connection is reset too).
         tcp_host_resets,
         /// Retransmission timeouts (RFC 6298): the window collapses to one segment.

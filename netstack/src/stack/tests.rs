@@ -58,7 +58,8 @@ fn drain_meta<H: crate::host::HostIo>(
     s: &mut Stack<H>,
 ) -> Vec<(Vec<u8>, crate::offload::FrameMeta)> {
     let mut out = Vec::new();
-    for _ in 0..TX_QUEUE_CAPACITY + 1 {
+    // Bounded: a full queue, and what TCP held back for it (back-pressure) many times over.
+    for _ in 0..8 * TX_QUEUE_CAPACITY {
         let mut got = None;
         match s.dispatch(Instant::ZERO, |f, meta| {
             got = Some((f.to_vec(), meta));
@@ -527,6 +528,27 @@ mod dhcp_layer {
         assert_eq!((udp_p.src_port(), udp_p.dst_port()), (67, 68));
         let dhcp = DhcpPacket::new_checked(&frame[42..]).unwrap();
         (eth.dst_addr(), ip_repr.dst, DhcpRepr::parse(&dhcp).unwrap())
+    }
+
+    #[test]
+    fn replies_go_whole_on_links_narrower_than_576_bytes() {
+        // A client on a packet socket cannot reassemble; RFC 2131 §2 has it take 576 bytes.
+        let mut s = Stack::new(Config {
+            mtu: 68,
+            ipv6: None,
+            ..Config::default()
+        })
+        .unwrap();
+        s.process_frame(
+            Instant::ZERO,
+            &client_msg(DhcpMessageType::Discover, |_| {}),
+        );
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].len() > 14 + 68);
+        let (_, _, offer) = parse_reply(&out[0]);
+        assert_eq!(offer.interface_mtu, Some(68));
+        assert_eq!(s.stats().ipv4_tx_fragments, 0);
     }
 
     #[test]
@@ -1185,6 +1207,53 @@ mod tcp_flows {
         s.process_frame(Instant::ZERO, &seg(flags::RST, 5, None, 0, b""));
         assert!(drain(&mut s).is_empty());
         assert_eq!(s.stats().drop_tcp_no_connection, 1);
+    }
+
+    #[test]
+    fn a_full_egress_queue_holds_segments_back_instead_of_losing_them() {
+        // Issue 11, defect 5: segments the queue refused used to count as sent (snd_nxt moved
+        // on), leaving a hole the retransmission timer had to repair.
+        let (mut s, iss, sock) = established();
+        let filler = eth_frame(GUEST_MAC, EtherType::Arp, &[0; 28]);
+        for _ in 0..TX_QUEUE_CAPACITY - 4 {
+            assert!(s.inject(&filler));
+        }
+        let data = vec![7u8; 20 * 1460];
+        s.host_mut()
+            .tcp_incoming
+            .entry(sock)
+            .or_default()
+            .push_back(Some(data));
+        s.host_ready(Instant::ZERO, sock);
+        // Four segments fit; the rest of the initial window waits for room, not for a timer.
+        assert!(s.stats().tcp_queue_waits >= 1);
+        assert_eq!(s.stats().drop_tx_queue_full, 0);
+        let out = drain(&mut s);
+        let segs = segments(&out);
+        let mut next = iss + 1;
+        for seg in &segs {
+            assert_eq!(seg.seq_number, SeqNumber(next), "a hole in what was sent");
+            next += seg.payload.len() as u32;
+        }
+        // The whole initial window (10 segments) went out, in order, once room was made.
+        assert_eq!(next - (iss + 1), 10 * 1460);
+        assert_eq!(s.stats().tcp_retransmitted_segments, 0);
+        // The guest acknowledges it all: the rest follows and nothing is ever resent.
+        s.process_frame(
+            Instant::from_millis(10),
+            &seg(0, GUEST_ISN + 1, Some(next), 502, b""),
+        );
+        let segs_out = drain(&mut s);
+        let more = segments(&segs_out);
+        assert_eq!(more[0].seq_number, SeqNumber(next));
+        let end: usize = more.iter().map(|m| m.payload.len()).sum();
+        assert_eq!(next - (iss + 1) + end as u32, 20 * 1460);
+        s.process_frame(
+            Instant::from_millis(20),
+            &seg(0, GUEST_ISN + 1, Some(iss + 1 + 20 * 1460), 502, b""),
+        );
+        s.poll(Instant::from_secs(5));
+        assert_eq!(s.stats().tcp_retransmits, 0);
     }
 
     #[test]

@@ -196,6 +196,9 @@ pub(crate) struct TcpConn {
     quick_acks: u32,
     /// A write to the host socket failed for good: both sides are reset.
     host_write_failed: bool,
+    /// Its egress queue was full when it had a segment to send: it waits in
+    /// [`TcpTable::blocked`] to be resumed when the queue drains.
+    queue_blocked: bool,
     /// Keepalive: when the guest last sent anything, and probes sent since.
     last_heard: Instant,
     keepalive_probes: u32,
@@ -252,6 +255,7 @@ impl TcpConn {
             rcv_mss: 536,
             quick_acks: QUICK_ACKS,
             host_write_failed: false,
+            queue_blocked: false,
             last_heard: now,
             keepalive_probes: 0,
         }
@@ -442,9 +446,27 @@ impl TcpConn {
 pub(crate) struct TcpTable {
     conns: HashMap<ConnKey, TcpConn>,
     by_socket: HashMap<SocketId, ConnKey>,
+    /// Connections waiting for room in their egress queue (each at most once: at most one per
+    /// connection), with the queue they wait on.
+    blocked: Vec<(ConnKey, usize)>,
+    /// Bit `q` set: some connection in `blocked` waits on queue `q`.
+    blocked_queues: u8,
 }
 
 impl TcpTable {
+    /// Whether some connection waits for room on egress queue `q`.
+    pub(crate) fn waits_on(&self, q: usize) -> bool {
+        self.blocked_queues & (1 << q) != 0
+    }
+
+    /// Every waiting connection looks at its queue again on the next dispatch (the queues were
+    /// rearranged).
+    pub(crate) fn requeue_blocked(&mut self) {
+        if !self.blocked.is_empty() {
+            self.blocked_queues = u8::MAX;
+        }
+    }
+
     pub(crate) fn by_socket(&self, sock: SocketId) -> Option<ConnKey> {
         self.by_socket.get(&sock).copied()
     }
@@ -493,6 +515,21 @@ fn addr_bytes(a: &IpAddress) -> &[u8] {
 }
 
 impl ConnKey {
+    /// The connection's [`crate::stack::flow_hash`]: which egress queue its frames take.
+    fn flow_hash(&self) -> u32 {
+        fn bytes(a: &IpAddress) -> &[u8] {
+            match a {
+                IpAddress::V4(a) => &a.0,
+                IpAddress::V6(a) => &a.0,
+            }
+        }
+        let (gp, rp) = (self.guest.1.to_be_bytes(), self.remote.1.to_be_bytes());
+        crate::stack::flow_hash(
+            (bytes(&self.remote.0), Some(&rp)),
+            (bytes(&self.guest.0), Some(&gp)),
+        )
+    }
+
     /// The largest segment payload the link carries for this connection (MTU less the IP and
     /// TCP headers).
     fn mss_ceiling(&self, mtu: u16) -> usize {
@@ -967,8 +1004,10 @@ impl<H: HostIo> Stack<H> {
         if data == 0 && !fin {
             return false;
         }
+        if !self.tcp_send_data(now, conn, seq, data, fin) {
+            return false;
+        }
         self.stats.tcp_retransmitted_segments += 1;
-        self.tcp_send_data(now, conn, seq, data, fin);
         conn.high_rxt = seq + data + usize::from(fin);
         if conn.deadline.is_none() {
             conn.deadline = Some(now + conn.rto);
@@ -1299,7 +1338,9 @@ impl<H: HostIo> Stack<H> {
                 }
             }
             let seq = conn.snd_nxt;
-            self.tcp_send_data(now, conn, seq, n, false);
+            if !self.tcp_send_data(now, conn, seq, n, false) {
+                break;
+            }
             conn.snd_nxt = conn.snd_nxt + n;
             if conn.rtt_probe.is_none() && conn.recovery.is_none() {
                 conn.rtt_probe = Some((conn.snd_nxt, now));
@@ -1316,8 +1357,10 @@ impl<H: HostIo> Stack<H> {
         let all_sent = conn.unsent() == 0;
         if conn.host_eof && all_sent && !conn.fin_sent {
             let seq = conn.snd_nxt;
+            if !self.tcp_send_data(now, conn, seq, 0, true) {
+                return;
+            }
             conn.fin_sent = true;
-            self.tcp_send_data(now, conn, seq, 0, true);
             conn.snd_nxt = conn.snd_nxt + 1;
             conn.deadline.get_or_insert(now + conn.rto);
             match conn.state {
@@ -1394,10 +1437,11 @@ impl<H: HostIo> Stack<H> {
             _ if conn.snd_nxt == conn.snd_una && conn.unsent() > 0 && conn.snd_wnd == 0 => {
                 // Zero-window probe: one byte past the window; the guest answers with its
                 // current window (and takes the byte if it has room by then).
-                self.stats.tcp_window_probes += 1;
                 let seq = conn.snd_nxt;
-                self.tcp_send_data(now, conn, seq, 1, false);
-                conn.snd_nxt = conn.snd_nxt + 1;
+                if self.tcp_send_data(now, conn, seq, 1, false) {
+                    self.stats.tcp_window_probes += 1;
+                    conn.snd_nxt = conn.snd_nxt + 1;
+                }
                 conn.rto = (conn.rto + conn.rto).min(MAX_RTO);
                 conn.deadline = Some(now + conn.rto);
             }
@@ -1423,15 +1467,18 @@ impl<H: HostIo> Stack<H> {
                     self.tcp_send_syn(now, conn);
                 } else if conn.snd_wnd == 0 && conn.snd_nxt - conn.snd_una == 1 {
                     // The window probe went unanswered: probe again, the window is not congestion.
-                    self.stats.tcp_window_probes += 1;
                     let seq = conn.snd_una;
-                    self.tcp_send_data(now, conn, seq, 1, false);
+                    if self.tcp_send_data(now, conn, seq, 1, false) {
+                        self.stats.tcp_window_probes += 1;
+                    }
                 } else {
                     self.stats.tcp_retransmits += 1;
                     self.tcp_enter_recovery(now, conn, true);
                 }
                 conn.deadline = Some(now + conn.rto);
             }
+            // A segment that could not be queued (the guest's MAC was unknown): try again.
+            _ if !conn.queue_blocked => self.tcp_output(now, conn),
             _ => {}
         }
     }
@@ -1578,7 +1625,10 @@ impl<H: HostIo> Stack<H> {
     }
 
     /// A segment carrying `len` bytes of `to_guest` from sequence number `seq` (and FIN when
-    /// `fin`).
+    /// `fin`). False when it could not be queued: nothing was sent and the caller must not count
+    /// it as sent. A full egress queue parks the connection until the queue drains
+    /// ([`Stack::tcp_resume_blocked`]); any other refusal (the guest's MAC unknown) is retried on
+    /// the retransmission timer.
     fn tcp_send_data(
         &mut self,
         now: Instant,
@@ -1586,7 +1636,17 @@ impl<H: HostIo> Stack<H> {
         seq: SeqNumber,
         len: usize,
         fin: bool,
-    ) {
+    ) -> bool {
+        let (queue, room) = self.tx_room_for_flow(conn.key.flow_hash());
+        if room == 0 {
+            self.stats.tcp_queue_waits += 1;
+            if !conn.queue_blocked {
+                conn.queue_blocked = true;
+                self.tcp.blocked.push((conn.key, queue));
+            }
+            self.tcp.blocked_queues |= 1 << queue;
+            return false;
+        }
         let offset = seq - conn.snd_una;
         let push = if len > 0 && offset + len == conn.to_guest.len() {
             flags::PSH
@@ -1603,9 +1663,39 @@ impl<H: HostIo> Stack<H> {
         let mut header = self.tcp_header(now, conn, seq, flags, len);
         header.urgent_at = urgent.map_or(0, |u| u.min(usize::from(u16::MAX)) as u16);
         let seg_size = conn.seg_size();
-        conn.last_send = Some(now);
         let payload = conn.to_guest.slices(offset, len);
-        self.tcp_emit_segments(now, conn.key, &header, payload, seg_size);
+        if !self.tcp_emit_segments(now, conn.key, &header, payload, seg_size) {
+            conn.deadline.get_or_insert(now + conn.rto);
+            return false;
+        }
+        conn.last_send = Some(now);
+        true
+    }
+
+    /// Connections that waited for room on egress queue `queue` (or on any, after the queues
+    /// were rearranged) send what they can now. Each looks at its own queue again and waits
+    /// once more if that is still full.
+    pub(crate) fn tcp_resume_blocked(&mut self, now: Instant, queue: usize) {
+        let waiting = core::mem::take(&mut self.tcp.blocked);
+        let all = self.tcp.blocked_queues == u8::MAX;
+        self.tcp.blocked_queues = 0;
+        let mut still = Vec::new();
+        for (key, q) in waiting {
+            if q != queue && !all {
+                self.tcp.blocked_queues |= 1 << q;
+                still.push((key, q));
+                continue;
+            }
+            let Some(mut conn) = self.tcp.conns.remove(&key) else {
+                continue;
+            };
+            conn.queue_blocked = false;
+            self.tcp_output(now, &mut conn);
+            self.tcp_update_interest(&mut conn);
+            self.tcp_keep(conn);
+        }
+        // Connections that blocked again while resuming are in `self.tcp.blocked` already.
+        self.tcp.blocked.extend(still);
     }
 
     /// The host could not connect for the guest's SYN (sequence number `isn`): what a real
@@ -1663,7 +1753,7 @@ impl<H: HostIo> Stack<H> {
         repr: &TcpRepr,
         payload: (&[u8], &[u8]),
         segment_size: usize,
-    ) {
+    ) -> bool {
         let (src, dst) = (key.remote.0, key.guest.0);
         let partial = self.offloads.partial_checksum;
         let payload_len = payload.0.len() + payload.1.len();
@@ -1694,6 +1784,7 @@ impl<H: HostIo> Stack<H> {
                 self.stats.tcp_tx_large_segments += 1;
             }
         }
+        sent
     }
 }
 

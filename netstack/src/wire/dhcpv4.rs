@@ -34,6 +34,8 @@ pub const FIXED_LEN: usize = field::OPTIONS;
 const FLAG_BROADCAST: u16 = 0x8000;
 
 pub const SERVER_PORT: u16 = 67;
+/// RFC 2131 §2: every client takes DHCP messages (IP header included) of up to this many bytes.
+pub const MIN_CLIENT_MESSAGE: usize = 576;
 pub const CLIENT_PORT: u16 = 68;
 
 /// Option codes (RFC 2132).
