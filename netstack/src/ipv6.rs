@@ -40,10 +40,6 @@ const MIN_DELAY_BETWEEN_RAS: Duration = Duration::from_secs(3);
 /// RFC 4861 §10: MAX_INITIAL_RTR_ADVERTISEMENTS and MAX_INITIAL_RTR_ADVERT_INTERVAL.
 const INITIAL_RAS: u8 = 3;
 const INITIAL_RA_INTERVAL: Duration = Duration::from_secs(16);
-/// ICMPv6 error rate limit (RFC 4443 §2.4(f)): a bucket of this many tokens, one back every
-/// `ERROR_TOKEN_INTERVAL` (10 errors per second sustained, like Linux's 100 ms `ratelimit`).
-const ERROR_BURST: u32 = 10;
-const ERROR_TOKEN_INTERVAL: Duration = Duration::from_millis(100);
 /// ff02::1:2, All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
 const ALL_DHCP_SERVERS: Ipv6Address = Ipv6Address::new([0xff02, 0, 0, 0, 0, 0, 1, 2]);
 
@@ -57,8 +53,8 @@ pub(crate) struct Ipv6State {
     last_ra_at: Option<Instant>,
     initial_ras: u8,
     ra_count: u64,
-    error_tokens: u32,
-    tokens_at: Instant,
+    /// ICMPv6 errors (RFC 4443 §2.4(f)).
+    errors: crate::icmp::ErrorBudget,
     /// The guest's most recent global address (the destination of forwarded connections).
     pub(crate) last_guest_global: Option<Ipv6Address>,
     /// RDNSS and DNSSL payloads, built once from the configuration.
@@ -86,8 +82,7 @@ impl Ipv6State {
             last_ra_at: None,
             initial_ras: 0,
             ra_count: 0,
-            error_tokens: ERROR_BURST,
-            tokens_at: Instant::ZERO,
+            errors: crate::icmp::ErrorBudget::default(),
             last_guest_global: None,
             rdnss: cfg.map_or([0; 16], |c| c.dns.0),
             dnssl: domain.map_or_else(Vec::new, |d| encode_domains(&[d])),
@@ -102,23 +97,6 @@ impl Ipv6State {
             .into_iter()
             .flatten()
             .min()
-    }
-
-    /// Takes a token for an ICMPv6 error, if one is left.
-    fn error_allowed(&mut self, now: Instant) -> bool {
-        let earned = now.saturating_since(self.tokens_at).total_micros()
-            / ERROR_TOKEN_INTERVAL.total_micros();
-        if earned > 0 {
-            self.error_tokens =
-                (self.error_tokens + earned.min(u64::from(ERROR_BURST)) as u32).min(ERROR_BURST);
-            self.tokens_at = self.tokens_at
-                + Duration::from_micros(earned * ERROR_TOKEN_INTERVAL.total_micros());
-        }
-        if self.error_tokens == 0 {
-            return false;
-        }
-        self.error_tokens -= 1;
-        true
     }
 }
 
@@ -984,7 +962,7 @@ impl<H: HostIo> Stack<H> {
                 return;
             }
         }
-        if !self.v6.error_allowed(now) {
+        if !self.v6.errors.allow(now) {
             self.stats.drop_icmpv6_rate_limited += 1;
             return;
         }

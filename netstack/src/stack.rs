@@ -243,6 +243,8 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) flows: FlowTable,
     pub(crate) tcp: TcpTable,
     pub(crate) reassembly: Reassembler,
+    /// The rate limit of ICMPv4 errors to the guest.
+    pub(crate) icmp_errors: crate::icmp::ErrorBudget,
     /// A reassembled datagram, allocated once and reused.
     pub(crate) reasm_buf: Vec<u8>,
     pub(crate) forwards: Vec<ForwardListener>,
@@ -339,6 +341,7 @@ impl<H: HostIo> Stack<H> {
             flows: FlowTable::new(),
             tcp: TcpTable::default(),
             reassembly: Reassembler::new(),
+            icmp_errors: crate::icmp::ErrorBudget::default(),
             reasm_buf: Vec::new(),
             forwards: Vec::new(),
             host_buf: vec![0; HOST_RECV_LEN],

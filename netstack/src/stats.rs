@@ -190,6 +190,9 @@ crate::counters! {
         drop_ipv4_ttl_exceeded,
         /// ICMP errors (unreachable, time exceeded) sent to the guest.
         icmp_tx_errors,
+        /// ICMP errors not sent because of the rate limit (RFC 1812 §4.3.2.8; 10 per second,
+        /// Fragmentation Needed exempt).
+        drop_icmp_rate_limited,
         /// Echo requests forwarded through a host ICMP socket.
         icmp_tx_host_echo_requests,
         /// Echo replies received on host ICMP sockets.

@@ -2187,6 +2187,52 @@ mod exerciser {
     }
 
     #[test]
+    fn icmp_errors_are_rate_limited_but_fragmentation_needed_is_not() {
+        let gw = Config::default().gateway_ipv4;
+        let mut s = Stack::new(Config {
+            path_mtus: vec!["10.0.2.2=576".parse().unwrap()],
+            ..Config::default()
+        })
+        .unwrap();
+        let packet = |ttl: u8, df: bool, len: usize| {
+            let icmp = crate::wire::craft::icmpv4(8, 0, [0, 1, 0, 1], &vec![7; len]);
+            let dst = if ttl == 1 {
+                Ipv4Address::new(192, 0, 2, 9)
+            } else {
+                gw
+            };
+            let mut h = crate::wire::craft::Ipv4Header::new(GUEST_IP, dst, 1);
+            h.ttl = ttl;
+            if df {
+                h.flags_frag = crate::wire::craft::IPV4_DF;
+            }
+            eth_frame(
+                Config::default().gateway_mac,
+                EtherType::Ipv4,
+                &h.emit(&icmp),
+            )
+        };
+        // A flood of packets whose TTL runs out: a burst of 10 Time Exceeded, then 10 a second.
+        let t0 = Instant::from_secs(10);
+        for _ in 0..30 {
+            s.process_frame(t0, &packet(1, false, 8));
+        }
+        assert_eq!(drain(&mut s).len(), 10);
+        assert_eq!(s.stats().drop_ipv4_ttl_exceeded, 30);
+        assert_eq!(s.stats().drop_icmp_rate_limited, 20);
+        for _ in 0..30 {
+            s.process_frame(t0 + Duration::from_millis(500), &packet(1, false, 8));
+        }
+        assert_eq!(drain(&mut s).len(), 5);
+        // Path MTU discovery is never starved.
+        for _ in 0..30 {
+            s.process_frame(t0 + Duration::from_millis(500), &packet(64, true, 1000));
+        }
+        assert_eq!(drain(&mut s).len(), 30);
+        assert_eq!(s.stats().drop_ipv4_path_mtu, 30);
+    }
+
+    #[test]
     fn an_emulated_narrow_path_answers_df_packets_with_fragmentation_needed() {
         let gw = Config::default().gateway_ipv4;
         let mut s = Stack::new(Config {

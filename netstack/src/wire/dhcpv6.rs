@@ -111,6 +111,18 @@ fn parse_status(d: &[u8]) -> Result<(u16, &str)> {
     ))
 }
 
+/// RFC 8415 §11.1: a DUID is a 2-byte type and at most 128 bytes of identifier.
+pub const MAX_DUID_LEN: usize = 130;
+
+/// A DUID option's data: a type and something after it, at most [`MAX_DUID_LEN`] bytes.
+fn duid(d: &[u8]) -> Result<&[u8]> {
+    if (3..=MAX_DUID_LEN).contains(&d.len()) {
+        Ok(d)
+    } else {
+        Err(Error::Malformed)
+    }
+}
+
 impl<'a> Dhcpv6Repr<'a> {
     pub fn parse(b: &'a [u8]) -> Result<Self> {
         if b.len() < 4 {
@@ -124,8 +136,8 @@ impl<'a> Dhcpv6Repr<'a> {
         for o in options(&b[4..]) {
             let (code, d) = o?;
             match code {
-                opt::CLIENTID => r.client_id = Some(d),
-                opt::SERVERID => r.server_id = Some(d),
+                opt::CLIENTID => r.client_id = Some(duid(d)?),
+                opt::SERVERID => r.server_id = Some(duid(d)?),
                 opt::ORO => r.oro = Some(d),
                 opt::RAPID_COMMIT => r.rapid_commit = true,
                 opt::PREFERENCE if d.len() == 1 => r.preference = Some(d[0]),
@@ -312,5 +324,24 @@ mod tests {
         assert_eq!(r.ia_na.unwrap().addr, None);
         // Truncated options are errors, not panics.
         assert_eq!(Dhcpv6Repr::parse(&b[..b.len() - 3]), Err(Error::Truncated));
+    }
+
+    #[test]
+    fn duids_longer_than_rfc_8415_allows_are_malformed() {
+        let with_duid = |len: usize| {
+            let mut b = vec![1, 0, 0, 1, 0, 1];
+            b.extend_from_slice(&(len as u16).to_be_bytes());
+            b.extend(core::iter::repeat_n(7u8, len));
+            b
+        };
+        assert_eq!(
+            Dhcpv6Repr::parse(&with_duid(MAX_DUID_LEN)).map(|r| r.client_id.map(<[u8]>::len)),
+            Ok(Some(MAX_DUID_LEN))
+        );
+        assert_eq!(
+            Dhcpv6Repr::parse(&with_duid(MAX_DUID_LEN + 1)),
+            Err(Error::Malformed)
+        );
+        assert_eq!(Dhcpv6Repr::parse(&with_duid(2)), Err(Error::Malformed));
     }
 }

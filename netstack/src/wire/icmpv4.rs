@@ -27,6 +27,7 @@ pub mod unreachable {
     pub const NET: u8 = 0;
     pub const HOST: u8 = 1;
     pub const PORT: u8 = 3;
+    pub const FRAG_NEEDED: u8 = 4;
     pub const ADMIN_PROHIBITED: u8 = 13;
 }
 
