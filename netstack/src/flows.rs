@@ -14,9 +14,13 @@ use crate::host::SocketId;
 use crate::time::{Duration, Instant};
 use crate::wire::IpAddress;
 
-/// At most this many flows; a new flow beyond it evicts the least recently used one
-/// (`flows_evicted`).
+/// At most this many flows opened by the guest; a new one beyond it evicts the least recently
+/// used of them (`flows_evicted`).
 pub const MAX_FLOWS: usize = 4096;
+/// At most this many flows opened by host peers through inbound forwards, counted apart: a
+/// host-side flood (a port scan, many spoofed peers) evicts only its own kind, never the guest's
+/// conversations.
+pub const MAX_FORWARD_FLOWS: usize = 1024;
 /// RFC 4787 REQ-5: a UDP mapping must not expire in less than two minutes; 180 s as passt and
 /// Linux conntrack's assured UDP streams.
 pub const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -83,6 +87,8 @@ pub struct FlowTable {
     flows: HashMap<FlowKey, Flow>,
     /// Sockets owned by guest-originated flows.
     by_socket: HashMap<SocketId, FlowKey>,
+    /// Forward flows by the forward's socket and the host peer.
+    by_peer: HashMap<(SocketId, SocketAddr), FlowKey>,
 }
 
 impl FlowTable {
@@ -106,29 +112,45 @@ impl FlowTable {
         self.by_socket.get(&sock).copied()
     }
 
-    /// The forward flow of `peer` on listener `sock`, if any (linear: forwards carry few peers).
+    /// The forward flow of `peer` on listener `sock`, if any.
     pub fn forward_flow(&self, sock: SocketId, peer: SocketAddr) -> Option<FlowKey> {
-        self.flows
-            .values()
-            .find(|f| f.socket == sock && f.origin == Origin::Forward { peer })
-            .map(|f| f.key)
+        self.by_peer.get(&(sock, peer)).copied()
     }
 
-    /// Inserts a flow; when the table is full the least recently used flow is evicted first and
-    /// returned, for the caller to close its socket.
+    /// Forward flows in the table.
+    pub fn forward_len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Inserts a flow; when its kind (guest or forward) is at its bound, the least recently used
+    /// flow of that kind is evicted first and returned, for the caller to close its socket.
     pub fn insert(&mut self, flow: Flow) -> Option<Flow> {
-        let evicted = if self.flows.len() >= MAX_FLOWS {
+        let forward = matches!(flow.origin, Origin::Forward { .. });
+        let (count, bound) = if forward {
+            (self.by_peer.len(), MAX_FORWARD_FLOWS)
+        } else {
+            (self.flows.len() - self.by_peer.len(), MAX_FLOWS)
+        };
+        let evicted = if count >= bound && !self.flows.contains_key(&flow.key) {
             let lru = self
                 .flows
                 .values()
+                .filter(|f| matches!(f.origin, Origin::Forward { .. }) == forward)
                 .min_by_key(|f| f.last_active)
                 .map(|f| f.key);
             lru.and_then(|k| self.remove(&k))
         } else {
             None
         };
-        if flow.origin == Origin::Guest {
-            self.by_socket.insert(flow.socket, flow.key);
+        // The same key again replaces the flow (and its indexes).
+        self.remove(&flow.key);
+        match flow.origin {
+            Origin::Guest => {
+                self.by_socket.insert(flow.socket, flow.key);
+            }
+            Origin::Forward { peer } => {
+                self.by_peer.insert((flow.socket, peer), flow.key);
+            }
         }
         self.flows.insert(flow.key, flow);
         evicted
@@ -136,8 +158,13 @@ impl FlowTable {
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
         let flow = self.flows.remove(key)?;
-        if flow.origin == Origin::Guest {
-            self.by_socket.remove(&flow.socket);
+        match flow.origin {
+            Origin::Guest => {
+                self.by_socket.remove(&flow.socket);
+            }
+            Origin::Forward { peer } => {
+                self.by_peer.remove(&(flow.socket, peer));
+            }
         }
         Some(flow)
     }
@@ -228,6 +255,42 @@ mod tests {
         assert_eq!(evicted.key, udp(0));
         assert_eq!(t.len(), MAX_FLOWS);
         assert_eq!(t.by_socket(SocketId(0)), None);
+    }
+
+    #[test]
+    fn a_flood_of_forward_flows_never_evicts_the_guests() {
+        let mut t = FlowTable::new();
+        for i in 0..10 {
+            t.insert(flow(1000 + i, u32::from(i), 1));
+        }
+        // A host-side port scan through a forward: thousands of peers, newer than the guest's.
+        let mut evicted = 0;
+        for i in 0..5000u16 {
+            let peer = SocketAddr::from(([127, 0, 0, 1], 20000 + i));
+            let key = FlowKey::Udp {
+                guest: (Ipv4Address::new(10, 0, 2, 15).into(), 53),
+                remote: (Ipv4Address::new(10, 0, 2, 2).into(), 20000 + i),
+            };
+            let old = t.insert(Flow {
+                key,
+                socket: SocketId(500),
+                origin: Origin::Forward { peer },
+                last_active: Instant::from_secs(100 + u64::from(i)),
+            });
+            if let Some(old) = old {
+                assert!(matches!(old.origin, Origin::Forward { .. }));
+                evicted += 1;
+            }
+        }
+        assert_eq!(t.forward_len(), MAX_FORWARD_FLOWS);
+        assert_eq!(evicted, 5000 - MAX_FORWARD_FLOWS);
+        for i in 0..10 {
+            assert!(
+                t.get_mut(&udp(1000 + i)).is_some(),
+                "guest flow {i} evicted"
+            );
+        }
+        assert_eq!(t.len(), 10 + MAX_FORWARD_FLOWS);
     }
 
     #[test]
