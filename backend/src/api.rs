@@ -30,9 +30,10 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use serde_json::{json, Map, Value};
@@ -44,6 +45,17 @@ use crate::stats;
 
 /// Requests are at most this large.
 const MAX_REQUEST: usize = 16 << 20;
+/// Clients served at once, each on a thread of its own; one more is answered 503 at once. A slow
+/// or stuck client holds only its own thread.
+const MAX_CLIENTS: usize = 8;
+/// The longest a client may take to send its whole request (line, headers and body).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest a client may take to read the reply (per write).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The request line and each header line are at most this long, and there are at most
+/// `MAX_HEADERS` headers.
+const MAX_LINE: usize = 8192;
+const MAX_HEADERS: usize = 64;
 /// The longest an inject with `interval_us` may take in all.
 const MAX_INJECT_DURATION: Duration = Duration::from_secs(60);
 /// How long the device may take to answer a command.
@@ -130,21 +142,20 @@ impl Reply {
     }
 }
 
-/// Serves the API on `path` in a thread of its own. The socket file is replaced if stale.
+/// Serves the API on `path`: a thread accepts, and each client is served on a thread of its own,
+/// at most [`MAX_CLIENTS`] at once. The socket file is replaced if stale.
 pub fn spawn(path: &Path, device: DeviceHandle) -> io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     info!("control API on {}", path.display());
+    let device = Arc::new(device);
+    let clients = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("virtgate-api".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 match conn {
-                    Ok(s) => {
-                        if let Err(e) = serve_one(s, &device) {
-                            debug!("api: {e}");
-                        }
-                    }
+                    Ok(s) => serve_on_thread(s, &device, &clients),
                     Err(e) => {
                         warn!("api: accept failed: {e}");
                         std::thread::sleep(Duration::from_millis(100));
@@ -155,6 +166,38 @@ pub fn spawn(path: &Path, device: DeviceHandle) -> io::Result<()> {
     Ok(())
 }
 
+/// Counts a client while it is served (also when its thread panics).
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn serve_on_thread(s: UnixStream, device: &Arc<DeviceHandle>, clients: &Arc<AtomicUsize>) {
+    let _ = s.set_write_timeout(Some(REPLY_TIMEOUT));
+    if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+        clients.fetch_sub(1, Ordering::AcqRel);
+        debug!("api: {MAX_CLIENTS} clients already, one refused");
+        let _ = write_reply(s, &Reply::error(503, "too many clients at once"));
+        return;
+    }
+    let slot = ClientSlot(Arc::clone(clients));
+    let device = Arc::clone(device);
+    let spawned = std::thread::Builder::new()
+        .name("virtgate-api-client".into())
+        .spawn(move || {
+            let _slot = slot;
+            if let Err(e) = serve_one(s, &device) {
+                debug!("api: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("api: cannot start a client thread: {e}");
+    }
+}
+
 /// One request: its method, path and body.
 struct Request {
     method: String,
@@ -162,11 +205,46 @@ struct Request {
     body: Vec<u8>,
 }
 
-fn read_request(s: &UnixStream) -> io::Result<Request> {
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut r = BufReader::new(s.take(MAX_REQUEST as u64));
+/// Reads from a client until a fixed deadline, however the bytes trickle in.
+struct DeadlineReader<'a> {
+    s: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request took too long",
+            ));
+        }
+        self.s.set_read_timeout(Some(left))?;
+        (&mut &*self.s).read(buf)
+    }
+}
+
+/// A line of at most [`MAX_LINE`] bytes.
+fn read_line(r: &mut impl BufRead) -> io::Result<String> {
     let mut line = String::new();
-    r.read_line(&mut line)?;
+    r.take(MAX_LINE as u64).read_line(&mut line)?;
+    if line.len() >= MAX_LINE && !line.ends_with('\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a line longer than 8 KiB",
+        ));
+    }
+    Ok(line)
+}
+
+fn read_request(s: &UnixStream) -> io::Result<Request> {
+    let reader = DeadlineReader {
+        s,
+        deadline: Instant::now() + REQUEST_DEADLINE,
+    };
+    let mut r = BufReader::new(reader.take(MAX_REQUEST as u64));
+    let line = read_line(&mut r)?;
     let mut parts = line.split_whitespace();
     let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
         return Err(io::Error::new(
@@ -176,36 +254,52 @@ fn read_request(s: &UnixStream) -> io::Result<Request> {
     };
     let (method, path) = (method.to_string(), path.to_string());
     let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            break;
+    for n in 0.. {
+        if n == MAX_HEADERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "more than 64 headers",
+            ));
         }
+        let h = read_line(&mut r)?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
         }
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
+                length = v.trim().parse().map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length")
+                })?;
             }
         }
     }
-    let mut body = vec![0u8; length.min(MAX_REQUEST)];
+    if length > MAX_REQUEST {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a body larger than 16 MiB",
+        ));
+    }
+    let mut body = vec![0u8; length];
     r.read_exact(&mut body)?;
     Ok(Request { method, path, body })
 }
 
-fn serve_one(mut s: UnixStream, device: &DeviceHandle) -> io::Result<()> {
+fn serve_one(s: UnixStream, device: &DeviceHandle) -> io::Result<()> {
     let reply = match read_request(&s) {
         Ok(req) => route(&req, device),
         Err(e) => Reply::error(400, &e.to_string()),
     };
+    write_reply(s, &reply)
+}
+
+fn write_reply(mut s: UnixStream, reply: &Reply) -> io::Result<()> {
     let reason = match reply.status {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     write!(

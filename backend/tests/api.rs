@@ -314,3 +314,91 @@ fn inject_and_probe_through_ctl() {
     assert!(vg.terminate().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A raw request on the API socket; the reply's status line.
+fn status_of(api: &Path, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(api).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let _ = s.write_all(request);
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.lines().next().unwrap_or_default().to_string()
+}
+
+/// Clients that hold a connection without finishing a request hold only their own thread: others
+/// are served meanwhile; past the bound a client is told 503 at once; and oversized or malformed
+/// requests are refused with 400, never served partly.
+#[test]
+fn slow_and_hostile_api_clients_cannot_hold_the_api() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let dir = std::env::temp_dir().join(format!("virtgate-api-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("api.sock");
+    let mut vg = Virtgate::start(&["--api-socket", api.to_str().unwrap()]);
+    let t0 = std::time::Instant::now();
+    while !api.exists() && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Three clients that sent half a request line and stopped.
+    let mut idle: Vec<UnixStream> = (0..3)
+        .map(|_| {
+            let mut s = UnixStream::connect(&api).unwrap();
+            s.write_all(b"GET /st").unwrap();
+            s
+        })
+        .collect();
+    let (ok, out, err) = ctl(&api, &["stats"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"device\""));
+    // ...while the idle clients are still waiting for their answers: nothing was served in turn.
+    for s in &idle {
+        use std::io::Read;
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let e = (&mut &*s)
+            .read(&mut b)
+            .expect_err("an idle client was answered");
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    }
+    // Filled up: one more is refused at once.
+    for _ in 3..8 {
+        let mut s = UnixStream::connect(&api).unwrap();
+        s.write_all(b"GET").unwrap();
+        idle.push(s);
+    }
+    let deadline = std::time::Instant::now() + T;
+    let mut refused = String::new();
+    while std::time::Instant::now() < deadline {
+        refused = status_of(&api, b"GET /stats HTTP/1.1\r\n\r\n");
+        if refused.contains("503") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refused.contains("503 Service Unavailable"), "{refused}");
+    // They go away: their threads end and the API serves again.
+    drop(idle);
+    let deadline = std::time::Instant::now() + T;
+    let mut status = String::new();
+    while std::time::Instant::now() < deadline {
+        status = status_of(&api, b"GET /stats HTTP/1.1\r\n\r\n");
+        if status.contains("200") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(status.contains("200 OK"), "{status}");
+    // A header line of 9 KiB, a hundred headers, a body said to be larger than 16 MiB, a
+    // Content-Length that is no number: all 400.
+    let long = format!("GET /stats HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    assert!(status_of(&api, long.as_bytes()).contains("400"));
+    let many = format!("GET /stats HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(100));
+    assert!(status_of(&api, many.as_bytes()).contains("400"));
+    let huge = b"POST /inject HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n";
+    assert!(status_of(&api, huge).contains("400"));
+    let nan = b"POST /inject HTTP/1.1\r\nContent-Length: lots\r\n\r\n";
+    assert!(status_of(&api, nan).contains("400"));
+    assert!(vg.child.try_wait().unwrap().is_none(), "virtgate exited");
+}
