@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub mod cpio;
 pub mod exerciser;
+pub mod transfer;
 
 pub use exerciser::{CallChain, Counters};
 

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use guest_tests::{parse_snmp, Virtgate, Vm, VmOptions, GUEST_MAC};
+use guest_tests::transfer::transfer_both_ways;
+use guest_tests::{parse_snmp, Family, Virtgate, Vm, VmOptions, GUEST_MAC};
 use rstest::rstest;
 use serde_json::Value;
 
@@ -26,20 +27,36 @@ fn iface_counter(vm: &mut Vm, name: &str) -> i64 {
         .unwrap()
 }
 
+/// The MTU matrix: IPv4's minimum (68, RFC 791), the classic 576, IPv6's minimum (1280), Ethernet,
+/// a jumbo frame and the largest virtio-net takes. Each gets a lease, pings of exactly the MTU and
+/// TCP both ways, checksummed; below 1280 IPv6 is off (RFC 8200 §5 needs 1280).
 #[rstest]
+#[case::mtu_68(68)]
+#[case::mtu_576(576)]
+#[case::mtu_1280(1280)]
 #[case::mtu_1500(1500)]
+#[case::mtu_9000(9000)]
 #[case::mtu_65520(65520)]
 fn dhcp_lease_mtu_ping_and_counters(#[case] mtu: u32) {
-    let vg = Virtgate::start(&[
+    let mtu_arg = mtu.to_string();
+    let mut args = vec![
         "--mtu",
-        &mtu.to_string(),
+        &mtu_arg,
         "--lease-time",
         "7200",
         "--domain",
         "virtgate.test",
-    ]);
+    ];
+    if mtu < 1280 {
+        args.push("--no-ipv6");
+    }
+    let vg = Virtgate::start(&args);
     let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
-    let lease = vm.bring_up();
+    let lease = if mtu >= 1280 {
+        vm.bring_up_dual_stack()
+    } else {
+        vm.bring_up()
+    };
 
     // Exactly what virtgate was configured to hand out.
     let expect = [
@@ -137,6 +154,21 @@ fn dhcp_lease_mtu_ping_and_counters(#[case] mtu: u32) {
     if mtu > 4096 {
         // Frames larger than a page arrive over several mergeable buffers.
         assert!(counter(&stats, "device", "rx_chains") > dev_rx, "{stats:#}");
+    }
+
+    // TCP both ways at this MTU: virtgate's MSS is the MTU less 40 bytes of headers, and every
+    // segment it sent fits the link.
+    let size = if mtu < 1280 { 64 << 10 } else { 1 << 20 };
+    transfer_both_ways(&mut vm, Family::V4, size, Duration::from_secs(120));
+    if mtu >= 1280 {
+        transfer_both_ways(&mut vm, Family::V6, size, Duration::from_secs(120));
+    }
+    let stats = vg.stats();
+    for name in ["rx_drop_too_big", "tx_drop_oversize"] {
+        assert_eq!(counter(&stats, "device", name), 0, "{name}");
+    }
+    for name in ["drop_ipv4_fragment", "drop_ipv6_too_big", "tcp_resets_sent"] {
+        assert_eq!(counter(&stats, "stack", name), 0, "{name}");
     }
 }
 

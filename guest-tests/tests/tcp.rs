@@ -5,97 +5,13 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+use guest_tests::transfer::{serve_on, transfer_both_ways};
 use guest_tests::{Family, Offloads, Virtgate, Vm, VmOptions};
 use rstest::rstest;
 
-/// Serves `conns` connections with `handle`, each in its own thread; returns the port.
+/// Serves `conns` connections on the IPv4 loopback with `handle`; returns the port.
 fn serve(conns: usize, handle: impl Fn(TcpStream) + Copy + Send + 'static) -> u16 {
     serve_on(Family::V4, conns, handle)
-}
-
-/// [`serve`] on the family's loopback.
-fn serve_on(
-    family: Family,
-    conns: usize,
-    handle: impl Fn(TcpStream) + Copy + Send + 'static,
-) -> u16 {
-    let l = TcpListener::bind((family.loopback(), 0)).unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for _ in 0..conns {
-            let Ok((s, _)) = l.accept() else { return };
-            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            std::thread::spawn(move || handle(s));
-        }
-    });
-    port
-}
-
-fn md5_of(data: &[u8]) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "virtgate-md5-{}-{}",
-        std::process::id(),
-        data.len()
-    ));
-    std::fs::write(&dir, data).unwrap();
-    let out = std::process::Command::new("md5sum")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&dir).unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so both ends can know them.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Moves `size` bytes host → guest (a host server writes a known pattern, the guest checksums what
-/// it reads) and guest → host (the guest sends random bytes, the host server returns the checksum of
-/// what it read), and asserts both checksums match.
-fn transfer_both_ways(vm: &mut Vm, family: Family, size: usize, timeout: Duration) {
-    let gw = family.gateway();
-    let down = serve_on(family, 1, move |mut s| {
-        let _ = s.write_all(&pattern(size));
-    });
-    let up = serve_on(family, 1, move |mut s| {
-        let mut got = vec![0u8; size];
-        if s.read_exact(&mut got).is_ok() {
-            let _ = writeln!(s, "{}", md5_of(&got));
-        }
-    });
-    let got = vm
-        .run(&format!("nc {gw} {down} </dev/null | md5sum"), timeout)
-        .ok();
-    assert_eq!(
-        got.split_whitespace().next(),
-        Some(md5_of(&pattern(size)).as_str()),
-        "the guest received other bytes than the host sent"
-    );
-    vm.sh(&format!(
-        "dd if=/dev/urandom of=/tmp/up bs=1M count={} 2>/dev/null",
-        size >> 20
-    ));
-    let local = vm.sh("md5sum /tmp/up");
-    let remote = vm.run(&format!("nc {gw} {up} </tmp/up"), timeout).ok();
-    assert_eq!(
-        remote.split_whitespace().next(),
-        local.split_whitespace().next(),
-        "the host received other bytes than the guest sent"
-    );
 }
 
 /// The issue asks for 64 MiB each way, checksummed at both ends.
