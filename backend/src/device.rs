@@ -328,6 +328,23 @@ pub struct NetDevice {
     control: EventFd,
     /// The offloads offered to the guest (`--offloads`).
     offloads: Offloads,
+    /// Test-only: panic after this many more guest frames (see [`TEST_FAULT_ENV`]).
+    fault_after: Option<u64>,
+}
+
+/// Test-only fault injection, read once at start: `tx-panic-after=N` makes the vring worker panic
+/// on the guest's frame number N + 1, so that tests can show what a bug in the data path does to
+/// the process, QEMU and the guest (docs/qemu-interop.md, "When virtgate fails"). Not an option:
+/// nothing but a test sets it.
+pub const TEST_FAULT_ENV: &str = "VIRTGATE_TEST_FAULT";
+
+fn test_fault_from_env() -> Option<u64> {
+    let spec = std::env::var(TEST_FAULT_ENV).ok()?;
+    let n = spec.strip_prefix("tx-panic-after=")?.parse().ok();
+    if n.is_some() {
+        log::warn!("{TEST_FAULT_ENV}={spec}: the data path will panic on purpose");
+    }
+    n
 }
 
 /// One RX/TX queue pair: its counters, interrupt moderation and timer. Each pair is served by its
@@ -404,6 +421,7 @@ impl NetDevice {
             capture: None,
             control: EventFd::new(EFD_NONBLOCK)?,
             offloads: Offloads::ALL,
+            fault_after: test_fault_from_env(),
         })
     }
 
@@ -648,6 +666,12 @@ impl NetDevice {
                 returned += 1;
                 match result {
                     Ok((len, meta)) => {
+                        if let Some(left) = self.fault_after.as_mut() {
+                            if *left == 0 {
+                                panic!("{TEST_FAULT_ENV}: the fault a test asked for");
+                            }
+                            *left -= 1;
+                        }
                         let hdr = self.negotiated.header_len;
                         self.pairs[p].stats.tx_frames += 1;
                         self.pairs[p].stats.tx_bytes += (len - hdr) as u64;

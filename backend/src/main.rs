@@ -6,7 +6,25 @@ use std::process::ExitCode;
 use clap::Parser;
 use virtgate::config::Args;
 
+/// A panic anywhere ends the process at once (docs/qemu-interop.md, "When virtgate fails"). A
+/// worker that unwound would leave a device with a poisoned lock and dead queues behind, and QEMU
+/// waiting on it; a process that is gone closes its sockets, so QEMU's `reconnect=` and the service
+/// manager's restart bring a fresh virtgate back.
+fn abort_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        eprintln!(
+            "virtgate: internal error in thread '{name}': {info}\n{backtrace}\n\
+             virtgate: aborting; QEMU with reconnect= attaches to a restarted virtgate"
+        );
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
+    abort_on_panic();
     let mut argv = std::env::args_os();
     if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
         argv.nth(1);

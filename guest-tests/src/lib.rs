@@ -366,6 +366,13 @@ impl Virtgate {
         Virtgate::spawn(dir, Command::new(virtgate_bin()), extra)
     }
 
+    /// Starts virtgate with extra environment variables (the test-only fault injection).
+    pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> Virtgate {
+        let mut cmd = Command::new(virtgate_bin());
+        cmd.envs(env.iter().copied());
+        Virtgate::spawn(&unique_dir("vg"), cmd, extra)
+    }
+
     /// Starts virtgate in a network namespace of its own (`unshare --net`, as root), which has
     /// only a loopback that is down: every host socket it opens fails with "network unreachable",
     /// and no packet can leave the machine. The QEMU socket is a path, so QEMU still reaches it.
@@ -507,6 +514,22 @@ impl Virtgate {
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns the exit status.
+    /// Waits (bounded) for virtgate to exit on its own; its status, or None if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY: kill(2) with our child's pid and a valid signal number.

@@ -172,6 +172,64 @@ fn dhcp_lease_mtu_ping_and_counters(#[case] mtu: u32) {
     }
 }
 
+/// A bug in the data path (a deliberate panic on the guest's 40th frame, through the test-only
+/// `VIRTGATE_TEST_FAULT`) ends the process at once with a clear log line, instead of leaving a dead
+/// NIC behind with QEMU blocked on it: the guest sees its link go, QEMU (reconnect=) attaches to a
+/// restarted virtgate, and the guest's network works again.
+#[test]
+fn a_failure_in_the_data_path_ends_the_process_and_qemu_reconnects() {
+    let mut vg = Virtgate::start_with_env(&[("VIRTGATE_TEST_FAULT", "tx-panic-after=40")], &[]);
+    let opts = VmOptions {
+        reconnect_secs: Some(1),
+        ..VmOptions::default()
+    };
+    let mut vm = Vm::boot(&vg.socket, &opts);
+    // DHCP, ARP and pings: more than 40 frames, so the fault fires during these.
+    let _ = vm.run(
+        "udhcpc -i eth0 -n -q -t 3 -T 2; ping -c 60 -i 0.2 -W 1 10.0.2.2",
+        Duration::from_secs(90),
+    );
+    let status = vg
+        .wait_exit(Duration::from_secs(30))
+        .expect("virtgate still runs");
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGABRT),
+        "{status:?}"
+    );
+    let log = vg.log();
+    assert!(log.contains("virtgate: internal error in thread"), "{log}");
+    assert!(log.contains("aborting"), "{log}");
+    // QEMU is not stuck: the guest answers and sees the link down.
+    let down = wait_guest(
+        &mut vm,
+        "cat /sys/class/net/eth0/carrier",
+        "0",
+        Duration::from_secs(20),
+    );
+    assert!(down, "carrier did not drop:\n{}", vm.console());
+    let socket_dir = vg.socket.parent().unwrap().to_path_buf();
+    let vg2 = Virtgate::start_in(&socket_dir, &[]);
+    let up = wait_guest(
+        &mut vm,
+        "cat /sys/class/net/eth0/carrier",
+        "1",
+        Duration::from_secs(30),
+    );
+    assert!(
+        up,
+        "carrier did not return:\n{}\n{}",
+        vm.console(),
+        vg2.log()
+    );
+    vm.bring_up();
+    let out = vm
+        .run("ping -c 3 -W 5 10.0.2.2", Duration::from_secs(30))
+        .ok();
+    assert!(out.contains("0% packet loss"), "{out}");
+}
+
 /// QEMU is killed and a new one attaches to the same virtgate: the device serves it, and the stack's
 /// state (the lease of this MAC, the counters) carries over.
 #[test]
