@@ -366,6 +366,39 @@ impl Virtgate {
         Virtgate::spawn(dir, Command::new(virtgate_bin()), extra)
     }
 
+    /// Runs a command in virtgate's network namespace (`nsenter --net`); it must succeed. For a
+    /// virtgate from [`Virtgate::start_isolated`], whose namespace the test owns.
+    pub fn netns_run(&self, args: &[&str]) {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", self.pid()))
+            .arg("--")
+            .args(args)
+            .output()
+            .expect("nsenter");
+        assert!(
+            out.status.success(),
+            "{args:?} in virtgate's namespace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` on a thread that joined virtgate's network namespace (setns(2) changes only the
+    /// calling thread): sockets it opens live there. Returns the thread's handle.
+    pub fn in_netns<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).expect("netns");
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns(2) with an open namespace file and a valid nstype; it affects only
+            // this thread, which owns nothing yet.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+
     /// Starts virtgate with extra environment variables (the test-only fault injection).
     pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> Virtgate {
         let mut cmd = Command::new(virtgate_bin());

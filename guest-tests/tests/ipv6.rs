@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use guest_tests::{Virtgate, Vm, VmOptions};
+use guest_tests::{Offloads, Virtgate, Vm, VmOptions};
 
 /// `/proc/net/snmp6` as name → value (one "Name value" pair per line).
 fn snmp6(vm: &mut Vm) -> HashMap<String, i64> {
@@ -274,4 +274,73 @@ fn big_pings_cross_in_fragments_both_ways() {
     assert_eq!(s["stack"]["ipv6_reassembled"], 4, "{s:#}");
     assert_eq!(s["stack"]["ipv6_tx_fragments"], 12, "{s:#}");
     assert_eq!(s["stack"]["drop_ipv6_fragment"], 0, "{s:#}");
+}
+
+/// Issue 11, defect 4: bulk TCP from the guest to a routed IPv6 destination (anything but the
+/// gateway's own addresses), with the guest's TSO6 super-frames, gets no Packet Too Big: each
+/// super-frame is measured by the segments it stands for. virtgate runs in a network namespace of
+/// the test's own, where `fd99::1/128` sits on the loopback, so nothing leaves it.
+#[rstest::rstest]
+fn bulk_upload_to_a_routed_ipv6_destination_is_never_too_big(
+    #[values(Offloads::All, Offloads::None)] offloads: Offloads,
+) {
+    use std::io::{Read, Write};
+    let vg = Virtgate::start_isolated(&offloads.args(&[]));
+    vg.netns_run(&["ip", "link", "set", "lo", "up"]);
+    vg.netns_run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd99::1/128",
+        "dev",
+        "lo",
+        "nodad",
+    ]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let size = 8usize << 20;
+    let server = vg.in_netns(move || {
+        let l = std::net::TcpListener::bind("[fd99::1]:0").unwrap();
+        tx.send(l.local_addr().unwrap().port()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut got = vec![0u8; size];
+        s.read_exact(&mut got).unwrap();
+        let _ = writeln!(s, "{}", guest_tests::transfer::md5_of(&got));
+    });
+    let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
+    vm.bring_up_dual_stack();
+    vm.sh(&format!(
+        "dd if=/dev/urandom of=/tmp/up bs=1M count={} 2>/dev/null",
+        size >> 20
+    ));
+    let local = vm.sh("md5sum /tmp/up");
+    let before = snmp6(&mut vm);
+    let remote = vm
+        .run(
+            &format!("nc fd99::1 {port} </tmp/up"),
+            Duration::from_secs(180),
+        )
+        .ok();
+    server.join().unwrap();
+    assert_eq!(
+        remote.split_whitespace().next(),
+        local.split_whitespace().next(),
+        "the routed destination received other bytes than the guest sent"
+    );
+    let after = snmp6(&mut vm);
+    let too_big = |m: &HashMap<String, i64>| m.get("Icmp6InPktTooBigs").copied().unwrap_or(0);
+    assert_eq!(
+        too_big(&after) - too_big(&before),
+        0,
+        "the guest got Packet Too Big"
+    );
+    let s = vg.stats();
+    assert_eq!(s["stack"]["drop_ipv6_too_big"], 0, "{s:#}");
+    if offloads == Offloads::All {
+        // The guest did send super-frames: the case the defect was about.
+        assert!(s["device"]["tx_gso_frames"].as_u64().unwrap() > 0, "{s:#}");
+    }
+    offloads.check(&mut vm);
 }
