@@ -320,6 +320,8 @@ pub struct NetDevice {
     rx_segments: Vec<(GuestAddress, u32)>,
     /// RX chains gathered for one frame: head, first segment, capacity; or a bad chain.
     rx_chains: Vec<RxChain>,
+    /// Used elements of one frame, published together.
+    rx_used: Vec<(u16, u32)>,
     host_events: Vec<EpollEvent>,
     loss: Option<LossInjector>,
     coalesce: Coalesce,
@@ -366,6 +368,9 @@ struct Pair {
     /// The guest wants an interrupt that moderation still holds back.
     rx_owed: bool,
     tx_owed: bool,
+    /// Used RX buffers published since the guest's wish for an interrupt was last asked (RX
+    /// publishes its used ring itself, see [`RxWriter::publish`]).
+    rx_used_added: u16,
 }
 
 impl Pair {
@@ -382,6 +387,7 @@ impl Pair {
             rx_blocked: false,
             rx_owed: false,
             tx_owed: false,
+            rx_used_added: 0,
         })
     }
 }
@@ -415,6 +421,7 @@ impl NetDevice {
             tx_buf: vec![0; MAX_FRAME_LEN + virtio_net::HEADER_LEN_V1],
             rx_segments: Vec::with_capacity(MAX_QUEUE_SIZE),
             rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
+            rx_used: Vec::with_capacity(MAX_QUEUE_SIZE),
             host_events: vec![EpollEvent::default(); HOST_EVENTS],
             loss: None,
             coalesce: Coalesce::default(),
@@ -781,7 +788,11 @@ impl NetDevice {
         now: Instant,
         queue: Queue,
     ) -> bool {
-        match vring.needs_notification() {
+        let wanted = match queue {
+            Queue::Rx => self.rx_needs_notification(p, vring),
+            Queue::Tx => vring.needs_notification(),
+        };
+        match wanted {
             Ok(true) => true,
             Ok(false) => {
                 match queue {
@@ -797,6 +808,35 @@ impl NetDevice {
         }
     }
 
+    /// virtio-queue's needs_notification for the RX ring, whose used elements
+    /// [`RxWriter::publish`] counts itself: with EVENT_IDX, whether the guest's used_event lies
+    /// among the elements published since the last call (the inequality Linux's
+    /// virtqueue_kick_prepare uses, which also covers a batch); without it, always.
+    fn rx_needs_notification(
+        &mut self,
+        p: usize,
+        vring: &Vring,
+    ) -> Result<bool, virtio_queue::Error> {
+        let added = std::mem::take(&mut self.pairs[p].rx_used_added);
+        let state = vring.get_ref();
+        let queue = state.get_queue();
+        if !queue.event_idx_enabled() {
+            return Ok(true);
+        }
+        // The used elements and index are written before used_event is read.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let size = u64::from(queue.size());
+        let used_event_at = GuestAddress(queue.avail_ring()).unchecked_add(4 + 2 * size);
+        let guard = self.mem.memory();
+        let used_event: u16 = guard
+            .load(used_event_at, std::sync::atomic::Ordering::Relaxed)
+            .map(u16::from_le)
+            .map_err(virtio_queue::Error::GuestMemory)?;
+        let used = std::num::Wrapping(queue.next_used());
+        let old = used - std::num::Wrapping(added);
+        Ok(used - std::num::Wrapping(used_event) - std::num::Wrapping(1) < used - old)
+    }
+
     /// Writes the stack's frames queued for this pair into the guest's RX buffers; returns
     /// whether any were.
     fn process_rx(&mut self, p: usize, rx: &Vring, now: Instant) -> bool {
@@ -808,13 +848,16 @@ impl NetDevice {
         let mut delivered = 0usize;
         // Each iteration delivers or drops one frame, or stops; the stack's queue is bounded.
         for _ in 0..=netstack::stack::TX_QUEUE_CAPACITY {
+            let pair = &mut self.pairs[p];
             let mut rx_writer = RxWriter {
                 mem,
                 vring: rx,
                 negotiated: self.negotiated,
-                stats: &mut self.pairs[p].stats,
+                stats: &mut pair.stats,
                 segments: &mut self.rx_segments,
                 chains: &mut self.rx_chains,
+                used: &mut self.rx_used,
+                used_added: &mut pair.rx_used_added,
                 last_fault: None,
             };
             let loss = &mut self.loss;
@@ -1016,6 +1059,10 @@ struct RxWriter<'a> {
     stats: &'a mut DeviceStats,
     segments: &'a mut Vec<(GuestAddress, u32)>,
     chains: &'a mut Vec<RxChain>,
+    /// Used elements (head, bytes written) of the frame being written, published together.
+    used: &'a mut Vec<(u16, u32)>,
+    /// Counts what [`RxWriter::publish`] put on the used ring ([`Pair::rx_used_added`]).
+    used_added: &'a mut u16,
     /// The last bad chain met, for the (rate-limited) log; all are counted.
     last_fault: Option<(u16, ChainFault)>,
 }
@@ -1112,7 +1159,7 @@ impl RxWriter<'_> {
             match *c {
                 RxChain::Bad { head, fault } => {
                     self.fault(head, fault);
-                    let _ = self.vring.add_used(head, 0);
+                    self.used.push((head, 0));
                 }
                 RxChain::Good {
                     head,
@@ -1139,11 +1186,12 @@ impl RxWriter<'_> {
                         }
                         written += off as u32;
                     }
-                    let _ = self.vring.add_used(head, written);
+                    self.used.push((head, written));
                     self.stats.rx_chains += 1;
                 }
             }
         }
+        self.publish();
         *self.chains = chains;
         self.stats.rx_frames += 1;
         self.stats.rx_bytes += frame.len() as u64;
@@ -1178,8 +1226,53 @@ impl RxWriter<'_> {
                 .get_queue_mut()
                 .pop_descriptor_chain(self.mem);
             self.fault(head, fault);
-            let _ = self.vring.add_used(head, 0);
+            self.used.push((head, 0));
         }
+        self.publish();
+    }
+
+    /// Puts the used elements gathered in `used` on the used ring and makes them visible with
+    /// one store of the used index. A frame over several mergeable buffers must appear whole: a
+    /// driver that saw its first buffer (with num_buffers = N) before the others were published
+    /// finds "buffers missing", counts rx_length_errors and drops it (Linux's receive_mergeable),
+    /// which TCP then repairs as loss. virtio-queue's add_used publishes the index for every
+    /// element, so RX writes the ring itself (VIRTIO 1.2 §2.7.8: the device writes the used
+    /// elements, then the index).
+    fn publish(&mut self) {
+        if self.used.is_empty() {
+            return;
+        }
+        let mut state = self.vring.get_mut();
+        let queue = state.get_queue_mut();
+        let size = queue.size();
+        let ring = GuestAddress(queue.used_ring());
+        let start = queue.next_used();
+        if size == 0 {
+            self.used.clear();
+            return;
+        }
+        for (i, &(head, len)) in self.used.iter().enumerate() {
+            let slot = start.wrapping_add(i as u16) % size;
+            let mut elem = [0u8; 8];
+            elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+            elem[4..].copy_from_slice(&len.to_le_bytes());
+            // Past the ring's own checks (set up by QEMU, within guest memory); a failure means
+            // the guest unmapped its ring, and the queue is lost either way.
+            let _ = self
+                .mem
+                .write_slice(&elem, ring.unchecked_add(4 + 8 * u64::from(slot)));
+        }
+        let next = start.wrapping_add(self.used.len() as u16);
+        // Release: the frame's bytes and the elements are visible before the index that
+        // announces them.
+        let _ = self.mem.store(
+            u16::to_le(next),
+            ring.unchecked_add(2),
+            std::sync::atomic::Ordering::Release,
+        );
+        queue.set_next_used(next);
+        *self.used_added = self.used_added.wrapping_add(self.used.len() as u16);
+        self.used.clear();
     }
 }
 

@@ -111,6 +111,9 @@ pub struct TestFrontend {
     next_tx_slot: u16,
     /// RX used entries read but not yet consumed as frames.
     rx_pending: Vec<Used>,
+    /// Times a frame's first buffer was seen on the used ring before all of its `num_buffers`
+    /// were: what makes Linux's virtio-net count rx_length_errors and drop the frame.
+    pub rx_partial_frames_seen: u64,
 }
 
 fn memfd(size: usize) -> io::Result<File> {
@@ -223,6 +226,7 @@ impl TestFrontend {
             rx_posted: 0,
             next_tx_slot: 0,
             rx_pending: Vec::new(),
+            rx_partial_frames_seen: 0,
         })
     }
 
@@ -452,6 +456,9 @@ impl TestFrontend {
                 } else {
                     1
                 };
+                if pending.len() < num_buffers {
+                    self.rx_partial_frames_seen += 1;
+                }
                 if pending.len() >= num_buffers {
                     let mut frame = Vec::new();
                     for (i, u) in pending.drain(..num_buffers).enumerate() {

@@ -1328,6 +1328,20 @@ impl<H: HostIo> Stack<H> {
                 conn.cwnd_limited = false;
                 break;
             }
+            // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1, RFC 1122 §4.2.3.4), as Linux's
+            // tcp_snd_wnd_test: a segment shorter than a full one only when it carries all that
+            // is queued, or when nothing is in flight (no ACK would come to open the window).
+            // Filling the last bytes of a window with a sliver costs the guest a whole receive
+            // buffer for a few bytes; under memory pressure it then prunes and drops in-window
+            // data (TCPRcvQDrop), which looked like loss to us.
+            if n < seg_size && n < unsent && in_flight > 0 {
+                conn.cwnd_limited = false;
+                break;
+            }
+            if n > seg_size && n < unsent {
+                // A large segment ends on a segment boundary too (its last piece no sliver).
+                n -= n % seg_size;
+            }
             // The congestion window takes whole segments (no silly small ones while more waits).
             let room = conn.cc.cwnd.saturating_sub(conn.pipe());
             if n > room {
