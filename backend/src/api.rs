@@ -635,7 +635,12 @@ fn stats_document(shared: &Shared) -> Value {
 }
 
 /// Counters that are levels, not running totals.
-const GAUGES: [&str; 3] = ["tcp_connections", "flows_active", "multicast_groups"];
+const GAUGES: [&str; 4] = [
+    "tcp_connections",
+    "tcp_buffered_bytes",
+    "flows_active",
+    "multicast_groups",
+];
 
 /// The Prometheus text exposition format (version 0.0.4): `virtgate_<group>_<counter>`.
 fn metrics(shared: &Shared) -> String {

@@ -220,6 +220,12 @@ pub struct Args {
     #[arg(long, value_name = "IDLE,INTERVAL,PROBES", default_value = "7200,75,9")]
     pub tcp_keepalive: String,
 
+    /// Bytes of TCP data buffered at once over all connections (both ways), with a K, M or G
+    /// suffix (powers of 1024); past it host sockets wait unread and the guest's windows stop
+    /// growing. At least 512K.
+    #[arg(long, value_name = "BYTES", default_value = "64M")]
+    pub tcp_memory: String,
+
     /// More logging: -v for debug, -vv for per-packet traces (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -372,6 +378,7 @@ impl Args {
                 .map(|f| parse_forward(f))
                 .collect::<Result<_, _>>()?,
             tcp_keepalive: parse_keepalive(&self.tcp_keepalive)?,
+            tcp_memory: parse_bytes("tcp-memory", &self.tcp_memory)?,
             link_announce: !self.no_link_announce,
             source_check: !self.no_source_check,
             path_mtus: parse_path_mtus(&self.path_mtus).map_err(ConfigError::PathMtu)?,
@@ -444,6 +451,23 @@ impl Args {
             verbose: self.verbose,
         })
     }
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(option: &'static str, v: &str) -> Result<usize, ConfigError> {
+    let bad = || ConfigError::Parse {
+        option,
+        value: v.to_string(),
+        expected: "a byte count such as 65536, 512K, 64M or 1G",
+    };
+    let (digits, shift) = match v.as_bytes().last() {
+        Some(b'K' | b'k') => (&v[..v.len() - 1], 10),
+        Some(b'M' | b'm') => (&v[..v.len() - 1], 20),
+        Some(b'G' | b'g') => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n: usize = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
 /// `IDLE,INTERVAL,PROBES` (seconds, seconds, count; all at least 1) or `off`.
@@ -649,6 +673,20 @@ mod tests {
             assert!(e.contains(needle), "{args:?}: {e}");
         }
         assert!(config(&["--mtu", "1000", "--no-ipv6"]).is_ok());
+    }
+
+    #[test]
+    fn tcp_memory_is_a_byte_count_of_at_least_one_connection() {
+        assert_eq!(config(&[]).unwrap().stack.tcp_memory, 64 << 20);
+        for (v, want) in [("1G", 1 << 30), ("512k", 512 << 10), ("1048576", 1 << 20)] {
+            assert_eq!(config(&["--tcp-memory", v]).unwrap().stack.tcp_memory, want);
+        }
+        for bad in ["lots", "12Q", "", "99999999999999999999G"] {
+            let e = config(&["--tcp-memory", bad]).unwrap_err();
+            assert!(e.contains("--tcp-memory"), "{bad}: {e}");
+        }
+        let e = config(&["--tcp-memory", "64K"]).unwrap_err();
+        assert!(e.contains("TCP memory"), "{e}");
     }
 
     #[test]

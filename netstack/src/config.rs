@@ -10,6 +10,11 @@ use crate::wire::{EthernetAddress, IpAddress, Ipv4Address, Ipv4Cidr, Ipv6Address
 pub const MAX_MTU: u16 = 65520;
 /// RFC 791: every IPv4 host must accept 68-byte packets.
 pub const MIN_MTU: u16 = 68;
+/// The default budget of buffered TCP data (`--tcp-memory`): 64 MiB, the full buffers of 128
+/// busy connections (each may hold 256 KiB each way).
+pub const DEFAULT_TCP_MEMORY: usize = 64 << 20;
+/// The smallest budget: one connection's full buffers.
+pub const MIN_TCP_MEMORY: usize = 512 << 10;
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +47,10 @@ pub struct Config {
     pub forwards: Vec<Forward>,
     /// TCP keepalive (RFC 9293 §3.8.4) towards the guest and on the host sockets; `None`: off.
     pub tcp_keepalive: Option<Keepalive>,
+    /// Bytes of TCP data buffered at once across all connections (both directions and held
+    /// out-of-order data); past it host sockets are not read and windows offered to the guest do
+    /// not grow (see [`crate::tcp`]).
+    pub tcp_memory: usize,
     /// IPv6 on the link; `None`: IPv6 frames are dropped and counted.
     pub ipv6: Option<Ipv6Config>,
     /// Announce the gateway at link up (gratuitous ARP, unsolicited NA, a Router Advertisement).
@@ -239,6 +248,7 @@ impl Default for Config {
             // On by default, unlike an endpoint (RFC 1122 §4.2.3.6): a gateway must reclaim the
             // connections of a guest that went away without a word (killed, rebooted).
             tcp_keepalive: Some(Keepalive::default()),
+            tcp_memory: DEFAULT_TCP_MEMORY,
             ipv6: Some(Ipv6Config::default()),
             link_announce: true,
             source_check: true,
@@ -253,6 +263,8 @@ impl Default for Config {
 /// Why a configuration is inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error("TCP memory {0} bytes: at least {MIN_TCP_MEMORY} (one connection's buffers)")]
+    TcpMemory(usize),
     #[error("path MTUs: {0}")]
     PathMtu(String),
     #[error("routes via the guest: {0}")]
@@ -380,6 +392,9 @@ impl Config {
         }
         if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
             return Err(ConfigError::Mtu(self.mtu));
+        }
+        if self.tcp_memory < MIN_TCP_MEMORY {
+            return Err(ConfigError::TcpMemory(self.tcp_memory));
         }
         let lease = self.lease_time.total_secs();
         if !(60..=u64::from(u32::MAX - 1)).contains(&lease) {

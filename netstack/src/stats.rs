@@ -359,6 +359,11 @@ crate::counters! {
         /// Times a connection found its egress queue full and waited for it to drain (its
         /// segments are sent later, not lost).
         tcp_queue_waits,
+        /// Bytes of TCP data buffered across connections, both ways (a gauge; at most about
+        /// `--tcp-memory`).
+        tcp_buffered_bytes,
+        /// Times a connection stopped reading its host socket because `--tcp-memory` was spent.
+        tcp_memory_waits,
         /// Host connections reset by their peer (the guest's connection is reset too).
         tcp_host_resets,
         /// Retransmission timeouts (RFC 6298): the window collapses to one segment.

@@ -1014,9 +1014,21 @@ mod tcp_flows {
     const GUEST_ISN: u32 = 1000;
 
     fn seg(flags: u8, seq: u32, ack: Option<u32>, window: u16, payload: &[u8]) -> Vec<u8> {
+        seg_to(80, flags, seq, ack, window, payload)
+    }
+
+    /// [`seg`] to another port of the host (another connection).
+    fn seg_to(
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        ack: Option<u32>,
+        window: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let r = TcpRepr {
             src_port: 40000,
-            dst_port: 80,
+            dst_port: dport,
             seq_number: SeqNumber(seq),
             ack_number: ack.map(SeqNumber),
             flags,
@@ -1254,6 +1266,83 @@ mod tcp_flows {
         );
         s.poll(Instant::from_secs(5));
         assert_eq!(s.stats().tcp_retransmits, 0);
+    }
+
+    #[test]
+    fn the_tcp_memory_budget_bounds_what_is_buffered() {
+        let budget = crate::config::MIN_TCP_MEMORY;
+        let mut s = Stack::with_host(
+            Config {
+                tcp_memory: budget,
+                ..Config::default()
+            },
+            ScriptedHost::new(),
+        )
+        .unwrap();
+        // Four connections whose hosts have 1 MiB each for a guest that acknowledges nothing.
+        let mut conns = Vec::new();
+        for dport in 81..85u16 {
+            s.process_frame(
+                Instant::ZERO,
+                &seg_to(dport, flags::SYN, GUEST_ISN, None, 64240, b""),
+            );
+            let addr: SocketAddr = format!("127.0.0.1:{dport}").parse().unwrap();
+            let sock = s.host().find(&ScriptedSocket::Tcp(addr)).unwrap();
+            s.host_mut().tcp_connected.insert(sock, Ok(()));
+            s.host_ready(Instant::ZERO, sock);
+            let iss = segments(&drain(&mut s))[0].seq_number.0;
+            s.process_frame(
+                Instant::ZERO,
+                &seg_to(dport, 0, GUEST_ISN + 1, Some(iss + 1), 502, b""),
+            );
+            s.host_mut()
+                .tcp_incoming
+                .entry(sock)
+                .or_default()
+                .push_back(Some(vec![1u8; 1 << 20]));
+            s.host_ready(Instant::ZERO, sock);
+            let out = drain(&mut s);
+            let sent: usize = segments(&out).iter().map(|r| r.payload.len()).sum();
+            conns.push((dport, sock, iss, sent as u32));
+        }
+        let unread = |s: &Stack<ScriptedHost>, sock| -> usize {
+            s.host().tcp_incoming[&sock]
+                .iter()
+                .flatten()
+                .map(Vec::len)
+                .sum()
+        };
+        assert!(s.stats().tcp_buffered_bytes as usize <= budget);
+        assert!(s.stats().tcp_memory_waits > 0);
+        // The last connection read nothing and no longer asks to read: its host keeps the data.
+        let (dport, sock, _, _) = conns[3];
+        assert_eq!(unread(&s, sock), 1 << 20, "port {dport}");
+        assert!(!s.host().interest[&sock].0, "it no longer asks to read");
+        // The guest acknowledges the first connection's data: memory frees, and the waiting
+        // connections read again.
+        let (dport, _, iss, mut sent) = conns[0];
+        for round in 0..10u64 {
+            s.process_frame(
+                Instant::from_millis(10 + round),
+                &seg_to(dport, 0, GUEST_ISN + 1, Some(iss + 1 + sent), 502, b""),
+            );
+            let out = drain(&mut s);
+            sent += segments(&out)
+                .iter()
+                .map(|r| r.payload.len() as u32)
+                .sum::<u32>();
+            if s.host().interest[&sock].0 {
+                break;
+            }
+        }
+        assert!(
+            s.host().interest[&sock].0,
+            "the waiting connection reads again"
+        );
+        s.host_ready(Instant::from_millis(10), sock);
+        drain(&mut s);
+        assert!(unread(&s, sock) < 1 << 20);
+        assert!(s.stats().tcp_buffered_bytes as usize <= budget);
     }
 
     #[test]

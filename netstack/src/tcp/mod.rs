@@ -199,6 +199,11 @@ pub(crate) struct TcpConn {
     /// Its egress queue was full when it had a segment to send: it waits in
     /// [`TcpTable::blocked`] to be resumed when the queue drains.
     queue_blocked: bool,
+    /// Buffered bytes counted for it in [`TcpTable::buffered`] when it was last put back.
+    accounted: usize,
+    /// It stopped reading its host socket because the TCP memory budget was spent: it waits in
+    /// [`TcpTable::starved`].
+    memory_starved: bool,
     /// Keepalive: when the guest last sent anything, and probes sent since.
     last_heard: Instant,
     keepalive_probes: u32,
@@ -256,6 +261,8 @@ impl TcpConn {
             quick_acks: QUICK_ACKS,
             host_write_failed: false,
             queue_blocked: false,
+            accounted: 0,
+            memory_starved: false,
             last_heard: now,
             keepalive_probes: 0,
         }
@@ -331,15 +338,30 @@ impl TcpConn {
         }
     }
 
-    /// Free room in our receive buffer: the window, in bytes.
+    /// Free room in our receive buffer: the most the window may be, in bytes.
     fn rcv_wnd(&self) -> usize {
         TO_HOST_CAP - self.to_host.len()
     }
 
-    /// The window we advertise, scaled.
-    fn window_field(&self) -> u16 {
-        let shift = if self.scaling { WINDOW_SHIFT } else { 0 };
-        (self.rcv_wnd() >> shift).min(usize::from(u16::MAX)) as u16
+    /// What we offered already: the window edge we advertised, less what has arrived since.
+    fn offered(&self) -> usize {
+        if self.adv_edge.is_after(self.rcv_nxt) {
+            self.adv_edge - self.rcv_nxt
+        } else {
+            0
+        }
+    }
+
+    /// The window to offer now with `budget_room` bytes left of the TCP memory budget: the
+    /// buffer's room, no more than the budget allows, and never less than offered already (the
+    /// right edge does not move back, RFC 9293 §3.8.6).
+    fn offer(&self, budget_room: usize) -> usize {
+        self.rcv_wnd().min(self.offered().max(budget_room))
+    }
+
+    /// Bytes of data it holds (to the guest, to the host, out of order).
+    fn buffered(&self) -> usize {
+        self.to_guest.len() + self.to_host.len() + self.ooo.held()
     }
 
     /// Bytes of `to_guest` not sent yet.
@@ -430,13 +452,9 @@ impl TcpConn {
     /// RFC 9293 §3.8.6.2.2 (receiver SWS avoidance) as Linux applies it: a window update is worth
     /// a segment when the window has at least doubled since we last offered it and grew by a
     /// full segment.
-    fn window_update_due(&self) -> bool {
-        let offered = if self.adv_edge.is_after(self.rcv_nxt) {
-            self.adv_edge - self.rcv_nxt
-        } else {
-            0
-        };
-        let now_free = self.rcv_wnd();
+    fn window_update_due(&self, budget_room: usize) -> bool {
+        let offered = self.offered();
+        let now_free = self.offer(budget_room);
         now_free >= 2 * offered && now_free - offered >= self.rcv_mss
     }
 }
@@ -451,6 +469,10 @@ pub(crate) struct TcpTable {
     blocked: Vec<(ConnKey, usize)>,
     /// Bit `q` set: some connection in `blocked` waits on queue `q`.
     blocked_queues: u8,
+    /// Bytes buffered across all connections (each as of when it was last put back).
+    buffered: usize,
+    /// Connections that stopped reading their host socket for the memory budget.
+    starved: Vec<ConnKey>,
 }
 
 impl TcpTable {
@@ -657,14 +679,39 @@ impl<H: HostIo> Stack<H> {
         self.stats.flows_closed += 1;
     }
 
-    /// Puts a connection back in the table, or lets it go once closed.
+    /// Puts a connection back in the table, or lets it go once closed; counts what it buffers
+    /// against the memory budget.
     fn tcp_keep(&mut self, mut conn: TcpConn) {
+        let held = if conn.state == TcpState::Closed {
+            0
+        } else {
+            conn.buffered()
+        };
+        self.tcp.buffered = self.tcp.buffered - conn.accounted + held;
+        conn.accounted = held;
         if conn.state == TcpState::Closed {
             self.tcp_release(&mut conn, false);
         } else {
             self.tcp.conns.insert(conn.key, conn);
         }
         self.stats.tcp_connections = self.tcp.len() as u64;
+        self.stats.tcp_buffered_bytes = self.tcp.buffered as u64;
+        // Room again (an eighth of the budget, so that readers wake in batches): the connections
+        // that stopped reading go on.
+        if !self.tcp.starved.is_empty() && self.tcp_budget_room() >= self.cfg.tcp_memory / 8 {
+            for key in core::mem::take(&mut self.tcp.starved) {
+                if let Some(mut c) = self.tcp.conns.remove(&key) {
+                    c.memory_starved = false;
+                    self.tcp_update_interest(&mut c);
+                    self.tcp.conns.insert(key, c);
+                }
+            }
+        }
+    }
+
+    /// Bytes left of the TCP memory budget.
+    fn tcp_budget_room(&self) -> usize {
+        self.cfg.tcp_memory.saturating_sub(self.tcp.buffered)
     }
 
     /// A segment for no connection: a SYN opens one, anything else but a RST is answered with RST
@@ -1241,7 +1288,18 @@ impl<H: HostIo> Stack<H> {
         // Read while there is room for what the guest has not acknowledged, straight into the
         // send buffer.
         while !conn.host_eof && conn.to_guest.room() > 0 {
-            let want = conn.to_guest.room().min(READ_CHUNK);
+            // The budget, counting what this connection holds now rather than when last put back.
+            let budget = (self.cfg.tcp_memory + conn.accounted)
+                .saturating_sub(self.tcp.buffered + conn.buffered());
+            if budget == 0 {
+                self.stats.tcp_memory_waits += 1;
+                if !conn.memory_starved {
+                    conn.memory_starved = true;
+                    self.tcp.starved.push(conn.key);
+                }
+                break;
+            }
+            let want = conn.to_guest.room().min(READ_CHUNK).min(budget);
             // The kernel stops a read at the urgent mark: the byte at the mark comes first in the
             // next read, inline (SO_OOBINLINE).
             if self.host.tcp_at_mark(sock).unwrap_or(false) && conn.guest_urgent.is_none() {
@@ -1272,7 +1330,7 @@ impl<H: HostIo> Stack<H> {
                 conn.state,
                 TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2
             );
-            if receiving && conn.window_update_due() {
+            if receiving && conn.window_update_due(self.tcp_budget_room()) {
                 self.stats.tcp_window_updates += 1;
                 conn.ack_owed = true;
                 conn.ack_now = true;
@@ -1296,6 +1354,7 @@ impl<H: HostIo> Stack<H> {
         let connecting = conn.state == TcpState::Connecting;
         let readable = !matches!(conn.state, TcpState::Connecting | TcpState::SynSent)
             && !conn.host_eof
+            && !conn.memory_starved
             && conn.to_guest.len() < TO_GUEST_CAP;
         let writable = connecting || !conn.to_host.is_empty();
         self.host.set_interest(conn.sock, readable, writable);
@@ -1518,7 +1577,9 @@ impl<H: HostIo> Stack<H> {
 
     fn tcp_send_syn_ack(&mut self, now: Instant, conn: &mut TcpConn) {
         let mss = conn.key.mss_ceiling(self.cfg.mtu);
-        let window = conn.rcv_wnd().min(usize::from(u16::MAX)) as u16;
+        let window = conn
+            .offer(self.tcp_budget_room())
+            .min(usize::from(u16::MAX)) as u16;
         let repr = TcpRepr {
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
             window_scale: conn.scaling.then_some(WINDOW_SHIFT),
@@ -1581,7 +1642,9 @@ impl<H: HostIo> Stack<H> {
     /// Our SYN offers everything we do: MSS, window scale, SACK, timestamps.
     fn tcp_send_syn(&mut self, now: Instant, conn: &TcpConn) {
         let mss = conn.key.mss_ceiling(self.cfg.mtu);
-        let window = conn.rcv_wnd().min(usize::from(u16::MAX)) as u16;
+        let window = conn
+            .offer(self.tcp_budget_room())
+            .min(usize::from(u16::MAX)) as u16;
         let repr = TcpRepr {
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
             window_scale: Some(WINDOW_SHIFT),
@@ -1603,9 +1666,10 @@ impl<H: HostIo> Stack<H> {
         flags: u8,
         payload_len: usize,
     ) -> TcpRepr<'static> {
-        let mut repr = conn
-            .key
-            .segment(seq, Some(conn.rcv_nxt), flags, conn.window_field());
+        let offer = conn.offer(self.tcp_budget_room());
+        let shift = if conn.scaling { WINDOW_SHIFT } else { 0 };
+        let field = (offer >> shift).min(usize::from(u16::MAX)) as u16;
+        let mut repr = conn.key.segment(seq, Some(conn.rcv_nxt), flags, field);
         repr.timestamp = conn.ts.map(|t| (conn.ts_val(now), t.recent));
         if conn.sack_ok && !conn.ooo.is_empty() {
             let fixed = if conn.ts.is_some() {
@@ -1625,7 +1689,7 @@ impl<H: HostIo> Stack<H> {
             }
         }
         conn.last_ack_sent = conn.rcv_nxt;
-        conn.adv_edge = conn.rcv_nxt + conn.rcv_wnd();
+        conn.adv_edge = conn.rcv_nxt + offer;
         conn.ack_owed = false;
         conn.ack_now = false;
         conn.delack = None;

@@ -5,7 +5,7 @@
 //! The bytes live in a ring indexed by sequence number modulo its size. Everything held lies in the
 //! window we advertised, `[rcv_nxt, rcv_nxt + TO_HOST_CAP)`, whose right edge never moves left, so
 //! with a ring of `TO_HOST_CAP` bytes (a power of two, which divides 2^32) no two held bytes share
-//! a slot. The ring is allocated when a connection first sees reordering, and kept.
+//! a slot. The ring is allocated when a connection sees reordering and freed once the gap closes.
 
 use std::collections::VecDeque;
 
@@ -118,7 +118,20 @@ impl OutOfOrder {
                 moved += n;
             }
         }
+        if self.ranges.is_empty() {
+            self.ring = Vec::new();
+        }
         moved
+    }
+
+    /// Bytes held, and bytes of memory the ring takes.
+    pub(crate) fn held(&self) -> usize {
+        self.ranges.iter().map(|r| r.end - r.start).sum()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.ring.len()
     }
 
     /// Up to three SACK blocks, the most recently changed first (RFC 2018 §4), then the others
@@ -141,6 +154,7 @@ impl OutOfOrder {
     /// Forgets everything (the connection is done with it).
     pub(crate) fn clear(&mut self) {
         self.ranges.clear();
+        self.ring = Vec::new();
     }
 }
 
@@ -150,6 +164,19 @@ mod tests {
 
     fn held(o: &OutOfOrder) -> Vec<(u32, u32)> {
         o.ranges.iter().map(|r| (r.start.0, r.end.0)).collect()
+    }
+
+    #[test]
+    fn the_ring_is_freed_once_the_gap_closes() {
+        let mut o = OutOfOrder::default();
+        assert_eq!(o.allocated(), 0);
+        assert_eq!(o.insert(SeqNumber(120), b"cd"), Held::Stored);
+        assert_eq!(o.allocated(), super::super::TO_HOST_CAP);
+        assert_eq!(o.held(), 2);
+        let mut out = VecDeque::new();
+        assert_eq!(o.drain_contiguous(SeqNumber(120), &mut out), 2);
+        assert_eq!(o.allocated(), 0);
+        assert_eq!(o.held(), 0);
     }
 
     #[test]

@@ -52,6 +52,16 @@ impl SendBuffer {
         } else {
             (self.start + n) % self.storage.len()
         };
+        if self.len == 0 && self.storage.len() > INITIAL {
+            // All acknowledged: an idle connection keeps no more than a small ring.
+            self.storage = Vec::new();
+        }
+    }
+
+    /// Bytes of memory the ring holds.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.storage.len()
     }
 
     /// Free space right after the data, contiguous, at most `want` bytes (fewer where the ring
@@ -181,5 +191,19 @@ mod tests {
         assert!(y.iter().all(|&v| v == 2));
         // Nothing is allocated until something is written.
         assert!(SendBuffer::new(1 << 20).storage.is_empty());
+    }
+
+    #[test]
+    fn a_grown_ring_is_released_once_everything_is_acknowledged() {
+        let mut b = SendBuffer::new(256 * 1024);
+        assert_eq!(b.extend(&vec![1u8; 100_000]), 100_000);
+        assert!(b.allocated() >= 100_000);
+        b.consume(99_999);
+        assert!(b.allocated() >= 100_000, "one byte still held");
+        b.consume(1);
+        assert_eq!(b.allocated(), 0);
+        // And it serves again from nothing.
+        assert_eq!(b.extend(b"again"), 5);
+        assert_eq!(collect(&b, 0, 5), b"again");
     }
 }
