@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,6 +21,10 @@ use netstack::offload::PartialChecksum;
 
 /// Frames waiting for the writer at most.
 pub const QUEUE_FRAMES: usize = 4096;
+/// Bytes of buffers the worker has handed over at most: frames waiting for the writer and
+/// buffers waiting to be reused (a 64 KiB frame counts 64 KiB). Past it a frame is dropped from
+/// the capture and counted, as for a full queue.
+pub const QUEUE_BYTES: usize = 32 << 20;
 
 /// Which way a frame crossed the guest's NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +53,8 @@ pub struct CaptureCounters {
 /// A running capture; dropping it finishes the file.
 pub struct Capture {
     queue: Option<SyncSender<Record>>,
+    /// Capacity of the buffers out of the worker's hands (queued or waiting to be reused).
+    handed_over: Arc<AtomicUsize>,
     /// Buffers the writer is done with (a mutex only to make the device `Sync`: one thread, the
     /// worker, ever takes it).
     recycled: Mutex<Receiver<Vec<u8>>>,
@@ -67,6 +73,8 @@ impl Capture {
         let (give_back, recycled) = mpsc::sync_channel::<Vec<u8>>(QUEUE_FRAMES);
         let counters = Arc::new(CaptureCounters::default());
         let c = Arc::clone(&counters);
+        let handed_over = Arc::new(AtomicUsize::new(0));
+        let held = Arc::clone(&handed_over);
         let writer = std::thread::Builder::new()
             .name("virtgate-capture".into())
             .spawn(move || {
@@ -87,7 +95,10 @@ impl Capture {
                                 0
                             }
                         };
-                        let _ = give_back.try_send(r.frame);
+                        let cap = r.frame.capacity();
+                        if give_back.try_send(r.frame).is_err() {
+                            held.fetch_sub(cap, Ordering::AcqRel);
+                        }
                         next = records.try_recv().ok();
                     }
                     if let Err(e) = out.flush() {
@@ -99,6 +110,7 @@ impl Capture {
             })?;
         Ok(Capture {
             queue: Some(queue),
+            handed_over,
             recycled: Mutex::new(recycled),
             writer: Some(writer),
             counters,
@@ -121,11 +133,19 @@ impl Capture {
             .recycled
             .get_mut()
             .map_or_else(|_| Vec::new(), |r| r.try_recv().unwrap_or_default());
+        // Back in the worker's hands while it is filled.
+        self.handed_over.fetch_sub(buf.capacity(), Ordering::AcqRel);
+        if self.handed_over.load(Ordering::Acquire) + frame.len().max(buf.capacity()) > QUEUE_BYTES
+        {
+            return false;
+        }
         buf.clear();
         buf.extend_from_slice(frame);
+        let cap = buf.capacity();
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
+        self.handed_over.fetch_add(cap, Ordering::AcqRel);
         match queue.try_send(Record {
             micros,
             direction,
@@ -133,7 +153,10 @@ impl Capture {
             checksum,
         }) {
             Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.handed_over.fetch_sub(cap, Ordering::AcqRel);
+                false
+            }
         }
     }
 }
@@ -238,6 +261,40 @@ mod tests {
         }
         assert_eq!(at, b.len());
         assert_eq!(kinds, vec![0x0A0D_0D0A, 1, 6, 6]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stalled_writer_holds_a_bounded_number_of_bytes() {
+        // The file is a FIFO nobody reads yet: the writer stalls once the pipe is full.
+        let dir = std::env::temp_dir().join(format!("virtgate-capfifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stalled.pcapng");
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let reader = std::thread::spawn({
+            let path = path.clone();
+            move || std::fs::File::open(path).unwrap()
+        });
+        let mut c = Capture::start(&path).unwrap();
+        let mut reader = reader.join().unwrap();
+        let frame = vec![0x5a; 65000];
+        let taken = (0..QUEUE_FRAMES)
+            .filter(|_| c.record(Direction::Inbound, &frame, None))
+            .count();
+        // What is held is bounded in bytes (a few frames sit in the pipe and the writer).
+        assert!(taken < QUEUE_FRAMES);
+        assert!(taken <= QUEUE_BYTES / 65000 + 4, "{taken} frames taken");
+        assert!(c.handed_over.load(Ordering::Acquire) <= QUEUE_BYTES);
+        // The reader drains the pipe: the writer finishes and the capture completes.
+        let drain = std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            io::Read::read_to_end(&mut reader, &mut sink).unwrap();
+            sink.len()
+        });
+        drop(c);
+        assert!(drain.join().unwrap() > taken * 65000);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
