@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (scripts/setup.sh), checks formatting and lints,
-# builds virtgate in release mode and runs every test of the workspace, the guest tests included.
+# builds virtgate in release mode and runs every test of the workspace, the guest tests included,
+# then every fuzz target for a bounded time.
 # Guest tests boot QEMU under TCG; set VIRTGATE_ACCEL=kvm where nested KVM works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,3 +41,7 @@ if [ -x "$qemu72/usr/bin/qemu-system-x86_64" ] && "$qemu72/usr/bin/qemu-system-x
 else
     echo "== QEMU 7.2 matrix not run: no runnable QEMU 7.2 under $qemu72"
 fi
+
+# Every fuzz target for a bounded time (docs/fuzzing.md; about 5 minutes in all): a crash fails.
+echo "== fuzz"
+FUZZ_SECONDS=40 scripts/fuzz.sh

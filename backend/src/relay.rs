@@ -404,6 +404,20 @@ impl Filter {
     }
 }
 
+/// Fuzzing entry: runs the QEMU-side filter over the messages QEMU would send on `qemu`,
+/// forwarding to `daemon`, until the stream ends or a message is refused.
+#[doc(hidden)]
+pub fn fuzz_filter(
+    qemu: &UnixStream,
+    daemon: &UnixStream,
+    qemu_writer: &Mutex<UnixStream>,
+) -> io::Result<()> {
+    let mut f = Filter::new(Arc::new(Shared::default()));
+    let result = f.run(qemu, daemon, qemu_writer);
+    assert!(f.pending_enables.len() <= 512);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

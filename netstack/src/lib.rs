@@ -41,6 +41,8 @@ pub mod sources;
 pub mod stack;
 pub mod stats;
 pub mod tcp;
+#[doc(hidden)]
+pub mod testing;
 pub mod time;
 mod udp;
 pub mod wire;
