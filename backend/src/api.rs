@@ -145,9 +145,19 @@ impl Reply {
 /// Serves the API on `path`: a thread accepts, and each client is served on a thread of its own,
 /// at most [`MAX_CLIENTS`] at once. The socket file is replaced if stale.
 pub fn spawn(path: &Path, device: DeviceHandle) -> io::Result<()> {
+    serve(bind(path)?, device)
+}
+
+/// Binds the API socket (replacing a stale file); [`serve`] it later.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     info!("control API on {}", path.display());
+    Ok(listener)
+}
+
+/// Serves the API on a bound socket (see [`spawn`]).
+pub fn serve(listener: UnixListener, device: DeviceHandle) -> io::Result<()> {
     let device = Arc::new(device);
     let clients = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()

@@ -146,6 +146,22 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
+    /// A directory the control API may write captures into (repeatable); the directories of
+    /// the sockets and the stats file are writable anyway. Other paths are refused while the
+    /// sandbox is on.
+    #[arg(long, value_name = "DIR")]
+    pub capture_dir: Vec<PathBuf>,
+
+    /// The sandbox after start-up: a seccomp allow-list of system calls and Landlock write
+    /// restrictions (docs/security.md); `off` for debugging.
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    pub sandbox: String,
+
+    /// Started as root: become this user (a name or UID[:GID]) once the sockets are open, keeping
+    /// only CAP_NET_RAW, and that only where ping sockets are not allowed to the user's group.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
     /// Drop this percentage of frames at random in each direction, to test loss recovery.
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
     pub loss: f64,
@@ -275,6 +291,7 @@ pub struct Config {
     pub pcap: Option<PathBuf>,
     pub api_socket: Option<PathBuf>,
     pub verbose: u8,
+    pub sandbox: crate::sandbox::Sandbox,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -437,7 +454,34 @@ impl Args {
         if !(1..=crate::device::MAX_QUEUE_PAIRS).contains(&self.queues) {
             return Err(ConfigError::Queues(self.queues));
         }
+        let enabled = match self.sandbox.as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(ConfigError::Parse {
+                    option: "sandbox",
+                    value: other.to_string(),
+                    expected: "on or off",
+                })
+            }
+        };
+        let user = self.user.as_deref().map(parse_user).transpose()?;
+        let mut writable: Vec<PathBuf> = [Some(&self.socket), self.api_socket.as_ref()]
+            .into_iter()
+            .chain([self.stats_file.as_ref(), self.pcap.as_ref()])
+            .flatten()
+            .map(|p| crate::sandbox::parent_dir(p))
+            .chain(self.capture_dir.iter().cloned())
+            .collect();
+        writable.sort();
+        writable.dedup();
+        let sandbox = crate::sandbox::Sandbox {
+            enabled,
+            user,
+            writable,
+        };
         Ok(Config {
+            sandbox,
             coalesce,
             offloads,
             queue_pairs: self.queues,
@@ -451,6 +495,37 @@ impl Args {
             verbose: self.verbose,
         })
     }
+}
+
+/// `--user`: a user name (its primary group) or UID[:GID].
+fn parse_user(v: &str) -> Result<(u32, u32), ConfigError> {
+    let bad = || ConfigError::Parse {
+        option: "user",
+        value: v.to_string(),
+        expected: "a user name or UID[:GID]",
+    };
+    if let Some((uid, gid)) = v.split_once(':') {
+        return Ok((
+            uid.parse().map_err(|_| bad())?,
+            gid.parse().map_err(|_| bad())?,
+        ));
+    }
+    if let Ok(uid) = v.parse::<u32>() {
+        return Ok((uid, uid));
+    }
+    let name = std::ffi::CString::new(v).map_err(|_| bad())?;
+    // SAFETY: getpwnam with a NUL-terminated name; the entry is read at once, before any other
+    // call could overwrite it (start-up is single-threaded).
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(ConfigError::Parse {
+            option: "user",
+            value: v.to_string(),
+            expected: "a user that exists",
+        });
+    }
+    // SAFETY: non-null, as checked.
+    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
 }
 
 /// A byte count with an optional K, M or G suffix (powers of 1024).

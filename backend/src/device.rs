@@ -330,23 +330,34 @@ pub struct NetDevice {
     control: EventFd,
     /// The offloads offered to the guest (`--offloads`).
     offloads: Offloads,
-    /// Test-only: panic after this many more guest frames (see [`TEST_FAULT_ENV`]).
-    fault_after: Option<u64>,
+    /// Test-only: the fault to cause after this many more guest frames (see [`TEST_FAULT_ENV`]).
+    fault_after: Option<(TestFault, u64)>,
 }
 
 /// Test-only fault injection, read once at start: `tx-panic-after=N` makes the vring worker panic
 /// on the guest's frame number N + 1, so that tests can show what a bug in the data path does to
-/// the process, QEMU and the guest (docs/qemu-interop.md, "When virtgate fails"). Not an option:
-/// nothing but a test sets it.
+/// the process, QEMU and the guest (docs/qemu-interop.md, "When virtgate fails");
+/// `tx-forbidden-syscall-after=N` makes it call getppid(2), which the sandbox does not allow
+/// (docs/security.md). Not an option: nothing but a test sets it.
 pub const TEST_FAULT_ENV: &str = "VIRTGATE_TEST_FAULT";
 
-fn test_fault_from_env() -> Option<u64> {
+#[derive(Debug, Clone, Copy)]
+enum TestFault {
+    Panic,
+    ForbiddenSyscall,
+}
+
+fn test_fault_from_env() -> Option<(TestFault, u64)> {
     let spec = std::env::var(TEST_FAULT_ENV).ok()?;
-    let n = spec.strip_prefix("tx-panic-after=")?.parse().ok();
-    if n.is_some() {
-        log::warn!("{TEST_FAULT_ENV}={spec}: the data path will panic on purpose");
-    }
-    n
+    let (name, n) = spec.split_once('=')?;
+    let fault = match name {
+        "tx-panic-after" => TestFault::Panic,
+        "tx-forbidden-syscall-after" => TestFault::ForbiddenSyscall,
+        _ => return None,
+    };
+    let n = n.parse().ok()?;
+    log::warn!("{TEST_FAULT_ENV}={spec}: the data path will fail on purpose");
+    Some((fault, n))
 }
 
 /// One RX/TX queue pair: its counters, interrupt moderation and timer. Each pair is served by its
@@ -652,11 +663,19 @@ impl NetDevice {
                 returned += 1;
                 match result {
                     Ok((len, meta)) => {
-                        if let Some(left) = self.fault_after.as_mut() {
+                        if let Some((fault, left)) = self.fault_after.as_mut() {
                             if *left == 0 {
-                                panic!("{TEST_FAULT_ENV}: the fault a test asked for");
+                                match fault {
+                                    TestFault::Panic => {
+                                        panic!("{TEST_FAULT_ENV}: the fault a test asked for")
+                                    }
+                                    // SAFETY: getppid takes no arguments and cannot fail.
+                                    TestFault::ForbiddenSyscall => unsafe {
+                                        libc::syscall(libc::SYS_getppid);
+                                    },
+                                }
                             }
-                            *left -= 1;
+                            *left = left.saturating_sub(1);
                         }
                         let hdr = self.negotiated.header_len;
                         self.pairs[p].stats.tx_frames += 1;

@@ -16,6 +16,7 @@
 //! - [`capture`]: the pcapng packet capture and its writer thread.
 //! - [`api`]: the control API (HTTP and JSON on a unix socket); [`ctl`]: `virtgate ctl`, its client.
 //! - [`pcapfile`]: reading pcap and pcapng files for `inject`.
+//! - [`sandbox`]: privileges, Landlock and the seccomp allow-list applied after start-up.
 
 pub mod api;
 pub mod capture;
@@ -27,6 +28,7 @@ pub mod host;
 pub mod moderation;
 pub mod pcapfile;
 pub mod relay;
+pub mod sandbox;
 pub mod server;
 pub mod stats;
 pub mod sys;

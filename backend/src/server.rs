@@ -59,6 +59,8 @@ pub enum ServerError {
     Signals(#[source] io::Error),
     #[error("accepting a connection failed")]
     Accept(#[source] io::Error),
+    #[error("cannot set up the sandbox (--sandbox off runs without it)")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
 }
 
 /// Binds the QEMU-facing socket. A leftover socket file nobody listens on is replaced; a live one
@@ -172,6 +174,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     host.set_tcp_keepalive(config.stack.tcp_keepalive);
     let mut stack = Stack::with_host(config.stack.clone(), host)?;
     stack.open_forwards().map_err(ServerError::Forward)?;
+    // Everything that needs a path or a privilege is opened now; then the sandbox, before the
+    // first thread, so that every thread has it (crate::sandbox).
+    let public = bind_public(&config.socket)?;
+    let (private, private_addr) = bind_private().map_err(ServerError::PrivateSocket)?;
+    let mut private: Listener = private.into();
+    let api_listener = match &config.api_socket {
+        Some(path) => Some(crate::api::bind(path).map_err(|source| ServerError::Bind {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    config.sandbox.apply()?;
     let device = NetDevice::new(stack, Arc::clone(&shared), config.queue_pairs)
         .map_err(ServerError::Device)?
         .with_coalesce(config.coalesce)
@@ -223,10 +238,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .register_listener(control_fd, EventSet::IN, u64::from(CONTROL_EVENT))
         .map_err(ServerError::RegisterTimer)?;
 
-    let public = bind_public(&config.socket)?;
-    let (private, private_addr) = bind_private().map_err(ServerError::PrivateSocket)?;
-    let mut private: Listener = private.into();
-
     let control = Arc::new(Control {
         stopping: AtomicBool::new(false),
         stop: EventFd::new(EFD_NONBLOCK).map_err(ServerError::Signals)?,
@@ -236,13 +247,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         stats_lock: Mutex::new(()),
         link_up: AtomicBool::new(true),
     });
-    if let (Some(path), Some(wake)) = (&config.api_socket, control_notifier) {
+    if let (Some(path), Some(listener), Some(wake)) =
+        (&config.api_socket, api_listener, control_notifier)
+    {
         let handle = crate::api::DeviceHandle {
             shared: Arc::clone(&shared),
             wake,
             link: Arc::clone(&control) as Arc<dyn crate::api::Link>,
         };
-        crate::api::spawn(path, handle).map_err(|source| ServerError::Bind {
+        crate::api::serve(listener, handle).map_err(|source| ServerError::Bind {
             path: path.clone(),
             source,
         })?;

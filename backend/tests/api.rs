@@ -402,3 +402,57 @@ fn slow_and_hostile_api_clients_cannot_hold_the_api() {
     assert!(status_of(&api, nan).contains("400"));
     assert!(vg.child.try_wait().unwrap().is_none(), "virtgate exited");
 }
+
+/// Landlock: captures go only where virtgate may write (the directories of its sockets and stats
+/// file, and each `--capture-dir`); elsewhere the API says why. `--sandbox off` lifts it.
+#[test]
+fn captures_are_written_only_where_the_sandbox_allows() {
+    let dir = std::env::temp_dir().join(format!("virtgate-api-ll-{}", std::process::id()));
+    let elsewhere =
+        std::env::temp_dir().join(format!("virtgate-api-ll-other-{}", std::process::id()));
+    let extra = std::env::temp_dir().join(format!("virtgate-api-ll-extra-{}", std::process::id()));
+    for d in [&dir, &elsewhere, &extra] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let api = dir.join("api.sock");
+    let vg = Virtgate::start(&[
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--capture-dir",
+        extra.to_str().unwrap(),
+    ]);
+    let t0 = std::time::Instant::now();
+    while !api.exists() && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let denied = elsewhere.join("no.pcapng");
+    let (ok, _, err) = ctl(&api, &["capture", "start", denied.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("ermission denied"), "{err}");
+    assert!(!denied.exists());
+    for allowed in [dir.join("yes.pcapng"), extra.join("yes.pcapng")] {
+        let (ok, _, err) = ctl(&api, &["capture", "start", allowed.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let (ok, _, _) = ctl(&api, &["capture", "stop"]);
+        assert!(ok);
+        assert!(allowed.exists());
+    }
+    drop(vg);
+    let api_off = elsewhere.join("api.sock");
+    let _off = Virtgate::start(&[
+        "--api-socket",
+        api_off.to_str().unwrap(),
+        "--sandbox",
+        "off",
+    ]);
+    let t0 = std::time::Instant::now();
+    while !api_off.exists() && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let anywhere = extra.join("off.pcapng");
+    let (ok, _, err) = ctl(&api_off, &["capture", "start", anywhere.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for d in [&dir, &elsewhere, &extra] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

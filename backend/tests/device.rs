@@ -766,3 +766,114 @@ fn a_multiqueue_device_serves_the_pairs_in_use() {
     assert!(offered_mq(&["--queues", "2"]));
     assert!(!offered_mq(&[]));
 }
+
+/// A line of /proc/PID/status, e.g. "Seccomp".
+fn proc_status(pid: i32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// The sandbox is on by default (seccomp in filter mode, no new privileges, Landlock) and the
+/// device works under it: the frontend's ARP, pings of every size and a reconnect; `--sandbox
+/// off` turns it off.
+#[test]
+fn the_sandbox_is_on_by_default_and_the_device_works_under_it() {
+    let vg = Virtgate::start_logged(&[], &["--mtu", "65520"]);
+    let mut fe = connect(&vg);
+    fe.post_rx_buffers(256);
+    for (seq, len) in [(1u16, 16usize), (2, 1400), (3, 60000)] {
+        ping(&mut fe, seq, &vec![seq as u8; len]);
+    }
+    assert_eq!(proc_status(vg.pid(), "Seccomp"), "2", "{}", vg.log());
+    assert_eq!(proc_status(vg.pid(), "NoNewPrivs"), "1");
+    // Every thread has the filter, those started after it too.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", vg.pid())).unwrap();
+    for t in tasks {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        assert!(status.contains("Seccomp:\t2"), "{status}");
+    }
+    let log = vg.log();
+    assert!(log.contains("seccomp filter on"), "{log}");
+    assert!(log.contains("Landlock"), "{log}");
+    // QEMU goes and comes back: the relay and the daemon serve it again under the filter.
+    fe.shutdown().unwrap();
+    let mut fe = connect(&vg);
+    fe.post_rx_buffers(64);
+    ping(&mut fe, 4, b"again");
+    assert_eq!(proc_status(vg.pid(), "Seccomp"), "2");
+
+    let off = Virtgate::start_logged(&[], &["--sandbox", "off"]);
+    let mut fe = connect(&off);
+    fe.post_rx_buffers(64);
+    ping(&mut fe, 1, b"off");
+    assert_eq!(proc_status(off.pid(), "Seccomp"), "0");
+    assert!(off.log().contains("sandbox off"));
+}
+
+/// A system call outside the allow-list (the test-only fault calls getppid) ends the process by
+/// SIGSYS, after one line that names it.
+#[test]
+fn a_forbidden_system_call_ends_the_process_with_a_clear_line() {
+    let mut vg = Virtgate::start_logged(
+        &[("VIRTGATE_TEST_FAULT", "tx-forbidden-syscall-after=1")],
+        &[],
+    );
+    let mut fe = connect(&vg);
+    fe.post_rx_buffers(64);
+    ping(&mut fe, 1, b"allowed");
+    fe.send(&echo_request(2, b"forbidden"));
+    let deadline = std::time::Instant::now() + T;
+    let status = loop {
+        if let Some(st) = vg.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "virtgate still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGSYS), "{status:?}");
+    let log = vg.log();
+    assert!(
+        log.contains(&format!(
+            "virtgate: seccomp: system call {} is not allowed",
+            libc::SYS_getppid
+        )),
+        "{log}"
+    );
+}
+
+/// Started as root with `--user`, virtgate runs as that user with no capability but CAP_NET_RAW
+/// (ping sockets are not allowed to its group here), and still answers.
+#[test]
+fn user_drops_root_and_keeps_only_what_ping_needs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test needs root (it checks the drop from root)");
+    }
+    let vg = Virtgate::start_logged(&[], &["--user", "65534:65534"]);
+    let mut fe = connect(&vg);
+    fe.post_rx_buffers(64);
+    ping(&mut fe, 1, b"as nobody");
+    let uid = proc_status(vg.pid(), "Uid");
+    assert!(uid.split_whitespace().all(|u| u == "65534"), "{uid}");
+    let gid = proc_status(vg.pid(), "Gid");
+    assert!(gid.split_whitespace().all(|g| g == "65534"), "{gid}");
+    assert_eq!(proc_status(vg.pid(), "Groups"), "");
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    let mut it = range.split_whitespace().map(|v| v.parse::<u32>().unwrap());
+    let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
+    let want = if (lo..=hi).contains(&65534) {
+        "0000000000000000"
+    } else {
+        "0000000000002000" // CAP_NET_RAW
+    };
+    assert_eq!(proc_status(vg.pid(), "CapEff"), want);
+    assert_eq!(proc_status(vg.pid(), "CapPrm"), want);
+    assert_eq!(proc_status(vg.pid(), "CapBnd"), want);
+}

@@ -463,6 +463,12 @@ impl Virtgate {
         vg
     }
 
+    /// The directory of its sockets and stats file, where it may also write captures (the
+    /// sandbox's Landlock rules allow writes only there and under `--capture-dir`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }

@@ -564,7 +564,7 @@ fn ipv4_ttl_expires_at_gateway(ex: &mut Ex) {
 /// Captures what the guest sends while `cmd` runs and counts the captured frames that match
 /// the tshark display filter `filter`.
 fn captured(ex: &mut Ex, cmd: &str, filter: &str) -> usize {
-    let file = std::env::temp_dir().join(format!("vg-kp-{}.pcapng", std::process::id()));
+    let file = ex.vg.dir().join("kernel-paths.pcapng");
     ex.vg.ctl(&["capture", "start", file.to_str().unwrap()]);
     ex.vm.run(cmd, Duration::from_secs(30));
     ex.vg.ctl(&["capture", "stop"]);
@@ -1223,7 +1223,7 @@ fn tcp_reset_to_a_closed_port(ex: &mut Ex) {
 /// flow's real ports and sequence numbers (`for-flow`).
 fn tcp_flow_probes(ex: &mut Ex) {
     let (port, _sink) = sink("127.0.0.1");
-    let file = std::env::temp_dir().join(format!("vg-kp-flow-{}.pcapng", std::process::id()));
+    let file = ex.vg.dir().join("kernel-paths-flow.pcapng");
     ex.vg.ctl(&["capture", "start", file.to_str().unwrap()]);
     ex.vm.sh(&format!(
         "tcpclient 10.0.2.2 {port} info - send ab wait 60000 > /tmp/flow.log 2>&1 &"

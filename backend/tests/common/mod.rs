@@ -40,7 +40,24 @@ impl Virtgate {
         Virtgate::start_with(extra, true)
     }
 
+    /// Starts virtgate with extra environment variables and its log in a file of its own (see
+    /// [`Virtgate::log`]).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_logged(env: &[(&str, &str)], extra: &[&str]) -> Virtgate {
+        Virtgate::spawn(extra, false, env, true)
+    }
+
+    /// What a [`Virtgate::start_logged`] virtgate wrote to stderr so far.
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
     fn start_with(extra: &[&str], announce: bool) -> Virtgate {
+        Virtgate::spawn(extra, announce, &[], false)
+    }
+
+    fn spawn(extra: &[&str], announce: bool, env: &[(&str, &str)], logged: bool) -> Virtgate {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "virtgate-dev-{}-{}",
@@ -64,8 +81,14 @@ impl Virtgate {
                 &["--no-link-announce", "--no-mcast-querier"][..]
             })
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if logged { "info" } else { "warn" })
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
+            .stderr(if logged {
+                Stdio::from(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn virtgate");
         let vg = Virtgate {
