@@ -330,11 +330,7 @@ fn filter() -> Result<(BpfProgram, usize), seccompiler::BackendError> {
     // logger.
     let mut ioctl = Vec::new();
     for request in [libc::FIONBIO, libc::FIONREAD, SIOCATMARK, libc::TCGETS] {
-        ioctl.push(SeccompRule::new(vec![cond(
-            1,
-            SeccompCmpOp::Eq,
-            request,
-        )?])?);
+        ioctl.push(SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, request)?])?);
     }
     rules.insert(libc::SYS_ioctl, ioctl);
     let calls = rules.len();

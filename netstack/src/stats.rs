@@ -356,6 +356,9 @@ crate::counters! {
         tcp_refused,
         /// RSTs sent to the guest.
         tcp_resets_sent,
+        /// Connections that never completed their handshake, evicted for a new SYN while the
+        /// table was full (a SYN flood); established ones never are.
+        tcp_embryonic_evicted,
         /// Times a connection found its egress queue full and waited for it to drain (its
         /// segments are sent later, not lost).
         tcp_queue_waits,

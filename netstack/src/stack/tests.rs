@@ -1269,6 +1269,55 @@ mod tcp_flows {
     }
 
     #[test]
+    fn a_syn_flood_evicts_half_open_connections_never_established_ones() {
+        // One established connection first.
+        let (mut s, iss, sock) = established();
+        // A flood of SYNs from other source ports to a host that never answers: the table fills
+        // with connections in Connecting.
+        let syn = |sport: u16| {
+            let r = TcpRepr {
+                src_port: sport,
+                dst_port: 81,
+                seq_number: SeqNumber(7),
+                ack_number: None,
+                flags: flags::SYN,
+                window_len: 64240,
+                urgent_at: 0,
+                max_seg_size: Some(1460),
+                window_scale: None,
+                sack_permitted: false,
+                sack_ranges: [None; 3],
+                timestamp: None,
+                payload: b"",
+            };
+            let mut t = vec![0u8; r.buffer_len()];
+            r.emit_v4(&mut t, GUEST_IP, GW);
+            ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t)
+        };
+        let flood = crate::tcp::MAX_CONNECTIONS as u16 + 200;
+        for i in 0..flood {
+            s.process_frame(Instant::from_millis(u64::from(i)), &syn(10_000 + i));
+            drain(&mut s);
+        }
+        assert_eq!(
+            s.stats().tcp_connections as usize,
+            crate::tcp::MAX_CONNECTIONS
+        );
+        assert_eq!(
+            s.stats().tcp_embryonic_evicted,
+            201,
+            "the oldest half-open ones made room"
+        );
+        assert_eq!(s.stats().flows_refused, 0);
+        // The established connection still carries data both ways.
+        s.process_frame(
+            Instant::from_secs(2),
+            &seg(flags::PSH, GUEST_ISN + 1, Some(iss + 1), 502, b"still"),
+        );
+        assert_eq!(s.host().tcp_written[&sock], b"still");
+    }
+
+    #[test]
     fn the_tcp_memory_budget_bounds_what_is_buffered() {
         let budget = crate::config::MIN_TCP_MEMORY;
         let mut s = Stack::with_host(

@@ -731,7 +731,7 @@ impl<H: HostIo> Stack<H> {
             self.tcp_send_rst_for(now, key, repr);
             return;
         };
-        if self.tcp.len() >= MAX_CONNECTIONS {
+        if self.tcp.len() >= MAX_CONNECTIONS && !self.tcp_evict_embryonic(now) {
             self.stats.flows_refused += 1;
             self.tcp_send_rst_for(now, key, repr);
             return;
@@ -758,6 +758,32 @@ impl<H: HostIo> Stack<H> {
         self.tcp.by_socket.insert(sock, key);
         self.tcp.conns.insert(key, conn);
         self.stats.tcp_connections = self.tcp.len() as u64;
+    }
+
+    /// The table is full: the oldest connection that never completed its handshake (the host's
+    /// connect pending, or our SYN-ACK unanswered) makes room, as a SYN backlog drops its oldest
+    /// entry under a SYN flood. Established connections are never evicted. False if there is
+    /// none.
+    fn tcp_evict_embryonic(&mut self, now: Instant) -> bool {
+        let oldest = self
+            .tcp
+            .conns
+            .values()
+            .filter(|c| matches!(c.state, TcpState::Connecting | TcpState::SynReceived))
+            .min_by_key(|c| c.deadline)
+            .map(|c| c.key);
+        let Some(key) = oldest else {
+            return false;
+        };
+        let Some(mut conn) = self.tcp.conns.remove(&key) else {
+            return false;
+        };
+        self.stats.tcp_embryonic_evicted += 1;
+        self.tcp_release(&mut conn, true);
+        self.tcp_reset_guest(now, &conn);
+        conn.set_state(TcpState::Closed);
+        self.tcp_keep(conn);
+        true
     }
 
     /// RFC 9293 §3.10.7.4, for an existing connection.
