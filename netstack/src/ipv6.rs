@@ -54,7 +54,7 @@ pub(crate) struct Ipv6State {
     initial_ras: u8,
     ra_count: u64,
     /// ICMPv6 errors (RFC 4443 §2.4(f)).
-    errors: crate::icmp::ErrorBudget,
+    errors: crate::ratelimit::ErrorBudget,
     /// The guest's most recent global address (the destination of forwarded connections).
     pub(crate) last_guest_global: Option<Ipv6Address>,
     /// RDNSS and DNSSL payloads, built once from the configuration.
@@ -82,7 +82,7 @@ impl Ipv6State {
             last_ra_at: None,
             initial_ras: 0,
             ra_count: 0,
-            errors: crate::icmp::ErrorBudget::default(),
+            errors: crate::ratelimit::ErrorBudget::default(),
             last_guest_global: None,
             rdnss: cfg.map_or([0; 16], |c| c.dns.0),
             dnssl: domain.map_or_else(Vec::new, |d| encode_domains(&[d])),

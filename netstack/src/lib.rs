@@ -17,12 +17,15 @@
 //! - [`offload`]: checksum and segmentation offloads: per-frame metadata both ways.
 //! - [`pmtu`]: path-MTU emulation per destination prefix.
 //! - [`probe`]: the exerciser's crafted frames towards the guest (built with `wire::craft`).
-//! - [`reassembly`]: IPv4 reassembly of the guest's fragments.
+//! - [`reassembly`]: reassembly of the guest's IPv4 and IPv6 fragments, bounded.
+//! - `ratelimit`: the rate limit of the ICMP errors sent to the guest.
 //! - [`sources`]: the source addresses the guest may use (anti-spoofing).
 //! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets.
 //! - [`config`]: the addresses and limits the stack serves, validated.
 //! - [`stats`]: counters, with one counter per drop reason.
 //! - [`time`]: `Instant` and `Duration`, supplied by the caller.
+//! - [`testing`]: protocol samples and the emitted-frame check shared by the property tests and
+//!   the fuzz targets (not part of the API).
 
 pub mod arp;
 pub mod config;
@@ -36,6 +39,7 @@ pub mod multicast;
 pub mod offload;
 pub mod pmtu;
 pub mod probe;
+mod ratelimit;
 pub mod reassembly;
 pub mod sources;
 pub mod stack;

@@ -244,7 +244,7 @@ pub struct Stack<H: HostIo = NoHost> {
     pub(crate) tcp: TcpTable,
     pub(crate) reassembly: Reassembler,
     /// The rate limit of ICMPv4 errors to the guest.
-    pub(crate) icmp_errors: crate::icmp::ErrorBudget,
+    pub(crate) icmp_errors: crate::ratelimit::ErrorBudget,
     /// A reassembled datagram, allocated once and reused.
     pub(crate) reasm_buf: Vec<u8>,
     pub(crate) forwards: Vec<ForwardListener>,
@@ -341,7 +341,7 @@ impl<H: HostIo> Stack<H> {
             flows: FlowTable::new(),
             tcp: TcpTable::default(),
             reassembly: Reassembler::new(),
-            icmp_errors: crate::icmp::ErrorBudget::default(),
+            icmp_errors: crate::ratelimit::ErrorBudget::default(),
             reasm_buf: Vec::new(),
             forwards: Vec::new(),
             host_buf: vec![0; HOST_RECV_LEN],
