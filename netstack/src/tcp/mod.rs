@@ -539,16 +539,10 @@ fn addr_bytes(a: &IpAddress) -> &[u8] {
 impl ConnKey {
     /// The connection's [`crate::stack::flow_hash`]: which egress queue its frames take.
     fn flow_hash(&self) -> u32 {
-        fn bytes(a: &IpAddress) -> &[u8] {
-            match a {
-                IpAddress::V4(a) => &a.0,
-                IpAddress::V6(a) => &a.0,
-            }
-        }
         let (gp, rp) = (self.guest.1.to_be_bytes(), self.remote.1.to_be_bytes());
         crate::stack::flow_hash(
-            (bytes(&self.remote.0), Some(&rp)),
-            (bytes(&self.guest.0), Some(&gp)),
+            (addr_bytes(&self.remote.0), Some(&rp)),
+            (addr_bytes(&self.guest.0), Some(&gp)),
         )
     }
 
