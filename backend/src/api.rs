@@ -142,13 +142,7 @@ impl Reply {
     }
 }
 
-/// Serves the API on `path`: a thread accepts, and each client is served on a thread of its own,
-/// at most [`MAX_CLIENTS`] at once. The socket file is replaced if stale.
-pub fn spawn(path: &Path, device: DeviceHandle) -> io::Result<()> {
-    serve(bind(path)?, device)
-}
-
-/// Binds the API socket (replacing a stale file); [`serve`] it later.
+/// Binds the API socket (replacing a stale file); [`serve`] it once the sandbox is on.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
@@ -156,7 +150,8 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the API on a bound socket (see [`spawn`]).
+/// Serves the API on a bound socket: a thread accepts, and each client is served on a thread of
+/// its own, at most [`MAX_CLIENTS`] at once.
 pub fn serve(listener: UnixListener, device: DeviceHandle) -> io::Result<()> {
     let device = Arc::new(device);
     let clients = Arc::new(AtomicUsize::new(0));
