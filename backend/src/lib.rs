@@ -25,6 +25,7 @@ pub mod ctl;
 pub mod device;
 pub mod frontend;
 pub mod host;
+pub mod impair;
 pub mod moderation;
 pub mod pcapfile;
 pub mod relay;
