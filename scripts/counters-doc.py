@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates the counter tables of docs/counters.md from the doc comments of the counter structs
-(backend/src/device.rs DeviceStats, netstack/src/stats.rs Stats). The text before the first table
+(backend/src/device.rs DeviceStats, netstack/src/stats.rs Stats, backend/src/impair/mod.rs
+RuleCounters). The text before the first table
 is kept. A unit test (stats::doc_tests) fails when a counter is missing from the document."""
 import pathlib
 
@@ -29,4 +30,6 @@ parts = [head, "## device: per queue pair, like `ethtool -S`\n\n`device` holds e
 parts += [f"| `{n}` | {d} |\n" for n, d in extract("backend/src/device.rs", "DeviceStats")]
 parts.append("\n## stack: per protocol, and one `drop_*` counter per reason\n\n| counter | meaning |\n| --- | --- |\n")
 parts += [f"| `{n}` | {d} |\n" for n, d in extract("netstack/src/stats.rs", "Stats")]
+parts.append("\n## impair: per link impairment rule\n\n`impair.rules[N].counters` in the stats document and `GET /impair`; `virtgate_impair_<name>{rule=\"N\",direction=\"to-guest\"}` in `/metrics` (docs/impairments.md). They start from zero whenever the rules are replaced; the `device` counters `*_loss_injected*` and `*_impair_*` keep the totals.\n\n| counter | meaning |\n| --- | --- |\n")
+parts += [f"| `{n}` | {d} |\n" for n, d in extract("backend/src/impair/mod.rs", "RuleCounters")]
 doc.write_text("".join(parts))

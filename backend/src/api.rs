@@ -77,12 +77,26 @@ pub enum Command {
     SetPathMtus(Vec<netstack::pmtu::PathMtu>, Sender<Result<(), String>>),
     /// Frames for the guest's RX path, exactly as given; answers how many were queued.
     Inject(Vec<Vec<u8>>, Sender<usize>),
+    /// The impairments in force, their counters and the pending schedule.
+    GetImpair(Sender<crate::device::ImpairState>),
+    /// Changes the impairments; answers the new state.
+    SetImpair(ImpairChange, Sender<crate::device::ImpairState>),
     /// A probe by name with its parameters; answers how many frames were built and queued.
     Probe(
         String,
         BTreeMap<String, String>,
         Sender<Result<(usize, usize), String>>,
     ),
+}
+
+/// A change of the impairments: new rules now (cancelling a pending schedule), a new seed, a
+/// schedule of (milliseconds from now, rules or None to restore).
+#[derive(Debug, Default)]
+pub struct ImpairChange {
+    pub rules: Option<Vec<crate::impair::RuleSpec>>,
+    pub seed: Option<u64>,
+    #[allow(clippy::type_complexity)]
+    pub schedule: Option<Vec<(u64, Option<Vec<crate::impair::RuleSpec>>)>>,
 }
 
 /// The link, as the server keeps it: whether QEMU may be connected.
@@ -430,6 +444,27 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             }
         }
         ("POST", "/probe") => probe(&req.body, device),
+        ("GET", "/impair") => match device.ask(Command::GetImpair) {
+            Ok(state) => Reply::json(&impair_json(&state)),
+            Err(r) => r,
+        },
+        ("PUT" | "DELETE", "/impair") | ("POST", "/impair/schedule") => {
+            let change = if req.method == "DELETE" {
+                Ok(ImpairChange {
+                    rules: Some(Vec::new()),
+                    ..ImpairChange::default()
+                })
+            } else {
+                parse_impair_change(&req.body, path == "/impair/schedule")
+            };
+            match change {
+                Ok(c) => match device.ask(|tx| Command::SetImpair(c, tx)) {
+                    Ok(state) => Reply::json(&impair_json(&state)),
+                    Err(r) => r,
+                },
+                Err(e) => Reply::error(400, &e),
+            }
+        }
         ("GET", "/link") => Reply::json(&json!({ "up": device.link.is_up() })),
         ("POST", "/link/down" | "/link/up") => {
             device.link.set_up(path == "/link/up");
@@ -439,7 +474,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             _,
             "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop" | "/link"
             | "/link/down" | "/link/up" | "/forwards" | "/inject" | "/probes" | "/probe"
-            | "/path-mtu" | "/multicast",
+            | "/path-mtu" | "/multicast" | "/impair" | "/impair/schedule",
         ) => Reply::error(405, "method not allowed"),
         _ => Reply::error(404, "no such endpoint"),
     }
@@ -681,7 +716,141 @@ fn metrics(shared: &Shared) -> String {
         "# TYPE virtgate_queue_pairs_active gauge\nvirtgate_queue_pairs_active {}\n",
         snap.active_queue_pairs
     ));
+    // Per impairment rule: labelled by its place and direction (the text is in GET /impair).
+    crate::impair::RuleCounters::default().for_each(|name, _| {
+        out.push_str(&format!("# TYPE virtgate_impair_{name} counter\n"));
+        for (i, r) in snap.impair.rules.iter().enumerate() {
+            let v = r.counters.get(name).unwrap_or(0);
+            out.push_str(&format!(
+                "virtgate_impair_{name}{{rule=\"{i}\",direction=\"{}\"}} {v}\n",
+                r.direction.name()
+            ));
+        }
+    });
+    out.push_str(&format!(
+        "# TYPE virtgate_impair_held_frames gauge\nvirtgate_impair_held_frames{{direction=\"to-guest\"}} {}\nvirtgate_impair_held_frames{{direction=\"from-guest\"}} {}\n",
+        snap.impair.held[0], snap.impair.held[1]
+    ));
     out
+}
+
+/// `PUT /impair` `{"rules": RULES, "seed": N}` or `POST /impair/schedule`
+/// `{"steps": [{"after_ms": N, "rules": RULES} or {"after_ms": N, "restore": true}], "seed": N}`.
+/// RULES is the `--impair` text, or a list of such texts.
+fn parse_impair_change(body: &[u8], schedule: bool) -> Result<ImpairChange, String> {
+    let usage = if schedule {
+        "body must be {\"steps\": [{\"after_ms\": N, \"rules\": RULES} or {\"after_ms\": N, \"restore\": true}, ...]}, with an optional \"seed\""
+    } else {
+        "body must be {\"rules\": RULES}, RULES as in --impair (a string or a list of strings), with an optional \"seed\""
+    };
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) else {
+        return Err(usage.into());
+    };
+    let allowed: &[&str] = if schedule {
+        &["steps", "seed"]
+    } else {
+        &["rules", "seed"]
+    };
+    if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("unknown field {k}: {usage}"));
+    }
+    let rules_of = |v: &Value| -> Result<Vec<crate::impair::RuleSpec>, String> {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Array(list) => list
+                .iter()
+                .map(|r| r.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("rules: a string or a list of strings")?
+                .join(";"),
+            _ => return Err("rules: a string or a list of strings".into()),
+        };
+        crate::impair::parse_rules(&text)
+    };
+    let seed = match m.get("seed") {
+        None => None,
+        Some(v) => Some(v.as_u64().ok_or("seed: a number from 0 to 2^64-1")?),
+    };
+    if !schedule {
+        let rules = rules_of(m.get("rules").ok_or(usage)?)?;
+        return Ok(ImpairChange {
+            rules: Some(rules),
+            seed,
+            schedule: None,
+        });
+    }
+    let Some(Value::Array(list)) = m.get("steps") else {
+        return Err(usage.into());
+    };
+    if list.len() > crate::impair::MAX_SCHEDULE_STEPS {
+        return Err(format!(
+            "at most {} steps",
+            crate::impair::MAX_SCHEDULE_STEPS
+        ));
+    }
+    let mut steps = Vec::with_capacity(list.len());
+    for (i, step) in list.iter().enumerate() {
+        let Value::Object(s) = step else {
+            return Err(format!("steps[{i}]: {usage}"));
+        };
+        if let Some(k) = s
+            .keys()
+            .find(|k| !["after_ms", "rules", "restore"].contains(&k.as_str()))
+        {
+            return Err(format!("steps[{i}]: unknown field {k}"));
+        }
+        let after = s
+            .get("after_ms")
+            .and_then(Value::as_u64)
+            .filter(|&ms| ms <= crate::impair::MAX_SCHEDULE_MS)
+            .ok_or_else(|| {
+                format!(
+                    "steps[{i}].after_ms: a number of milliseconds up to {}",
+                    crate::impair::MAX_SCHEDULE_MS
+                )
+            })?;
+        let rules = match (s.get("rules"), s.get("restore")) {
+            (Some(r), None) => Some(rules_of(r).map_err(|e| format!("steps[{i}]: {e}"))?),
+            (None, Some(Value::Bool(true))) => None,
+            _ => {
+                return Err(format!(
+                    "steps[{i}]: give either rules or \"restore\": true"
+                ))
+            }
+        };
+        steps.push((after, rules));
+    }
+    Ok(ImpairChange {
+        rules: None,
+        seed,
+        schedule: Some(steps),
+    })
+}
+
+fn counters_json(each: impl FnOnce(&mut dyn FnMut(&'static str, u64))) -> Value {
+    let mut map = Map::new();
+    each(&mut |name, v| {
+        map.insert(name.to_string(), Value::from(v));
+    });
+    Value::Object(map)
+}
+
+/// The impairments' JSON form (`GET /impair`, and `impair` in the stats document).
+pub fn impair_json(state: &crate::device::ImpairState) -> Value {
+    json!({
+        "seed": state.seed,
+        "rules": state.rules.iter().enumerate().map(|(i, r)| json!({
+            "index": i,
+            "direction": r.direction.name(),
+            "rule": r.rule,
+            "counters": counters_json(|f| r.counters.for_each(f)),
+        })).collect::<Vec<_>>(),
+        "schedule": state.schedule.iter().map(|(ms, rules)| match rules {
+            Some(r) => json!({ "in_ms": ms, "rules": r }),
+            None => json!({ "in_ms": ms, "restore": true }),
+        }).collect::<Vec<_>>(),
+        "held": { "to_guest": state.held[0], "from_guest": state.held[1], "bytes": state.held_bytes },
+    })
 }
 
 fn forward_json(f: &netstack::Forward) -> Value {

@@ -162,13 +162,21 @@ pub struct Args {
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
 
-    /// Drop this percentage of frames at random in each direction, to test loss recovery.
+    /// Link impairments, netem's behaviours per direction and flow (docs/impairments.md), e.g.
+    /// 'to-guest: loss 2% delay 20ms jitter 5ms; from-guest: tcp port 80: corrupt 0.1%'.
+    /// Repeatable; the rules add up in order.
+    #[arg(long, value_name = "RULES")]
+    pub impair: Vec<String>,
+
+    /// Seed of the impairments' random decisions: the same seed, rules and frames give the same
+    /// decisions.
+    #[arg(long, value_name = "N", default_value_t = 1, alias = "loss-seed")]
+    pub impair_seed: u64,
+
+    /// Drop this percentage of frames at random in each direction: short for
+    /// --impair 'both: loss PERCENT%' (after the --impair rules).
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
     pub loss: f64,
-
-    /// Seed of the loss generator (the same seed drops the same frames).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub loss_seed: u64,
 
     /// Do not map the gateway address to the host's loopback.
     #[arg(long)]
@@ -268,6 +276,8 @@ pub enum ConfigError {
     Loss(f64),
     #[error("--{0}: {1}")]
     Coalesce(&'static str, &'static str),
+    #[error("--impair: {0}")]
+    Impair(String),
     #[error("--queues {0}: must be 1 to 8")]
     Queues(usize),
     #[error("--offloads {0:?}: {1}")]
@@ -280,8 +290,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub socket: PathBuf,
-    /// `--loss` as (percent, seed), when set.
-    pub loss: Option<(f64, u64)>,
+    /// `--impair` (and `--loss`) rules, and their seed.
+    pub impair: Vec<crate::impair::RuleSpec>,
+    pub impair_seed: u64,
     pub once: bool,
     pub stats_file: Option<PathBuf>,
     pub stack: netstack::Config,
@@ -449,6 +460,11 @@ impl Args {
         if !(0.0..=100.0).contains(&self.loss) {
             return Err(ConfigError::Loss(self.loss));
         }
+        let mut impair_text = self.impair.join(";");
+        if self.loss > 0.0 {
+            impair_text += &format!(";both: loss {}%", self.loss);
+        }
+        let impair = crate::impair::parse_rules(&impair_text).map_err(ConfigError::Impair)?;
         let offloads = crate::virtio_net::Offloads::parse(&self.offloads)
             .map_err(|e| ConfigError::Offloads(self.offloads.clone(), e))?;
         if !(1..=crate::device::MAX_QUEUE_PAIRS).contains(&self.queues) {
@@ -487,7 +503,8 @@ impl Args {
             queue_pairs: self.queues,
             pcap: self.pcap,
             api_socket: self.api_socket,
-            loss: (self.loss > 0.0).then_some((self.loss, self.loss_seed)),
+            impair,
+            impair_seed: self.impair_seed,
             socket: self.socket,
             once: self.once,
             stats_file: self.stats_file,

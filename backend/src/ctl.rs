@@ -11,6 +11,7 @@
 //! virtgate ctl --api-socket PATH probe list | NAME [--PARAM VALUE]... | NAME --help
 //! virtgate ctl --api-socket PATH path-mtu [PREFIX=MTU... | --clear]
 //! virtgate ctl --api-socket PATH multicast
+//! virtgate ctl --api-socket PATH impair [RULES | --clear] [--seed N] [--schedule AFTER=RULES|AFTER=restore]...
 //! ```
 
 use std::ffi::OsString;
@@ -96,6 +97,22 @@ enum CtlCommand {
         /// Remove every emulated path MTU.
         #[arg(long, conflicts_with = "specs")]
         clear: bool,
+    },
+    /// Shows the link impairments and their counters, replaces them with RULES (the --impair
+    /// grammar, docs/impairments.md), clears them, or schedules changes.
+    Impair {
+        /// The new rules (words are joined with spaces), e.g. 'to-guest: loss 2% delay 20ms'.
+        rules: Vec<String>,
+        /// Remove every rule (and a pending schedule).
+        #[arg(long, conflicts_with_all = ["rules", "schedule"])]
+        clear: bool,
+        /// Seed of the random decisions from now on.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A scheduled change, AFTER (a time from now: 2s, 500ms) = RULES, or AFTER=restore for
+        /// the rules in force now; repeatable. Replaces a pending schedule.
+        #[arg(long, value_name = "AFTER=RULES", conflicts_with = "rules")]
+        schedule: Vec<String>,
     },
     /// Sends a built-in probe to the guest (`probe list` names them, `probe NAME --help` shows a
     /// probe's parameters); parameters are `--NAME VALUE`.
@@ -231,6 +248,18 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 ("PUT", "/path-mtu", Some(json!({ "paths": specs })))
             }
         }
+        CtlCommand::Impair {
+            rules,
+            clear,
+            seed,
+            schedule,
+        } => match impair_request(&rules, clear, seed, &schedule) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("virtgate ctl impair: {e}");
+                return ExitCode::from(2);
+            }
+        },
         CtlCommand::Probe { name, params } => {
             if name == "list" || params.iter().any(|p| p == "--help" || p == "-h") {
                 return probe_help(&socket, &name);
@@ -254,6 +283,58 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The request of `ctl impair`; rules are checked here too, so mistakes are reported before
+/// anything is sent.
+fn impair_request(
+    rules: &[String],
+    clear: bool,
+    seed: Option<u64>,
+    schedule: &[String],
+) -> Result<(&'static str, &'static str, Option<Value>), String> {
+    let with_seed = |mut v: Value| {
+        if let Some(s) = seed {
+            v["seed"] = json!(s);
+        }
+        v
+    };
+    if clear {
+        return Ok(("DELETE", "/impair", None));
+    }
+    if !schedule.is_empty() {
+        let mut steps = Vec::new();
+        for step in schedule {
+            let (after, what) = step
+                .split_once('=')
+                .ok_or_else(|| format!("{step:?}: a step is AFTER=RULES or AFTER=restore"))?;
+            let us = crate::impair::spec::parse_duration_us(
+                after.trim(),
+                crate::impair::MAX_SCHEDULE_MS * 1000,
+            )?;
+            let after_ms = us / 1000;
+            if what.trim() == "restore" {
+                steps.push(json!({ "after_ms": after_ms, "restore": true }));
+            } else {
+                crate::impair::parse_rules(what)?;
+                steps.push(json!({ "after_ms": after_ms, "rules": what }));
+            }
+        }
+        return Ok((
+            "POST",
+            "/impair/schedule",
+            Some(with_seed(json!({ "steps": steps }))),
+        ));
+    }
+    if rules.is_empty() {
+        if seed.is_some() {
+            return Err("--seed applies to new rules: give them too".into());
+        }
+        return Ok(("GET", "/impair", None));
+    }
+    let text = rules.join(" ");
+    crate::impair::parse_rules(&text)?;
+    Ok(("PUT", "/impair", Some(with_seed(json!({ "rules": text })))))
 }
 
 /// The body of an inject request: the file's frames, then the hex ones.

@@ -35,6 +35,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::capture::{Capture, Direction as CaptureDirection};
 use crate::host::HostSockets;
+use crate::impair::frame::{Corruption, FrameView};
+use crate::impair::line::{DelayLines, MAX_HELD_FRAMES};
+use crate::impair::{Impairment, LinkDirection, RuleSpec};
 use crate::moderation::{Coalesce, Decision, Moderator};
 use crate::sys::Timer;
 use crate::virtio_net::{self, Negotiated, Offloads, TxHeader};
@@ -140,14 +143,30 @@ netstack::counters! {
         capture_frames,
         /// Frames the capture could not take (its writer fell behind): missing from the file.
         capture_drops,
-        /// Guest frames dropped on purpose by `--loss`.
+        /// Guest frames (copies) an impairment's loss model dropped (`--impair`, `--loss`).
         tx_loss_injected,
-        /// Frames to the guest dropped on purpose by `--loss`.
+        /// Frames (copies) to the guest an impairment's loss model dropped.
         rx_loss_injected,
         /// Of `tx_loss_injected`, TCP segments that carried data (the guest must resend them).
         tx_loss_injected_tcp_data,
         /// Of `rx_loss_injected`, TCP segments that carried data (virtgate must resend them).
         rx_loss_injected_tcp_data,
+        /// Guest frames an impairment duplicated.
+        tx_impair_duplicated,
+        /// Frames to the guest an impairment duplicated.
+        rx_impair_duplicated,
+        /// Guest frames (copies) an impairment corrupted (one bit flipped).
+        tx_impair_corrupted,
+        /// Frames (copies) to the guest an impairment corrupted.
+        rx_impair_corrupted,
+        /// Guest frames (copies) that waited on virtgate's side (delay, jitter, rate).
+        tx_impair_delayed,
+        /// Frames (copies) to the guest that waited on virtgate's side.
+        rx_impair_delayed,
+        /// Guest frames (copies) dropped by a full rate queue (`limit`) or a full delay line.
+        tx_impair_queue_drops,
+        /// Frames (copies) to the guest dropped by a full rate queue or a full delay line.
+        rx_impair_queue_drops,
     }
 }
 
@@ -169,6 +188,32 @@ pub struct Snapshot {
     /// Addresses bound by DHCPv6.
     pub dhcpv6_leases: Vec<netstack::wire::Ipv6Address>,
     pub acked_features: u64,
+    /// The link impairments in force and their counters.
+    pub impair: ImpairState,
+}
+
+/// The impairments as the API and the stats show them.
+#[derive(Debug, Clone, Default)]
+pub struct ImpairState {
+    pub seed: u64,
+    pub rules: Vec<ImpairRuleState>,
+    /// Scheduled changes: milliseconds from now, and the rules (None: restore those in force
+    /// when the schedule was set).
+    pub schedule: Vec<(u64, Option<String>)>,
+    /// Frames waiting on virtgate's side: [to the guest, from the guest].
+    pub held: [usize; 2],
+    /// Bytes of buffers the delay lines hold.
+    pub held_bytes: usize,
+    /// Changes with every new rule set (the snapshot rebuilds the texts only then).
+    pub generation: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImpairRuleState {
+    pub direction: LinkDirection,
+    /// The rule in its canonical text.
+    pub rule: String,
+    pub counters: crate::impair::RuleCounters,
 }
 
 /// State shared between the worker, the vhost-user relay and the main thread.
@@ -244,33 +289,6 @@ fn carries_tcp_data(frame: &[u8]) -> bool {
     netstack::wire::tcp::frame_payload_len(frame).is_some_and(|n| n > 0)
 }
 
-/// Drops frames at random for tests of loss recovery (`--loss`): a seeded xorshift64* generator, so a
-/// run can be repeated.
-#[derive(Debug, Clone)]
-pub struct LossInjector {
-    /// Probability of dropping a frame, scaled to u64::MAX.
-    threshold: u64,
-    state: u64,
-}
-
-impl LossInjector {
-    /// `percent` of frames in each direction are dropped; `seed` fixes the sequence.
-    pub fn new(percent: f64, seed: u64) -> Self {
-        let p = (percent / 100.0).clamp(0.0, 1.0);
-        LossInjector {
-            threshold: (p * u64::MAX as f64) as u64,
-            state: seed.max(1),
-        }
-    }
-
-    fn drop_next(&mut self) -> bool {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) < self.threshold
-    }
-}
-
 /// At most this many warnings per second per device reach the log; the rest are counted only.
 const LOG_BURST: u32 = 10;
 
@@ -323,7 +341,15 @@ pub struct NetDevice {
     /// Used elements of one frame, published together.
     rx_used: Vec<(u16, u32)>,
     host_events: Vec<EpollEvent>,
-    loss: Option<LossInjector>,
+    /// Link impairments (`--impair`, the API's `/impair`).
+    impair: Impairment,
+    /// Frames the impairments hold back, per pair and direction.
+    lines: DelayLines,
+    /// A corrupted copy that goes at once is built here (allocated with the first rule).
+    impair_scratch: Vec<u8>,
+    /// Bumped whenever the rules change, so that [`NetDevice::publish`] rebuilds their texts only
+    /// then.
+    impair_generation: u64,
     coalesce: Coalesce,
     capture: Option<Capture>,
     /// Written by the control API when it queued commands.
@@ -434,7 +460,10 @@ impl NetDevice {
             rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
             rx_used: Vec::with_capacity(MAX_QUEUE_SIZE),
             host_events: vec![EpollEvent::default(); HOST_EVENTS],
-            loss: None,
+            impair: Impairment::default(),
+            lines: DelayLines::new(queue_pairs, MAX_FRAME_LEN),
+            impair_scratch: Vec::new(),
+            impair_generation: 0,
             coalesce: Coalesce::default(),
             capture: None,
             control: EventFd::new(EFD_NONBLOCK)?,
@@ -534,6 +563,34 @@ impl NetDevice {
                     let queued = frames.iter().filter(|f| self.stack.inject(f)).count();
                     let _ = reply.send(queued);
                 }
+                crate::api::Command::GetImpair(reply) => {
+                    let mut state = ImpairState::default();
+                    self.impair_state_into(&mut state, true);
+                    let _ = reply.send(state);
+                }
+                crate::api::Command::SetImpair(change, reply) => {
+                    let crate::api::ImpairChange {
+                        rules,
+                        seed,
+                        schedule,
+                    } = change;
+                    if let Some(seed) = seed {
+                        self.impair.set_seed(seed);
+                    }
+                    if let Some(rules) = rules {
+                        // New rules in force cancel a pending schedule.
+                        self.impair.cancel_schedule();
+                        self.set_impairment(rules, None);
+                    }
+                    if let Some(steps) = schedule {
+                        let n = steps.len();
+                        self.impair.set_schedule(self.now(), steps);
+                        log::info!("link impairment schedule of {n} steps set");
+                    }
+                    let mut state = ImpairState::default();
+                    self.impair_state_into(&mut state, true);
+                    let _ = reply.send(state);
+                }
                 crate::api::Command::Probe(name, params, reply) => {
                     let sent = self.stack.send_probe(&name, &params);
                     match &sent {
@@ -575,10 +632,40 @@ impl NetDevice {
         }
     }
 
-    /// Drops frames at random in both directions (see [`LossInjector`]).
-    pub fn with_loss(mut self, loss: Option<LossInjector>) -> Self {
-        self.loss = loss;
+    /// Link impairments from the start (see [`crate::impair`]).
+    pub fn with_impairment(mut self, impair: Impairment) -> Self {
+        self.set_impairment(impair.specs(), Some(impair.seed()));
         self
+    }
+
+    /// Installs impairment rules (fresh counters and random state), and a new seed if given.
+    fn set_impairment(&mut self, rules: Vec<RuleSpec>, seed: Option<u64>) {
+        if let Some(seed) = seed {
+            self.impair.set_seed(seed);
+        }
+        self.impair.replace(rules);
+        self.impair_rules_changed();
+    }
+
+    fn impair_rules_changed(&mut self) {
+        self.impair_generation += 1;
+        if !self.impair.is_empty() && self.impair_scratch.capacity() < MAX_FRAME_LEN {
+            self.impair_scratch = Vec::with_capacity(MAX_FRAME_LEN);
+        }
+        if self.impair.is_empty() {
+            self.lines.release_memory();
+        }
+        let rules: Vec<String> = self
+            .impair
+            .rules()
+            .iter()
+            .map(|r| r.spec.to_string())
+            .collect();
+        if rules.is_empty() {
+            log::info!("no link impairment");
+        } else {
+            log::info!("link impairments now: {}", rules.join("; "));
+        }
     }
 
     /// The number of queue pairs.
@@ -682,23 +769,16 @@ impl NetDevice {
                         self.pairs[p].stats.tx_bytes += (len - hdr) as u64;
                         self.pairs[p].stats.tx_csum_partial += u64::from(meta.checksum.is_some());
                         self.pairs[p].stats.tx_gso_frames += u64::from(meta.gso.is_some());
-                        if let Some(c) = self.capture.as_mut() {
-                            let frame = &self.tx_buf[hdr..len];
-                            if c.record(CaptureDirection::Outbound, frame, meta.checksum) {
-                                self.pairs[p].stats.capture_frames += 1;
-                            } else {
-                                self.pairs[p].stats.capture_drops += 1;
-                            }
+                        if self.impair.active(LinkDirection::FromGuest) {
+                            self.impair_from_guest(p, now, hdr..len, meta);
+                        } else {
+                            let ingress = Ingress {
+                                stack: &mut self.stack,
+                                capture: &mut self.capture,
+                                stats: &mut self.pairs[p].stats,
+                            };
+                            ingress.deliver(now, &self.tx_buf[hdr..len], meta);
                         }
-                        if self.loss.as_mut().is_some_and(LossInjector::drop_next) {
-                            let stats = &mut self.pairs[p].stats;
-                            stats.tx_loss_injected += 1;
-                            stats.tx_loss_injected_tcp_data +=
-                                u64::from(carries_tcp_data(&self.tx_buf[hdr..len]));
-                            continue;
-                        }
-                        self.stack
-                            .process_frame_meta(now, &self.tx_buf[hdr..len], meta);
                     }
                     Err(fault) => self.count_fault(p, now, Queue::Tx, head, fault),
                 }
@@ -713,6 +793,86 @@ impl NetDevice {
             }
         }
         returned > 0
+    }
+
+    /// Carries out the impairments' verdict on the guest's frame in `tx_buf[range]`: copies
+    /// that go now reach the stack at once (a corrupted one through the scratch buffer), delayed
+    /// ones wait on the pair's line.
+    fn impair_from_guest(
+        &mut self,
+        p: usize,
+        now: Instant,
+        range: std::ops::Range<usize>,
+        meta: FrameMeta,
+    ) {
+        let frame = &self.tx_buf[range.clone()];
+        let Some(verdict) = self.impair.decide(LinkDirection::FromGuest, frame, now) else {
+            let ingress = Ingress {
+                stack: &mut self.stack,
+                capture: &mut self.capture,
+                stats: &mut self.pairs[p].stats,
+            };
+            ingress.deliver(now, frame, meta);
+            return;
+        };
+        let stats = &mut self.pairs[p].stats;
+        stats.tx_impair_duplicated += u64::from(verdict.duplicated);
+        stats.tx_loss_injected += u64::from(verdict.lost);
+        if carries_tcp_data(frame) {
+            stats.tx_loss_injected_tcp_data += u64::from(verdict.lost);
+        }
+        stats.tx_impair_queue_drops += u64::from(verdict.limited);
+        const DIR: LinkDirection = LinkDirection::FromGuest;
+        for copy in verdict.copies.into_iter().flatten() {
+            let frame = &self.tx_buf[range.clone()];
+            let stats = &mut self.pairs[p].stats;
+            let corrupted = copy.corrupt.is_some();
+            let meta_out = copy_meta(DIR, meta, corrupted);
+            let mut class = None;
+            if copy.release > now {
+                let held = self
+                    .lines
+                    .hold(p, DIR, copy.release, frame.len(), meta_out, |b| {
+                        class = write_copy(b, frame, meta, copy.corrupt, &verdict.view, DIR)
+                    });
+                if held {
+                    stats.tx_impair_delayed += 1;
+                } else {
+                    stats.tx_impair_queue_drops += 1;
+                    self.impair.count_line_drop(verdict.rule);
+                }
+            } else {
+                let ingress = Ingress {
+                    stack: &mut self.stack,
+                    capture: &mut self.capture,
+                    stats: &mut *stats,
+                };
+                if corrupted {
+                    let scratch = &mut self.impair_scratch;
+                    class = write_copy(scratch, frame, meta, copy.corrupt, &verdict.view, DIR);
+                    ingress.deliver(now, scratch, meta_out);
+                } else {
+                    ingress.deliver(now, frame, meta);
+                }
+            }
+            if let Some(c) = class {
+                stats.tx_impair_corrupted += 1;
+                self.impair.count_corruption(verdict.rule, c);
+            }
+        }
+    }
+
+    /// Hands the guest's frames whose delay is over to the stack.
+    fn release_from_guest(&mut self, p: usize, now: Instant) {
+        while let Some(h) = self.lines.take_due(p, LinkDirection::FromGuest, now) {
+            let ingress = Ingress {
+                stack: &mut self.stack,
+                capture: &mut self.capture,
+                stats: &mut self.pairs[p].stats,
+            };
+            ingress.deliver(now, &h.frame, h.meta);
+            self.lines.recycle(h.frame);
+        }
     }
 
     fn queue_error(&mut self, p: usize, now: Instant, queue: Queue, e: virtio_queue::Error) {
@@ -835,83 +995,90 @@ impl NetDevice {
         Ok(used - std::num::Wrapping(used_event) - std::num::Wrapping(1) < used - old)
     }
 
-    /// Writes the stack's frames queued for this pair into the guest's RX buffers; returns
-    /// whether any were.
+    /// Writes the frames for this pair into the guest's RX buffers: first those the impairments
+    /// held whose time has come, then the stack's queue. Returns whether any were written.
     fn process_rx(&mut self, p: usize, rx: &Vring, now: Instant) -> bool {
-        if !queue_ready(rx) || !self.stack.has_pending_on(p) {
+        let held_due = self
+            .lines
+            .next_release(p, LinkDirection::ToGuest)
+            .is_some_and(|t| t <= now);
+        if !queue_ready(rx) || !(held_due || self.stack.has_pending_on(p)) {
             return false;
         }
         let guard = self.mem.memory();
         let mem: &GuestMemory = &guard;
         let mut delivered = 0usize;
-        // Each iteration delivers or drops one frame, or stops; the stack's queue is bounded.
-        for _ in 0..=netstack::stack::TX_QUEUE_CAPACITY {
+        let impaired = self.impair.active(LinkDirection::ToGuest);
+        // Each iteration delivers or drops one frame, or stops; the stack's queue and the lines
+        // are bounded.
+        for _ in 0..=netstack::stack::TX_QUEUE_CAPACITY + MAX_HELD_FRAMES {
             let pair = &mut self.pairs[p];
-            let mut rx_writer = RxWriter {
-                mem,
-                vring: rx,
-                negotiated: self.negotiated,
-                stats: &mut pair.stats,
-                segments: &mut self.rx_segments,
-                chains: &mut self.rx_chains,
-                used: &mut self.rx_used,
-                used_added: &mut pair.rx_used_added,
-                last_fault: None,
+            let mut egress = Egress {
+                writer: RxWriter {
+                    mem,
+                    vring: rx,
+                    negotiated: self.negotiated,
+                    stats: &mut pair.stats,
+                    segments: &mut self.rx_segments,
+                    chains: &mut self.rx_chains,
+                    used: &mut self.rx_used,
+                    used_added: &mut pair.rx_used_added,
+                    last_fault: None,
+                },
+                capture: &mut self.capture,
+                written: 0,
+                ring_full: false,
             };
-            let loss = &mut self.loss;
-            let capture = &mut self.capture;
-            let mut lost = None;
-            let mut captured = None;
-            let outcome = self.stack.dispatch_on(p, now, |frame, meta| {
-                if loss.as_mut().is_some_and(LossInjector::drop_next) {
-                    lost = Some(carries_tcp_data(frame));
-                    return true;
+            let idle = if let Some(h) = self.lines.take_due(p, LinkDirection::ToGuest, now) {
+                if egress.write(&h.frame, h.meta) {
+                    self.lines.recycle(h.frame);
+                } else {
+                    self.lines.put_back(p, LinkDirection::ToGuest, h);
                 }
-                let written = rx_writer.write_frame(frame, meta);
-                if written {
-                    if let Some(c) = capture.as_mut() {
-                        captured = Some(c.record(CaptureDirection::Inbound, frame, meta.checksum));
-                    }
-                }
-                written
-            });
-            if let Some(data) = lost {
-                self.pairs[p].stats.rx_loss_injected += 1;
-                self.pairs[p].stats.rx_loss_injected_tcp_data += u64::from(data);
-                continue;
-            }
-            if let Some((head, fault)) = rx_writer.last_fault {
+                false
+            } else if impaired {
+                let (impair, lines, scratch) =
+                    (&mut self.impair, &mut self.lines, &mut self.impair_scratch);
+                let outcome = self.stack.dispatch_on(p, now, |frame, meta| {
+                    impair_to_guest(impair, lines, scratch, &mut egress, p, now, frame, meta);
+                    true
+                });
+                matches!(outcome, netstack::stack::Dispatch::Idle)
+            } else {
+                let outcome = self
+                    .stack
+                    .dispatch_on(p, now, |frame, meta| egress.write(frame, meta));
+                matches!(outcome, netstack::stack::Dispatch::Idle)
+            };
+            let (written, ring_full, fault) =
+                (egress.written, egress.ring_full, egress.writer.last_fault);
+            if let Some((head, fault)) = fault {
                 self.warn_limited(
                     now,
                     format_args!("Rx chain at descriptor {head} returned unused: {fault:?}"),
                 );
             }
-            match captured {
-                Some(true) => self.pairs[p].stats.capture_frames += 1,
-                Some(false) => self.pairs[p].stats.capture_drops += 1,
-                None => {}
-            }
-            match outcome {
-                netstack::stack::Dispatch::Sent(_) => delivered += 1,
-                netstack::stack::Dispatch::Idle => break,
-                netstack::stack::Dispatch::Held => {
-                    // Out of buffers: ask for a kick when the guest refills, unless it already did.
-                    match rx.enable_notification() {
-                        Ok(true) => {
-                            let _ = rx.disable_notification();
-                            continue;
-                        }
-                        Ok(false) => {
-                            self.pairs[p].stats.rx_ring_full += 1;
-                            self.pairs[p].rx_blocked = true;
-                            break;
-                        }
-                        Err(e) => {
-                            self.queue_error(p, now, Queue::Rx, e);
-                            break;
-                        }
+            delivered += written;
+            if ring_full {
+                // Out of buffers: ask for a kick when the guest refills, unless it already did.
+                match rx.enable_notification() {
+                    Ok(true) => {
+                        let _ = rx.disable_notification();
+                        continue;
+                    }
+                    Ok(false) => {
+                        self.pairs[p].stats.rx_ring_full += 1;
+                        self.pairs[p].rx_blocked = true;
+                        break;
+                    }
+                    Err(e) => {
+                        self.queue_error(p, now, Queue::Rx, e);
+                        break;
                     }
                 }
+            }
+            if idle {
+                break;
             }
         }
         delivered > 0
@@ -924,13 +1091,25 @@ impl NetDevice {
     /// wake-up that re-arms for the real deadline, where re-arming per batch would cost a syscall
     /// per batch.
     fn arm_timer(&mut self, p: usize, now: Instant) {
-        let stack_due = if p == 0 { self.stack.poll_at() } else { None };
+        let stack_due = if p == 0 {
+            [self.stack.poll_at(), self.impair.poll_at()]
+                .into_iter()
+                .flatten()
+                .min()
+        } else {
+            None
+        };
+        let held_due = [LinkDirection::ToGuest, LinkDirection::FromGuest]
+            .into_iter()
+            .filter_map(|d| self.lines.next_release(p, d))
+            .min();
         let pair = &mut self.pairs[p];
         let deadline = if pair.tx_pending {
             Some(now)
         } else {
             [
                 stack_due,
+                held_due,
                 pair.rx_mod.deadline(now),
                 pair.tx_mod.deadline(now),
             ]
@@ -999,6 +1178,54 @@ impl NetDevice {
         snap.dhcpv6_leases
             .extend(self.stack.dhcpv6_leases().map(|l| l.addr));
         snap.acked_features = self.acked_features;
+        self.impair_state_into(&mut snap.impair, false);
+    }
+
+    /// Brings `state` up to date; texts are rebuilt only when the rules changed (so publishing
+    /// allocates nothing per batch), and the schedule only when asked for.
+    fn impair_state_into(&self, state: &mut ImpairState, with_schedule: bool) {
+        if state.generation != self.impair_generation
+            || state.rules.len() != self.impair.rules().len()
+        {
+            state.generation = self.impair_generation;
+            state.rules = self
+                .impair
+                .rules()
+                .iter()
+                .map(|r| ImpairRuleState {
+                    direction: r.spec.direction,
+                    rule: r.spec.to_string(),
+                    counters: r.counters.clone(),
+                })
+                .collect();
+        } else {
+            for (s, r) in state.rules.iter_mut().zip(self.impair.rules()) {
+                s.counters.clone_from(&r.counters);
+            }
+        }
+        state.seed = self.impair.seed();
+        state.held = [
+            self.lines.held_in(LinkDirection::ToGuest),
+            self.lines.held_in(LinkDirection::FromGuest),
+        ];
+        state.held_bytes = self.lines.allocated();
+        if with_schedule {
+            let now = self.now();
+            state.schedule = self
+                .impair
+                .schedule()
+                .map(|step| {
+                    let ms = (step.at.saturating_since(now).total_micros()).div_ceil(1000);
+                    let rules = step.rules.as_ref().map(|r| {
+                        r.iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    });
+                    (ms, rules)
+                })
+                .collect();
+        }
     }
 }
 
@@ -1180,6 +1407,177 @@ fn raise(vring: &Vring) {
 fn queue_ready(vring: &Vring) -> bool {
     let state = vring.get_ref();
     state.get_queue().ready() && state.is_enabled()
+}
+
+/// The way from the guest into the stack: what crossed the link (after the impairments) is
+/// captured as it arrives and handed to the stack.
+struct Ingress<'a> {
+    stack: &'a mut Stack<HostSockets>,
+    capture: &'a mut Option<Capture>,
+    stats: &'a mut DeviceStats,
+}
+
+impl Ingress<'_> {
+    fn deliver(self, now: Instant, frame: &[u8], meta: FrameMeta) {
+        if let Some(c) = self.capture.as_mut() {
+            if c.record(CaptureDirection::Outbound, frame, meta.checksum) {
+                self.stats.capture_frames += 1;
+            } else {
+                self.stats.capture_drops += 1;
+            }
+        }
+        self.stack.process_frame_meta(now, frame, meta);
+    }
+}
+
+/// The way to the guest: frames written into its RX buffers, captured as they cross.
+struct Egress<'a, 'w> {
+    writer: RxWriter<'w>,
+    capture: &'a mut Option<Capture>,
+    /// Frames written (or dropped for good as too big for the guest's buffers).
+    written: usize,
+    /// The guest had no buffers for a frame.
+    ring_full: bool,
+}
+
+impl Egress<'_, '_> {
+    /// Writes one frame; false when the guest has no buffers for it.
+    fn write(&mut self, frame: &[u8], meta: FrameMeta) -> bool {
+        if !self.writer.write_frame(frame, meta) {
+            self.ring_full = true;
+            return false;
+        }
+        self.written += 1;
+        if let Some(c) = self.capture.as_mut() {
+            if c.record(CaptureDirection::Inbound, frame, meta.checksum) {
+                self.writer.stats.capture_frames += 1;
+            } else {
+                self.writer.stats.capture_drops += 1;
+            }
+        }
+        true
+    }
+}
+
+/// Whether a corrupted copy keeps its partial checksum: a segmentation frame to the guest, whose
+/// checksum the guest fills in itself (so it cannot notice the flip, as with a NIC that corrupts
+/// before it checksums). Every other copy has its checksum completed before the flip.
+fn keeps_partial_checksum(dir: LinkDirection, meta: FrameMeta) -> bool {
+    dir == LinkDirection::ToGuest && meta.gso.is_some()
+}
+
+/// The metadata a copy travels with: a corrupted one has its checksum completed (see
+/// [`write_copy`]).
+fn copy_meta(dir: LinkDirection, meta: FrameMeta, corrupted: bool) -> FrameMeta {
+    if corrupted && !keeps_partial_checksum(dir, meta) {
+        FrameMeta {
+            checksum: None,
+            ..meta
+        }
+    } else {
+        meta
+    }
+}
+
+/// Writes a copy of `frame` into `out`. With a flip, a partial checksum is completed first (a
+/// NIC computes it before the wire; netem does the same before it corrupts), so the receiver
+/// verifies it, and then the bit is flipped. Returns where the flip landed.
+fn write_copy(
+    out: &mut Vec<u8>,
+    frame: &[u8],
+    meta: FrameMeta,
+    flip: Option<(usize, u8)>,
+    view: &FrameView,
+    dir: LinkDirection,
+) -> Option<Corruption> {
+    out.clear();
+    out.extend_from_slice(frame);
+    let (at, mask) = flip?;
+    let class = if keeps_partial_checksum(dir, meta) {
+        Corruption::Other
+    } else {
+        if let Some(c) = meta.checksum {
+            c.complete(out);
+        }
+        view.classify_flip(out, at, mask)
+    };
+    if let Some(b) = out.get_mut(at) {
+        *b ^= mask;
+    }
+    Some(class)
+}
+
+/// Carries out the impairments' verdict on a frame leaving the stack for the guest. The frame
+/// always leaves the stack's queue (its fate is decided once): copies that go now are written,
+/// or wait on the line if the guest has no buffers; delayed copies wait on the line.
+#[allow(clippy::too_many_arguments)]
+fn impair_to_guest(
+    impair: &mut Impairment,
+    lines: &mut DelayLines,
+    scratch: &mut Vec<u8>,
+    egress: &mut Egress,
+    p: usize,
+    now: Instant,
+    frame: &[u8],
+    meta: FrameMeta,
+) {
+    const DIR: LinkDirection = LinkDirection::ToGuest;
+    let verdict = match impair.decide(DIR, frame, now) {
+        Some(v) if !v.untouched(now) => v,
+        _ => {
+            if egress.ring_full || !egress.write(frame, meta) {
+                let held = lines.hold(p, DIR, now, frame.len(), meta, |b| {
+                    b.extend_from_slice(frame)
+                });
+                egress.writer.stats.rx_impair_queue_drops += u64::from(!held);
+            }
+            return;
+        }
+    };
+    let stats = &mut *egress.writer.stats;
+    stats.rx_impair_duplicated += u64::from(verdict.duplicated);
+    stats.rx_loss_injected += u64::from(verdict.lost);
+    if carries_tcp_data(frame) {
+        stats.rx_loss_injected_tcp_data += u64::from(verdict.lost);
+    }
+    stats.rx_impair_queue_drops += u64::from(verdict.limited);
+    for copy in verdict.copies.into_iter().flatten() {
+        let corrupted = copy.corrupt.is_some();
+        let meta_out = copy_meta(DIR, meta, corrupted);
+        let mut class = None;
+        let mut hold_at = (copy.release > now).then_some(copy.release);
+        if hold_at.is_none() && !egress.ring_full {
+            let sent = if corrupted {
+                class = write_copy(scratch, frame, meta, copy.corrupt, &verdict.view, DIR);
+                egress.write(scratch, meta_out)
+            } else {
+                egress.write(frame, meta)
+            };
+            if !sent {
+                hold_at = Some(now);
+            }
+        } else if hold_at.is_none() {
+            hold_at = Some(now);
+        }
+        if let Some(at) = hold_at {
+            let mut c = None;
+            let held = lines.hold(p, DIR, at, frame.len(), meta_out, |b| {
+                c = write_copy(b, frame, meta, copy.corrupt, &verdict.view, DIR)
+            });
+            class = class.or(c);
+            let stats = &mut *egress.writer.stats;
+            if !held {
+                stats.rx_impair_queue_drops += 1;
+                impair.count_line_drop(verdict.rule);
+            } else if at > now {
+                stats.rx_impair_delayed += 1;
+            }
+        }
+        if let Some(c) = class {
+            egress.writer.stats.rx_impair_corrupted += 1;
+            impair.count_corruption(verdict.rule, c);
+        }
+    }
 }
 
 /// Writes one frame into as many RX chains as it needs.
@@ -1493,6 +1891,9 @@ impl VhostUserBackendMut for NetDevice {
                 self.pairs[p].timer.acknowledge();
                 self.pairs[p].timer_deadline = None;
                 if p == 0 {
+                    if self.impair.run_schedule(now) > 0 {
+                        self.impair_rules_changed();
+                    }
                     self.stack.poll(now);
                 }
                 if self.pairs[p].tx_pending {
@@ -1513,6 +1914,7 @@ impl VhostUserBackendMut for NetDevice {
             }
             other => debug!("unexpected device event {other}"),
         }
+        self.release_from_guest(p, now);
         let rx_used = self.process_rx(p, rx, now);
         // Used chains count as at least one frame each batch (a bad chain is returned too).
         let pair = &mut self.pairs[p];
@@ -1544,24 +1946,5 @@ impl VhostUserBackendMut for NetDevice {
             raise(rx);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loss_injector_drops_the_asked_share_repeatably() {
-        let mut a = LossInjector::new(10.0, 42);
-        let dropped = (0..100_000).filter(|_| a.drop_next()).count();
-        assert!((9_000..11_000).contains(&dropped), "{dropped}");
-        let mut b = LossInjector::new(10.0, 42);
-        let mut c = LossInjector::new(10.0, 42);
-        assert!((0..1000).all(|_| b.drop_next() == c.drop_next()));
-        let mut none = LossInjector::new(0.0, 1);
-        assert!((0..1000).all(|_| !none.drop_next()));
-        let mut all = LossInjector::new(100.0, 1);
-        assert!((0..1000).all(|_| all.drop_next()));
     }
 }

@@ -25,9 +25,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::Config;
-use crate::device::{
-    LossInjector, NetDevice, Shared, CONTROL_EVENT, HOST_EVENT, TIMER_EVENT, WAKE_EVENT,
-};
+use crate::device::{NetDevice, Shared, CONTROL_EVENT, HOST_EVENT, TIMER_EVENT, WAKE_EVENT};
 use crate::host::HostSockets;
 use crate::relay::{Relay, RelayShutdown};
 use crate::{stats, sys};
@@ -200,10 +198,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             })?),
             None => None,
         })
-        .with_loss(config.loss.map(|(p, seed)| {
-            warn!("dropping {p}% of frames each way on purpose (--loss, seed {seed})");
-            LossInjector::new(p, seed)
-        }));
+        .with_impairment(crate::impair::Impairment::new(
+            config.impair.clone(),
+            config.impair_seed,
+        ));
     let pair_fds: Vec<_> = (0..device.queue_pairs())
         .map(|p| (device.timer_fd(p), device.wake_fd(p)))
         .collect();

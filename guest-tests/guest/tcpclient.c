@@ -8,8 +8,8 @@
  *               probes end the connection (so a peer that does not answer them shows quickly)
  *   wait MS     waits up to MS for the connection to have something to say, and prints it:
  *               "wait: data", "wait: eof", "wait: ERROR TEXT" (e.g. a reset) or "wait: timeout"
- *   info -      prints what TCP_INFO says the handshake agreed: "info options=ts,sack,wscale
- *               snd_wscale=N rcv_wscale=N snd_mss=N pmtu=N"
+ *   info -      prints what TCP_INFO says the handshake agreed and the smoothed RTT: "info
+ *               options=ts,sack,wscale snd_wscale=N rcv_wscale=N snd_mss=N pmtu=N rtt_us=N"
  *
  *   tcpclient HOST PORT COMMAND ARG [COMMAND ARG ...]      (HOST: an IPv4 or IPv6 address)
  * Exit status: 0, 2 when the connection fails (the errno name is printed), 1 on other errors.
@@ -118,11 +118,13 @@ int main(int argc, char **argv)
 				perror("TCP_INFO");
 				return 1;
 			}
-			printf("info options=%s%s%s snd_wscale=%u rcv_wscale=%u snd_mss=%u pmtu=%u\n",
+			printf("info options=%s%s%s snd_wscale=%u rcv_wscale=%u snd_mss=%u pmtu=%u "
+			       "rtt_us=%u\n",
 			       ti.tcpi_options & TCPI_OPT_TIMESTAMPS ? "ts," : "",
 			       ti.tcpi_options & TCPI_OPT_SACK ? "sack," : "",
 			       ti.tcpi_options & TCPI_OPT_WSCALE ? "wscale" : "",
-			       ti.tcpi_snd_wscale, ti.tcpi_rcv_wscale, ti.tcpi_snd_mss, ti.tcpi_pmtu);
+			       ti.tcpi_snd_wscale, ti.tcpi_rcv_wscale, ti.tcpi_snd_mss, ti.tcpi_pmtu,
+			       ti.tcpi_rtt);
 			fflush(stdout);
 		} else if (!strcmp(cmd, "keepalive")) {
 			int on = 1, idle = atoi(arg), intvl = 1, cnt = 2;

@@ -6,6 +6,10 @@
  *   udptool echo PORT COUNT
  *       answers COUNT datagrams on [::]:PORT (IPv4 too, as mapped addresses) with their own
  *       bytes, printing each sender.
+ *   udptool burst HOST PORT COUNT SIZE
+ *       sends COUNT datagrams of SIZE bytes (1 ms apart) from a connected socket, reading
+ *       replies as they come and until 2 s pass without one; prints "sent N received M". Every
+ *       reply is read, so the kernel checks each one's checksum (Udp(6)InCsumErrors).
  *   udptool mtu HOST
  *       prints "mtu N": the path MTU towards HOST as a connected socket sees it (IP_MTU or
  *       IPV6_MTU: the route's MTU, lowered by Packet Too Big / Fragmentation Needed). Sends
@@ -24,8 +28,70 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: udptool send HOST PORT MESSAGE [TIMEOUT_S] | udptool echo PORT COUNT | "
+			"udptool burst HOST PORT COUNT SIZE | "
 			"udptool mtu HOST\n");
 	return 64;
+}
+
+/* A connected UDP socket to HOST:PORT, or -1. */
+static int connect_to(const char *host, int port)
+{
+	struct sockaddr_storage to = { 0 };
+	struct sockaddr_in *to4 = (struct sockaddr_in *)&to;
+	struct sockaddr_in6 *to6 = (struct sockaddr_in6 *)&to;
+	socklen_t to_len;
+	int fd;
+
+	if (inet_pton(AF_INET6, host, &to6->sin6_addr) == 1) {
+		to6->sin6_family = AF_INET6;
+		to6->sin6_port = htons(port);
+		to_len = sizeof(*to6);
+	} else if (inet_pton(AF_INET, host, &to4->sin_addr) == 1) {
+		to4->sin_family = AF_INET;
+		to4->sin_port = htons(port);
+		to_len = sizeof(*to4);
+	} else {
+		return -1;
+	}
+	fd = socket(to.ss_family, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&to, to_len) < 0) {
+		perror("socket/connect");
+		return -1;
+	}
+	return fd;
+}
+
+static int do_burst(const char *host, int port, int count, int size)
+{
+	static char buf[65536];
+	struct pollfd p;
+	int fd = connect_to(host, port), sent = 0, received = 0, wait_ms;
+
+	if (fd < 0 || size < 1 || size > (int)sizeof(buf) || count < 0)
+		return usage();
+	memset(buf, 'u', size);
+	p.fd = fd;
+	p.events = POLLIN;
+	for (;;) {
+		if (sent < count) {
+			if (send(fd, buf, size, 0) == size)
+				sent++;
+			wait_ms = 1;
+		} else {
+			wait_ms = 2000;
+		}
+		if (poll(&p, 1, wait_ms) <= 0) {
+			if (sent >= count)
+				break;
+			continue;
+		}
+		while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) >= 0)
+			received++;
+		memset(buf, 'u', size);
+	}
+	printf("sent %d received %d\n", sent, received);
+	close(fd);
+	return 0;
 }
 
 static int do_send(const char *host, int port, const char *msg, int timeout_s)
@@ -153,6 +219,8 @@ int main(int argc, char **argv)
 		return do_mtu(argv[2]);
 	if (argc >= 5 && !strcmp(argv[1], "send"))
 		return do_send(argv[2], atoi(argv[3]), argv[4], argc > 5 ? atoi(argv[5]) : 5);
+	if (argc == 6 && !strcmp(argv[1], "burst"))
+		return do_burst(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
 	if (argc == 4 && !strcmp(argv[1], "echo"))
 		return do_echo(atoi(argv[2]), atoi(argv[3]));
 	return usage();

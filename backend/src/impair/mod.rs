@@ -273,6 +273,12 @@ pub struct Verdict {
     /// Index of the rule in [`Impairment::rules`].
     pub rule: usize,
     pub copies: [Option<Copy>; 2],
+    /// The frame was duplicated.
+    pub duplicated: bool,
+    /// Copies the loss model dropped.
+    pub lost: u8,
+    /// Copies the full rate queue dropped.
+    pub limited: u8,
     /// The frame's headers as read for matching (for classifying a corruption).
     pub view: FrameView,
 }
@@ -426,9 +432,11 @@ impl Impairment {
             .is_some_and(|c| rule.duplicate.happens(&mut rule.rng, c));
         rule.counters.duplicated += u64::from(duplicate);
         let mut copies = [None; 2];
+        let (mut lost, mut limited) = (0, 0);
         for slot in copies.iter_mut().take(1 + usize::from(duplicate)) {
             if rule.lost() {
                 rule.counters.dropped += 1;
+                lost += 1;
                 rule.counters.dropped_tcp_data +=
                     u64::from(view.protocol == Some(frame::PROTO_TCP) && view.tcp_payload > 0);
                 continue;
@@ -444,6 +452,7 @@ impl Impairment {
             rule.counters.corrupted += u64::from(corrupt.is_some());
             let Some(departure) = rule.rate_departure(now, frame.len()) else {
                 rule.counters.limit_drops += 1;
+                limited += 1;
                 continue;
             };
             rule.counters.rate_queued += u64::from(departure > now);
@@ -460,6 +469,9 @@ impl Impairment {
         Some(Verdict {
             rule: index,
             copies,
+            duplicated: duplicate,
+            lost,
+            limited,
             view,
         })
     }

@@ -290,8 +290,13 @@ fn is_percent(w: Option<&&str>) -> bool {
     })
 }
 
-/// A time: a number and us, ms or s.
+/// A time for a delay or jitter: a number and us, ms or s, at most a minute.
 pub fn parse_time(w: &str) -> Result<u64, String> {
+    parse_duration_us(w, MAX_DELAY_US)
+}
+
+/// A time in microseconds: a number and us, ms or s, at most `max_us`.
+pub fn parse_duration_us(w: &str, max_us: u64) -> Result<u64, String> {
     let (num, scale) = if let Some(n) = w.strip_suffix("us") {
         (n, 1.0)
     } else if let Some(n) = w.strip_suffix("ms") {
@@ -303,8 +308,8 @@ pub fn parse_time(w: &str) -> Result<u64, String> {
     };
     let v: f64 = num.parse().map_err(|_| format!("{w:?} is not a time"))?;
     let us = v * scale;
-    if !(0.0..=MAX_DELAY_US as f64).contains(&us) {
-        return Err(format!("{w:?}: at most {} s", MAX_DELAY_US / 1_000_000));
+    if !(0.0..=max_us as f64).contains(&us) {
+        return Err(format!("{w:?}: at most {} s", max_us / 1_000_000));
     }
     Ok(us.round() as u64)
 }
