@@ -827,13 +827,13 @@ impl NetDevice {
             let frame = &self.tx_buf[range.clone()];
             let stats = &mut self.pairs[p].stats;
             let corrupted = copy.corrupt.is_some();
-            let meta_out = copy_meta(DIR, meta, corrupted);
+            let meta_out = copy_meta(meta, corrupted);
             let mut class = None;
             if copy.release > now {
                 let held = self
                     .lines
                     .hold(p, DIR, copy.release, frame.len(), meta_out, |b| {
-                        class = write_copy(b, frame, meta, copy.corrupt, &verdict.view, DIR)
+                        class = write_copy(b, frame, meta, copy.corrupt, &verdict.view)
                     });
                 if held {
                     stats.tx_impair_delayed += 1;
@@ -849,7 +849,7 @@ impl NetDevice {
                 };
                 if corrupted {
                     let scratch = &mut self.impair_scratch;
-                    class = write_copy(scratch, frame, meta, copy.corrupt, &verdict.view, DIR);
+                    class = write_copy(scratch, frame, meta, copy.corrupt, &verdict.view);
                     ingress.deliver(now, scratch, meta_out);
                 } else {
                     ingress.deliver(now, frame, meta);
@@ -1459,17 +1459,12 @@ impl Egress<'_, '_> {
     }
 }
 
-/// Whether a corrupted copy keeps its partial checksum: a segmentation frame to the guest, whose
-/// checksum the guest fills in itself (so it cannot notice the flip, as with a NIC that corrupts
-/// before it checksums). Every other copy has its checksum completed before the flip.
-fn keeps_partial_checksum(dir: LinkDirection, meta: FrameMeta) -> bool {
-    dir == LinkDirection::ToGuest && meta.gso.is_some()
-}
-
 /// The metadata a copy travels with: a corrupted one has its checksum completed (see
-/// [`write_copy`]).
-fn copy_meta(dir: LinkDirection, meta: FrameMeta, corrupted: bool) -> FrameMeta {
-    if corrupted && !keeps_partial_checksum(dir, meta) {
+/// [`write_copy`]), so the receiver verifies it. A segmentation frame keeps its GSO request:
+/// the checksum then covers the whole frame, which the receiver checks whole (Linux takes a GSO
+/// frame without NEEDS_CSUM as CHECKSUM_NONE and verifies it before TCP accepts any of it).
+fn copy_meta(meta: FrameMeta, corrupted: bool) -> FrameMeta {
+    if corrupted {
         FrameMeta {
             checksum: None,
             ..meta
@@ -1488,19 +1483,14 @@ fn write_copy(
     meta: FrameMeta,
     flip: Option<(usize, u8)>,
     view: &FrameView,
-    dir: LinkDirection,
 ) -> Option<Corruption> {
     out.clear();
     out.extend_from_slice(frame);
     let (at, mask) = flip?;
-    let class = if keeps_partial_checksum(dir, meta) {
-        Corruption::Other
-    } else {
-        if let Some(c) = meta.checksum {
-            c.complete(out);
-        }
-        view.classify_flip(out, at, mask)
-    };
+    if let Some(c) = meta.checksum {
+        c.complete(out);
+    }
+    let class = view.classify_flip(out, at, mask);
     if let Some(b) = out.get_mut(at) {
         *b ^= mask;
     }
@@ -1543,12 +1533,12 @@ fn impair_to_guest(
     stats.rx_impair_queue_drops += u64::from(verdict.limited);
     for copy in verdict.copies.into_iter().flatten() {
         let corrupted = copy.corrupt.is_some();
-        let meta_out = copy_meta(DIR, meta, corrupted);
+        let meta_out = copy_meta(meta, corrupted);
         let mut class = None;
         let mut hold_at = (copy.release > now).then_some(copy.release);
         if hold_at.is_none() && !egress.ring_full {
             let sent = if corrupted {
-                class = write_copy(scratch, frame, meta, copy.corrupt, &verdict.view, DIR);
+                class = write_copy(scratch, frame, meta, copy.corrupt, &verdict.view);
                 egress.write(scratch, meta_out)
             } else {
                 egress.write(frame, meta)
@@ -1562,7 +1552,7 @@ fn impair_to_guest(
         if let Some(at) = hold_at {
             let mut c = None;
             let held = lines.hold(p, DIR, at, frame.len(), meta_out, |b| {
-                c = write_copy(b, frame, meta, copy.corrupt, &verdict.view, DIR)
+                c = write_copy(b, frame, meta, copy.corrupt, &verdict.view)
             });
             class = class.or(c);
             let stats = &mut *egress.writer.stats;

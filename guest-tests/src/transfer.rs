@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{Family, Vm};
 
@@ -63,34 +63,58 @@ pub fn pattern(len: usize) -> Vec<u8> {
 /// the guest checksums what it reads) and guest → host (the guest sends random bytes, the host
 /// server returns the checksum of what it read), and asserts both checksums match.
 pub fn transfer_both_ways(vm: &mut Vm, family: Family, size: usize, timeout: Duration) {
-    assert_eq!(size % 1024, 0, "whole KiB");
-    let gw = family.gateway();
+    download(vm, family, size, timeout);
+    upload(vm, family, size, timeout);
+}
+
+/// Host → guest: a host server writes `size` bytes of a known pattern, the guest checksums what
+/// it reads; asserts they match and returns how long the guest's command took (from the test's
+/// side: never shorter than the transfer).
+pub fn download(vm: &mut Vm, family: Family, size: usize, timeout: Duration) -> Duration {
     let down = serve_on(family, 1, move |mut s| {
         let _ = s.write_all(&pattern(size));
     });
+    let start = Instant::now();
+    let got = vm
+        .run(
+            &format!("nc {} {down} </dev/null | md5sum", family.gateway()),
+            timeout,
+        )
+        .ok();
+    let took = start.elapsed();
+    assert_eq!(
+        got.split_whitespace().next(),
+        Some(md5_of(&pattern(size)).as_str()),
+        "the guest received other bytes than the host sent"
+    );
+    took
+}
+
+/// Guest → host: the guest sends `size` random bytes (a multiple of 1 KiB), the host server
+/// returns the checksum of what it read; asserts it matches the guest's and returns how long the
+/// sending command took.
+pub fn upload(vm: &mut Vm, family: Family, size: usize, timeout: Duration) -> Duration {
+    assert_eq!(size % 1024, 0, "whole KiB");
     let up = serve_on(family, 1, move |mut s| {
         let mut got = vec![0u8; size];
         if s.read_exact(&mut got).is_ok() {
             let _ = writeln!(s, "{}", md5_of(&got));
         }
     });
-    let got = vm
-        .run(&format!("nc {gw} {down} </dev/null | md5sum"), timeout)
-        .ok();
-    assert_eq!(
-        got.split_whitespace().next(),
-        Some(md5_of(&pattern(size)).as_str()),
-        "the guest received other bytes than the host sent"
-    );
     vm.sh(&format!(
         "dd if=/dev/urandom of=/tmp/up bs=1024 count={} 2>/dev/null",
         size / 1024
     ));
     let local = vm.sh("md5sum /tmp/up");
-    let remote = vm.run(&format!("nc {gw} {up} </tmp/up"), timeout).ok();
+    let start = Instant::now();
+    let remote = vm
+        .run(&format!("nc {} {up} </tmp/up", family.gateway()), timeout)
+        .ok();
+    let took = start.elapsed();
     assert_eq!(
         remote.split_whitespace().next(),
         local.split_whitespace().next(),
         "the host received other bytes than the guest sent"
     );
+    took
 }

@@ -54,8 +54,7 @@ netstack::counters! {
         /// Of `corrupted`, flips in a checksummed UDP datagram outside its length field
         /// (`UdpInCsumErrors`).
         corrupted_udp,
-        /// Of `corrupted`, the rest: ARP, ICMP, fragments, length fields, and segmentation
-        /// frames to the guest, whose checksum the guest leaves to itself (not verified).
+        /// Of `corrupted`, the rest: ARP, ICMP, fragments, length fields, padding.
         corrupted_other,
         /// Copies that waited (delay, jitter or the rate queue).
         delayed,
