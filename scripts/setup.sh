@@ -63,8 +63,9 @@ if [ "$qemu_ok" = 0 ]; then
 fi
 
 missing=()
-# tshark reads back the packet captures in the capture tests.
-for p in busybox-static cpio tshark; do have_pkg "$p" || missing+=("$p"); done
+# tshark reads back the packet captures in the capture tests; python3-venv makes the virtual
+# environment the Python client's tests run in.
+for p in busybox-static cpio tshark python3-venv; do have_pkg "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
     apt_update
     log "installing ${missing[*]}"

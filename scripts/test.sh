@@ -23,6 +23,16 @@ else
     cargo test --workspace --locked
 fi
 
+# The Python client (clients/python) against a real virtgate, and the example pytest suite
+# (examples/pytest-guest) with a real guest, in a virtual environment made here with pytest
+# from PyPI.
+echo "== python client and example suite"
+venv="$PWD/target/pyvenv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check pytest ./clients/python
+cargo build --release --locked -p guest-tests --bin guest-image
+"$venv/bin/python" -m pytest -q clients/python/tests examples/pytest-guest
+
 # The foundation guest tests again with Debian 12's QEMU 7.2 (vectors=0 under TCG, QEMU 7.2's
 # vhost-user client, reconnects), and the multiqueue ones (QEMU's MQ path without MSI-X), when
 # setup could unpack it. The gateway tests do not depend on the QEMU version and run once.

@@ -113,6 +113,11 @@ esac
 exit 0
 "#;
 
+/// The guest kernel's command line: the serial console, quiet, the initramfs's init.
+pub const KERNEL_APPEND: &str = "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init";
+/// What the guest's init prints on the console when its shell is ready for commands.
+pub const READY_MARKER: &str = "VIRTGATE-GUEST-READY";
+
 /// The prepared guest: kernel and initramfs.
 #[derive(Debug)]
 pub struct GuestImage {
@@ -861,10 +866,7 @@ impl Vm {
             .arg(&image.kernel)
             .arg("-initrd")
             .arg(&image.initramfs)
-            .args([
-                "-append",
-                "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init",
-            ])
+            .args(["-append", KERNEL_APPEND])
             .args([
                 "-object",
                 &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
@@ -899,7 +901,7 @@ impl Vm {
         let deadline = Instant::now() + opts.boot_timeout;
         loop {
             let ready = vm.console.wait_for(0, Duration::from_millis(200), |t| {
-                t.contains("VIRTGATE-GUEST-READY").then_some(())
+                t.contains(READY_MARKER).then_some(())
             });
             if ready.is_some() {
                 return Ok(vm);
