@@ -20,6 +20,10 @@
 //! | `GET /probes` | | every built-in probe: name, what it drives, what proves it, its parameters |
 //! | `POST /probe` | `{"name": NAME, "params": {"count": 3, ...}}` | `{"probe": NAME, "frames": N, "dropped": N}` |
 //! | `POST /link/down`, `POST /link/up` | | takes the link down (QEMU's connection is closed and new ones refused) or up |
+//! | `GET /impair` | | the link impairments: seed, rules with their counters, schedule, frames waiting |
+//! | `PUT /impair` | `{"rules": RULES, "seed": N}` | replaces the rules (docs/impairments.md) |
+//! | `DELETE /impair` | | clears the rules and the schedule |
+//! | `POST /impair/schedule` | `{"steps": [{"after_ms": N, "rules": RULES} or {"after_ms": N, "restore": true}]}` | schedules changes |
 //!
 //! One request per connection (`Connection: close`); requests are bounded (16 MiB, which holds
 //! an inject of 8 MiB of frames as hex; 5 s to arrive).
@@ -445,7 +449,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
         }
         ("POST", "/probe") => probe(&req.body, device),
         ("GET", "/impair") => match device.ask(Command::GetImpair) {
-            Ok(state) => Reply::json(&impair_json(&state)),
+            Ok(state) => Reply::json(&impair_json(&state, true)),
             Err(r) => r,
         },
         ("PUT" | "DELETE", "/impair") | ("POST", "/impair/schedule") => {
@@ -459,7 +463,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             };
             match change {
                 Ok(c) => match device.ask(|tx| Command::SetImpair(c, tx)) {
-                    Ok(state) => Reply::json(&impair_json(&state)),
+                    Ok(state) => Reply::json(&impair_json(&state, true)),
                     Err(r) => r,
                 },
                 Err(e) => Reply::error(400, &e),
@@ -835,9 +839,10 @@ fn counters_json(each: impl FnOnce(&mut dyn FnMut(&'static str, u64))) -> Value 
     Value::Object(map)
 }
 
-/// The impairments' JSON form (`GET /impair`, and `impair` in the stats document).
-pub fn impair_json(state: &crate::device::ImpairState) -> Value {
-    json!({
+/// The impairments' JSON form (`GET /impair`, and `impair` in the stats document, which leaves
+/// out the schedule).
+pub fn impair_json(state: &crate::device::ImpairState, with_schedule: bool) -> Value {
+    let mut v = json!({
         "seed": state.seed,
         "rules": state.rules.iter().enumerate().map(|(i, r)| json!({
             "index": i,
@@ -850,7 +855,13 @@ pub fn impair_json(state: &crate::device::ImpairState) -> Value {
             None => json!({ "in_ms": ms, "restore": true }),
         }).collect::<Vec<_>>(),
         "held": { "to_guest": state.held[0], "from_guest": state.held[1], "bytes": state.held_bytes },
-    })
+    });
+    if !with_schedule {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("schedule");
+        }
+    }
+    v
 }
 
 fn forward_json(f: &netstack::Forward) -> Value {

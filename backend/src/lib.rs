@@ -13,6 +13,8 @@
 //!   the device in tests and benchmarks without QEMU.
 //! - [`sys`]: small Linux wrappers (timerfd).
 //! - [`moderation`]: interrupt moderation, a pure policy object (e1000's timers and throttle).
+//! - [`impair`]: link impairments (netem's loss, duplication, corruption, delay, reordering and
+//!   rate, per direction and flow), a pure policy object, and the delay lines frames wait in.
 //! - [`capture`]: the pcapng packet capture and its writer thread.
 //! - [`api`]: the control API (HTTP and JSON on a unix socket); [`ctl`]: `virtgate ctl`, its client.
 //! - [`pcapfile`]: reading pcap and pcapng files for `inject`.

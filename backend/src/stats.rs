@@ -34,7 +34,7 @@ pub fn to_json(snap: &Snapshot, host_mtu: Option<u16>) -> Value {
             "pairs": snap.queues.iter().map(|q| counters(|f| q.for_each(f))).collect::<Vec<_>>(),
         },
         "stack": counters(|f| snap.stack.for_each(f)),
-        "impair": crate::api::impair_json(&snap.impair),
+        "impair": crate::api::impair_json(&snap.impair, false),
     })
 }
 
