@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(wire stack rings relay api pcap)
+targets=(wire stack rings relay api pcap impair)
 if [ -n "${1:-}" ]; then targets=("$1"); fi
 seconds=${2:-${FUZZ_SECONDS:-40}}
 jobs=${FUZZ_JOBS:-1}
@@ -44,11 +44,17 @@ for t in "${targets[@]}"; do
         mkdir -p target/fuzz-logs
         parallel=(-fork="$jobs")
     fi
+    # The fuzzer's own status decides; grep only trims its output (and may match nothing). The
+    # statuses are read straight after the pipeline: anything run in between (an `|| true`
+    # after a failed pipeline under pipefail) would replace them.
+    set +e
     "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=70000 \
         -print_final_stats=1 "${parallel[@]}" \
         -artifact_prefix="$artifacts/" "$corpus" "fuzz/corpus/$t" 2>&1 |
-        grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|.*panicked|.*deadly signal|Test unit written)" || true
-    status=${PIPESTATUS[0]}
+        grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|.*panicked|.*deadly signal|Test unit written)"
+    statuses=("${PIPESTATUS[@]}")
+    set -e
+    status=${statuses[0]}
     if [ "$status" -ne 0 ]; then
         echo "fuzz target $t failed (status $status); inputs in $artifacts" >&2
         exit 1

@@ -634,7 +634,9 @@ impl NetDevice {
 
     /// Link impairments from the start (see [`crate::impair`]).
     pub fn with_impairment(mut self, impair: Impairment) -> Self {
-        self.set_impairment(impair.specs(), Some(impair.seed()));
+        if !impair.is_empty() || impair.seed() != self.impair.seed() {
+            self.set_impairment(impair.specs(), Some(impair.seed()));
+        }
         self
     }
 

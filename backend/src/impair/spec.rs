@@ -103,8 +103,11 @@ impl Prefix {
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let max = if self.addr.is_ipv4() { 32 } else { 128 };
-        if self.len == max {
-            write!(f, "{}", self.addr)
+        let text = self.addr.to_string();
+        // An address ending in "::" keeps its length, so that a colon after it still separates
+        // the match from the actions.
+        if self.len == max && !text.ends_with(':') {
+            write!(f, "{text}")
         } else {
             write!(f, "{}/{}", self.addr, self.len)
         }
@@ -280,7 +283,8 @@ fn percent(word: Option<&str>, what: &str) -> Result<f64, String> {
     if !(0.0..=100.0).contains(&v) || !v.is_finite() {
         return Err(format!("{what}: {w:?} is not between 0% and 100%"));
     }
-    Ok(v / 100.0)
+    // Kept to a millionth of a percent, so that the canonical text says exactly what is used.
+    Ok((v * 1e6).round() / 1e6 / 100.0)
 }
 
 fn is_percent(w: Option<&&str>) -> bool {
@@ -673,11 +677,16 @@ fn correlation(words: &[&str], i: &mut usize) -> Result<f64, String> {
     Ok(0.0)
 }
 
+/// A fraction as a percentage to a millionth of a percent, written from integers so that it
+/// parses back to the same value.
 fn pct(v: f64) -> String {
-    let p = v * 100.0;
-    let s = format!("{p:.6}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s}%")
+    let n = (v * 100.0 * 1e6).round() as u64;
+    let (whole, frac) = (n / 1_000_000, n % 1_000_000);
+    if frac == 0 {
+        return format!("{whole}%");
+    }
+    let frac = format!("{frac:06}");
+    format!("{whole}.{}%", frac.trim_end_matches('0'))
 }
 
 fn time(us: u64) -> String {
@@ -899,6 +908,21 @@ mod tests {
         );
         let r = parse_rules("from-guest: dst ::/0 tcp: loss 5%").unwrap();
         assert_eq!(r[0].filter.dst.unwrap().len, 0);
+        // Found by fuzzing: an address ending in "::" last in the match printed without its
+        // length ran into the separator ("fd00::: rate").
+        let r = parse_rules("to-guest: ipv6 host fd00:: ipv6: rate 10mbit").unwrap();
+        assert_eq!(
+            r[0].to_string(),
+            "to-guest: ipv6 ipv6 host fd00::/128: rate 10mbit"
+        );
+        assert_eq!(parse_rules(&r[0].to_string()).unwrap(), r);
+        // Also found by fuzzing: a correlation of 1e-12% printed as 0% and lost on reparsing.
+        let r = parse_rules("both: delay 100ms 10ms .00000000011073 loss 0.1234567%").unwrap();
+        assert_eq!(
+            r[0].to_string(),
+            "to-guest: loss 0.123457% delay 100ms jitter 10ms"
+        );
+        assert_eq!(parse_rules(&r[0].to_string()).unwrap()[0], r[0]);
     }
 
     #[test]
