@@ -29,7 +29,8 @@ fi
 echo "== python client and example suite"
 venv="$PWD/target/pyvenv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check pytest ./clients/python
+"$venv/bin/pip" install -q --disable-pip-version-check pytest mypy ./clients/python
+"$venv/bin/mypy" --strict clients/python/src/virtgate
 cargo build --release --locked -p guest-tests --bin guest-image
 "$venv/bin/python" -m pytest -q clients/python/tests examples/pytest-guest
 

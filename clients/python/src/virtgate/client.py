@@ -102,14 +102,29 @@ class VirtgateClient:
             return json.loads(text)
         return text
 
+    def _object(self, method: str, path: str, body: Optional[Any] = None, timeout: Optional[float] = None) -> Dict[str, Any]:
+        v = self.request(method, path, body, timeout)
+        if not isinstance(v, dict):
+            raise VirtgateError(f"{method} {path}: the answer is not a JSON object")
+        return v
+
+    def _array(self, method: str, path: str) -> List[Any]:
+        v = self.request(method, path)
+        if not isinstance(v, list):
+            raise VirtgateError(f"{method} {path}: the answer is not a JSON array")
+        return v
+
     # Counters.
     def stats(self) -> Dict[str, Any]:
         """The stats document: ``guest``, ``virtio``, ``device``, ``queues``, ``stack``, ``impair``."""
-        return self.request("GET", "/stats")
+        return self._object("GET", "/stats")
 
     def metrics(self) -> str:
         """Every counter in the Prometheus text format."""
-        return self.request("GET", "/metrics")
+        v = self.request("GET", "/metrics")
+        if not isinstance(v, str):
+            raise VirtgateError("GET /metrics: the answer is not text")
+        return v
 
     def counter(self, section: str, name: str) -> int:
         """One counter of the stats document, e.g. ``counter("device", "rx_frames")``."""
@@ -134,24 +149,24 @@ class VirtgateClient:
     def coalesce(self, **settings: Union[int, bool]) -> Dict[str, Any]:
         """The moderation settings; with keyword arguments (``rx_usecs=100``...), changes those."""
         if not settings:
-            return self.request("GET", "/coalesce")
-        return self.request("PUT", "/coalesce", settings)
+            return self._object("GET", "/coalesce")
+        return self._object("PUT", "/coalesce", settings)
 
     # Link impairments (docs/impairments.md).
     def impairments(self) -> Dict[str, Any]:
         """The seed, the rules with their counters, the pending schedule, the frames waiting."""
-        return self.request("GET", "/impair")
+        return self._object("GET", "/impair")
 
     def impair(self, rules: Rules, *, seed: Optional[int] = None) -> Dict[str, Any]:
         """Replaces the rules (fresh counters; a pending schedule is cancelled)."""
         body: Dict[str, Any] = {"rules": _rules_text(rules)}
         if seed is not None:
             body["seed"] = seed
-        return self.request("PUT", "/impair", body)
+        return self._object("PUT", "/impair", body)
 
     def impair_clear(self) -> Dict[str, Any]:
         """No rules, no schedule."""
-        return self.request("DELETE", "/impair")
+        return self._object("DELETE", "/impair")
 
     def impair_schedule(self, steps: Iterable[Tuple[float, Optional[Rules]]], *, seed: Optional[int] = None) -> Dict[str, Any]:
         """Schedules changes, timed by virtgate itself: ``steps`` are ``(seconds from now, rules)``,
@@ -168,7 +183,7 @@ class VirtgateClient:
         body: Dict[str, Any] = {"steps": out}
         if seed is not None:
             body["seed"] = seed
-        return self.request("POST", "/impair/schedule", body)
+        return self._object("POST", "/impair/schedule", body)
 
     @contextmanager
     def impaired(self, rules: Rules, *, seed: Optional[int] = None) -> Iterator[Dict[str, Any]]:
@@ -183,11 +198,11 @@ class VirtgateClient:
     # Packet capture.
     def capture_start(self, path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
         """Starts a pcapng capture into ``path`` (opened by virtgate: give a path it can write)."""
-        return self.request("POST", "/capture/start", {"file": os.path.abspath(os.fspath(path))})
+        return self._object("POST", "/capture/start", {"file": os.path.abspath(os.fspath(path))})
 
     def capture_stop(self) -> bool:
         """Stops the capture; the file is complete when this returns. True if one ran."""
-        return bool(self.request("POST", "/capture/stop")["stopped"])
+        return bool(self._object("POST", "/capture/stop")["stopped"])
 
     @contextmanager
     def capture(self, path: Union[str, "os.PathLike[str]"]) -> Iterator[str]:
@@ -199,21 +214,21 @@ class VirtgateClient:
             self.capture_stop()
 
     # Frames and probes.
-    def inject(self, frames: Iterable[Frame], *, interval_us: int = 0, fix_checksums: bool = False) -> Dict[str, int]:
+    def inject(self, frames: Iterable[Frame], *, interval_us: int = 0, fix_checksums: bool = False) -> Dict[str, Any]:
         """Puts Ethernet frames on the guest's RX path exactly as given, in order; returns
         ``{"injected": N, "dropped": N}``. Frames are bytes or scapy packets."""
         hexes = [_frame_bytes(f).hex() for f in frames]
         timeout = self.timeout + interval_us * len(hexes) / 1e6 + 10
-        return self.request(
+        return self._object(
             "POST",
             "/inject",
             {"frames": hexes, "interval_us": interval_us, "fix_checksums": fix_checksums},
             timeout=timeout,
         )
 
-    def inject_file(self, path: Union[str, "os.PathLike[str]"], *, interval_us: int = 0, fix_checksums: bool = False) -> Dict[str, int]:
+    def inject_file(self, path: Union[str, "os.PathLike[str]"], *, interval_us: int = 0, fix_checksums: bool = False) -> Dict[str, Any]:
         """Injects the frames of a pcap or pcapng file (read by virtgate)."""
-        return self.request(
+        return self._object(
             "POST",
             "/inject",
             {"file": os.path.abspath(os.fspath(path)), "interval_us": interval_us, "fix_checksums": fix_checksums},
@@ -222,16 +237,16 @@ class VirtgateClient:
 
     def probes(self) -> List[Dict[str, Any]]:
         """Every built-in probe: name, what it drives, what proves it, its parameters."""
-        return self.request("GET", "/probes")
+        return self._array("GET", "/probes")
 
     def probe(self, name: str, **params: Union[str, int]) -> Dict[str, Any]:
         """Sends a built-in probe (docs/kernel-paths.md) with its parameters."""
-        return self.request("POST", "/probe", {"name": name, "params": {k: str(v) for k, v in params.items()}})
+        return self._object("POST", "/probe", {"name": name, "params": {k: str(v) for k, v in params.items()}})
 
     # The link and the gateway.
     def link(self) -> bool:
         """Whether the link is up (QEMU may be connected)."""
-        return bool(self.request("GET", "/link")["up"])
+        return bool(self._object("GET", "/link")["up"])
 
     def link_down(self) -> None:
         """Closes QEMU's connection and refuses new ones: the guest sees its carrier go."""
@@ -241,21 +256,21 @@ class VirtgateClient:
         self.request("POST", "/link/up")
 
     def forwards(self) -> List[Dict[str, Any]]:
-        return self.request("GET", "/forwards")
+        return self._array("GET", "/forwards")
 
     def forward_add(self, spec: str) -> Dict[str, Any]:
         """Opens an inbound forward, ``tcp|udp:[ADDR:]PORT:GUEST_PORT`` (``--forward``'s syntax)."""
-        return self.request("POST", "/forwards", {"spec": spec})
+        return self._object("POST", "/forwards", {"spec": spec})
 
     def forward_remove(self, spec: str) -> None:
         self.request("DELETE", "/forwards", {"spec": spec})
 
     def path_mtus(self) -> List[str]:
-        return self.request("GET", "/path-mtu")["paths"]
+        return list(self._object("GET", "/path-mtu")["paths"])
 
     def set_path_mtus(self, paths: Sequence[str]) -> List[str]:
         """Replaces the emulated path MTUs (``["198.51.100.0/24=1400"]``; empty clears)."""
-        return self.request("PUT", "/path-mtu", {"paths": list(paths)})["paths"]
+        return list(self._object("PUT", "/path-mtu", {"paths": list(paths)})["paths"])
 
     def multicast(self) -> Dict[str, Any]:
-        return self.request("GET", "/multicast")
+        return self._object("GET", "/multicast")

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 from types import TracebackType
-from typing import List, Mapping, Optional, Sequence, Type, Union
+from typing import IO, List, Mapping, Optional, Sequence, Type, Union
 
 from .client import VirtgateClient, VirtgateError
 
@@ -57,7 +57,7 @@ class Virtgate:
         self.env = dict(env) if env is not None else None
         self.start_timeout = start_timeout
         self._proc: Optional[subprocess.Popen[bytes]] = None
-        self._log = None
+        self._log: Optional[IO[bytes]] = None
 
     @property
     def socket(self) -> str:
