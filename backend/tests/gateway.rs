@@ -7,19 +7,12 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::*;
-use virtgate::frontend::{EnableOrder, TestFrontend};
+use virtgate::frontend::TestFrontend;
 
 const T: Duration = Duration::from_secs(10);
 
 fn connect(vg: &Virtgate) -> TestFrontend {
-    let mut fe = TestFrontend::connect(
-        &vg.socket,
-        TestFrontend::qemu_features(),
-        EnableOrder::AfterSetup,
-    )
-    .expect("frontend connects");
-    fe.post_rx_buffers(64);
-    fe
+    connect_with_buffers(vg, 64)
 }
 
 /// Receives frames until a UDP datagram arrives (ARP requests for the guest may come first).

@@ -8,19 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use virtgate::frontend::{EnableOrder, TestFrontend};
+use virtgate::frontend::TestFrontend;
 
 const T: Duration = Duration::from_secs(10);
 
 fn connect(vg: &Virtgate) -> TestFrontend {
-    let mut fe = TestFrontend::connect(
-        &vg.socket,
-        TestFrontend::qemu_features(),
-        EnableOrder::AfterSetup,
-    )
-    .expect("frontend connects");
-    fe.post_rx_buffers(256);
-    fe
+    connect_with_buffers(vg, 256)
 }
 
 /// A virtgate with an API socket in its own directory.

@@ -96,31 +96,13 @@ static int do_burst(const char *host, int port, int count, int size)
 
 static int do_send(const char *host, int port, const char *msg, int timeout_s)
 {
-	struct sockaddr_storage to = { 0 };
-	struct sockaddr_in *to4 = (struct sockaddr_in *)&to;
-	struct sockaddr_in6 *to6 = (struct sockaddr_in6 *)&to;
-	socklen_t to_len;
 	char buf[65536];
 	struct pollfd p;
 	ssize_t n;
-	int fd;
+	int fd = connect_to(host, port);
 
-	if (inet_pton(AF_INET6, host, &to6->sin6_addr) == 1) {
-		to6->sin6_family = AF_INET6;
-		to6->sin6_port = htons(port);
-		to_len = sizeof(*to6);
-	} else if (inet_pton(AF_INET, host, &to4->sin_addr) == 1) {
-		to4->sin_family = AF_INET;
-		to4->sin_port = htons(port);
-		to_len = sizeof(*to4);
-	} else {
-		return usage();
-	}
-	fd = socket(to.ss_family, SOCK_DGRAM, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&to, to_len) < 0) {
-		perror("socket/connect");
+	if (fd < 0)
 		return 1;
-	}
 	if (send(fd, msg, strlen(msg), 0) < 0) {
 		perror("send");
 		return errno == ECONNREFUSED ? 3 : 1;

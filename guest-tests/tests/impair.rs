@@ -54,6 +54,15 @@ fn rule(state: &Value, i: usize, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no rule {i} counter {name}: {state:#}"))
 }
 
+/// The number in `text` after `key`, up to `end` (or white space).
+fn number_after<T: std::str::FromStr>(text: &str, key: &str, end: char) -> T {
+    text.split(key)
+        .nth(1)
+        .and_then(|v| v.split(|c: char| c == end || c.is_whitespace()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {key:?} in {text}"))
+}
+
 fn stack(vg: &Virtgate, name: &str) -> i64 {
     vg.counter("stack", name)
 }
@@ -247,12 +256,7 @@ fn delay_shows_in_ping_and_tcps_rtt(vg: &Virtgate, vm: &mut Vm) {
     });
     impair(vg, "both: delay 50ms");
     let ping = vm.run("ping -c 3 -i 0.3 10.0.2.3", LONG).ok();
-    let min_ms: f64 = ping
-        .split("min/avg/max = ")
-        .nth(1)
-        .and_then(|v| v.split('/').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{ping}"));
+    let min_ms: f64 = number_after(&ping, "min/avg/max = ", '/');
     assert!(min_ms >= 100.0, "{ping}");
     let info = vm
         .run(
@@ -260,12 +264,7 @@ fn delay_shows_in_ping_and_tcps_rtt(vg: &Virtgate, vm: &mut Vm) {
             LONG,
         )
         .ok();
-    let rtt_us: u64 = info
-        .split("rtt_us=")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{info}"));
+    let rtt_us: u64 = number_after(&info, "rtt_us=", '\n');
     assert!(rtt_us >= 100_000, "{info}");
     let state = impair_state(vg);
     assert!(

@@ -3,6 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use netstack::wire::tcp::flags as tcp_flags;
+
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
@@ -14,27 +16,18 @@ pub const PROTO_ICMPV6: u8 = 58;
 /// IPv6 extension headers walked before giving up on finding the transport header.
 const MAX_EXTENSION_HEADERS: usize = 16;
 
-/// The TCP flags a rule can test (the low byte of the flags field).
-pub mod tcp_flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-    pub const URG: u8 = 0x20;
-    pub const ECE: u8 = 0x40;
-    pub const CWR: u8 = 0x80;
-    pub const NAMES: [(&str, u8); 8] = [
-        ("fin", FIN),
-        ("syn", SYN),
-        ("rst", RST),
-        ("psh", PSH),
-        ("ack", ACK),
-        ("urg", URG),
-        ("ece", ECE),
-        ("cwr", CWR),
-    ];
-}
+/// The TCP flags a rule can test, by the names the grammar uses (the low byte of the flags
+/// field).
+pub const TCP_FLAG_NAMES: [(&str, u8); 8] = [
+    ("fin", tcp_flags::FIN),
+    ("syn", tcp_flags::SYN),
+    ("rst", tcp_flags::RST),
+    ("psh", tcp_flags::PSH),
+    ("ack", tcp_flags::ACK),
+    ("urg", tcp_flags::URG),
+    ("ece", tcp_flags::ECE),
+    ("cwr", tcp_flags::CWR),
+];
 
 /// The parts of a frame rules match on.
 #[derive(Debug, Clone, Copy, Default)]

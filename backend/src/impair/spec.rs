@@ -477,7 +477,7 @@ fn parse_match(text: &str) -> Result<Match, String> {
 }
 
 fn flag_bit(name: &str) -> Option<u8> {
-    super::frame::tcp_flags::NAMES
+    super::frame::TCP_FLAG_NAMES
         .iter()
         .find(|(n, _)| *n == name)
         .map(|&(_, b)| b)
@@ -754,7 +754,7 @@ impl fmt::Display for Match {
         }
         if let Some((set, clear)) = self.flags {
             let mut list = Vec::new();
-            for (name, bit) in super::frame::tcp_flags::NAMES {
+            for (name, bit) in super::frame::TCP_FLAG_NAMES {
                 if set & bit != 0 {
                     list.push(name.to_string());
                 }

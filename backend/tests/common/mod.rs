@@ -314,3 +314,17 @@ pub fn udp_echo_server(limit: usize) -> std::net::SocketAddr {
     });
     addr
 }
+
+/// A frontend with the features QEMU acks, set up in the spec's order, with `rx_buffers` RX
+/// buffers posted.
+pub fn connect_with_buffers(vg: &Virtgate, rx_buffers: u16) -> virtgate::frontend::TestFrontend {
+    use virtgate::frontend::{EnableOrder, TestFrontend};
+    let mut fe = TestFrontend::connect(
+        &vg.socket,
+        TestFrontend::qemu_features(),
+        EnableOrder::AfterSetup,
+    )
+    .expect("frontend connects");
+    fe.post_rx_buffers(rx_buffers);
+    fe
+}
