@@ -162,8 +162,7 @@ impl Reply {
 
 /// Binds the API socket (replacing a stale file); [`serve`] it once the sandbox is on.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    let listener = crate::sys::bind_listening(path)?;
     info!("control API on {}", path.display());
     Ok(listener)
 }
@@ -449,7 +448,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
         }
         ("POST", "/probe") => probe(&req.body, device),
         ("GET", "/impair") => match device.ask(Command::GetImpair) {
-            Ok(state) => Reply::json(&impair_json(&state, true)),
+            Ok(state) => Reply::json(&stats::impair_json(&state, true)),
             Err(r) => r,
         },
         ("PUT" | "DELETE", "/impair") | ("POST", "/impair/schedule") => {
@@ -463,7 +462,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             };
             match change {
                 Ok(c) => match device.ask(|tx| Command::SetImpair(c, tx)) {
-                    Ok(state) => Reply::json(&impair_json(&state, true)),
+                    Ok(state) => Reply::json(&stats::impair_json(&state, true)),
                     Err(r) => r,
                 },
                 Err(e) => Reply::error(400, &e),
@@ -829,39 +828,6 @@ fn parse_impair_change(body: &[u8], schedule: bool) -> Result<ImpairChange, Stri
         seed,
         schedule: Some(steps),
     })
-}
-
-fn counters_json(each: impl FnOnce(&mut dyn FnMut(&'static str, u64))) -> Value {
-    let mut map = Map::new();
-    each(&mut |name, v| {
-        map.insert(name.to_string(), Value::from(v));
-    });
-    Value::Object(map)
-}
-
-/// The impairments' JSON form (`GET /impair`, and `impair` in the stats document, which leaves
-/// out the schedule).
-pub fn impair_json(state: &crate::device::ImpairState, with_schedule: bool) -> Value {
-    let mut v = json!({
-        "seed": state.seed,
-        "rules": state.rules.iter().enumerate().map(|(i, r)| json!({
-            "index": i,
-            "direction": r.direction.name(),
-            "rule": r.rule,
-            "counters": counters_json(|f| r.counters.for_each(f)),
-        })).collect::<Vec<_>>(),
-        "schedule": state.schedule.iter().map(|(ms, rules)| match rules {
-            Some(r) => json!({ "in_ms": ms, "rules": r }),
-            None => json!({ "in_ms": ms, "restore": true }),
-        }).collect::<Vec<_>>(),
-        "held": { "to_guest": state.held[0], "from_guest": state.held[1], "bytes": state.held_bytes },
-    });
-    if !with_schedule {
-        if let Some(m) = v.as_object_mut() {
-            m.remove("schedule");
-        }
-    }
-    v
 }
 
 fn forward_json(f: &netstack::Forward) -> Value {

@@ -61,8 +61,8 @@ pub enum ServerError {
     Sandbox(#[from] crate::sandbox::SandboxError),
 }
 
-/// Binds the QEMU-facing socket. A leftover socket file nobody listens on is replaced; a live one
-/// is an error rather than silently stolen.
+/// Binds the QEMU-facing socket; the file appears only once it listens. A leftover socket file
+/// nobody listens on is replaced; a live one is an error rather than silently stolen.
 fn bind_public(path: &Path) -> Result<UnixListener, ServerError> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
@@ -75,9 +75,8 @@ fn bind_public(path: &Path) -> Result<UnixListener, ServerError> {
         if UnixStream::connect(path).is_ok() {
             return Err(ServerError::SocketInUse(path.into()));
         }
-        let _ = std::fs::remove_file(path);
     }
-    UnixListener::bind(path).map_err(|source| ServerError::Bind {
+    sys::bind_listening(path).map_err(|source| ServerError::Bind {
         path: path.into(),
         source,
     })
@@ -174,9 +173,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     stack.open_forwards().map_err(ServerError::Forward)?;
     // Everything that needs a path or a privilege is opened now; then the sandbox, before the
     // first thread, so that every thread has it (crate::sandbox).
-    let public = bind_public(&config.socket)?;
-    let (private, private_addr) = bind_private().map_err(ServerError::PrivateSocket)?;
-    let mut private: Listener = private.into();
+    // The API's socket first: once QEMU's socket appears, everything is ready.
     let api_listener = match &config.api_socket {
         Some(path) => Some(crate::api::bind(path).map_err(|source| ServerError::Bind {
             path: path.clone(),
@@ -184,6 +181,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })?),
         None => None,
     };
+    let public = bind_public(&config.socket).inspect_err(|_| {
+        if let Some(path) = &config.api_socket {
+            let _ = std::fs::remove_file(path);
+        }
+    })?;
+    let (private, private_addr) = bind_private().map_err(ServerError::PrivateSocket)?;
+    let mut private: Listener = private.into();
     config.sandbox.apply()?;
     let device = NetDevice::new(stack, Arc::clone(&shared), config.queue_pairs)
         .map_err(ServerError::Device)?

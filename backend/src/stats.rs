@@ -34,8 +34,33 @@ pub fn to_json(snap: &Snapshot, host_mtu: Option<u16>) -> Value {
             "pairs": snap.queues.iter().map(|q| counters(|f| q.for_each(f))).collect::<Vec<_>>(),
         },
         "stack": counters(|f| snap.stack.for_each(f)),
-        "impair": crate::api::impair_json(&snap.impair, false),
+        "impair": impair_json(&snap.impair, false),
     })
+}
+
+/// The impairments' JSON form (`GET /impair`, and `impair` in the stats document, which leaves
+/// out the schedule).
+pub fn impair_json(state: &crate::device::ImpairState, with_schedule: bool) -> Value {
+    let mut v = json!({
+        "seed": state.seed,
+        "rules": state.rules.iter().enumerate().map(|(i, r)| json!({
+            "index": i,
+            "direction": r.direction.name(),
+            "rule": r.rule,
+            "counters": counters(|f| r.counters.for_each(f)),
+        })).collect::<Vec<_>>(),
+        "schedule": state.schedule.iter().map(|(ms, rules)| match rules {
+            Some(r) => json!({ "in_ms": ms, "rules": r }),
+            None => json!({ "in_ms": ms, "restore": true }),
+        }).collect::<Vec<_>>(),
+        "held": { "to_guest": state.held[0], "from_guest": state.held[1], "bytes": state.held_bytes },
+    });
+    if !with_schedule {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("schedule");
+        }
+    }
+    v
 }
 
 /// Writes the document atomically (temporary file, then rename) so readers never see half of it.

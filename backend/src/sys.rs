@@ -123,3 +123,31 @@ mod tests {
         assert!(!t.acknowledge());
     }
 }
+
+/// Binds a listening unix socket at `path` so that the path appears only once the socket accepts
+/// connections: it is bound and listening under a temporary name beside `path`, then renamed
+/// into place (replacing whatever was there). A client that waits for the file and connects at
+/// once (QEMU without `reconnect`, a test harness) never meets a bound socket that does not listen
+/// yet (ECONNREFUSED). Where the temporary name would be too long for a socket address, `path` is
+/// bound directly.
+pub fn bind_listening(path: &std::path::Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::net::UnixListener;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return UnixListener::bind(path);
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = match UnixListener::bind(&tmp) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => return UnixListener::bind(path),
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
+}
