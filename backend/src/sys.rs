@@ -103,27 +103,6 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Opt
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fires_once_and_can_be_disarmed() {
-        let mut t = Timer::new().unwrap();
-        assert!(!t.acknowledge(), "a new timer has not fired");
-        t.set(Some(Duration::ZERO)).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !t.acknowledge() {
-            assert!(std::time::Instant::now() < deadline, "timer never fired");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        t.set(Some(Duration::from_secs(3600))).unwrap();
-        t.set(None).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!t.acknowledge());
-    }
-}
-
 /// Binds a listening unix socket at `path` so that the path appears only once the socket accepts
 /// connections: it is bound and listening under a temporary name beside `path`, then renamed
 /// into place (replacing whatever was there). A client that waits for the file and connects at
@@ -150,4 +129,25 @@ pub fn bind_listening(path: &std::path::Path) -> io::Result<std::os::unix::net::
         return Err(e);
     }
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_once_and_can_be_disarmed() {
+        let mut t = Timer::new().unwrap();
+        assert!(!t.acknowledge(), "a new timer has not fired");
+        t.set(Some(Duration::ZERO)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !t.acknowledge() {
+            assert!(std::time::Instant::now() < deadline, "timer never fired");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        t.set(Some(Duration::from_secs(3600))).unwrap();
+        t.set(None).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!t.acknowledge());
+    }
 }
