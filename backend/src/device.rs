@@ -744,6 +744,13 @@ impl NetDevice {
                 let chain = tx.get_mut().get_queue_mut().pop_descriptor_chain(mem);
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
+                if !head_in_ring(tx, head) {
+                    // The guest put a head outside its own ring in the avail ring: there is no
+                    // chain to read and no element that could name it in the used ring.
+                    returned += 1;
+                    self.count_fault(p, now, Queue::Tx, head, ChainFault::Structure);
+                    continue;
+                }
                 let result = self.read_tx_chain(mem, chain);
                 if let Err(e) = tx.add_used(head, 0) {
                     self.queue_error(p, now, Queue::Tx, e);
@@ -1352,7 +1359,10 @@ pub fn fuzz_rings(data: &[u8]) {
         let chain = tx.get_mut().get_queue_mut().pop_descriptor_chain(mem);
         let Some(chain) = chain else { break };
         let head = chain.head_index();
-        assert!(head < size);
+        // As the device does: a head outside the ring is skipped, never returned.
+        if !head_in_ring(&tx, head) {
+            continue;
+        }
         if let Ok((len, _)) = read_tx_chain(mem, chain, &mut tx_buf, &negotiated) {
             assert!(len <= tx_buf.len());
         }
@@ -1403,6 +1413,13 @@ fn raise(vring: &Vring) {
     if let Err(e) = vring.signal_used_queue() {
         debug!("signal used queue: {e}");
     }
+}
+
+/// Whether a chain head the guest put in the avail ring names a descriptor of the ring. One that
+/// does not (a hostile or broken guest) has nothing to read, and cannot be returned: a used
+/// element naming it would make the guest's driver declare the ring broken (Linux's BAD_RING).
+fn head_in_ring(vring: &Vring, head: u16) -> bool {
+    head < vring.get_ref().get_queue().size()
 }
 
 /// Whether the ring is set up and enabled (a pair the guest switched off is left alone).
@@ -1680,7 +1697,9 @@ impl RxWriter<'_> {
             match *c {
                 RxChain::Bad { head, fault } => {
                     self.fault(head, fault);
-                    self.used.push((head, 0));
+                    if head_in_ring(self.vring, head) {
+                        self.used.push((head, 0));
+                    }
                 }
                 RxChain::Good {
                     head,
@@ -1747,7 +1766,9 @@ impl RxWriter<'_> {
                 .get_queue_mut()
                 .pop_descriptor_chain(self.mem);
             self.fault(head, fault);
-            self.used.push((head, 0));
+            if head_in_ring(self.vring, head) {
+                self.used.push((head, 0));
+            }
         }
         self.publish();
     }

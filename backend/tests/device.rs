@@ -411,8 +411,11 @@ fn hostile_tx_chains_are_counted_and_survived() {
     fe.send_raw_chain(17, &[(17, d(frame_addr, 70_000, 0, 0))]);
     // Indirect table outside memory.
     fe.send_raw_chain(18, &[(18, d(1 << 40, 32, VIRTQ_DESC_F_INDIRECT, 0))]);
+    // A head outside the ring (found by fuzzing `rings`): no chain to read, nothing to return.
+    fe.send_raw_chain(5000, &[]);
     let used = fe.wait_tx_used(8, T);
-    assert_eq!(used.len(), 8, "every bad chain comes back");
+    assert_eq!(used.len(), 8, "every bad chain in the ring comes back");
+    assert!(used.iter().all(|u| u.id < 256), "{used:?}");
     assert!(used.iter().all(|u| u.len == 0));
     let faults = |s: &serde_json::Value| {
         [
@@ -426,11 +429,14 @@ fn hostile_tx_chains_are_counted_and_survived() {
         .map(|k| s["device"][*k].as_u64().unwrap())
         .sum::<u64>()
     };
-    let stats = vg.stats_when(|s| faults(s) == 8);
+    let stats = vg.stats_when(|s| faults(s) == 9);
     let dev = &stats["device"];
     assert_eq!(dev["tx_bad_desc_memory"], 1);
     assert_eq!(dev["tx_bad_desc_direction"], 1);
-    assert_eq!(dev["tx_bad_chain"], 3, "loop, bad next, bad indirect table");
+    assert_eq!(
+        dev["tx_bad_chain"], 4,
+        "loop, bad next, bad indirect table, head outside the ring"
+    );
     assert_eq!(dev["tx_drop_runt"], 2);
     assert_eq!(dev["tx_drop_oversize"], 1);
     assert_eq!(dev["tx_frames"], 0);
@@ -467,6 +473,7 @@ fn hostile_rx_chains_are_counted_and_skipped() {
         3,
         &[(3, d(buf, 64, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 3))],
     ); // loop
+    fe.post_raw_rx_chain(5000, &[]); // a head outside the ring: skipped, never returned
     fe.post_rx_buffers(4);
     fe.send(&echo_request(5, b"after the bad ones"));
     // The four bad chains come back with length 0, then the reply lands in a good buffer.
@@ -487,7 +494,10 @@ fn hostile_rx_chains_are_counted_and_skipped() {
     assert_eq!(dev["rx_bad_desc_direction"], 1);
     assert_eq!(dev["rx_bad_desc_memory"], 1);
     assert_eq!(dev["rx_bad_chain_too_small"], 1);
-    assert_eq!(dev["rx_bad_chain"], 1);
+    assert_eq!(
+        dev["rx_bad_chain"], 2,
+        "the loop and the head outside the ring"
+    );
     assert_eq!(dev["rx_frames"], 1);
 }
 
