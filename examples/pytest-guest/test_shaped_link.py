@@ -42,13 +42,14 @@ def test_lost_data_segments_are_resent_by_the_guest(virtgate, guest):
     guest.sh(f"dd if=/dev/urandom of=/tmp/up bs=1024 count={size // 1024} 2>/dev/null")
     local = guest.sh("md5sum /tmp/up").split()[0]
     before = guest.counters()
-    state = virtgate.client.impair("from-guest: tcp data: loss 3%")
+    # The 5th and 6th data segments the guest sends are lost: a window makes the test exact.
+    state = virtgate.client.impair("from-guest: tcp data frames 5-6: loss 100%")
     assert state["rules"][0]["counters"]["dropped"] == 0
     remote = guest.sh(f"nc 10.0.2.2 {port} </tmp/up").split()[0]
     after = guest.counters()
     rule = virtgate.client.impairments()["rules"][0]["counters"]
     assert remote == local, "the bytes arrived intact"
-    assert rule["dropped_tcp_data"] > 0, rule
+    assert rule["dropped_tcp_data"] == 2, rule
     assert after["Tcp.RetransSegs"] > before["Tcp.RetransSegs"], "every lost segment was resent"
 
 
@@ -74,10 +75,12 @@ def test_corrupted_frames_are_what_the_guest_rejects(virtgate, guest):
 
     threading.Thread(target=send, daemon=True).start()
     before = guest.counters()
-    virtgate.client.impair("to-guest: ipv4 tcp: corrupt 2%")
+    # One bit flipped in the 3rd to the 6th data segments to the guest.
+    virtgate.client.impair("to-guest: ipv4 tcp data frames 3-6: corrupt 100%")
     digest = guest.sh(f"nc 10.0.2.2 {server.getsockname()[1]} </dev/null | md5sum").split()[0]
     after = guest.counters()
     rule = virtgate.client.impairments()["rules"][0]["counters"]
     assert digest == hashlib.md5(payload).hexdigest()
+    assert rule["corrupted"] == 4, rule
     assert rule["corrupted_tcp"] > 0, rule
     assert after["Tcp.InCsumErrors"] - before["Tcp.InCsumErrors"] == rule["corrupted_tcp"]
