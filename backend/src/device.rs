@@ -37,7 +37,7 @@ use crate::capture::{Capture, Direction as CaptureDirection};
 use crate::host::HostSockets;
 use crate::impair::frame::{Corruption, FrameView};
 use crate::impair::line::{DelayLines, MAX_HELD_FRAMES};
-use crate::impair::{Impairment, LinkDirection, RuleSpec};
+use crate::impair::{segment, Impairment, LinkDirection, RuleSpec};
 use crate::moderation::{Coalesce, Decision, Moderator};
 use crate::sys::Timer;
 use crate::virtio_net::{self, Negotiated, Offloads, TxHeader};
@@ -1479,9 +1479,9 @@ impl Egress<'_, '_> {
 }
 
 /// The metadata a copy travels with: a corrupted one has its checksum completed (see
-/// [`write_copy`]), so the receiver verifies it. A segmentation frame keeps its GSO request:
-/// the checksum then covers the whole frame, which the receiver checks whole (Linux takes a GSO
-/// frame without NEEDS_CSUM as CHECKSUM_NONE and verifies it before TCP accepts any of it).
+/// [`write_copy`]), so the receiver verifies it. A guest's segmentation frame keeps its GSO
+/// request with a checksum over the whole frame, which the stack verifies whole; one to the guest
+/// is cut into segments instead (`segments_to_guest`).
 fn copy_meta(meta: FrameMeta, corrupted: bool) -> FrameMeta {
     if corrupted {
         FrameMeta {
@@ -1551,6 +1551,25 @@ fn impair_to_guest(
     }
     stats.rx_impair_queue_drops += u64::from(verdict.limited);
     for copy in verdict.copies.into_iter().flatten() {
+        // A corrupted TCP segmentation frame goes as the segments it stands for, the bit flipped
+        // in one of them (see crate::impair::segment).
+        if let (Some(flip), Some(gso), Some(l4)) = (copy.corrupt, meta.gso, verdict.view.l4) {
+            if segment::count(frame, gso) > 0 {
+                let target = SegmentTarget {
+                    gso,
+                    l3: verdict.view.l3,
+                    l4,
+                    flip,
+                    release: copy.release,
+                    rule: verdict.rule,
+                };
+                let class =
+                    segments_to_guest(impair, lines, scratch, egress, p, now, frame, target);
+                egress.writer.stats.rx_impair_corrupted += 1;
+                impair.count_corruption(verdict.rule, class);
+                continue;
+            }
+        }
         let corrupted = copy.corrupt.is_some();
         let meta_out = copy_meta(meta, corrupted);
         let mut class = None;
@@ -1587,6 +1606,66 @@ fn impair_to_guest(
             impair.count_corruption(verdict.rule, c);
         }
     }
+}
+
+/// A corrupted segmentation frame to cut into segments: its segmentation, where its IP and TCP
+/// headers start, the flip, when it crosses, and the rule that took it.
+struct SegmentTarget {
+    gso: netstack::offload::Gso,
+    l3: usize,
+    l4: usize,
+    flip: (usize, u8),
+    release: Instant,
+    rule: usize,
+}
+
+/// Sends the segments a corrupted segmentation frame stands for, one of them with the flipped
+/// bit, each written now or held like any copy; returns where the flip landed.
+#[allow(clippy::too_many_arguments)]
+fn segments_to_guest(
+    impair: &mut Impairment,
+    lines: &mut DelayLines,
+    scratch: &mut Vec<u8>,
+    egress: &mut Egress,
+    p: usize,
+    now: Instant,
+    frame: &[u8],
+    t: SegmentTarget,
+) -> Corruption {
+    const DIR: LinkDirection = LinkDirection::ToGuest;
+    let (flip_in, at) = segment::locate(t.flip.0, t.gso);
+    let mut class = Corruption::Other;
+    for k in 0..segment::count(frame, t.gso) {
+        if !segment::write(frame, t.gso, t.l3, t.l4, k, scratch) {
+            break;
+        }
+        if k == flip_in {
+            class = FrameView::parse(scratch).classify_flip(scratch, at, t.flip.1);
+            if let Some(b) = scratch.get_mut(at) {
+                *b ^= t.flip.1;
+            }
+        }
+        let hold_at = if t.release > now {
+            Some(t.release)
+        } else if egress.ring_full || !egress.write(scratch, FrameMeta::NONE) {
+            Some(now)
+        } else {
+            None
+        };
+        if let Some(when) = hold_at {
+            let held = lines.hold(p, DIR, when, scratch.len(), FrameMeta::NONE, |b| {
+                b.extend_from_slice(scratch)
+            });
+            let stats = &mut *egress.writer.stats;
+            if !held {
+                stats.rx_impair_queue_drops += 1;
+                impair.count_line_drop(t.rule);
+            } else if when > now {
+                stats.rx_impair_delayed += 1;
+            }
+        }
+    }
+    class
 }
 
 /// Writes one frame into as many RX chains as it needs.

@@ -16,6 +16,7 @@
 pub mod frame;
 pub mod line;
 pub mod random;
+pub mod segment;
 pub mod spec;
 
 use std::collections::VecDeque;
