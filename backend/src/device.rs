@@ -1593,18 +1593,30 @@ fn impair_to_guest(
                 c = write_copy(b, frame, meta, copy.corrupt, &verdict.view)
             });
             class = class.or(c);
-            let stats = &mut *egress.writer.stats;
-            if !held {
-                stats.rx_impair_queue_drops += 1;
-                impair.count_line_drop(verdict.rule);
-            } else if at > now {
-                stats.rx_impair_delayed += 1;
-            }
+            count_held_to_guest(impair, egress, verdict.rule, held, at > now);
         }
         if let Some(c) = class {
             egress.writer.stats.rx_impair_corrupted += 1;
             impair.count_corruption(verdict.rule, c);
         }
+    }
+}
+
+/// Counts a copy to the guest put on the delay line: dropped when the line was full, delayed
+/// when it waits for a later time (not just for the guest's buffers).
+fn count_held_to_guest(
+    impair: &mut Impairment,
+    egress: &mut Egress,
+    rule: usize,
+    held: bool,
+    later: bool,
+) {
+    let stats = &mut *egress.writer.stats;
+    if !held {
+        stats.rx_impair_queue_drops += 1;
+        impair.count_line_drop(rule);
+    } else if later {
+        stats.rx_impair_delayed += 1;
     }
 }
 
@@ -1656,13 +1668,7 @@ fn segments_to_guest(
             let held = lines.hold(p, DIR, when, scratch.len(), FrameMeta::NONE, |b| {
                 b.extend_from_slice(scratch)
             });
-            let stats = &mut *egress.writer.stats;
-            if !held {
-                stats.rx_impair_queue_drops += 1;
-                impair.count_line_drop(t.rule);
-            } else if when > now {
-                stats.rx_impair_delayed += 1;
-            }
+            count_held_to_guest(impair, egress, t.rule, held, when > now);
         }
     }
     class
