@@ -331,7 +331,8 @@ impl<'a> TcpRepr<'a> {
         Ok(r)
     }
 
-    fn options_len(&self) -> usize {
+    /// Length of the options other than SACK blocks, as emitted.
+    fn fixed_options_len(&self) -> usize {
         let mut n = 0;
         if self.max_seg_size.is_some() {
             n += 4;
@@ -345,11 +346,21 @@ impl<'a> TcpRepr<'a> {
         if self.timestamp.is_some() {
             n += 12; // NOP NOP + 10
         }
-        let blocks = self.sack_ranges.iter().flatten().count();
-        if blocks > 0 {
-            n += 4 + 8 * blocks; // NOP NOP + 2 + blocks
-        }
         n
+    }
+
+    /// The SACK blocks that are emitted: as many as fit in the 40 bytes of option space left
+    /// by the other options (RFC 2018 §3: at most 3 with timestamps; Linux trims them the same
+    /// way in `tcp_established_options`), so the data offset never overflows its four bits.
+    fn emitted_sack_blocks(&self) -> impl Iterator<Item = &(SeqNumber, SeqNumber)> {
+        let room = MAX_OPTIONS_LEN.saturating_sub(self.fixed_options_len() + 4) / 8;
+        self.sack_ranges.iter().flatten().take(room)
+    }
+
+    fn options_len(&self) -> usize {
+        let blocks = self.emitted_sack_blocks().count();
+        let sack = if blocks > 0 { 4 + 8 * blocks } else { 0 }; // NOP NOP + 2 + blocks
+        self.fixed_options_len() + sack
     }
 
     pub fn header_len(&self) -> usize {
@@ -439,10 +450,10 @@ impl<'a> TcpRepr<'a> {
             put(&val.to_be_bytes());
             put(&ecr.to_be_bytes());
         }
-        let blocks = self.sack_ranges.iter().flatten().count();
+        let blocks = self.emitted_sack_blocks().count();
         if blocks > 0 {
             put(&[kind::NOP, kind::NOP, kind::SACK, (2 + 8 * blocks) as u8]);
-            for (l, r) in self.sack_ranges.iter().flatten() {
+            for (l, r) in self.emitted_sack_blocks() {
                 put(&l.0.to_be_bytes());
                 put(&r.0.to_be_bytes());
             }
@@ -541,6 +552,48 @@ mod tests {
         let p = TcpPacket::new_checked(&buf[..]).unwrap();
         assert_eq!(p.payload(), b"hello");
         assert_eq!(TcpRepr::parse(&p, SRC, DST).unwrap(), r);
+    }
+
+    /// Found by the `wire` fuzz target: timestamps, SACK-permitted and three SACK blocks parse
+    /// from 38 option bytes but would take 44 as emitted (with the NOP padding), overflowing
+    /// the data offset. The emitter keeps the blocks that fit.
+    #[test]
+    fn sack_blocks_are_trimmed_to_the_option_space() {
+        let three = [
+            Some((SeqNumber(100), SeqNumber(200))),
+            Some((SeqNumber(300), SeqNumber(400))),
+            Some((SeqNumber(500), SeqNumber(600))),
+        ];
+        let r = TcpRepr {
+            flags: flags::PSH,
+            ack_number: Some(SeqNumber(5)),
+            max_seg_size: Some(1460),
+            window_scale: None,
+            sack_permitted: true,
+            sack_ranges: three,
+            timestamp: Some((7, 8)),
+            payload: b"hello",
+            ..syn()
+        };
+        assert_eq!(r.header_len(), HEADER_LEN + 40);
+        let mut buf = vec![0u8; r.buffer_len()];
+        r.emit_v4(&mut buf, SRC, DST);
+        let p = TcpPacket::new_checked(&buf[..]).unwrap();
+        let back = TcpRepr::parse(&p, SRC, DST).unwrap();
+        assert_eq!(back.payload, b"hello");
+        assert_eq!(back.sack_ranges, [three[0], three[1], None]);
+        assert_eq!(back.timestamp, Some((7, 8)));
+        assert_eq!(back.max_seg_size, Some(1460));
+        // With room for all three, all three go.
+        let r = TcpRepr {
+            max_seg_size: None,
+            sack_permitted: false,
+            ..r
+        };
+        let mut buf = vec![0u8; r.buffer_len()];
+        r.emit_v4(&mut buf, SRC, DST);
+        let p = TcpPacket::new_checked(&buf[..]).unwrap();
+        assert_eq!(TcpRepr::parse(&p, SRC, DST).unwrap().sack_ranges, three);
     }
 
     #[test]
