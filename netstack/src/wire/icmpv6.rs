@@ -409,6 +409,9 @@ impl<'a> Icmpv6Repr<'a> {
             Icmpv6Repr::RouterAdvert { options, .. } => 16 + options.buffer_len(),
             Icmpv6Repr::NeighborSolicit { options, .. }
             | Icmpv6Repr::NeighborAdvert { options, .. } => 24 + options.buffer_len(),
+            // An MLDv1 report carries its group address (RFC 2710 §3.6); the repr does not keep
+            // it, so it is emitted as the unspecified address.
+            Icmpv6Repr::MldReport { version: 1, .. } => 24,
             Icmpv6Repr::MldReport { .. } | Icmpv6Repr::Other { .. } => 8,
         }
     }
@@ -510,6 +513,8 @@ impl<'a> Icmpv6Repr<'a> {
             Icmpv6Repr::MldReport { version, groups } => {
                 if version == 2 {
                     write_u16(b, 6, groups);
+                } else {
+                    b[8..24].fill(0);
                 }
                 (
                     if version == 2 {
@@ -536,6 +541,30 @@ mod tests {
 
     fn a(s: &str) -> Ipv6Address {
         s.parse().unwrap()
+    }
+
+    /// Found by the `wire` fuzz target: an MLDv1 report was emitted in 8 bytes, which its own
+    /// parser (rightly) calls truncated.
+    #[test]
+    fn mld_reports_roundtrip() {
+        for r in [
+            Icmpv6Repr::MldReport {
+                version: 1,
+                groups: 1,
+            },
+            Icmpv6Repr::MldReport {
+                version: 2,
+                groups: 3,
+            },
+        ] {
+            let (src, dst) = (
+                Ipv6Address::new([0xfe80, 0, 0, 0, 0, 0, 0, 0x15]),
+                Ipv6Address::new([0xff02, 0, 0, 0, 0, 0, 0, 0x16]),
+            );
+            let mut out = vec![0xffu8; r.buffer_len()];
+            r.emit(&mut out, src, dst);
+            assert_eq!(Icmpv6Repr::parse(&out, src, dst), Ok(r));
+        }
     }
 
     #[test]
