@@ -43,7 +43,7 @@ use log::{debug, info, warn};
 use serde_json::{json, Map, Value};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::device::Shared;
+use crate::control::{Command, ImpairChange, MulticastState, Shared};
 use crate::moderation::Coalesce;
 use crate::stats;
 
@@ -64,44 +64,6 @@ const MAX_HEADERS: usize = 64;
 const MAX_INJECT_DURATION: Duration = Duration::from_secs(60);
 /// How long the device may take to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What the API asks of the vring worker.
-#[derive(Debug)]
-pub enum Command {
-    GetCoalesce(Sender<Coalesce>),
-    SetCoalesce(Coalesce, Sender<Coalesce>),
-    CaptureStart(PathBuf, Sender<Result<(), String>>),
-    CaptureStop(Sender<bool>),
-    ListForwards(Sender<Vec<netstack::Forward>>),
-    AddForward(netstack::Forward, Sender<Result<(), String>>),
-    RemoveForward(netstack::Forward, Sender<bool>),
-    GetPathMtus(Sender<Vec<netstack::pmtu::PathMtu>>),
-    /// The querier's settings and the guest's memberships.
-    Multicast(Sender<MulticastState>),
-    SetPathMtus(Vec<netstack::pmtu::PathMtu>, Sender<Result<(), String>>),
-    /// Frames for the guest's RX path, exactly as given; answers how many were queued.
-    Inject(Vec<Vec<u8>>, Sender<usize>),
-    /// The impairments in force, their counters and the pending schedule.
-    GetImpair(Sender<crate::device::ImpairState>),
-    /// Changes the impairments; answers the new state.
-    SetImpair(ImpairChange, Sender<crate::device::ImpairState>),
-    /// A probe by name with its parameters; answers how many frames were built and queued.
-    Probe(
-        String,
-        BTreeMap<String, String>,
-        Sender<Result<(usize, usize), String>>,
-    ),
-}
-
-/// A change of the impairments: new rules now (cancelling a pending schedule), a new seed, a
-/// schedule of (milliseconds from now, rules or None to restore).
-#[derive(Debug, Default)]
-pub struct ImpairChange {
-    pub rules: Option<Vec<crate::impair::RuleSpec>>,
-    pub seed: Option<u64>,
-    #[allow(clippy::type_complexity)]
-    pub schedule: Option<Vec<(u64, Option<Vec<crate::impair::RuleSpec>>)>>,
-}
 
 /// The link, as the server keeps it: whether QEMU may be connected.
 pub trait Link: Send + Sync {
@@ -515,7 +477,7 @@ fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
                     f.as_str()
                         .ok_or_else(|| format!("frames[{i}] is not a string"))
                         .and_then(|h| {
-                            crate::pcapfile::parse_hex(h, crate::device::MAX_FRAME_LEN)
+                            crate::pcapfile::parse_hex(h, crate::control::MAX_FRAME_LEN)
                                 .map_err(|e| format!("frames[{i}]: {e}"))
                         })
                 })
@@ -529,7 +491,7 @@ fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
             match std::fs::read(path)
                 .map_err(|e| format!("{path}: {e}"))
                 .and_then(|d| {
-                    crate::pcapfile::read_frames(&d, crate::device::MAX_FRAME_LEN)
+                    crate::pcapfile::read_frames(&d, crate::control::MAX_FRAME_LEN)
                         .map_err(|e| format!("{path}: {e}"))
                 }) {
                 Ok(f) => f,
@@ -585,17 +547,6 @@ fn inject(body: &[u8], device: &DeviceHandle) -> Reply {
         }
     }
     Reply::json(&json!({ "injected": injected, "dropped": total - injected }))
-}
-
-/// What the worker reports of the multicast querier (`GET /multicast`).
-#[derive(Debug)]
-pub struct MulticastState {
-    pub querier: bool,
-    pub query_interval_s: u64,
-    pub ipv4: Vec<netstack::multicast::Membership>,
-    pub ipv6: Vec<netstack::multicast::Membership>,
-    /// The stack's clock when this was taken (memberships expire against it).
-    pub now: netstack::Instant,
 }
 
 fn multicast_json(m: &MulticastState) -> Value {

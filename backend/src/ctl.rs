@@ -347,13 +347,13 @@ fn inject_body(
     let mut frames = Vec::new();
     if let Some(f) = file {
         let data = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let read = crate::pcapfile::read_frames(&data, crate::device::MAX_FRAME_LEN)
+        let read = crate::pcapfile::read_frames(&data, crate::control::MAX_FRAME_LEN)
             .map_err(|e| format!("{}: {e}", f.display()))?;
         frames.extend(read.iter().map(|f| crate::pcapfile::to_hex(f)));
     }
     for h in hex {
         // Checked here too, so that a typo is reported before anything is sent.
-        crate::pcapfile::parse_hex(h, crate::device::MAX_FRAME_LEN)?;
+        crate::pcapfile::parse_hex(h, crate::control::MAX_FRAME_LEN)?;
         frames.push(h.clone());
     }
     if frames.is_empty() {

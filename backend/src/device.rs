@@ -14,12 +14,11 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use log::{debug, warn};
 use netstack::offload::FrameMeta;
-use netstack::wire::{EthernetAddress, Ipv4Address};
 use netstack::{Instant, Stack};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
@@ -34,6 +33,10 @@ use vmm_sys_util::event::{
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::capture::{Capture, Direction as CaptureDirection};
+use crate::control::{
+    Command, DeviceStats, ImpairChange, ImpairRuleState, ImpairState, MulticastState, Shared,
+    MAX_FRAME_LEN,
+};
 use crate::host::HostSockets;
 use crate::impair::frame::{Corruption, FrameView};
 use crate::impair::line::{DelayLines, MAX_HELD_FRAMES};
@@ -68,186 +71,9 @@ pub const WAKE_EVENT: u16 = FIRST_DEVICE_EVENT + 3;
 const HOST_EVENTS: usize = 64;
 /// The largest ring QEMU may set up.
 pub const MAX_QUEUE_SIZE: usize = 1024;
-/// The largest frame virtgate accepts from the guest: a 64 KiB IP packet and its Ethernet header.
-pub const MAX_FRAME_LEN: usize = 65535 + 14;
+
 /// TX chains processed per event before yielding to RX and timers; the rest continue on the timer.
 pub const TX_BUDGET: usize = 256;
-
-netstack::counters! {
-    /// Per-queue-pair device counters, like `ethtool -S`.
-    pub struct DeviceStats {
-        /// Frames written into the guest's RX buffers.
-        rx_frames,
-        /// Bytes of those frames (without the virtio-net header).
-        rx_bytes,
-        /// Descriptor chains consumed on RX (more than frames with mergeable buffers).
-        rx_chains,
-        /// Guest kicks on the RX queue.
-        rx_kicks,
-        /// Interrupts raised on the RX queue.
-        rx_interrupts,
-        /// RX interrupts the guest did not want (EVENT_IDX's used_event, or NO_INTERRUPT).
-        rx_interrupts_suppressed,
-        /// Batches of used RX buffers whose interrupt moderation held back (`--rx-usecs`...).
-        rx_interrupts_moderated,
-        /// Batches that stopped because the guest had no RX buffers.
-        rx_ring_full,
-        /// Frames too large for a single RX chain without MRG_RXBUF.
-        rx_drop_too_big,
-        /// RX chains with a read-only descriptor.
-        rx_bad_desc_direction,
-        /// RX chains pointing outside guest memory.
-        rx_bad_desc_memory,
-        /// RX chains that loop, run past the queue, or have an unreadable indirect table.
-        rx_bad_chain,
-        /// RX chains too small to hold a virtio-net header.
-        rx_bad_chain_too_small,
-        /// Frames taken from the guest's TX queue.
-        tx_frames,
-        /// Bytes of those frames (without the virtio-net header).
-        tx_bytes,
-        /// Guest kicks on the TX queue.
-        tx_kicks,
-        /// Interrupts raised on the TX queue (used chains returned).
-        tx_interrupts,
-        /// TX interrupts the guest did not want.
-        tx_interrupts_suppressed,
-        /// Batches of used TX chains whose interrupt moderation held back (`--tx-usecs`...).
-        tx_interrupts_moderated,
-        /// TX chains with a write-only descriptor.
-        tx_bad_desc_direction,
-        /// TX chains pointing outside guest memory.
-        tx_bad_desc_memory,
-        /// TX chains that loop, run past the queue, or have an unreadable indirect table.
-        tx_bad_chain,
-        /// TX frames shorter than the virtio-net header plus an Ethernet header.
-        tx_drop_runt,
-        /// TX frames longer than MAX_FRAME_LEN.
-        tx_drop_oversize,
-        /// TX frames whose virtio-net header asks for an offload that was not negotiated, or
-        /// describes one that does not fit the frame.
-        tx_drop_offload,
-        /// TX frames whose TCP/UDP checksum the guest left to us (NEEDS_CSUM).
-        tx_csum_partial,
-        /// TX frames carrying several segments (the guest's TSO or USO).
-        tx_gso_frames,
-        /// RX frames whose checksum we left to the guest (GUEST_CSUM).
-        rx_csum_partial,
-        /// RX frames carrying several segments (the guest takes TSO).
-        rx_gso_frames,
-        /// Times the TX budget ran out and the batch continued later.
-        tx_budget_exhausted,
-        /// Errors reading ring indices (a guest that corrupts its rings).
-        queue_errors,
-        /// Frames handed to the packet capture (`--pcap`), both directions.
-        capture_frames,
-        /// Frames the capture could not take (its writer fell behind): missing from the file.
-        capture_drops,
-        /// Guest frames (copies) an impairment's loss model dropped (`--impair`, `--loss`).
-        tx_loss_injected,
-        /// Frames (copies) to the guest an impairment's loss model dropped.
-        rx_loss_injected,
-        /// Of `tx_loss_injected`, TCP segments that carried data (the guest must resend them).
-        tx_loss_injected_tcp_data,
-        /// Of `rx_loss_injected`, TCP segments that carried data (virtgate must resend them).
-        rx_loss_injected_tcp_data,
-        /// Guest frames an impairment duplicated.
-        tx_impair_duplicated,
-        /// Frames to the guest an impairment duplicated.
-        rx_impair_duplicated,
-        /// Guest frames (copies) an impairment corrupted (one bit flipped).
-        tx_impair_corrupted,
-        /// Frames (copies) to the guest an impairment corrupted.
-        rx_impair_corrupted,
-        /// Guest frames (copies) that waited on virtgate's side (delay, jitter, rate).
-        tx_impair_delayed,
-        /// Frames (copies) to the guest that waited on virtgate's side.
-        rx_impair_delayed,
-        /// Guest frames (copies) dropped by a full rate queue (`limit`) or a full delay line.
-        tx_impair_queue_drops,
-        /// Frames (copies) to the guest dropped by a full rate queue or a full delay line.
-        rx_impair_queue_drops,
-    }
-}
-
-/// What other threads may read about the device: published once per batch.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// The device counters summed over the queue pairs.
-    pub device: DeviceStats,
-    /// Each queue pair's counters (`ethtool -S`'s per-queue lines).
-    pub queues: Vec<DeviceStats>,
-    /// Queue pairs the guest uses (of those configured).
-    pub active_queue_pairs: usize,
-    pub stack: netstack::Stats,
-    pub guest_mac: Option<EthernetAddress>,
-    /// The address of the guest's first bound DHCP lease.
-    pub guest_ipv4: Option<Ipv4Address>,
-    /// The guest's global IPv6 address as last seen in its traffic.
-    pub guest_ipv6: Option<netstack::wire::Ipv6Address>,
-    /// Addresses bound by DHCPv6.
-    pub dhcpv6_leases: Vec<netstack::wire::Ipv6Address>,
-    pub acked_features: u64,
-    /// The link impairments in force and their counters.
-    pub impair: ImpairState,
-}
-
-/// The impairments as the API and the stats show them.
-#[derive(Debug, Clone, Default)]
-pub struct ImpairState {
-    pub seed: u64,
-    pub rules: Vec<ImpairRuleState>,
-    /// Scheduled changes: milliseconds from now, and the rules (None: restore those in force
-    /// when the schedule was set).
-    pub schedule: Vec<(u64, Option<String>)>,
-    /// Frames waiting on virtgate's side: [to the guest, from the guest].
-    pub held: [usize; 2],
-    /// Bytes of buffers the delay lines hold.
-    pub held_bytes: usize,
-    /// Changes with every new rule set (the snapshot rebuilds the texts only then).
-    pub generation: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct ImpairRuleState {
-    pub direction: LinkDirection,
-    /// The rule in its canonical text.
-    pub rule: String,
-    pub counters: crate::impair::RuleCounters,
-}
-
-/// State shared between the worker, the vhost-user relay and the main thread.
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub snapshot: Mutex<Snapshot>,
-    /// Requests of the control API for the vring worker (see [`crate::api`]).
-    pub commands: Mutex<Vec<crate::api::Command>>,
-    /// The MTU QEMU announced with VHOST_USER_NET_SET_MTU (`host_mtu=` on the device), if any.
-    pub host_mtu: Mutex<Option<u16>>,
-    /// Rings QEMU enabled (VHOST_USER_SET_VRING_ENABLE, seen by the relay), one bit per ring: the
-    /// guest's choice of queue pairs (`ethtool -L`).
-    pub rings_enabled: std::sync::atomic::AtomicU64,
-}
-
-impl Shared {
-    /// The queue pairs in use: the leading pairs whose two rings are enabled, at least one.
-    pub fn active_queue_pairs(&self, configured: usize) -> usize {
-        let mask = self
-            .rings_enabled
-            .load(std::sync::atomic::Ordering::Acquire);
-        (0..configured)
-            .take_while(|p| (mask >> (2 * p)) & 0b11 == 0b11)
-            .count()
-            .max(1)
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
 
 /// Why a descriptor chain was returned unused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -494,10 +320,10 @@ impl NetDevice {
         );
         for c in commands {
             match c {
-                crate::api::Command::GetCoalesce(reply) => {
+                Command::GetCoalesce(reply) => {
                     let _ = reply.send(self.coalesce);
                 }
-                crate::api::Command::SetCoalesce(c, reply) => {
+                Command::SetCoalesce(c, reply) => {
                     self.coalesce = c;
                     for pair in &mut self.pairs {
                         pair.rx_mod.reconfigure(c.rx, c.itr, c.adaptive_rx);
@@ -506,7 +332,7 @@ impl NetDevice {
                     log::info!("interrupt moderation now {c:?}");
                     let _ = reply.send(self.coalesce);
                 }
-                crate::api::Command::CaptureStart(path, reply) => {
+                Command::CaptureStart(path, reply) => {
                     // The old capture, if any, is finished first.
                     self.capture = None;
                     let started = Capture::start(&path)
@@ -517,14 +343,14 @@ impl NetDevice {
                     }
                     let _ = reply.send(started);
                 }
-                crate::api::Command::CaptureStop(reply) => {
+                Command::CaptureStop(reply) => {
                     let was = self.capture.take().is_some();
                     let _ = reply.send(was);
                 }
-                crate::api::Command::ListForwards(reply) => {
+                Command::ListForwards(reply) => {
                     let _ = reply.send(self.stack.forwards());
                 }
-                crate::api::Command::AddForward(f, reply) => {
+                Command::AddForward(f, reply) => {
                     let added = self.stack.add_forward(f).map_err(|e| e.to_string());
                     if added.is_ok() {
                         log::info!(
@@ -536,12 +362,12 @@ impl NetDevice {
                     }
                     let _ = reply.send(added);
                 }
-                crate::api::Command::RemoveForward(f, reply) => {
+                Command::RemoveForward(f, reply) => {
                     let _ = reply.send(self.stack.remove_forward(f.protocol, f.host));
                 }
-                crate::api::Command::Multicast(reply) => {
+                Command::Multicast(reply) => {
                     let cfg = self.stack.config();
-                    let _ = reply.send(crate::api::MulticastState {
+                    let _ = reply.send(MulticastState {
                         querier: cfg.mcast_querier,
                         query_interval_s: cfg.mcast_query_interval.total_secs(),
                         ipv4: self.stack.multicast_groups(false).to_vec(),
@@ -549,27 +375,27 @@ impl NetDevice {
                         now: self.now(),
                     });
                 }
-                crate::api::Command::GetPathMtus(reply) => {
+                Command::GetPathMtus(reply) => {
                     let _ = reply.send(self.stack.path_mtus().to_vec());
                 }
-                crate::api::Command::SetPathMtus(table, reply) => {
+                Command::SetPathMtus(table, reply) => {
                     let set = self.stack.set_path_mtus(table);
                     if set.is_ok() {
                         log::info!("path MTUs now {:?}", self.stack.path_mtus());
                     }
                     let _ = reply.send(set);
                 }
-                crate::api::Command::Inject(frames, reply) => {
+                Command::Inject(frames, reply) => {
                     let queued = frames.iter().filter(|f| self.stack.inject(f)).count();
                     let _ = reply.send(queued);
                 }
-                crate::api::Command::GetImpair(reply) => {
+                Command::GetImpair(reply) => {
                     let mut state = ImpairState::default();
                     self.impair_state_into(&mut state, true);
                     let _ = reply.send(state);
                 }
-                crate::api::Command::SetImpair(change, reply) => {
-                    let crate::api::ImpairChange {
+                Command::SetImpair(change, reply) => {
+                    let ImpairChange {
                         rules,
                         seed,
                         schedule,
@@ -591,7 +417,7 @@ impl NetDevice {
                     self.impair_state_into(&mut state, true);
                     let _ = reply.send(state);
                 }
-                crate::api::Command::Probe(name, params, reply) => {
+                Command::Probe(name, params, reply) => {
                     let sent = self.stack.send_probe(&name, &params);
                     match &sent {
                         Ok((built, _)) => log::info!("probe {name} {params:?}: {built} frames"),

@@ -6,6 +6,8 @@
 //! - [`relay`]: the vhost-user message pre-filter between QEMU and the vhost-user daemon
 //!   (early SET_VRING_ENABLE, NET_SET_MTU, connection hand-over).
 //! - [`device`]: the virtio-net device model: TX/RX queue processing and the stack's clock.
+//! - [`control`]: what the control side and the device share: the API's commands, the published
+//!   [`control::Snapshot`] of counters and state, the device counters.
 //! - [`virtio_net`]: feature negotiation and the virtio-net header.
 //! - [`host`]: real non-blocking host sockets behind one epoll descriptor (the stack's `HostIo`).
 //! - [`stats`]: the published counters and their JSON form.
@@ -23,6 +25,7 @@
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod control;
 pub mod ctl;
 pub mod device;
 pub mod frontend;

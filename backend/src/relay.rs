@@ -27,7 +27,7 @@ use log::{debug, info, warn};
 use vhost::vhost_user::message::VhostUserVirtioFeatures;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::device::Shared;
+use crate::control::Shared;
 
 /// vhost-user request codes (QEMU docs/interop/vhost-user.rst, "Front-end message types").
 pub mod request {

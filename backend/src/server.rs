@@ -25,7 +25,8 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::Config;
-use crate::device::{NetDevice, Shared, CONTROL_EVENT, HOST_EVENT, TIMER_EVENT, WAKE_EVENT};
+use crate::control::Shared;
+use crate::device::{NetDevice, CONTROL_EVENT, HOST_EVENT, TIMER_EVENT, WAKE_EVENT};
 use crate::host::HostSockets;
 use crate::relay::{Relay, RelayShutdown};
 use crate::{stats, sys};

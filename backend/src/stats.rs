@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use crate::device::Snapshot;
+use crate::control::Snapshot;
 
 fn counters(each: impl FnOnce(&mut dyn FnMut(&'static str, u64))) -> Value {
     let mut map = Map::new();
@@ -40,7 +40,7 @@ pub fn to_json(snap: &Snapshot, host_mtu: Option<u16>) -> Value {
 
 /// The impairments' JSON form (`GET /impair`, and `impair` in the stats document, which leaves
 /// out the schedule).
-pub fn impair_json(state: &crate::device::ImpairState, with_schedule: bool) -> Value {
+pub fn impair_json(state: &crate::control::ImpairState, with_schedule: bool) -> Value {
     let mut v = json!({
         "seed": state.seed,
         "rules": state.rules.iter().enumerate().map(|(i, r)| json!({
@@ -117,7 +117,7 @@ mod tests {
 
 #[cfg(test)]
 mod doc_tests {
-    use crate::device::DeviceStats;
+    use crate::control::DeviceStats;
 
     /// docs/counters.md names every counter, so the documentation cannot fall behind the code.
     #[test]

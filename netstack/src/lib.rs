@@ -1,18 +1,27 @@
 //! netstack: virtgate's gateway TCP/IP stack. Ethernet frames in, Ethernet frames out, time passed in.
 //!
-//! The stack is the guest's peer on the link: it is the gateway (ARP, IPv4, ICMP echo) and the DHCP
-//! server. It performs no I/O and reads no clock: the device hands it frames with
-//! [`Stack::process_frame`], pulls frames with [`Stack::dispatch`], and asks [`Stack::poll_at`] when
-//! to call [`Stack::poll`] again.
+//! The stack is the guest's peer on the link: its gateway for IPv4 and IPv6 (ARP and NDP, router
+//! advertisements, DHCPv4 and DHCPv6, ICMP and ICMPv6, MLD and IGMP), and the far end of its TCP,
+//! UDP and ICMP echo traffic, which it relays through host sockets. It performs no I/O and reads
+//! no clock: the device hands it frames with [`Stack::process_frame`], pulls frames with
+//! [`Stack::dispatch`], tells it of host socket readiness, and asks [`Stack::poll_at`] when to call
+//! [`Stack::poll`] again.
 //!
 //! Module map:
-//! - [`wire`]: packet views and values (Ethernet, ARP, IPv4, ICMPv4, UDP, DHCPv4).
-//! - [`stack`]: the interface: ingress demultiplexing (`process_*`), egress (`dispatch_*`).
+//! - [`wire`]: packet views and values (Ethernet, ARP, IPv4, IPv6 and its extension headers,
+//!   ICMPv4, ICMPv6 with NDP and MLD, UDP, TCP, DHCPv4, DHCPv6), checksums, and `craft` for the
+//!   exerciser's hand-made frames.
+//! - [`stack`]: the interface and the IPv4 layer: ingress demultiplexing (`process_*`), egress
+//!   (`dispatch_*`) into a bounded queue per queue pair, timers.
+//! - `ipv6`: the IPv6 layer: the extension-header walk, Neighbor Discovery, router advertisements,
+//!   ICMPv6, MLD reports.
 //! - [`arp`]: the neighbour cache and ARP resolution of guest addresses.
-//! - [`dhcpv4`]: the DHCPv4 server and its lease table.
+//! - [`dhcpv4`], [`dhcpv6`]: the DHCP servers and their lease tables.
 //! - [`host`]: the [`HostIo`] trait, the only way to host sockets; `ScriptedHost` for tests.
-//! - [`flows`]: the flow table mapping guest conversations to host sockets.
+//! - [`flows`]: the flow table mapping guest UDP and ICMP conversations to host sockets.
 //! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
+//! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets (with `sendbuf`,
+//!   `ooo`, `scoreboard`, `congestion`).
 //! - [`multicast`]: the IGMP/MLD querier and the guest's group memberships.
 //! - [`offload`]: checksum and segmentation offloads: per-frame metadata both ways.
 //! - [`pmtu`]: path-MTU emulation per destination prefix.
@@ -20,7 +29,6 @@
 //! - [`reassembly`]: reassembly of the guest's IPv4 and IPv6 fragments, bounded.
 //! - `ratelimit`: the rate limit of the ICMP errors sent to the guest.
 //! - [`sources`]: the source addresses the guest may use (anti-spoofing).
-//! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets.
 //! - [`config`]: the addresses and limits the stack serves, validated.
 //! - [`stats`]: counters, with one counter per drop reason.
 //! - [`time`]: `Instant` and `Duration`, supplied by the caller.
