@@ -8,6 +8,9 @@
  *               probes end the connection (so a peer that does not answer them shows quickly)
  *   wait MS     waits up to MS for the connection to have something to say, and prints it:
  *               "wait: data", "wait: eof", "wait: ERROR TEXT" (e.g. a reset) or "wait: timeout"
+ *   rr NxSIZE   N request/response exchanges with an echo server (TCP_NODELAY, SIZE bytes each
+ *               way, N <= 100000, SIZE <= 65536), timed with CLOCK_MONOTONIC: "rr n=N p50_us=N
+ *               p99_us=N min_us=N max_us=N"
  *   info -      prints what TCP_INFO says the handshake agreed and the smoothed RTT: "info
  *               options=ts,sack,wscale snd_wscale=N rcv_wscale=N snd_mss=N pmtu=N rtt_us=N"
  *
@@ -24,7 +27,48 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+static int cmp_u64(const void *a, const void *b)
+{
+	unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+	return x < y ? -1 : x > y;
+}
+
+static unsigned long long now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (unsigned long long)t.tv_sec * 1000000000ull + t.tv_nsec;
+}
+
+static int wait_for(int fd, short ev, int ms);
+
+/* Sends all of buf and reads as much back, each within 10 s. */
+static int exchange(int fd, char *buf, size_t size)
+{
+	size_t done = 0;
+	while (done < size) {
+		ssize_t r = send(fd, buf + done, size - done, 0);
+		if (r < 0 && errno != EAGAIN)
+			return -1;
+		if (r < 0 && !wait_for(fd, POLLOUT, 10000))
+			return -1;
+		if (r > 0)
+			done += r;
+	}
+	for (done = 0; done < size;) {
+		ssize_t r;
+		if (!wait_for(fd, POLLIN, 10000))
+			return -1;
+		r = recv(fd, buf + done, size - done, 0);
+		if (r <= 0)
+			return -1;
+		done += r;
+	}
+	return 0;
+}
 
 static int wait_for(int fd, short ev, int ms)
 {
@@ -111,6 +155,35 @@ int main(int argc, char **argv)
 				printf("wait: %s\n", strerror(errno));
 			}
 			fflush(stdout);
+		} else if (!strcmp(cmd, "rr")) {
+			unsigned long count = 0, size = 0, k;
+			unsigned long long *lat;
+			static char buf[65536];
+			int one = 1;
+			if (sscanf(arg, "%lux%lu", &count, &size) != 2 || !count || count > 100000 ||
+			    !size || size > sizeof(buf)) {
+				fprintf(stderr, "rr wants NxSIZE\n");
+				return 64;
+			}
+			lat = calloc(count, sizeof(*lat));
+			if (!lat)
+				return 1;
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			memset(buf, 'r', size);
+			for (k = 0; k < count; k++) {
+				unsigned long long t0 = now_ns();
+				if (exchange(fd, buf, size)) {
+					printf("rr: failed after %lu: %s\n", k, strerror(errno));
+					return 1;
+				}
+				lat[k] = now_ns() - t0;
+			}
+			qsort(lat, count, sizeof(*lat), cmp_u64);
+			printf("rr n=%lu p50_us=%llu p99_us=%llu min_us=%llu max_us=%llu\n", count,
+			       lat[count / 2] / 1000, lat[count * 99 / 100] / 1000, lat[0] / 1000,
+			       lat[count - 1] / 1000);
+			fflush(stdout);
+			free(lat);
 		} else if (!strcmp(cmd, "info")) {
 			struct tcp_info ti;
 			socklen_t tl = sizeof(ti);

@@ -1027,6 +1027,11 @@ impl Vm {
         self.run(cmd, Duration::from_secs(60)).ok()
     }
 
+    /// QEMU's process id (for its CPU time), while it runs.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether QEMU is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
