@@ -223,28 +223,30 @@ impl<'a> Dhcpv6Repr<'a> {
             put(b, &mut at, opt::SERVERID, &[d]);
         }
         if let Some(ia) = self.ia_na {
-            let mut inner = [0u8; 12 + 28 + 4 + 64];
-            write_u32(&mut inner, 0, ia.iaid);
-            write_u32(&mut inner, 4, ia.t1);
-            write_u32(&mut inner, 8, ia.t2);
-            let mut n = 12;
+            // The IA_NA's own options go straight after its 12 fixed bytes; its length is
+            // written once they are in.
+            let start = at;
+            write_u16(b, start, opt::IA_NA);
+            write_u32(b, start + 4, ia.iaid);
+            write_u32(b, start + 8, ia.t1);
+            write_u32(b, start + 12, ia.t2);
+            at = start + 16;
             if let Some(a) = ia.addr {
                 let mut addr = [0u8; 24];
                 addr[..16].copy_from_slice(&a.addr.0);
                 write_u32(&mut addr, 16, a.preferred);
                 write_u32(&mut addr, 20, a.valid);
-                put(&mut inner, &mut n, opt::IAADDR, &[&addr]);
+                put(b, &mut at, opt::IAADDR, &[&addr]);
             }
             if let Some((code, m)) = ia.status {
-                let m = &m.as_bytes()[..m.len().min(64)];
                 put(
-                    &mut inner,
-                    &mut n,
+                    b,
+                    &mut at,
                     opt::STATUS_CODE,
-                    &[&code.to_be_bytes(), m],
+                    &[&code.to_be_bytes(), m.as_bytes()],
                 );
             }
-            put(b, &mut at, opt::IA_NA, &[&inner[..n]]);
+            write_u16(b, start + 2, (at - start - 4) as u16);
         }
         if let Some(d) = self.oro {
             put(b, &mut at, opt::ORO, &[d]);
@@ -275,6 +277,28 @@ impl<'a> Dhcpv6Repr<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `wire` fuzz target: a status message in the IA_NA longer than 64 bytes was
+    /// cut short when emitted while `buffer_len` counted all of it.
+    #[test]
+    fn long_status_in_the_ia_roundtrips() {
+        let message = "x".repeat(300);
+        let r = Dhcpv6Repr {
+            msg_type: msg::REPLY,
+            transaction_id: 1,
+            ia_na: Some(IaNa {
+                iaid: 7,
+                t1: 1,
+                t2: 2,
+                addr: None,
+                status: Some((status::NO_ADDRS_AVAIL, &message)),
+            }),
+            ..Dhcpv6Repr::default()
+        };
+        let mut b = vec![0u8; r.buffer_len()];
+        r.emit(&mut b);
+        assert_eq!(Dhcpv6Repr::parse(&b), Ok(r));
+    }
 
     #[test]
     fn reply_roundtrip() {
