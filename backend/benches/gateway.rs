@@ -241,7 +241,7 @@ fn upload(offloads: bool, total: usize) -> Row {
         name: format!(
             "guest → host, {}",
             if offloads {
-                "64 KiB TSO"
+                "TSO 64 KiB"
             } else {
                 "1448 B frames"
             }
@@ -291,7 +291,7 @@ fn download(offloads: bool, total: usize) -> Row {
         name: format!(
             "host → guest, {}",
             if offloads {
-                "TSO to the guest"
+                "TSO (to the guest)"
             } else {
                 "1448 B frames"
             }
@@ -303,7 +303,14 @@ fn download(offloads: bool, total: usize) -> Row {
     }
 }
 
+/// `cargo bench -p virtgate --bench gateway [WORDS]`: rows whose name contains one of the words
+/// (e.g. `"host → guest"`, `TSO`, `1448`); every row without.
 fn main() {
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| words.is_empty() || words.iter().any(|w| name.contains(w.as_str()));
     let mb: usize = std::env::var("VIRTGATE_BENCH_MB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -314,12 +321,21 @@ fn main() {
         "{:<48} {:>8} {:>12} {:>12}",
         "path", "Gbit/s", "CPU ns/byte", "CPU µs/frame"
     );
-    memcpy_baseline(total).print();
-    let (s, r) = loopback_baseline(total);
-    s.print();
-    r.print();
+    if wanted("memcpy") {
+        memcpy_baseline(total).print();
+    }
+    if wanted("loopback") {
+        let (s, r) = loopback_baseline(total);
+        s.print();
+        r.print();
+    }
     for offloads in [true, false] {
-        upload(offloads, total).print();
-        download(offloads, total).print();
+        let kind = if offloads { "TSO" } else { "1448 B frames" };
+        if wanted(&format!("guest → host, {kind}")) {
+            upload(offloads, total).print();
+        }
+        if wanted(&format!("host → guest, {kind}")) {
+            download(offloads, total).print();
+        }
     }
 }

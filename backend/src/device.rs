@@ -1839,6 +1839,9 @@ impl VhostUserBackendMut for NetDevice {
             other => debug!("unexpected device event {other}"),
         }
         self.release_from_guest(p, now);
+        // The guest's frames of this event are all in: the stack finishes their batch (one write
+        // to the host and one ACK per connection) before the RX queue is filled.
+        self.stack.flush(now);
         let rx_used = self.process_rx(p, rx, now);
         // Used chains count as at least one frame each batch (a bad chain is returned too).
         let pair = &mut self.pairs[p];

@@ -424,6 +424,17 @@ impl<H: HostIo> Stack<H> {
         self.dispatch_on(q, now, deliver)
     }
 
+    /// Ends a batch of guest frames: what the frames given to [`Stack::process_frame`] since the
+    /// last call left for the end of their batch is done now (guest TCP data written to host
+    /// sockets in one write per connection, one ACK per connection, data for the guest). The
+    /// device calls it once per queue notification, after the frames and before it dispatches;
+    /// [`Stack::dispatch`] and [`Stack::poll`] call it first too.
+    pub fn flush(&mut self, now: Instant) {
+        if self.tcp.has_batch() {
+            self.tcp_flush_batch(now);
+        }
+    }
+
     /// [`Stack::dispatch`] for the frames of one queue.
     pub fn dispatch_on(
         &mut self,
@@ -431,6 +442,7 @@ impl<H: HostIo> Stack<H> {
         now: Instant,
         deliver: impl FnOnce(&[u8], FrameMeta) -> bool,
     ) -> Dispatch {
+        self.flush(now);
         let Some((frame, meta)) = self.txq.front(queue) else {
             return Dispatch::Idle;
         };
@@ -570,6 +582,7 @@ impl<H: HostIo> Stack<H> {
 
     /// Runs the timers due at `now`: ARP retransmissions, cache, lease and flow expiry.
     pub fn poll(&mut self, now: Instant) {
+        self.flush(now);
         self.expire_flows(now);
         self.tcp_poll(now);
         let mut expired = Vec::new();

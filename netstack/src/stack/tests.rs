@@ -1130,6 +1130,7 @@ mod tcp_flows {
             Instant::ZERO,
             &seg(flags::PSH, GUEST_ISN + 1, Some(iss + 1), 502, b"GET /"),
         );
+        s.flush(Instant::ZERO);
         assert_eq!(s.host().tcp_written[&sock], b"GET /");
         let out = drain(&mut s);
         let ack = segments(&out)[0];
@@ -1314,6 +1315,7 @@ mod tcp_flows {
             Instant::from_secs(2),
             &seg(flags::PSH, GUEST_ISN + 1, Some(iss + 1), 502, b"still"),
         );
+        s.flush(Instant::from_secs(2));
         assert_eq!(s.host().tcp_written[&sock], b"still");
     }
 
@@ -1594,6 +1596,7 @@ mod tcp_flows {
         f.truncate(34);
         f.extend_from_slice(&t);
         s.process_frame(Instant::ZERO, &f);
+        s.flush(Instant::ZERO);
         assert_eq!(s.host().tcp_written[&sock], b"OO");
         assert_eq!(s.host().tcp_urgent_sent, vec![(sock, 2, b'B')]);
         drain(&mut s);
@@ -1685,6 +1688,7 @@ mod tcp_flows {
             Instant::ZERO,
             &seg(0, GUEST_ISN + 1, Some(iss + 1), 502, b"abc"),
         );
+        s.flush(Instant::ZERO);
         assert_eq!(s.host().tcp_written[&sock], b"abcdef");
         let out = drain(&mut s);
         assert_eq!(segments(&out)[0].ack_number, Some(SeqNumber(GUEST_ISN + 7)));
