@@ -1079,7 +1079,8 @@ impl<H: HostIo> Stack<H> {
         match mac {
             Some(mac) => {
                 let meta = offload.frame_meta(ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN);
-                if !self.queue_frame_meta(frame_len, meta, |b| build(b, mac)) {
+                let zeroed = !offload.fills_payload;
+                if !self.queue_frame_meta(frame_len, meta, zeroed, |b| build(b, mac)) {
                     return false;
                 }
                 self.stats.ipv6_tx_packets += 1;

@@ -109,12 +109,16 @@ pub(crate) struct PayloadOffload {
     pub(crate) checksum_offset: Option<u16>,
     /// The payload is several segments: their kind and size, and the transport header's length.
     pub(crate) gso: Option<(GsoKind, u16, u16)>,
+    /// The builder writes every byte of the payload (a TCP segment), so its buffer need not be
+    /// zeroed first.
+    pub(crate) fills_payload: bool,
 }
 
 impl PayloadOffload {
     pub(crate) const NONE: PayloadOffload = PayloadOffload {
         checksum_offset: None,
         gso: None,
+        fills_payload: false,
     };
 
     /// The frame's metadata when the IP payload starts `payload_start` bytes into the frame.

@@ -79,10 +79,23 @@ impl TxQueue {
         }
     }
 
-    /// Queues a frame of `len` bytes written by `emit`; false if its queue is full.
-    fn push_with(&mut self, len: usize, meta: FrameMeta, emit: impl FnOnce(&mut [u8])) -> bool {
+    /// Queues a frame of `len` bytes written by `emit`; false if its queue is full. With `zeroed`
+    /// the buffer is all zeros when `emit` gets it (for builders that leave padding and reserved
+    /// bytes alone); without, it holds whatever a recycled buffer held, and `emit` writes every
+    /// byte (a TCP segment: no pass over 64 KiB of zeros before the payload is copied in).
+    fn push_with(
+        &mut self,
+        len: usize,
+        meta: FrameMeta,
+        zeroed: bool,
+        emit: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let mut buf = self.free.pop().unwrap_or_default();
-        buf.clear();
+        if zeroed {
+            buf.clear();
+        } else {
+            buf.truncate(len);
+        }
         buf.resize(len, 0);
         emit(&mut buf);
         self.push_meta(buf, meta)
@@ -468,7 +481,9 @@ impl<H: HostIo> Stack<H> {
     pub fn inject(&mut self, frame: &[u8]) -> bool {
         if self
             .txq
-            .push_with(frame.len(), FrameMeta::NONE, |b| b.copy_from_slice(frame))
+            .push_with(frame.len(), FrameMeta::NONE, false, |b| {
+                b.copy_from_slice(frame)
+            })
         {
             self.stats.rx_injected_frames += 1;
             true
@@ -665,17 +680,19 @@ impl<H: HostIo> Stack<H> {
 
     /// Queues a frame of `len` bytes written by `emit`; false (counted) when the queue is full.
     pub(crate) fn queue_frame_with(&mut self, len: usize, emit: impl FnOnce(&mut [u8])) -> bool {
-        self.queue_frame_meta(len, FrameMeta::NONE, emit)
+        self.queue_frame_meta(len, FrameMeta::NONE, true, emit)
     }
 
-    /// [`Stack::queue_frame_with`] for a frame with offload metadata.
+    /// [`Stack::queue_frame_with`] for a frame with offload metadata; `zeroed` as
+    /// `TxQueue::push_with`.
     pub(crate) fn queue_frame_meta(
         &mut self,
         len: usize,
         meta: FrameMeta,
+        zeroed: bool,
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
-        if self.txq.push_with(len, meta, emit) {
+        if self.txq.push_with(len, meta, zeroed, emit) {
             true
         } else {
             self.stats.drop_tx_queue_full += 1;
@@ -1239,6 +1256,7 @@ impl<H: HostIo> Stack<H> {
         let queued = self.txq.push_with(
             ethernet::HEADER_LEN + arp::PACKET_LEN,
             FrameMeta::NONE,
+            true,
             |buf| {
                 eth.emit(buf);
                 repr.emit(&mut buf[ethernet::HEADER_LEN..]);
@@ -1314,6 +1332,7 @@ impl<H: HostIo> Stack<H> {
             let queued = self.txq.push_with(
                 ethernet::HEADER_LEN + ipv4::HEADER_LEN + chunk.len(),
                 FrameMeta::NONE,
+                true,
                 |buf| {
                     eth.emit(buf);
                     let ip = &mut buf[ethernet::HEADER_LEN..];
@@ -1430,7 +1449,10 @@ impl<H: HostIo> Stack<H> {
         match dst_mac.or_else(|| self.neighbors.lookup(now, hop)) {
             Some(mac) => {
                 let meta = offload.frame_meta(ethernet::HEADER_LEN + ipv4::HEADER_LEN);
-                if !self.queue_frame_meta(frame_len, meta, |buf| build(buf, mac)) {
+                // Ethernet and IP headers are written whole; the payload is, when its builder
+                // says so.
+                let zeroed = !offload.fills_payload;
+                if !self.queue_frame_meta(frame_len, meta, zeroed, |buf| build(buf, mac)) {
                     return false;
                 }
                 self.stats.ipv4_tx_packets += 1;

@@ -525,6 +525,8 @@ impl<H: HostIo> Stack<H> {
         let offload = PayloadOffload {
             checksum_offset: partial.then_some(UDP_CHECKSUM_OFFSET),
             gso: None,
+            // The header is written whole and the payload copied in.
+            fills_payload: true,
         };
         let emit = |buf: &mut [u8]| {
             buf[8..].copy_from_slice(payload);

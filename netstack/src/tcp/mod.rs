@@ -12,7 +12,9 @@
 //! the host drains it. Segments that arrive ahead of a gap are held (`ooo`) and reported in SACK
 //! blocks; ACKs are delayed (RFC 9293 §3.8.6.3, RFC 5681 §4.2: at least every second full
 //! segment, at most 40 ms later, at once for anything out of order) except for the first segments
-//! of a connection (quick ACKs, as Linux does).
+//! of a connection (quick ACKs, as Linux does). The guest's segments of one queue notification
+//! form a batch: what follows them (the write to the host, the ACK, new data for the guest) is
+//! done once per connection when the device ends the batch ([`Stack::flush`]).
 //!
 //! Host → guest. The host socket is read only while the bytes the guest has not acknowledged fit
 //! `TO_GUEST_CAP`; they are sent within the guest's window and NewReno's congestion window
@@ -1923,6 +1925,8 @@ impl<H: HostIo> Stack<H> {
                 };
                 (kind, segment_size as u16, repr.header_len() as u16)
             }),
+            // Header, options and payload are all written by `emit` below.
+            fills_payload: true,
         };
         let emit = |b: &mut [u8]| {
             let (first, second) = payload;
