@@ -366,6 +366,11 @@ impl Virtgate {
         Virtgate::start_in(&unique_dir("vg"), extra)
     }
 
+    /// [`Virtgate::start`] with another virtgate binary (a benchmark's A/B comparison).
+    pub fn start_binary(bin: &Path, extra: &[&str]) -> Virtgate {
+        Virtgate::spawn(&unique_dir("vg"), Command::new(bin), extra)
+    }
+
     /// Starts virtgate with its socket and stats file in `dir` (to restart on the same socket).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Virtgate {
         Virtgate::spawn(dir, Command::new(virtgate_bin()), extra)

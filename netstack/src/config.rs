@@ -13,7 +13,7 @@ pub const MIN_MTU: u16 = 68;
 /// The default budget of buffered TCP data (`--tcp-memory`): 64 MiB, the full buffers of 128
 /// busy connections (each may hold 256 KiB each way).
 pub const DEFAULT_TCP_MEMORY: usize = 64 << 20;
-/// The smallest budget: one connection's full buffers.
+/// The smallest budget: a connection's 256 KiB window from the guest and as much towards it.
 pub const MIN_TCP_MEMORY: usize = 512 << 10;
 
 /// The gateway's configuration.
@@ -263,7 +263,7 @@ impl Default for Config {
 /// Why a configuration is inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("TCP memory {0} bytes: at least {MIN_TCP_MEMORY} (one connection's buffers)")]
+    #[error("TCP memory {0} bytes: at least {MIN_TCP_MEMORY} (a connection's window both ways)")]
     TcpMemory(usize),
     #[error("path MTUs: {0}")]
     PathMtu(String),

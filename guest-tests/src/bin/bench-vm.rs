@@ -14,7 +14,9 @@
 //! medians with their ranges and the ratios virtgate / passt, and asserts nothing.
 //!
 //! Environment: `VIRTGATE_BENCH_ROUNDS` (default 3), `VIRTGATE_BENCH_SECONDS` per iperf3
-//! direction (default 8), `VIRTGATE_BENCH_ONLY` (comma-separated labels to run), `VIRTGATE_PASST`.
+//! direction (default 8), `VIRTGATE_BENCH_ONLY` (comma-separated labels to run), `VIRTGATE_PASST`,
+//! `VIRTGATE_BENCH_ALT` (another virtgate binary, run as the `alt` configurations beside the
+//! others: an A/B comparison of two builds in one interleaved run).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -35,6 +37,8 @@ const IDLE: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, PartialEq)]
 enum Backend {
     Virtgate(&'static [&'static str]),
+    /// The binary in `$VIRTGATE_BENCH_ALT`, with these arguments (an A/B comparison of builds).
+    Alt(&'static [&'static str]),
     /// passt with this MTU (None: its default, 65520).
     Passt(Option<u16>),
     Slirp,
@@ -69,6 +73,22 @@ const CONFIGS: [Config; 6] = [
     Config {
         label: "slirp",
         backend: Backend::Slirp,
+    },
+];
+
+/// With `$VIRTGATE_BENCH_ALT`: the same virtgate configurations with that binary.
+const ALT_CONFIGS: [Config; 3] = [
+    Config {
+        label: "alt",
+        backend: Backend::Alt(&[]),
+    },
+    Config {
+        label: "alt --mtu 65520",
+        backend: Backend::Alt(&["--mtu", "65520"]),
+    },
+    Config {
+        label: "alt --offloads none",
+        backend: Backend::Alt(&["--offloads", "none"]),
     },
 ];
 
@@ -320,7 +340,7 @@ struct Ports {
 /// Boots the guest on one backend and measures everything once.
 fn measure(
     config: &Config,
-    passt: Option<&Path>,
+    (passt, alt): (Option<&Path>, Option<&Path>),
     opts: &VmOptions,
     ports: &Ports,
     seconds: u32,
@@ -328,8 +348,11 @@ fn measure(
     let mut virtgate = None;
     let mut passt_proc = None;
     let (mut vm, backend_pid) = match config.backend {
-        Backend::Virtgate(args) => {
-            let vg = Virtgate::start(args);
+        Backend::Virtgate(args) | Backend::Alt(args) => {
+            let vg = match config.backend {
+                Backend::Alt(_) => Virtgate::start_binary(alt.expect("alt binary"), args),
+                _ => Virtgate::start(args),
+            };
             let vm = Vm::boot(&vg.socket, opts);
             let pid = vg.pid() as u32;
             virtgate = Some(vg);
@@ -443,8 +466,12 @@ fn main() {
     if passt.is_none() {
         println!("passt is not available (scripts/bench-setup.sh could not build it): its columns are left out");
     }
+    let alt = std::env::var_os("VIRTGATE_BENCH_ALT")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
     let configs: Vec<&Config> = CONFIGS
         .iter()
+        .chain(ALT_CONFIGS.iter().filter(|_| alt.is_some()))
         .filter(|c| passt.is_some() || !matches!(c.backend, Backend::Passt(_)))
         .filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|l| l == c.label)))
         .collect();
@@ -466,7 +493,13 @@ fn main() {
     for round in 1..=rounds {
         for (i, c) in configs.iter().enumerate() {
             println!("== round {round}/{rounds}: {}", c.label);
-            let s = measure(c, passt.as_deref(), &opts, &ports, seconds);
+            let s = measure(
+                c,
+                (passt.as_deref(), alt.as_deref()),
+                &opts,
+                &ports,
+                seconds,
+            );
             println!(
                 "   {:.0} / {:.0} Mbit/s, RR p50 {:.0} µs",
                 s.get("guest → host, Mbit/s").unwrap_or(&f64::NAN),
@@ -542,6 +575,10 @@ fn main() {
         ("virtgate --mtu 65520", "passt (MTU 65520)"),
         ("virtgate --offloads none", "passt -m 1500"),
         ("virtgate", "slirp"),
+        ("alt", "virtgate"),
+        ("alt --mtu 65520", "virtgate --mtu 65520"),
+        ("alt --mtu 65520", "passt (MTU 65520)"),
+        ("alt --offloads none", "virtgate --offloads none"),
     ];
     let mut ratios = String::from("| ratio of medians |");
     let present: Vec<(usize, usize, &str, &str)> = pairs
