@@ -105,7 +105,18 @@ fn bulk_download_and_upload_arrive_intact(
             .parse()
             .unwrap()
     };
+    // Segments the guest received twice (it answers each with a D-SACK, RFC 2883): what a
+    // retransmission timer resent while the guest's ACKs were late (a TCG guest starved of CPU
+    // for longer than the RTO), not something lost on the way.
+    let duplicates = |vm: &mut Vm| -> i64 {
+        let n = guest_tests::parse_snmp(&vm.sh("cat /proc/net/netstat"));
+        ["TcpExt.TCPDSACKOldSent", "TcpExt.TCPDSACKOfoSent"]
+            .iter()
+            .map(|k| n.get(*k).copied().unwrap_or(0))
+            .sum()
+    };
     let (drops_before, errors_before) = (guest_drops(&mut vm), length_errors(&mut vm));
+    let duplicates_before = duplicates(&mut vm);
     transfer_both_ways(&mut vm, family, BIG, Duration::from_secs(180));
     let s = vg.stats();
     // Issue 11, defect 5: a frame over several mergeable buffers is published whole, so the
@@ -116,12 +127,14 @@ fn bulk_download_and_upload_arrive_intact(
         "the guest's driver cut frames short"
     );
     // Nothing was lost on the way (no injected loss, no queue drop), so virtgate resends only
-    // what the guest itself discarded.
+    // what the guest itself discarded, or what reached it already (a spurious timeout, which the
+    // guest reports as a duplicate).
     let dropped = guest_drops(&mut vm) - drops_before;
+    let duplicated = duplicates(&mut vm) - duplicates_before;
     let resent = s["stack"]["tcp_retransmitted_segments"].as_u64().unwrap();
     assert!(
-        resent == 0 || dropped > 0,
-        "{resent} segments resent though the guest discarded nothing: {s:#}"
+        resent == 0 || dropped > 0 || duplicated > 0,
+        "{resent} segments resent though the guest discarded nothing and saw no duplicate: {s:#}"
     );
     assert!(s["stack"]["tcp_rx_host_bytes"].as_u64().unwrap() >= BIG as u64);
     assert!(s["stack"]["tcp_tx_host_bytes"].as_u64().unwrap() >= BIG as u64);

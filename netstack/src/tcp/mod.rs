@@ -498,6 +498,8 @@ pub(crate) struct TcpTable {
     /// to the host, the ACK, new data for the guest) wait for [`Stack::flush`]; each at most
     /// once, so at most [`MAX_CONNECTIONS`].
     batch: Vec<ConnKey>,
+    /// Scratch for [`Stack::tcp_poll`]: the connections whose timers are due.
+    due: Vec<ConnKey>,
 }
 
 impl TcpTable {
@@ -1557,14 +1559,17 @@ impl<H: HostIo> Stack<H> {
     /// Timers: connect timeout, retransmission and persist, TIME-WAIT, delayed ACK, keepalive.
     pub(crate) fn tcp_poll(&mut self, now: Instant) {
         let keepalive = self.cfg.tcp_keepalive;
-        let due: Vec<ConnKey> = self
-            .tcp
-            .conns
-            .values()
-            .filter(|c| c.next_timer(keepalive.as_ref()).is_some_and(|d| d <= now))
-            .map(|c| c.key)
-            .collect();
-        for key in due {
+        // The due connections are listed in a vector kept between ticks (at most one entry per
+        // connection): a tick allocates nothing.
+        let mut due = core::mem::take(&mut self.tcp.due);
+        due.extend(
+            self.tcp
+                .conns
+                .values()
+                .filter(|c| c.next_timer(keepalive.as_ref()).is_some_and(|d| d <= now))
+                .map(|c| c.key),
+        );
+        for key in due.drain(..) {
             let Some(mut conn) = self.tcp.conns.remove(&key) else {
                 continue;
             };
@@ -1588,6 +1593,7 @@ impl<H: HostIo> Stack<H> {
             self.tcp_update_interest(&mut conn);
             self.tcp_keep(conn);
         }
+        self.tcp.due = due;
     }
 
     /// The connection's deadline passed.
