@@ -13,6 +13,10 @@ use netstack::wire::{
 };
 use virtgate::frontend::{EnableOrder, TestFrontend};
 
+mod common;
+
+use common::cpu_seconds;
+
 const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
 fn echo_request(seq: u16, data: &[u8]) -> Vec<u8> {
@@ -39,23 +43,6 @@ fn echo_request(seq: u16, data: &[u8]) -> Vec<u8> {
     .emit(&mut f[ethernet::HEADER_LEN..], 1);
     icmp.emit(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
     f
-}
-
-/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 struct Row {

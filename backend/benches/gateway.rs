@@ -16,25 +16,11 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::cpu_seconds;
 use virtgate::frontend::guest_tcp::GuestTcp;
 use virtgate::frontend::{EnableOrder, TestFrontend, QUEUE_SIZE};
-
-/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
 
 /// CPU seconds the calling thread has used.
 fn thread_cpu() -> f64 {
@@ -207,99 +193,83 @@ impl Drop for Gateway {
     }
 }
 
-/// Guest → host: the guest sends `total` bytes, a host thread reads them.
-fn upload(offloads: bool, total: usize) -> Row {
-    let mut gw = Gateway::start(offloads, 0);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let sink = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 256 << 10];
-        let mut got = 0;
-        while got < total {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n,
-            }
-        }
-        got
-    });
-    let mut conn = GuestTcp::connect(&mut gw.fe, port, 40000, 1500).expect("connect");
-    let pid = gw.child.id();
-    let (frames0, _) = gw.frames();
-    let cpu0 = cpu_seconds(pid);
-    let start = Instant::now();
-    if let Err(e) = conn.send_bulk(&mut gw.fe, total) {
-        panic!("upload: {e}; virtgate's stats: {}", gw.stats());
-    }
-    let got = sink.join().unwrap();
-    let elapsed = start.elapsed();
-    let cpu = cpu_seconds(pid) - cpu0;
-    assert_eq!(got, total, "the host got everything");
-    let frames = gw.frames().0 - frames0;
-    Row {
-        name: format!(
-            "guest → host, {}",
-            if offloads {
-                "TSO 64 KiB"
-            } else {
-                "1448 B frames"
-            }
-        ),
-        bytes: total as u64,
-        elapsed,
-        cpu: Some(cpu),
-        frames: Some(frames),
-    }
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    /// The guest sends, a host thread reads.
+    Upload,
+    /// A host thread writes, the guest receives.
+    Download,
 }
 
-/// Host → guest: a host thread writes `total` bytes, the guest receives them.
-fn download(offloads: bool, total: usize) -> Row {
-    let mut gw = Gateway::start(offloads, 1);
+/// The host's end of a transfer: reads everything (an upload) or writes `total` bytes (a
+/// download), then waits on `done` before closing, so that no FIN enters the measurement.
+fn host_end(
+    listener: TcpListener,
+    direction: Direction,
+    total: usize,
+    done: std::sync::mpsc::Receiver<()>,
+) -> usize {
+    let (mut s, _) = listener.accept().unwrap();
+    let mut buf = vec![0x5au8; 256 << 10];
+    let mut moved = 0;
+    while moved < total {
+        let r = match direction {
+            Direction::Upload => s.read(&mut buf),
+            Direction::Download => {
+                let n = buf.len().min(total - moved);
+                s.write_all(&buf[..n]).map(|()| n)
+            }
+        };
+        match r {
+            Ok(0) | Err(_) => break,
+            Ok(n) => moved += n,
+        }
+    }
+    let _ = done.recv_timeout(Duration::from_secs(60));
+    moved
+}
+
+/// Bulk TCP one way through the gateway, with or without offloads.
+fn transfer(direction: Direction, offloads: bool, total: usize) -> Row {
+    let mut gw = Gateway::start(offloads, direction as u32);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let source = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let buf = vec![0x5au8; 256 << 10];
-        let mut sent = 0;
-        while sent < total {
-            let n = buf.len().min(total - sent);
-            if s.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            sent += n;
-        }
-        // Hold the socket open until the guest has it all (closing would send a FIN early
-        // enough not to matter, but keep the measurement to data only).
-        std::thread::sleep(Duration::from_millis(100));
-        sent
-    });
-    let mut conn = GuestTcp::connect(&mut gw.fe, port, 40001, 1500).expect("connect");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let host = std::thread::spawn(move || host_end(listener, direction, total, done_rx));
+    let mut conn =
+        GuestTcp::connect(&mut gw.fe, port, 40000 + direction as u16, 1500).expect("connect");
     let pid = gw.child.id();
-    let (_, frames0) = gw.frames();
+    let frames = |gw: &Gateway| match direction {
+        Direction::Upload => gw.frames().0,
+        Direction::Download => gw.frames().1,
+    };
+    let frames0 = frames(&gw);
     let cpu0 = cpu_seconds(pid);
     let start = Instant::now();
-    if let Err(e) = conn.receive_bulk(&mut gw.fe, total) {
-        panic!("download: {e}; virtgate's stats: {}", gw.stats());
+    let result = match direction {
+        Direction::Upload => conn.send_bulk(&mut gw.fe, total),
+        Direction::Download => conn.receive_bulk(&mut gw.fe, total),
+    };
+    if let Err(e) = result {
+        panic!("transfer: {e}; virtgate's stats: {}", gw.stats());
     }
+    let _ = done_tx.send(());
+    let moved = host.join().unwrap();
     let elapsed = start.elapsed();
     let cpu = cpu_seconds(pid) - cpu0;
-    let frames = gw.frames().1 - frames0;
-    let sent = source.join().unwrap();
-    assert_eq!(sent, total);
+    assert_eq!(moved, total, "the host's end moved everything");
+    let name = match (direction, offloads) {
+        (Direction::Upload, true) => "guest → host, TSO 64 KiB",
+        (Direction::Download, true) => "host → guest, TSO (to the guest)",
+        (Direction::Upload, false) => "guest → host, 1448 B frames",
+        (Direction::Download, false) => "host → guest, 1448 B frames",
+    };
     Row {
-        name: format!(
-            "host → guest, {}",
-            if offloads {
-                "TSO (to the guest)"
-            } else {
-                "1448 B frames"
-            }
-        ),
+        name: name.into(),
         bytes: total as u64,
         elapsed,
         cpu: Some(cpu),
-        frames: Some(frames),
+        frames: Some(frames(&gw) - frames0),
     }
 }
 
@@ -332,10 +302,10 @@ fn main() {
     for offloads in [true, false] {
         let kind = if offloads { "TSO" } else { "1448 B frames" };
         if wanted(&format!("guest → host, {kind}")) {
-            upload(offloads, total).print();
+            transfer(Direction::Upload, offloads, total).print();
         }
         if wanted(&format!("host → guest, {kind}")) {
-            download(offloads, total).print();
+            transfer(Direction::Download, offloads, total).print();
         }
     }
 }

@@ -12,7 +12,8 @@
 //! - [`host`]: real non-blocking host sockets behind one epoll descriptor (the stack's `HostIo`).
 //! - [`stats`]: the published counters and their JSON form.
 //! - [`frontend`]: an in-process vhost-user frontend (memfd guest memory, split rings) that drives
-//!   the device in tests and benchmarks without QEMU.
+//!   the device in tests and benchmarks without QEMU; `frontend::guest_tcp` is a scripted guest
+//!   TCP endpoint for bulk transfers through the gateway.
 //! - [`sys`]: small Linux wrappers (timerfd).
 //! - [`moderation`]: interrupt moderation, a pure policy object (e1000's timers and throttle).
 //! - [`impair`]: link impairments (netem's loss, duplication, corruption, delay, reordering and

@@ -233,14 +233,15 @@ impl GuestTcp {
         Ok(())
     }
 
-    /// Sends one data frame (TSO when offloads are on); false when the TX ring is full.
-    fn send_data(&mut self, fe: &mut TestFrontend, payload: &[u8]) -> bool {
-        let repr = TcpRepr {
+    /// A segment after the handshake: at `snd_nxt`, acknowledging `rcv_nxt`, our fixed window,
+    /// timestamps.
+    fn segment<'p>(&self, flags: u8, payload: &'p [u8]) -> TcpRepr<'p> {
+        TcpRepr {
             src_port: self.local_port,
             dst_port: self.port,
             seq_number: self.snd_nxt,
             ack_number: Some(self.rcv_nxt),
-            flags: flags::PSH,
+            flags,
             window_len: (WINDOW >> WINDOW_SHIFT) as u16,
             urgent_at: 0,
             max_seg_size: None,
@@ -249,7 +250,12 @@ impl GuestTcp {
             sack_ranges: [None; 3],
             timestamp: Some((self.ts_val(), self.ts_recent)),
             payload,
-        };
+        }
+    }
+
+    /// Sends one data frame (TSO when offloads are on); false when the TX ring is full.
+    fn send_data(&mut self, fe: &mut TestFrontend, payload: &[u8]) -> bool {
+        let repr = self.segment(flags::PSH, payload);
         if !self.send_segment(fe, &repr, payload.len()) {
             return false;
         }
@@ -258,21 +264,7 @@ impl GuestTcp {
     }
 
     fn send_ack(&mut self, fe: &mut TestFrontend) {
-        let repr = TcpRepr {
-            src_port: self.local_port,
-            dst_port: self.port,
-            seq_number: self.snd_nxt,
-            ack_number: Some(self.rcv_nxt),
-            flags: 0,
-            window_len: (WINDOW >> WINDOW_SHIFT) as u16,
-            urgent_at: 0,
-            max_seg_size: None,
-            window_scale: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: Some((self.ts_val(), self.ts_recent)),
-            payload: &[],
-        };
+        let repr = self.segment(0, &[]);
         // An ACK that finds the ring full waits for room: the data it acknowledges is in.
         if !self.send_segment(fe, &repr, 0) {
             fe.flush_tx();
