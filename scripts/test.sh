@@ -53,6 +53,6 @@ else
     echo "== QEMU 7.2 matrix not run: no runnable QEMU 7.2 under $qemu72"
 fi
 
-# Every fuzz target for a bounded time (docs/fuzzing.md; about 4 minutes in all): a crash fails.
+# Every fuzz target for a bounded time (docs/fuzzing.md; under 3 minutes in all): a crash fails.
 echo "== fuzz"
-FUZZ_SECONDS=30 scripts/fuzz.sh
+FUZZ_SECONDS=20 scripts/fuzz.sh
