@@ -4,14 +4,13 @@
 //! copies, eventfds, the worker thread) over the protocol work. Numbers, not assertions: these
 //! machines are shared.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netstack::wire::{
     ethernet, ipv4, EtherType, EthernetAddress, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4Address,
     Ipv4Repr,
 };
-use virtgate::frontend::{EnableOrder, TestFrontend};
+use virtgate::frontend::TestFrontend;
 
 mod common;
 
@@ -83,30 +82,11 @@ fn baseline(size: usize, n: u64) -> Row {
 }
 
 fn device(size: usize, n: u64, batch: u16) -> Row {
-    let dir = std::env::temp_dir().join(format!("virtgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("vm.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_virtgate"))
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--mtu", "65520"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("virtgate");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut fe = TestFrontend::connect(
-        &socket,
-        TestFrontend::qemu_features(),
-        EnableOrder::AfterSetup,
-    )
-    .expect("connect");
+    let (vg, mut fe) =
+        common::Virtgate::start("bench", TestFrontend::qemu_features(), &["--mtu", "65520"]);
     let frame = echo_request(0, &vec![0xab; size]);
     fe.post_rx_buffers(256);
-    let cpu0 = cpu_seconds(child.id());
+    let cpu0 = cpu_seconds(vg.pid());
     let start = Instant::now();
     let mut done = 0u64;
     while done < n {
@@ -121,10 +101,7 @@ fn device(size: usize, n: u64, batch: u16) -> Row {
         done += u64::from(batch);
     }
     let elapsed = start.elapsed();
-    let cpu = cpu_seconds(child.id()) - cpu0;
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    let cpu = cpu_seconds(vg.pid()) - cpu0;
     Row {
         name: format!("virtgate device, {size} B, batch {batch}"),
         frames: done,

@@ -13,14 +13,13 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::cpu_seconds;
 use virtgate::frontend::guest_tcp::GuestTcp;
-use virtgate::frontend::{EnableOrder, TestFrontend, QUEUE_SIZE};
+use virtgate::frontend::{TestFrontend, QUEUE_SIZE};
 
 /// CPU seconds the calling thread has used.
 fn thread_cpu() -> f64 {
@@ -135,61 +134,36 @@ fn loopback_baseline(total: usize) -> (Row, Row) {
 }
 
 struct Gateway {
-    child: Child,
-    dir: std::path::PathBuf,
+    vg: common::Virtgate,
     fe: TestFrontend,
 }
 
 impl Gateway {
     fn start(offloads: bool, n: u32) -> Gateway {
-        let dir = std::env::temp_dir().join(format!("virtgate-gwbench-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("vm.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_virtgate"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--api-socket")
-            .arg(dir.join("api.sock"))
-            .args(["--resolv-conf", "/dev/null"])
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("virtgate");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         let features = if offloads {
             TestFrontend::qemu_features_with_offloads()
         } else {
             TestFrontend::qemu_features()
         };
-        let mut fe =
-            TestFrontend::connect(&socket, features, EnableOrder::AfterSetup).expect("connect");
+        let (vg, mut fe) = common::Virtgate::start(
+            &format!("gwbench-{n}"),
+            features,
+            &["--resolv-conf", "/dev/null"],
+        );
         fe.post_rx_buffers(QUEUE_SIZE);
-        Gateway { child, dir, fe }
+        Gateway { vg, fe }
     }
 
     fn stats(&self) -> String {
-        virtgate::api::request(&self.dir.join("api.sock"), "GET", "/stats", None)
-            .unwrap_or_else(|e| e)
+        self.vg.stats().unwrap_or_else(|e| e)
     }
 
     /// The device's frame counters: (taken from the guest's TX ring, written to its RX ring).
     fn frames(&self) -> (u64, u64) {
-        let text = virtgate::api::request(&self.dir.join("api.sock"), "GET", "/stats", None)
-            .expect("stats");
-        let v: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
+        let v: serde_json::Value =
+            serde_json::from_str(&self.vg.stats().expect("stats")).expect("stats JSON");
         let n = |k: &str| v["device"][k].as_u64().unwrap_or(0);
         (n("tx_frames"), n("rx_frames"))
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -238,7 +212,7 @@ fn transfer(direction: Direction, offloads: bool, total: usize) -> Row {
     let host = std::thread::spawn(move || host_end(listener, direction, total, done_rx));
     let mut conn =
         GuestTcp::connect(&mut gw.fe, port, 40000 + direction as u16, 1500).expect("connect");
-    let pid = gw.child.id();
+    let pid = gw.vg.pid();
     let frames = |gw: &Gateway| match direction {
         Direction::Upload => gw.frames().0,
         Direction::Download => gw.frames().1,

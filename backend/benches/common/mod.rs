@@ -1,4 +1,5 @@
-//! What the benchmarks share.
+//! What the benchmarks share (each bench compiles this module on its own and uses part of it).
+#![allow(dead_code)]
 
 /// CPU seconds (user + system) a process has used, from /proc/PID/stat.
 pub fn cpu_seconds(pid: u32) -> f64 {
@@ -15,4 +16,65 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The virtgate binary running for a benchmark, its sockets in a directory of its own (removed,
+/// and the process killed, when dropped).
+pub struct Virtgate {
+    pub child: std::process::Child,
+    pub dir: std::path::PathBuf,
+}
+
+impl Virtgate {
+    /// Starts virtgate with `extra` arguments (the QEMU socket and `--api-socket` are given), waits
+    /// for its socket and connects the in-process frontend with `features`.
+    pub fn start(
+        tag: &str,
+        features: u64,
+        extra: &[&str],
+    ) -> (Virtgate, virtgate::frontend::TestFrontend) {
+        use std::time::{Duration, Instant};
+        let dir = std::env::temp_dir().join(format!("virtgate-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vm.sock");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_virtgate"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--api-socket")
+            .arg(dir.join("api.sock"))
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("virtgate");
+        let vg = Virtgate { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let fe = virtgate::frontend::TestFrontend::connect(
+            &socket,
+            features,
+            virtgate::frontend::EnableOrder::AfterSetup,
+        )
+        .expect("the frontend connects");
+        (vg, fe)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The stats document, from the API.
+    pub fn stats(&self) -> Result<String, String> {
+        virtgate::api::request(&self.dir.join("api.sock"), "GET", "/stats", None)
+    }
+}
+
+impl Drop for Virtgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
