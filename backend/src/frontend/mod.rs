@@ -377,15 +377,20 @@ impl TestFrontend {
     /// before one kick); false when every slot is in flight. [`TestFrontend::flush_tx`] publishes.
     /// Returned chains are reclaimed on the way.
     pub fn queue_tx(&mut self, header: &[u8], frame: &[u8]) -> bool {
-        if usize::from(self.tx_outstanding) + self.tx_queued.len() >= usize::from(QUEUE_SIZE) {
+        if self.tx_full() {
             self.used_entries(true);
-            if usize::from(self.tx_outstanding) + self.tx_queued.len() >= usize::from(QUEUE_SIZE) {
+            if self.tx_full() {
                 return false;
             }
         }
         let slot = self.write_tx(header, frame);
         self.tx_queued.push(slot);
         true
+    }
+
+    /// Whether every TX slot holds a frame in flight or queued.
+    fn tx_full(&self) -> bool {
+        usize::from(self.tx_outstanding) + self.tx_queued.len() >= usize::from(QUEUE_SIZE)
     }
 
     /// Publishes the frames [`TestFrontend::queue_tx`] wrote, with one kick.
@@ -405,7 +410,7 @@ impl TestFrontend {
         let deadline = Instant::now() + timeout;
         loop {
             self.used_entries(true);
-            if usize::from(self.tx_outstanding) + self.tx_queued.len() < usize::from(QUEUE_SIZE) {
+            if !self.tx_full() {
                 return true;
             }
             let now = Instant::now();
@@ -523,13 +528,8 @@ impl TestFrontend {
         let deadline = Instant::now() + timeout;
         frame.clear();
         loop {
-            if self.rx_pending.is_empty() {
-                let more = self.used_entries(false);
-                self.rx_pending = more;
-            } else {
-                let more = self.used_entries(false);
-                self.rx_pending.extend(more);
-            }
+            let more = self.used_entries(false);
+            self.rx_pending.extend(more);
             if let Some(first) = self.rx_pending.first().copied() {
                 let base = RX_BUF_BASE + u64::from(first.id) * u64::from(RX_BUF_LEN);
                 let mut hdr = [0u8; virtio_net::HEADER_LEN_V1];
