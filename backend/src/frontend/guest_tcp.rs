@@ -17,6 +17,9 @@ use netstack::wire::{
     Ipv4Address, Ipv4Packet, Ipv4Repr, SeqNumber, TcpPacket, TcpRepr,
 };
 
+use netstack::offload::{FrameMeta, Gso, GsoKind, PartialChecksum, TCP_CHECKSUM_OFFSET};
+use virtio_bindings::virtio_net::VIRTIO_NET_F_HOST_TSO4;
+
 use super::TestFrontend;
 use crate::virtio_net;
 
@@ -73,7 +76,7 @@ impl GuestTcp {
         local_port: u16,
         mtu: u16,
     ) -> io::Result<GuestTcp> {
-        let offloads = fe.acked_features & (1 << virtio_net_f::HOST_TSO4) != 0;
+        let offloads = fe.acked_features & (1 << VIRTIO_NET_F_HOST_TSO4) != 0;
         let mss = usize::from(mtu) - ipv4::HEADER_LEN - TCP_HEADER_LEN;
         let mut c = GuestTcp {
             port,
@@ -300,21 +303,25 @@ impl GuestTcp {
         let hlen = repr.header_len();
         tcp[hlen..].copy_from_slice(repr.payload);
         let (src, dst) = (IpAddress::V4(GUEST_IP), IpAddress::V4(GATEWAY_IP));
-        let mut header = [0u8; virtio_net::HEADER_LEN_V1];
-        if self.offloads {
-            repr.emit_around_payload(tcp, src, dst, true);
-            let csum_start = (ethernet::HEADER_LEN + ipv4::HEADER_LEN) as u16;
-            header[0] = 1; // NEEDS_CSUM
-            header[6..8].copy_from_slice(&csum_start.to_le_bytes());
-            header[8..10].copy_from_slice(&16u16.to_le_bytes());
-            if payload_len > self.seg {
-                header[1] = 1; // GSO_TCPV4
-                header[2..4].copy_from_slice(&((len - payload_len) as u16).to_le_bytes());
-                header[4..6].copy_from_slice(&(self.seg as u16).to_le_bytes());
+        repr.emit_around_payload(tcp, src, dst, self.offloads);
+        let meta = if self.offloads {
+            FrameMeta {
+                checksum: Some(PartialChecksum {
+                    start: (ethernet::HEADER_LEN + ipv4::HEADER_LEN) as u16,
+                    offset: TCP_CHECKSUM_OFFSET,
+                }),
+                gso: (payload_len > self.seg).then_some(Gso {
+                    kind: GsoKind::Tcpv4,
+                    segment_size: self.seg as u16,
+                    header_len: (len - payload_len) as u16,
+                }),
             }
         } else {
-            repr.emit_around_payload(tcp, src, dst, false);
-        }
+            FrameMeta::NONE
+        };
+        // A TX header has the RX header's layout (VIRTIO 1.2 §5.1.6); num_buffers stays 0.
+        let mut header = [0u8; virtio_net::HEADER_LEN_V1];
+        virtio_net::write_rx_header(&mut header, 0, meta);
         fe.queue_tx(&header, &self.out)
     }
 
@@ -391,9 +398,4 @@ struct Seen {
     wscale: Option<u8>,
     tsval: Option<u32>,
     len: usize,
-}
-
-/// Feature bit numbers (VIRTIO 1.2 §5.1.3).
-mod virtio_net_f {
-    pub const HOST_TSO4: u32 = 11;
 }
