@@ -8,7 +8,7 @@ use log::{debug, trace};
 
 use crate::flows::{Flow, FlowKey, Origin};
 use crate::host::{HostIo, SocketId};
-use crate::stack::{Stack, DEFAULT_TTL};
+use crate::stack::{Core, DEFAULT_TTL};
 use crate::time::Instant;
 use crate::udp::{unreachable_kind, Unreachable, HOST_READ_BUDGET};
 use crate::wire::{icmpv4, ipv4, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Address, Ipv4Repr};
@@ -16,7 +16,7 @@ use crate::wire::{icmpv4, ipv4, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Address, 
 /// RFC 1812 §4.3.2.3: an ICMP error quotes as much of the offending packet as fits in 576 bytes.
 const MAX_QUOTE: usize = 576 - ipv4::HEADER_LEN - icmpv4::HEADER_LEN;
 
-impl<H: HostIo> Stack<H> {
+impl<H: HostIo> Core<H> {
     /// Forwards a guest echo request (ICMP or ICMPv6, from `guest` to `dst`) through a host
     /// ICMP socket. Returns false when the stack should answer it itself: echo to the gateway on a
     /// host that allows no ICMP socket, or with `--no-map-gw`.

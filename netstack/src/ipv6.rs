@@ -17,7 +17,7 @@ use crate::dhcpv6::{self, Answer, Dhcpv6Lease, Dhcpv6Server};
 use crate::host::HostIo;
 use crate::offload::PayloadOffload;
 use crate::reassembly;
-use crate::stack::Stack;
+use crate::stack::{Core, Stack};
 use crate::time::{Duration, Instant};
 use crate::wire::dhcpv6::{opt, Dhcpv6Repr, CLIENT_PORT, SERVER_PORT};
 use crate::wire::icmpv6::{
@@ -116,44 +116,9 @@ enum Destination {
 }
 
 impl<H: HostIo> Stack<H> {
-    fn v6cfg(&self) -> Option<&Ipv6Config> {
-        self.cfg.ipv6.as_ref()
-    }
-
     /// The guest's DHCPv6 bindings.
     pub fn dhcpv6_leases(&self) -> impl Iterator<Item = Dhcpv6Lease> + '_ {
         self.v6.dhcp.leases()
-    }
-
-    /// The guest's global IPv6 address, as last seen in its traffic.
-    pub fn guest_ipv6(&self) -> Option<Ipv6Address> {
-        self.v6.last_guest_global
-    }
-
-    fn classify(&self, cfg: &Ipv6Config, dst: Ipv6Address) -> Destination {
-        if cfg.is_gateway_address(dst) {
-            return Destination::Gateway;
-        }
-        if dst.is_multicast() {
-            let ours = [
-                Ipv6Address::ALL_NODES,
-                Ipv6Address::ALL_ROUTERS,
-                Ipv6Address::ALL_MLDV2_ROUTERS,
-                ALL_DHCP_SERVERS,
-                GATEWAY_LINK_LOCAL.solicited_node(),
-                cfg.gateway.solicited_node(),
-                cfg.dns.solicited_node(),
-            ];
-            return if ours.contains(&dst) {
-                Destination::OurGroup
-            } else {
-                Destination::OtherGroup
-            };
-        }
-        if dst.is_link_local() || cfg.prefix.contains(dst) {
-            return Destination::OnLink;
-        }
-        Destination::Routed
     }
 
     /// An IPv6 packet from the guest (RFC 8200 §3-4).
@@ -286,48 +251,6 @@ impl<H: HostIo> Stack<H> {
         Some(upper)
     }
 
-    /// Whether a packet as it came from the guest (a fragment or a whole packet) is larger than
-    /// the next link takes: then Packet Too Big is sent and the packet is dropped. Fragments are
-    /// measured one by one, as a router on the path would see them, never the reassembled whole.
-    fn ipv6_too_big(
-        &mut self,
-        now: Instant,
-        cfg: &Ipv6Config,
-        repr: &Ipv6Repr,
-        packet: &Ipv6Packet<&[u8]>,
-    ) -> bool {
-        let dest = self.classify(cfg, repr.dst);
-        // A routed packet whose hop limit runs out gets Time Exceeded first (ipv6_routed), as a
-        // router checks the hop limit before the next link's MTU.
-        let expiring = dest == Destination::Routed && repr.hop_limit <= 1;
-        if matches!(dest, Destination::Gateway | Destination::Routed) && !expiring {
-            // The next link: the emulated path's MTU, and beyond the gateway never more than the
-            // link's own (RFC 8200 §5, RFC 4443 §3.2).
-            let link = (dest == Destination::Routed).then_some(self.cfg.mtu);
-            let path = crate::pmtu::lookup(&self.path_mtus, repr.dst.into());
-            if let Some(mtu) = [link, path].into_iter().flatten().min() {
-                if self.wire_packet_len(packet.packet().len()) > usize::from(mtu) {
-                    if path == Some(mtu) {
-                        self.stats.drop_ipv6_path_mtu += 1;
-                    } else {
-                        self.stats.drop_ipv6_too_big += 1;
-                    }
-                    self.send_icmpv6_error(
-                        now,
-                        repr,
-                        packet.packet(),
-                        Icmpv6Repr::PacketTooBig {
-                            mtu: u32::from(mtu),
-                            data: packet.packet(),
-                        },
-                    );
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
     /// A whole packet from the guest (never a fragment), its headers walked: to the gateway, to
     /// route, or to drop.
     fn deliver_ipv6(
@@ -449,6 +372,85 @@ impl<H: HostIo> Stack<H> {
                 data: packet,
             },
         );
+    }
+}
+
+impl<H: HostIo> Core<H> {
+    fn v6cfg(&self) -> Option<&Ipv6Config> {
+        self.cfg.ipv6.as_ref()
+    }
+
+    /// The guest's global IPv6 address, as last seen in its traffic.
+    pub fn guest_ipv6(&self) -> Option<Ipv6Address> {
+        self.v6.last_guest_global
+    }
+
+    fn classify(&self, cfg: &Ipv6Config, dst: Ipv6Address) -> Destination {
+        if cfg.is_gateway_address(dst) {
+            return Destination::Gateway;
+        }
+        if dst.is_multicast() {
+            let ours = [
+                Ipv6Address::ALL_NODES,
+                Ipv6Address::ALL_ROUTERS,
+                Ipv6Address::ALL_MLDV2_ROUTERS,
+                ALL_DHCP_SERVERS,
+                GATEWAY_LINK_LOCAL.solicited_node(),
+                cfg.gateway.solicited_node(),
+                cfg.dns.solicited_node(),
+            ];
+            return if ours.contains(&dst) {
+                Destination::OurGroup
+            } else {
+                Destination::OtherGroup
+            };
+        }
+        if dst.is_link_local() || cfg.prefix.contains(dst) {
+            return Destination::OnLink;
+        }
+        Destination::Routed
+    }
+
+    /// Whether a packet as it came from the guest (a fragment or a whole packet) is larger than
+    /// the next link takes: then Packet Too Big is sent and the packet is dropped. Fragments are
+    /// measured one by one, as a router on the path would see them, never the reassembled whole.
+    fn ipv6_too_big(
+        &mut self,
+        now: Instant,
+        cfg: &Ipv6Config,
+        repr: &Ipv6Repr,
+        packet: &Ipv6Packet<&[u8]>,
+    ) -> bool {
+        let dest = self.classify(cfg, repr.dst);
+        // A routed packet whose hop limit runs out gets Time Exceeded first (ipv6_routed), as a
+        // router checks the hop limit before the next link's MTU.
+        let expiring = dest == Destination::Routed && repr.hop_limit <= 1;
+        if matches!(dest, Destination::Gateway | Destination::Routed) && !expiring {
+            // The next link: the emulated path's MTU, and beyond the gateway never more than the
+            // link's own (RFC 8200 §5, RFC 4443 §3.2).
+            let link = (dest == Destination::Routed).then_some(self.cfg.mtu);
+            let path = crate::pmtu::lookup(&self.path_mtus, repr.dst.into());
+            if let Some(mtu) = [link, path].into_iter().flatten().min() {
+                if self.wire_packet_len(packet.packet().len()) > usize::from(mtu) {
+                    if path == Some(mtu) {
+                        self.stats.drop_ipv6_path_mtu += 1;
+                    } else {
+                        self.stats.drop_ipv6_too_big += 1;
+                    }
+                    self.send_icmpv6_error(
+                        now,
+                        repr,
+                        packet.packet(),
+                        Icmpv6Repr::PacketTooBig {
+                            mtu: u32::from(mtu),
+                            data: packet.packet(),
+                        },
+                    );
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     fn learn_v6(&mut self, now: Instant, ip: Ipv6Address, mac: EthernetAddress) {
@@ -1113,7 +1115,7 @@ impl<H: HostIo> Stack<H> {
     }
 }
 
-impl<H: HostIo> Stack<H> {
+impl<H: HostIo> Core<H> {
     /// Where an IPv6 packet to `dst` goes on the link: a multicast group's MAC, `dst_mac` when the
     /// caller knows it, or the neighbour cache's entry (`None`: not resolved).
     fn ipv6_link_destination(

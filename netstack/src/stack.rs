@@ -239,7 +239,37 @@ pub(crate) struct ForwardListener {
 }
 
 /// The gateway stack, reaching the host through `H`.
+///
+/// Two parts, so that a TCP connection can be changed in place while the rest of the stack is
+/// borrowed beside it (its segments go out through the egress path, its counters and host
+/// socket live there): the TCP connection table, and [`Core`], everything else. The stack
+/// dereferences to its core, so the layers' code reads `self.stats`, `self.dispatch_ipv4(..)`
+/// whichever part it is written on; the ingress path (which reaches TCP) is written on `Stack`,
+/// the egress path and the state all protocols share on `Core`.
 pub struct Stack<H: HostIo = NoHost> {
+    core: Core<H>,
+    pub(crate) tcp: TcpTable,
+}
+
+impl<H: HostIo> core::ops::Deref for Stack<H> {
+    type Target = Core<H>;
+
+    fn deref(&self) -> &Core<H> {
+        &self.core
+    }
+}
+
+impl<H: HostIo> core::ops::DerefMut for Stack<H> {
+    fn deref_mut(&mut self) -> &mut Core<H> {
+        &mut self.core
+    }
+}
+
+/// Everything of the [`Stack`] but its TCP connections: configuration, counters, host sockets,
+/// the link state (neighbours, DHCP, IPv6, multicast), UDP/ICMP flows, reassembly and the egress
+/// queues. Only the stack itself uses it; it has no API of its own.
+#[doc(hidden)]
+pub struct Core<H: HostIo = NoHost> {
     /// Shared so that replies can borrow it while the stack is mutated.
     pub(crate) cfg: Arc<Config>,
     pub(crate) stats: Stats,
@@ -254,7 +284,6 @@ pub struct Stack<H: HostIo = NoHost> {
     scratch: Vec<u8>,
     pub(crate) host: H,
     pub(crate) flows: FlowTable,
-    pub(crate) tcp: TcpTable,
     pub(crate) reassembly: Reassembler,
     /// The rate limit of ICMPv4 errors to the guest.
     pub(crate) icmp_errors: crate::ratelimit::ErrorBudget,
@@ -340,7 +369,7 @@ impl<H: HostIo> Stack<H> {
             cfg.gateway_mac,
             cfg.domain_name.as_deref(),
         );
-        Ok(Stack {
+        let core = Core {
             cfg: Arc::new(cfg),
             stats: Stats::default(),
             neighbors: NeighborCache::new(),
@@ -352,7 +381,6 @@ impl<H: HostIo> Stack<H> {
             scratch: Vec::new(),
             host,
             flows: FlowTable::new(),
-            tcp: TcpTable::default(),
             reassembly: Reassembler::new(),
             icmp_errors: crate::ratelimit::ErrorBudget::default(),
             reasm_buf: Vec::new(),
@@ -367,6 +395,10 @@ impl<H: HostIo> Stack<H> {
             sources: crate::sources::SourcePolicy::new(source_check),
             path_mtus,
             querier,
+        };
+        Ok(Stack {
+            core,
+            tcp: TcpTable::default(),
         })
     }
 
@@ -394,11 +426,6 @@ impl<H: HostIo> Stack<H> {
     /// The MAC of the guest as learned from its traffic (the most recent unicast source seen).
     pub fn guest_mac(&self) -> Option<EthernetAddress> {
         self.guest_mac
-    }
-
-    /// The DHCP leases currently held.
-    pub fn leases(&self) -> impl Iterator<Item = LeaseInfo> + '_ {
-        self.dhcp.leases()
     }
 
     /// Whether frames are waiting for the device.
@@ -530,22 +557,6 @@ impl<H: HostIo> Stack<H> {
         ))
     }
 
-    /// Whether `addr` lies in a prefix routed via the guest (`routes_via_guest`).
-    pub(crate) fn behind_guest(&self, addr: wire::IpAddress) -> bool {
-        self.cfg.routes_via_guest.iter().any(|p| p.contains(addr))
-    }
-
-    /// The link neighbour an IPv4 packet to `dst` goes to: the guest itself for a prefix routed
-    /// via the guest, else `dst`.
-    fn next_hop_v4(&self, dst: Ipv4Address) -> Ipv4Address {
-        if self.behind_guest(dst.into()) {
-            if let Some(guest) = self.guest_ipv4() {
-                return guest;
-            }
-        }
-        dst
-    }
-
     /// The emulated path MTUs in force.
     pub fn path_mtus(&self) -> &[crate::pmtu::PathMtu] {
         &self.path_mtus
@@ -556,25 +567,6 @@ impl<H: HostIo> Stack<H> {
         crate::pmtu::validate(&table)?;
         self.path_mtus = table;
         Ok(())
-    }
-
-    /// The size of the packets a guest frame stands for on the wire: its IP packet, or for a
-    /// large segment (TSO/USO) each of the packets it will be cut into.
-    pub(crate) fn wire_packet_len(&self, ip_len: usize) -> usize {
-        match self.inbound.gso {
-            Some(g) => {
-                let headers = usize::from(g.header_len).saturating_sub(ethernet::HEADER_LEN);
-                (headers + usize::from(g.segment_size)).min(ip_len)
-            }
-            None => ip_len,
-        }
-    }
-
-    /// The emulated path MTU towards `dst`, if it is narrower than what the guest's packet of
-    /// `ip_len` bytes needs.
-    pub(crate) fn path_too_narrow(&self, dst: wire::IpAddress, ip_len: usize) -> Option<u16> {
-        let mtu = crate::pmtu::lookup(&self.path_mtus, dst)?;
-        (self.wire_packet_len(ip_len) > usize::from(mtu)).then_some(mtu)
     }
 
     /// The next instant at which [`Stack::poll`] has timer work.
@@ -653,70 +645,6 @@ impl<H: HostIo> Stack<H> {
         };
         self.announce_v4 = state;
         self.announce_v6 = state;
-    }
-
-    /// Gratuitous ARP for the gateway's IPv4 addresses (RFC 5227 §3 announcements); the IPv6 side
-    /// (unsolicited Neighbor Advertisements and a Router Advertisement) is `ipv6_link_up`.
-    fn announce_ipv4(&mut self) {
-        for ip in [self.cfg.gateway_ipv4, self.cfg.dns_ipv4] {
-            let announce = ArpRepr {
-                operation: ArpOperation::Request,
-                source_hardware_addr: self.cfg.gateway_mac,
-                source_protocol_addr: ip,
-                target_hardware_addr: EthernetAddress([0; 6]),
-                target_protocol_addr: ip,
-            };
-            self.dispatch_arp(EthernetAddress::BROADCAST, &announce);
-            self.stats.arp_tx_announcements += 1;
-        }
-    }
-
-    /// Queues a complete frame (a parked one released by resolution).
-    pub(crate) fn queue_frame(&mut self, frame: Vec<u8>) {
-        if !self.txq.push(frame) {
-            self.stats.drop_tx_queue_full += 1;
-        }
-    }
-
-    /// Queues a frame of `len` bytes written by `emit`; false (counted) when the queue is full.
-    pub(crate) fn queue_frame_with(&mut self, len: usize, emit: impl FnOnce(&mut [u8])) -> bool {
-        self.queue_frame_meta(len, FrameMeta::NONE, true, emit)
-    }
-
-    /// [`Stack::queue_frame_with`] for a frame with offload metadata; `zeroed` as
-    /// `TxQueue::push_with`.
-    pub(crate) fn queue_frame_meta(
-        &mut self,
-        len: usize,
-        meta: FrameMeta,
-        zeroed: bool,
-        emit: impl FnOnce(&mut [u8]),
-    ) -> bool {
-        if self.txq.push_with(len, meta, zeroed, emit) {
-            true
-        } else {
-            self.stats.drop_tx_queue_full += 1;
-            false
-        }
-    }
-
-    /// Frames the egress queue can still take.
-    pub(crate) fn tx_room(&self) -> usize {
-        self.txq.room()
-    }
-
-    /// The egress queue a flow's frames go to, and the frames it can still take.
-    pub(crate) fn tx_room_for_flow(&self, hash: u32) -> (usize, usize) {
-        let q = self.txq.queue_of_hash(hash);
-        (q, self.txq.room_on(q))
-    }
-
-    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
-        core::mem::take(&mut self.scratch)
-    }
-
-    pub(crate) fn put_scratch(&mut self, scratch: Vec<u8>) {
-        self.scratch = scratch;
     }
 
     /// The offloads the guest's driver accepts in frames to it (the device's negotiated features);
@@ -816,65 +744,6 @@ impl<H: HostIo> Stack<H> {
         }
     }
 
-    fn process_arp(&mut self, now: Instant, payload: &[u8]) {
-        let Some(repr) = ArpPacket::new_checked(payload)
-            .and_then(|p| ArpRepr::parse(&p))
-            .ok()
-        else {
-            self.stats.drop_arp_malformed += 1;
-            trace!("drop: malformed ARP");
-            return;
-        };
-        match repr.operation {
-            ArpOperation::Request => self.stats.arp_rx_requests += 1,
-            ArpOperation::Reply => self.stats.arp_rx_replies += 1,
-            ArpOperation::Unknown(_) => {
-                self.stats.drop_arp_malformed += 1;
-                return;
-            }
-        }
-        let sender = repr.source_protocol_addr;
-        // RFC 826 "merge": learn the sender if it is a guest address (DAD probes use 0.0.0.0).
-        if self.is_guest_address(sender) && repr.source_hardware_addr.is_unicast() {
-            self.learn(now, sender, repr.source_hardware_addr);
-        }
-        if repr.operation != ArpOperation::Request {
-            return;
-        }
-        if !self.cfg.is_gateway_address(repr.target_protocol_addr) {
-            self.stats.drop_arp_not_for_us += 1;
-            trace!("drop: ARP who-has {}: not ours", repr.target_protocol_addr);
-            return;
-        }
-        let reply = ArpRepr {
-            operation: ArpOperation::Reply,
-            source_hardware_addr: self.cfg.gateway_mac,
-            source_protocol_addr: repr.target_protocol_addr,
-            target_hardware_addr: repr.source_hardware_addr,
-            target_protocol_addr: sender,
-        };
-        self.dispatch_arp(repr.source_hardware_addr, &reply);
-        self.stats.arp_tx_replies += 1;
-    }
-
-    /// Guest addresses: host addresses of the guest network other than the gateway's own.
-    fn is_guest_address(&self, addr: Ipv4Address) -> bool {
-        let net = self.cfg.ipv4_net;
-        net.contains(addr)
-            && addr != net.network()
-            && addr != net.broadcast()
-            && !self.cfg.is_gateway_address(addr)
-    }
-
-    fn learn(&mut self, now: Instant, ip: Ipv4Address, mac: EthernetAddress) {
-        if let Some(frame) = self.neighbors.fill(now, ip, mac) {
-            self.stats.ipv4_tx_packets += 1;
-            if !self.txq.push(frame) {
-                self.stats.drop_tx_queue_full += 1;
-            }
-        }
-    }
-
     fn process_ipv4(&mut self, now: Instant, eth: &EthernetRepr, payload: &[u8]) {
         self.stats.ipv4_rx_packets += 1;
         let packet = match Ipv4Packet::new_checked(payload) {
@@ -907,10 +776,13 @@ impl<H: HostIo> Stack<H> {
         }
         if !dhcp_client
             && !behind_guest
-            && !self.sources.allow_v4(
-                repr.src,
-                self.dhcp.leases().filter(|l| l.bound).map(|l| l.addr),
-            )
+            && !{
+                let core = &mut self.core;
+                core.sources.allow_v4(
+                    repr.src,
+                    core.dhcp.leases().filter(|l| l.bound).map(|l| l.addr),
+                )
+            }
         {
             self.stats.drop_ipv4_spoofed += 1;
             trace!("drop: {packet}: the guest was not given {}", repr.src);
@@ -998,6 +870,202 @@ impl<H: HostIo> Stack<H> {
             _ => {
                 self.stats.drop_ipv4_unknown_protocol += 1;
                 trace!("drop: {packet}: protocol not served");
+            }
+        }
+    }
+
+    /// The guest's multicast memberships of one family (IPv6 when `v6`).
+    pub fn multicast_groups(&self, v6: bool) -> &[crate::multicast::Membership] {
+        self.querier.groups(v6)
+    }
+
+    /// `packet` is the whole IPv4 packet (header included), for ICMP errors that quote it.
+    fn process_udp(&mut self, now: Instant, ip: &Ipv4Repr, packet: &[u8]) {
+        self.stats.udp_rx_datagrams += 1;
+        let header_len = packet.len() - ip.payload_len;
+        let udp = match UdpPacket::new_checked(&packet[header_len..]) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.drop_udp_malformed += 1;
+                return;
+            }
+        };
+        // A partial checksum (offloaded by the guest) is not checked: the bytes are the guest's own.
+        if self.inbound.checksum.is_none() && UdpRepr::parse(&udp, ip.src, ip.dst).is_err() {
+            self.stats.drop_udp_checksum += 1;
+            trace!("drop: {udp}: bad checksum");
+            return;
+        }
+        let to_dhcp = udp.dst_port() == dhcpv4::SERVER_PORT
+            && (ip.dst.is_broadcast() || ip.dst == self.cfg.gateway_ipv4);
+        if to_dhcp && self.cfg.dhcp_enabled {
+            self.process_dhcpv4(now, udp.payload());
+            return;
+        }
+        self.udp_to_host(now, ip.src.into(), ip.dst.into(), &udp, packet);
+    }
+}
+
+impl<H: HostIo> Core<H> {
+    /// The DHCP leases currently held.
+    pub fn leases(&self) -> impl Iterator<Item = LeaseInfo> + '_ {
+        self.dhcp.leases()
+    }
+
+    /// Whether `addr` lies in a prefix routed via the guest (`routes_via_guest`).
+    pub(crate) fn behind_guest(&self, addr: wire::IpAddress) -> bool {
+        self.cfg.routes_via_guest.iter().any(|p| p.contains(addr))
+    }
+
+    /// The link neighbour an IPv4 packet to `dst` goes to: the guest itself for a prefix routed
+    /// via the guest, else `dst`.
+    fn next_hop_v4(&self, dst: Ipv4Address) -> Ipv4Address {
+        if self.behind_guest(dst.into()) {
+            if let Some(guest) = self.guest_ipv4() {
+                return guest;
+            }
+        }
+        dst
+    }
+
+    /// The size of the packets a guest frame stands for on the wire: its IP packet, or for a
+    /// large segment (TSO/USO) each of the packets it will be cut into.
+    pub(crate) fn wire_packet_len(&self, ip_len: usize) -> usize {
+        match self.inbound.gso {
+            Some(g) => {
+                let headers = usize::from(g.header_len).saturating_sub(ethernet::HEADER_LEN);
+                (headers + usize::from(g.segment_size)).min(ip_len)
+            }
+            None => ip_len,
+        }
+    }
+
+    /// The emulated path MTU towards `dst`, if it is narrower than what the guest's packet of
+    /// `ip_len` bytes needs.
+    pub(crate) fn path_too_narrow(&self, dst: wire::IpAddress, ip_len: usize) -> Option<u16> {
+        let mtu = crate::pmtu::lookup(&self.path_mtus, dst)?;
+        (self.wire_packet_len(ip_len) > usize::from(mtu)).then_some(mtu)
+    }
+
+    /// Gratuitous ARP for the gateway's IPv4 addresses (RFC 5227 §3 announcements); the IPv6 side
+    /// (unsolicited Neighbor Advertisements and a Router Advertisement) is `ipv6_link_up`.
+    fn announce_ipv4(&mut self) {
+        for ip in [self.cfg.gateway_ipv4, self.cfg.dns_ipv4] {
+            let announce = ArpRepr {
+                operation: ArpOperation::Request,
+                source_hardware_addr: self.cfg.gateway_mac,
+                source_protocol_addr: ip,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: ip,
+            };
+            self.dispatch_arp(EthernetAddress::BROADCAST, &announce);
+            self.stats.arp_tx_announcements += 1;
+        }
+    }
+
+    /// Queues a complete frame (a parked one released by resolution).
+    pub(crate) fn queue_frame(&mut self, frame: Vec<u8>) {
+        if !self.txq.push(frame) {
+            self.stats.drop_tx_queue_full += 1;
+        }
+    }
+
+    /// Queues a frame of `len` bytes written by `emit`; false (counted) when the queue is full.
+    pub(crate) fn queue_frame_with(&mut self, len: usize, emit: impl FnOnce(&mut [u8])) -> bool {
+        self.queue_frame_meta(len, FrameMeta::NONE, true, emit)
+    }
+
+    /// [`Stack::queue_frame_with`] for a frame with offload metadata; `zeroed` as
+    /// `TxQueue::push_with`.
+    pub(crate) fn queue_frame_meta(
+        &mut self,
+        len: usize,
+        meta: FrameMeta,
+        zeroed: bool,
+        emit: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        if self.txq.push_with(len, meta, zeroed, emit) {
+            true
+        } else {
+            self.stats.drop_tx_queue_full += 1;
+            false
+        }
+    }
+
+    /// Frames the egress queue can still take.
+    pub(crate) fn tx_room(&self) -> usize {
+        self.txq.room()
+    }
+
+    /// The egress queue a flow's frames go to, and the frames it can still take.
+    pub(crate) fn tx_room_for_flow(&self, hash: u32) -> (usize, usize) {
+        let q = self.txq.queue_of_hash(hash);
+        (q, self.txq.room_on(q))
+    }
+
+    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.scratch)
+    }
+
+    pub(crate) fn put_scratch(&mut self, scratch: Vec<u8>) {
+        self.scratch = scratch;
+    }
+
+    fn process_arp(&mut self, now: Instant, payload: &[u8]) {
+        let Some(repr) = ArpPacket::new_checked(payload)
+            .and_then(|p| ArpRepr::parse(&p))
+            .ok()
+        else {
+            self.stats.drop_arp_malformed += 1;
+            trace!("drop: malformed ARP");
+            return;
+        };
+        match repr.operation {
+            ArpOperation::Request => self.stats.arp_rx_requests += 1,
+            ArpOperation::Reply => self.stats.arp_rx_replies += 1,
+            ArpOperation::Unknown(_) => {
+                self.stats.drop_arp_malformed += 1;
+                return;
+            }
+        }
+        let sender = repr.source_protocol_addr;
+        // RFC 826 "merge": learn the sender if it is a guest address (DAD probes use 0.0.0.0).
+        if self.is_guest_address(sender) && repr.source_hardware_addr.is_unicast() {
+            self.learn(now, sender, repr.source_hardware_addr);
+        }
+        if repr.operation != ArpOperation::Request {
+            return;
+        }
+        if !self.cfg.is_gateway_address(repr.target_protocol_addr) {
+            self.stats.drop_arp_not_for_us += 1;
+            trace!("drop: ARP who-has {}: not ours", repr.target_protocol_addr);
+            return;
+        }
+        let reply = ArpRepr {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: self.cfg.gateway_mac,
+            source_protocol_addr: repr.target_protocol_addr,
+            target_hardware_addr: repr.source_hardware_addr,
+            target_protocol_addr: sender,
+        };
+        self.dispatch_arp(repr.source_hardware_addr, &reply);
+        self.stats.arp_tx_replies += 1;
+    }
+
+    /// Guest addresses: host addresses of the guest network other than the gateway's own.
+    fn is_guest_address(&self, addr: Ipv4Address) -> bool {
+        let net = self.cfg.ipv4_net;
+        net.contains(addr)
+            && addr != net.network()
+            && addr != net.broadcast()
+            && !self.cfg.is_gateway_address(addr)
+    }
+
+    fn learn(&mut self, now: Instant, ip: Ipv4Address, mac: EthernetAddress) {
+        if let Some(frame) = self.neighbors.fill(now, ip, mac) {
+            self.stats.ipv4_tx_packets += 1;
+            if !self.txq.push(frame) {
+                self.stats.drop_tx_queue_full += 1;
             }
         }
     }
@@ -1133,37 +1201,6 @@ impl<H: HostIo> Stack<H> {
         }
         // Memberships lapse in `due`.
         self.count_multicast_groups();
-    }
-
-    /// The guest's multicast memberships of one family (IPv6 when `v6`).
-    pub fn multicast_groups(&self, v6: bool) -> &[crate::multicast::Membership] {
-        self.querier.groups(v6)
-    }
-
-    /// `packet` is the whole IPv4 packet (header included), for ICMP errors that quote it.
-    fn process_udp(&mut self, now: Instant, ip: &Ipv4Repr, packet: &[u8]) {
-        self.stats.udp_rx_datagrams += 1;
-        let header_len = packet.len() - ip.payload_len;
-        let udp = match UdpPacket::new_checked(&packet[header_len..]) {
-            Ok(p) => p,
-            Err(_) => {
-                self.stats.drop_udp_malformed += 1;
-                return;
-            }
-        };
-        // A partial checksum (offloaded by the guest) is not checked: the bytes are the guest's own.
-        if self.inbound.checksum.is_none() && UdpRepr::parse(&udp, ip.src, ip.dst).is_err() {
-            self.stats.drop_udp_checksum += 1;
-            trace!("drop: {udp}: bad checksum");
-            return;
-        }
-        let to_dhcp = udp.dst_port() == dhcpv4::SERVER_PORT
-            && (ip.dst.is_broadcast() || ip.dst == self.cfg.gateway_ipv4);
-        if to_dhcp && self.cfg.dhcp_enabled {
-            self.process_dhcpv4(now, udp.payload());
-            return;
-        }
-        self.udp_to_host(now, ip.src.into(), ip.dst.into(), &udp, packet);
     }
 
     fn process_dhcpv4(&mut self, now: Instant, payload: &[u8]) {

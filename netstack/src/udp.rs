@@ -15,7 +15,7 @@ use crate::config::{Forward, ForwardProtocol};
 use crate::flows::{Flow, FlowKey, Origin};
 use crate::host::{HostIo, SocketId};
 use crate::offload::{Gso, GsoKind, PayloadOffload, UDP_CHECKSUM_OFFSET};
-use crate::stack::{ForwardListener, Stack, DEFAULT_TTL};
+use crate::stack::{Core, ForwardListener, Stack, DEFAULT_TTL};
 use crate::time::Instant;
 use crate::wire::icmpv4::unreachable;
 use crate::wire::{ipv4, IpAddress, IpProtocol, Ipv4Address, Ipv4Repr, UdpPacket, UdpRepr};
@@ -81,6 +81,109 @@ pub(crate) fn is_icmp_error(e: &io::Error) -> bool {
 pub(crate) const UDP_MAX_SEGMENTS: usize = 128;
 
 impl<H: HostIo> Stack<H> {
+    /// Binds (UDP) or listens on (TCP) the host sockets of the inbound forwards. Called once,
+    /// before traffic.
+    pub fn open_forwards(&mut self) -> io::Result<()> {
+        for f in self.cfg.forwards.clone() {
+            self.add_forward(f)?;
+        }
+        Ok(())
+    }
+
+    /// Opens an inbound forward (at start-up, or at run time through the control API). A second
+    /// forward of the same protocol on the same host address is refused.
+    pub fn add_forward(&mut self, f: Forward) -> io::Result<()> {
+        if f.guest_port == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "guest port 0 is not a port",
+            ));
+        }
+        if self
+            .forwards
+            .iter()
+            .any(|l| l.protocol == f.protocol && l.host == f.host)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("a {} forward already listens on {}", f.protocol, f.host),
+            ));
+        }
+        let opened = match f.protocol {
+            ForwardProtocol::Udp => self.host.udp_bind(f.host),
+            ForwardProtocol::Tcp => self.host.tcp_listen(f.host),
+        };
+        let socket = opened.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "forward {} {} -> guest port {}: {e}",
+                    f.protocol, f.host, f.guest_port
+                ),
+            )
+        })?;
+        self.forwards.push(ForwardListener {
+            socket,
+            guest_port: f.guest_port,
+            protocol: f.protocol,
+            host: f.host,
+        });
+        Ok(())
+    }
+
+    /// Closes the forward of `protocol` on `host`; false if there is none. TCP connections made
+    /// through it go on (they have sockets of their own); its UDP flows end with it.
+    pub fn remove_forward(&mut self, protocol: ForwardProtocol, host: SocketAddr) -> bool {
+        let Some(i) = self
+            .forwards
+            .iter()
+            .position(|l| l.protocol == protocol && l.host == host)
+        else {
+            return false;
+        };
+        let l = self.forwards.remove(i);
+        let flows = self.flows.remove_by_socket(l.socket);
+        self.stats.flows_closed += flows as u64;
+        self.stats.flows_active = self.flows.len() as u64;
+        self.host.close(l.socket);
+        true
+    }
+
+    /// The inbound forwards open now.
+    pub fn forwards(&self) -> Vec<Forward> {
+        self.forwards
+            .iter()
+            .map(|l| Forward {
+                protocol: l.protocol,
+                host: l.host,
+                guest_port: l.guest_port,
+            })
+            .collect()
+    }
+
+    /// A host socket is readable (or has a pending error): move what it holds to the guest.
+    pub fn host_ready(&mut self, now: Instant, sock: SocketId) {
+        if self.tcp.by_socket(sock).is_some() {
+            self.tcp_host_ready(now, sock);
+            return;
+        }
+        match self.flows.by_socket(sock) {
+            Some(key @ FlowKey::Udp { .. }) => self.udp_from_host(now, sock, key),
+            Some(key @ FlowKey::IcmpEcho { .. }) => self.echo_from_host(now, sock, key),
+            None => {
+                let Some(fwd) = self.forwards.iter().find(|f| f.socket == sock).copied() else {
+                    return;
+                };
+                match fwd.protocol {
+                    ForwardProtocol::Udp => self.udp_forward_ready(now, fwd),
+                    ForwardProtocol::Tcp => self.tcp_accept_ready(now, fwd),
+                }
+            }
+        }
+    }
+}
+
+impl<H: HostIo> Core<H> {
     /// Where a guest datagram to `dst:port` goes on the host; `None` when nothing serves it.
     fn udp_host_destination(&mut self, dst: IpAddress, port: u16) -> Option<SocketAddr> {
         let dst = match dst {
@@ -299,107 +402,6 @@ impl<H: HostIo> Stack<H> {
             }
         });
         self.stats.flows_active = self.flows.len() as u64;
-    }
-
-    /// Binds (UDP) or listens on (TCP) the host sockets of the inbound forwards. Called once,
-    /// before traffic.
-    pub fn open_forwards(&mut self) -> io::Result<()> {
-        for f in self.cfg.forwards.clone() {
-            self.add_forward(f)?;
-        }
-        Ok(())
-    }
-
-    /// Opens an inbound forward (at start-up, or at run time through the control API). A second
-    /// forward of the same protocol on the same host address is refused.
-    pub fn add_forward(&mut self, f: Forward) -> io::Result<()> {
-        if f.guest_port == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "guest port 0 is not a port",
-            ));
-        }
-        if self
-            .forwards
-            .iter()
-            .any(|l| l.protocol == f.protocol && l.host == f.host)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("a {} forward already listens on {}", f.protocol, f.host),
-            ));
-        }
-        let opened = match f.protocol {
-            ForwardProtocol::Udp => self.host.udp_bind(f.host),
-            ForwardProtocol::Tcp => self.host.tcp_listen(f.host),
-        };
-        let socket = opened.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "forward {} {} -> guest port {}: {e}",
-                    f.protocol, f.host, f.guest_port
-                ),
-            )
-        })?;
-        self.forwards.push(ForwardListener {
-            socket,
-            guest_port: f.guest_port,
-            protocol: f.protocol,
-            host: f.host,
-        });
-        Ok(())
-    }
-
-    /// Closes the forward of `protocol` on `host`; false if there is none. TCP connections made
-    /// through it go on (they have sockets of their own); its UDP flows end with it.
-    pub fn remove_forward(&mut self, protocol: ForwardProtocol, host: SocketAddr) -> bool {
-        let Some(i) = self
-            .forwards
-            .iter()
-            .position(|l| l.protocol == protocol && l.host == host)
-        else {
-            return false;
-        };
-        let l = self.forwards.remove(i);
-        let flows = self.flows.remove_by_socket(l.socket);
-        self.stats.flows_closed += flows as u64;
-        self.stats.flows_active = self.flows.len() as u64;
-        self.host.close(l.socket);
-        true
-    }
-
-    /// The inbound forwards open now.
-    pub fn forwards(&self) -> Vec<Forward> {
-        self.forwards
-            .iter()
-            .map(|l| Forward {
-                protocol: l.protocol,
-                host: l.host,
-                guest_port: l.guest_port,
-            })
-            .collect()
-    }
-
-    /// A host socket is readable (or has a pending error): move what it holds to the guest.
-    pub fn host_ready(&mut self, now: Instant, sock: SocketId) {
-        if self.tcp.by_socket(sock).is_some() {
-            self.tcp_host_ready(now, sock);
-            return;
-        }
-        match self.flows.by_socket(sock) {
-            Some(key @ FlowKey::Udp { .. }) => self.udp_from_host(now, sock, key),
-            Some(key @ FlowKey::IcmpEcho { .. }) => self.echo_from_host(now, sock, key),
-            None => {
-                let Some(fwd) = self.forwards.iter().find(|f| f.socket == sock).copied() else {
-                    return;
-                };
-                match fwd.protocol {
-                    ForwardProtocol::Udp => self.udp_forward_ready(now, fwd),
-                    ForwardProtocol::Tcp => self.tcp_accept_ready(now, fwd),
-                }
-            }
-        }
     }
 
     fn udp_from_host(&mut self, now: Instant, sock: SocketId, key: FlowKey) {
