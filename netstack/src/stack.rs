@@ -247,7 +247,7 @@ pub(crate) struct ForwardListener {
 /// whichever part it is written on; the ingress path (which reaches TCP) is written on `Stack`,
 /// the egress path and the state all protocols share on `Core`.
 pub struct Stack<H: HostIo = NoHost> {
-    core: Core<H>,
+    pub(crate) core: Core<H>,
     pub(crate) tcp: TcpTable,
 }
 
@@ -575,7 +575,7 @@ impl<H: HostIo> Stack<H> {
             self.neighbors.poll_at(),
             self.dhcp.poll_at(),
             self.flows.poll_at(),
-            self.tcp.poll_at(self.cfg.tcp_keepalive.as_ref()),
+            self.tcp.poll_at(),
             self.reassembly.poll_at(),
             self.v6.poll_at(),
             self.announce_v4.due(),
