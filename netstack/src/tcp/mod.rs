@@ -25,11 +25,11 @@
 //! Both ways: FINs (half-close), RSTs, urgent data (MSG_OOB on the host side), keepalive probes
 //! to an idle guest (reset when it stops answering), TIME-WAIT.
 //!
-//! Layout. A connection ([`conn`]: its state and the arithmetic that needs nothing else) lives in
-//! the table and is changed in place: each entry point on [`Stack`] looks it up once and hands it,
-//! with a [`Cx`] (the rest of the stack and the table's bookkeeping, borrowed beside it), to the
-//! transitions: segments in ([`input`]), segments out ([`output`]), time in ([`timer`], with the
-//! heap of deadlines), the host socket ([`host`]). After each, [`Cx::settle`] counts its buffers,
+//! Layout. A connection (`conn`: its state and the arithmetic that needs nothing else) lives in
+//! the table and is changed in place: each entry point on `Stack` looks it up once and hands it,
+//! with a `Cx` (the rest of the stack and the table's bookkeeping, borrowed beside it), to the
+//! transitions: segments in (`input`), segments out (`output`), time in (`timer`, with the
+//! heap of deadlines), the host socket (`host`). After each, `Cx::settle` counts its buffers,
 //! schedules its next deadline and lets it go once closed.
 
 mod congestion;
