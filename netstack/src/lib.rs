@@ -11,8 +11,10 @@
 //! - [`wire`]: packet views and values (Ethernet, ARP, IPv4, IPv6 and its extension headers,
 //!   ICMPv4, ICMPv6 with NDP and MLD, UDP, TCP, DHCPv4, DHCPv6), checksums, and `craft` for the
 //!   exerciser's hand-made frames.
-//! - [`stack`]: the interface and the IPv4 layer: ingress demultiplexing (`process_*`), egress
-//!   (`dispatch_*`) into a bounded queue per queue pair, timers.
+//! - [`stack`]: the interface: [`Stack`] (the TCP table beside `Core`, the state every layer
+//!   shares), Ethernet demultiplexing, the bounded egress queue per queue pair, timers.
+//! - `ipv4`: the IPv4 layer: header and source checks, reassembly, ARP, ICMP, IGMP, DHCPv4
+//!   demultiplexing, egress in one frame or in fragments.
 //! - `ipv6`: the IPv6 layer: the extension-header walk, Neighbor Discovery, router advertisements,
 //!   ICMPv6, MLD reports.
 //! - [`arp`]: the neighbour cache and ARP resolution of guest addresses.
@@ -20,8 +22,9 @@
 //! - [`host`]: the [`HostIo`] trait, the only way to host sockets; `ScriptedHost` for tests.
 //! - [`flows`]: the flow table mapping guest UDP and ICMP conversations to host sockets.
 //! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
-//! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets (with `sendbuf`,
-//!   `ooo`, `scoreboard`, `congestion`).
+//! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets: `conn` (one
+//!   connection's state), `input`, `output`, `timer` (with the heap of deadlines), `host` (the
+//!   socket side), over `sendbuf`, `ooo`, `scoreboard`, `congestion`.
 //! - [`multicast`]: the IGMP/MLD querier and the guest's group memberships.
 //! - [`offload`]: checksum and segmentation offloads: per-frame metadata both ways.
 //! - [`pmtu`]: path-MTU emulation per destination prefix.
@@ -42,6 +45,7 @@ pub mod dhcpv6;
 pub mod flows;
 pub mod host;
 mod icmp;
+mod ipv4;
 mod ipv6;
 pub mod multicast;
 pub mod offload;

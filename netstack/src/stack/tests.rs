@@ -3,6 +3,11 @@
 use super::*;
 use crate::time::Duration;
 use crate::wire::dhcpv4::DhcpOp;
+use crate::wire::{arp, ipv4, udp};
+use crate::wire::{
+    ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, Icmpv4Packet,
+    Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
 
 const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
