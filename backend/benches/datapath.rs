@@ -69,7 +69,11 @@ fn baseline(size: usize, n: u64) -> Row {
     for i in 0..n {
         stack.process_frame(netstack::Instant::from_micros(i), &frame);
         stack.dispatch(netstack::Instant::from_micros(i), |f, _| {
-            sink[..f.len()].copy_from_slice(f);
+            let mut at = 0;
+            for piece in f.pieces() {
+                sink[at..at + piece.len()].copy_from_slice(piece);
+                at += piece.len();
+            }
             true
         });
     }

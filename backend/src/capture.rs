@@ -126,6 +126,18 @@ impl Capture {
         frame: &[u8],
         checksum: Option<PartialChecksum>,
     ) -> bool {
+        self.record_parts(direction, &[frame], checksum)
+    }
+
+    /// [`Capture::record`] for a frame in pieces (headers, then payload lent from a send
+    /// buffer), gathered into the record.
+    pub fn record_parts(
+        &mut self,
+        direction: Direction,
+        pieces: &[&[u8]],
+        checksum: Option<PartialChecksum>,
+    ) -> bool {
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
         let Some(queue) = &self.queue else {
             return false;
         };
@@ -135,12 +147,13 @@ impl Capture {
             .map_or_else(|_| Vec::new(), |r| r.try_recv().unwrap_or_default());
         // Back in the worker's hands while it is filled.
         self.handed_over.fetch_sub(buf.capacity(), Ordering::AcqRel);
-        if self.handed_over.load(Ordering::Acquire) + frame.len().max(buf.capacity()) > QUEUE_BYTES
-        {
+        if self.handed_over.load(Ordering::Acquire) + len.max(buf.capacity()) > QUEUE_BYTES {
             return false;
         }
         buf.clear();
-        buf.extend_from_slice(frame);
+        for p in pieces {
+            buf.extend_from_slice(p);
+        }
         let cap = buf.capacity();
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -19,6 +19,7 @@ use std::time::Instant as StdInstant;
 
 use log::{debug, warn};
 use netstack::offload::FrameMeta;
+use netstack::stack::FrameParts;
 use netstack::{Instant, Stack};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
@@ -173,6 +174,9 @@ pub struct NetDevice {
     lines: DelayLines,
     /// A corrupted copy that goes at once is built here (allocated with the first rule).
     impair_scratch: Vec<u8>,
+    /// A frame the stack lends in pieces, gathered whole for the impairments (which read frames
+    /// whole); allocated with the first rule.
+    impair_gather: Vec<u8>,
     /// Bumped whenever the rules change, so that [`NetDevice::publish`] rebuilds their texts only
     /// then.
     impair_generation: u64,
@@ -289,6 +293,7 @@ impl NetDevice {
             impair: Impairment::default(),
             lines: DelayLines::new(queue_pairs, MAX_FRAME_LEN),
             impair_scratch: Vec::new(),
+            impair_gather: Vec::new(),
             impair_generation: 0,
             coalesce: Coalesce::default(),
             capture: None,
@@ -479,6 +484,7 @@ impl NetDevice {
         self.impair_generation += 1;
         if !self.impair.is_empty() && self.impair_scratch.capacity() < MAX_FRAME_LEN {
             self.impair_scratch = Vec::with_capacity(MAX_FRAME_LEN);
+            self.impair_gather = Vec::with_capacity(MAX_FRAME_LEN);
         }
         if self.impair.is_empty() {
             self.lines.release_memory();
@@ -865,16 +871,21 @@ impl NetDevice {
                 ring_full: false,
             };
             let idle = if let Some(h) = self.lines.take_due(p, LinkDirection::ToGuest, now) {
-                if egress.write(&h.frame, h.meta) {
+                if egress.write(FrameParts::whole(&h.frame), h.meta) {
                     self.lines.recycle(h.frame);
                 } else {
                     self.lines.put_back(p, LinkDirection::ToGuest, h);
                 }
                 false
             } else if impaired {
-                let (impair, lines, scratch) =
-                    (&mut self.impair, &mut self.lines, &mut self.impair_scratch);
-                let outcome = self.stack.dispatch_on(p, now, |frame, meta| {
+                let (impair, lines, scratch, gather) = (
+                    &mut self.impair,
+                    &mut self.lines,
+                    &mut self.impair_scratch,
+                    &mut self.impair_gather,
+                );
+                let outcome = self.stack.dispatch_on(p, now, |parts, meta| {
+                    let frame = parts.gather(gather);
                     impair_to_guest(impair, lines, scratch, &mut egress, p, now, frame, meta);
                     true
                 });
@@ -1212,7 +1223,7 @@ pub fn fuzz_rings(data: &[u8]) {
             used_added: &mut used_added,
             last_fault: None,
         };
-        if !w.write_frame(&frame, FrameMeta::NONE) {
+        if !w.write_frame(FrameParts::whole(&frame), FrameMeta::NONE) {
             break;
         }
     }
@@ -1287,14 +1298,14 @@ struct Egress<'a, 'w> {
 
 impl Egress<'_, '_> {
     /// Writes one frame; false when the guest has no buffers for it.
-    fn write(&mut self, frame: &[u8], meta: FrameMeta) -> bool {
+    fn write(&mut self, frame: FrameParts<'_>, meta: FrameMeta) -> bool {
         if !self.writer.write_frame(frame, meta) {
             self.ring_full = true;
             return false;
         }
         self.written += 1;
         if let Some(c) = self.capture.as_mut() {
-            if c.record(CaptureDirection::Inbound, frame, meta.checksum) {
+            if c.record_parts(CaptureDirection::Inbound, &frame.pieces(), meta.checksum) {
                 self.writer.stats.capture_frames += 1;
             } else {
                 self.writer.stats.capture_drops += 1;
@@ -1360,7 +1371,7 @@ fn impair_to_guest(
     let verdict = match impair.decide(DIR, frame, now) {
         Some(v) if !v.untouched(now) => v,
         _ => {
-            if egress.ring_full || !egress.write(frame, meta) {
+            if egress.ring_full || !egress.write(FrameParts::whole(frame), meta) {
                 let held = lines.hold(p, DIR, now, frame.len(), meta, |b| {
                     b.extend_from_slice(frame)
                 });
@@ -1403,9 +1414,9 @@ fn impair_to_guest(
         if hold_at.is_none() && !egress.ring_full {
             let sent = if corrupted {
                 class = write_copy(scratch, frame, meta, copy.corrupt, &verdict.view);
-                egress.write(scratch, meta_out)
+                egress.write(FrameParts::whole(scratch), meta_out)
             } else {
-                egress.write(frame, meta)
+                egress.write(FrameParts::whole(frame), meta)
             };
             if !sent {
                 hold_at = Some(now);
@@ -1485,7 +1496,7 @@ fn segments_to_guest(
         }
         let hold_at = if t.release > now {
             Some(t.release)
-        } else if egress.ring_full || !egress.write(scratch, FrameMeta::NONE) {
+        } else if egress.ring_full || !egress.write(FrameParts::whole(scratch), FrameMeta::NONE) {
             Some(now)
         } else {
             None
@@ -1546,7 +1557,7 @@ impl RxWriter<'_> {
     /// Returns true when the frame was consumed (delivered or dropped for good), false when the guest
     /// is out of buffers and the frame should wait. Chains are only committed (returned to the guest,
     /// bad ones counted) when the frame is; an attempt that runs out of buffers is rewound.
-    fn write_frame(&mut self, frame: &[u8], meta: FrameMeta) -> bool {
+    fn write_frame(&mut self, frame: FrameParts<'_>, meta: FrameMeta) -> bool {
         let hdr_len = self.negotiated.header_len;
         let total = hdr_len + frame.len();
         self.segments.clear();
@@ -1601,8 +1612,10 @@ impl RxWriter<'_> {
 
         let mut hdr = [0u8; virtio_net::HEADER_LEN_V1];
         virtio_net::write_rx_header(&mut hdr[..hdr_len], good as u16, meta);
-        let mut remaining_hdr = &hdr[..hdr_len];
-        let mut remaining = frame;
+        // The virtio-net header, then the frame's pieces, gathered into the chains' segments.
+        let [head, first, second] = frame.pieces();
+        let mut pieces = [&hdr[..hdr_len], head, first, second];
+        let mut piece = 0usize;
         let chains = std::mem::take(self.chains);
         for c in &chains {
             match *c {
@@ -1620,11 +1633,12 @@ impl RxWriter<'_> {
                     for &(addr, len) in &self.segments[a..b] {
                         let mut off = 0usize;
                         let len = len as usize;
-                        while off < len && !(remaining_hdr.is_empty() && remaining.is_empty()) {
-                            let src = if remaining_hdr.is_empty() {
-                                &mut remaining
-                            } else {
-                                &mut remaining_hdr
+                        while off < len {
+                            while piece < pieces.len() && pieces[piece].is_empty() {
+                                piece += 1;
+                            }
+                            let Some(src) = pieces.get_mut(piece) else {
+                                break;
                             };
                             let n = src.len().min(len - off);
                             // The range was checked in `gather`; a failure here means the guest

@@ -11,7 +11,7 @@ use crate::dhcpv4::{Destination, Outcome};
 use crate::host::HostIo;
 use crate::offload::{FrameMeta, PayloadOffload};
 use crate::reassembly;
-use crate::stack::{Core, Stack, DEFAULT_TTL};
+use crate::stack::{Core, IpPayload, Stack, DEFAULT_TTL};
 use crate::time::Instant;
 use crate::wire::{self, arp, dhcpv4, ethernet, icmpv4, ipv4, udp};
 use crate::wire::{
@@ -564,17 +564,17 @@ impl<H: HostIo> Core<H> {
         dst_mac: Option<EthernetAddress>,
         repr: &Ipv4Repr,
         offload: PayloadOffload,
-        emit_payload: impl FnOnce(&mut [u8]),
+        payload: impl IpPayload,
     ) -> bool {
         let ip_len = ipv4::HEADER_LEN + repr.payload_len;
         if ip_len > usize::from(self.cfg.mtu) && offload.gso.is_none() {
             // Larger than the link: fragments, which the guest reassembles (ip_defrag).
-            return self.dispatch_ipv4_fragmented(now, dst_mac, repr, |payload| {
-                emit_payload(payload);
-                offload.complete(payload);
+            return self.dispatch_ipv4_fragmented(now, dst_mac, repr, |buf: &mut [u8]| {
+                payload.write(buf);
+                offload.complete(buf);
             });
         }
-        self.dispatch_ipv4_frame(now, dst_mac, repr, offload, emit_payload)
+        self.dispatch_ipv4_frame(now, dst_mac, repr, offload, payload)
     }
 
     /// Queues an IPv4 packet in one frame, whatever the MTU (see [`Stack::dispatch_ipv4_offload`]).
@@ -584,13 +584,15 @@ impl<H: HostIo> Core<H> {
         dst_mac: Option<EthernetAddress>,
         repr: &Ipv4Repr,
         offload: PayloadOffload,
-        emit_payload: impl FnOnce(&mut [u8]),
+        payload: impl IpPayload,
     ) -> bool {
         let ip_len = ipv4::HEADER_LEN + repr.payload_len;
         let ident = self.ip_ident;
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let src_mac = self.cfg.gateway_mac;
-        let build = |buf: &mut [u8], dst: EthernetAddress| {
+        let tail = payload.tail();
+        // `by_ref`: the frame is queued with its tail left in the send buffer.
+        let build = |buf: &mut [u8], dst: EthernetAddress, by_ref: bool| {
             EthernetRepr {
                 src: src_mac,
                 dst,
@@ -599,7 +601,11 @@ impl<H: HostIo> Core<H> {
             .emit(buf);
             let ip = &mut buf[ethernet::HEADER_LEN..];
             repr.emit(ip, ident);
-            emit_payload(&mut ip[ipv4::HEADER_LEN..]);
+            if by_ref {
+                payload.write_head(&mut ip[ipv4::HEADER_LEN..]);
+            } else {
+                payload.write(&mut ip[ipv4::HEADER_LEN..]);
+            }
         };
         let frame_len = ethernet::HEADER_LEN + ip_len;
         let hop = self.next_hop_v4(repr.dst);
@@ -609,7 +615,10 @@ impl<H: HostIo> Core<H> {
                 // Ethernet and IP headers are written whole; the payload is, when its builder
                 // says so.
                 let zeroed = !offload.fills_payload;
-                if !self.queue_frame_meta(frame_len, meta, zeroed, |buf| build(buf, mac)) {
+                let by_ref = tail.is_some();
+                if !self
+                    .queue_frame_parts(frame_len, meta, zeroed, tail, |buf| build(buf, mac, by_ref))
+                {
                     return false;
                 }
                 self.stats.ipv4_tx_packets += 1;
@@ -628,7 +637,7 @@ impl<H: HostIo> Core<H> {
                 let mut scratch = core::mem::take(&mut self.scratch);
                 scratch.clear();
                 scratch.resize(frame_len, 0);
-                build(&mut scratch, EthernetAddress([0; 6]));
+                build(&mut scratch, EthernetAddress([0; 6]), false);
                 offload.complete(&mut scratch[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
                 let (request, replaced) = self.neighbors.park(now, hop, &scratch);
                 self.scratch = scratch;

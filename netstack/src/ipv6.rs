@@ -17,7 +17,7 @@ use crate::dhcpv6::{self, Answer, Dhcpv6Lease, Dhcpv6Server};
 use crate::host::HostIo;
 use crate::offload::PayloadOffload;
 use crate::reassembly;
-use crate::stack::{Core, Stack};
+use crate::stack::{Core, IpPayload, Stack};
 use crate::time::{Duration, Instant};
 use crate::wire::dhcpv6::{opt, Dhcpv6Repr, CLIENT_PORT, SERVER_PORT};
 use crate::wire::icmpv6::{
@@ -1054,18 +1054,20 @@ impl<H: HostIo> Core<H> {
         dst_mac: Option<EthernetAddress>,
         repr: &Ipv6Repr,
         offload: PayloadOffload,
-        emit_payload: impl FnOnce(&mut [u8]),
+        payload: impl IpPayload,
     ) -> bool {
         let ip_len = repr.buffer_len();
         if ip_len > usize::from(self.cfg.mtu) && offload.gso.is_none() {
             // Larger than the link (a host datagram): fragments, which the guest reassembles.
-            return self.dispatch_ipv6_fragmented(now, dst_mac, repr, |payload| {
-                emit_payload(payload);
-                offload.complete(payload);
+            return self.dispatch_ipv6_fragmented(now, dst_mac, repr, |buf: &mut [u8]| {
+                payload.write(buf);
+                offload.complete(buf);
             });
         }
         let src_mac = self.cfg.gateway_mac;
-        let build = |buf: &mut [u8], dst: EthernetAddress| {
+        let tail = payload.tail();
+        // `by_ref`: the frame is queued with its tail left in the send buffer.
+        let build = |buf: &mut [u8], dst: EthernetAddress, by_ref: bool| {
             EthernetRepr {
                 src: src_mac,
                 dst,
@@ -1074,7 +1076,11 @@ impl<H: HostIo> Core<H> {
             .emit(buf);
             let ip = &mut buf[ethernet::HEADER_LEN..];
             repr.emit(ip);
-            emit_payload(&mut ip[wire_ipv6::HEADER_LEN..]);
+            if by_ref {
+                payload.write_head(&mut ip[wire_ipv6::HEADER_LEN..]);
+            } else {
+                payload.write(&mut ip[wire_ipv6::HEADER_LEN..]);
+            }
         };
         let frame_len = ethernet::HEADER_LEN + ip_len;
         let mac = self.ipv6_link_destination(now, dst_mac, repr.dst);
@@ -1082,7 +1088,9 @@ impl<H: HostIo> Core<H> {
             Some(mac) => {
                 let meta = offload.frame_meta(ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN);
                 let zeroed = !offload.fills_payload;
-                if !self.queue_frame_meta(frame_len, meta, zeroed, |b| build(b, mac)) {
+                let by_ref = tail.is_some();
+                if !self.queue_frame_parts(frame_len, meta, zeroed, tail, |b| build(b, mac, by_ref))
+                {
                     return false;
                 }
                 self.stats.ipv6_tx_packets += 1;
@@ -1098,7 +1106,7 @@ impl<H: HostIo> Core<H> {
                 let mut scratch = self.take_scratch();
                 scratch.clear();
                 scratch.resize(frame_len, 0);
-                build(&mut scratch, EthernetAddress([0; 6]));
+                build(&mut scratch, EthernetAddress([0; 6]), false);
                 offload.complete(&mut scratch[ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN..]);
                 let hop = self.next_hop_v6(repr.dst);
                 let (request, replaced) = self.v6.neighbors.park(now, hop, &scratch);

@@ -40,16 +40,25 @@ impl PartialChecksum {
     /// the pseudo-header sum already in the field (RFC 1071), stored in the field. False when the
     /// field lies outside the frame (nothing is changed).
     pub fn complete(&self, frame: &mut [u8]) -> bool {
-        if !self.fits(frame.len()) {
-            return false;
-        }
+        self.complete_parts(frame, [&[], &[]])
+    }
+
+    /// [`ChecksumOffload::complete`] for a frame whose payload follows `head` in two more
+    /// pieces (see [`crate::stack::FrameParts`]); the field is in `head`.
+    pub fn complete_parts(&self, head: &mut [u8], payload: [&[u8]; 2]) -> bool {
         let start = usize::from(self.start);
         let at = start + usize::from(self.offset);
-        let sum = checksum::finish(checksum::accumulate(0, &frame[start..]));
+        if at + 2 > head.len() {
+            return false;
+        }
+        let sum = checksum::accumulate(0, &head[start..]);
+        let sum = checksum::accumulate_at(sum, payload[0], (head.len() - start) % 2 == 1);
+        let odd = (head.len() - start + payload[0].len()) % 2 == 1;
+        let sum = checksum::finish(checksum::accumulate_at(sum, payload[1], odd));
         // RFC 768: a UDP checksum that computes to zero is sent as all ones; for TCP the two are
         // the same value in ones' complement arithmetic.
         let sum = if sum == 0 { 0xffff } else { sum };
-        frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        head[at..at + 2].copy_from_slice(&sum.to_be_bytes());
         true
     }
 }

@@ -18,7 +18,7 @@ use crate::ipv6::Ipv6State;
 use crate::offload::{FrameMeta, GuestOffloads, PayloadOffload};
 use crate::reassembly::Reassembler;
 use crate::stats::Stats;
-use crate::tcp::TcpTable;
+use crate::tcp::{PayloadRef, TcpTable};
 use crate::time::Instant;
 use crate::wire::{self, ethernet, icmpv4};
 use crate::wire::{
@@ -47,12 +47,103 @@ pub enum Dispatch {
 /// The most egress queues (the device's RX queues, one per queue pair).
 pub const MAX_QUEUES: usize = 8;
 
+/// A frame for the guest as the stack lends it to the device: the bytes the stack built
+/// (`head`: the headers, and all of most frames), then payload that stayed where the stack keeps
+/// it, a TCP connection's send buffer (one or two slices where the ring wraps). The device
+/// gathers the pieces straight into the guest's buffers, so a payload byte is copied once in
+/// userspace on its way from the host socket to the guest.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameParts<'a> {
+    pub head: &'a [u8],
+    pub payload: [&'a [u8]; 2],
+}
+
+impl<'a> FrameParts<'a> {
+    /// A frame in one piece.
+    pub fn whole(frame: &'a [u8]) -> Self {
+        FrameParts {
+            head: frame,
+            payload: [&[], &[]],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.payload[0].len() + self.payload[1].len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pieces in order (some may be empty).
+    pub fn pieces(&self) -> [&'a [u8]; 3] {
+        [self.head, self.payload[0], self.payload[1]]
+    }
+
+    /// The frame's bytes in one new vector (tests, tools).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.pieces().concat()
+    }
+
+    /// The frame in one slice: itself when it is in one piece, else gathered into `scratch`
+    /// (for a capture or the impairments, which read frames whole).
+    pub fn gather<'b>(&self, scratch: &'b mut Vec<u8>) -> &'b [u8]
+    where
+        'a: 'b,
+    {
+        if self.payload[0].is_empty() && self.payload[1].is_empty() {
+            return self.head;
+        }
+        scratch.clear();
+        for p in self.pieces() {
+            scratch.extend_from_slice(p);
+        }
+        scratch
+    }
+}
+
+/// The bytes after an IP header, as the layer above writes them into a frame being queued: a
+/// closure that writes them all, or a TCP segment whose data may stay in its send buffer (a
+/// `tail`, gathered by the device at delivery).
+pub(crate) trait IpPayload {
+    /// The end of the payload that may stay where it is.
+    fn tail(&self) -> Option<PayloadRef> {
+        None
+    }
+
+    /// Writes the whole payload.
+    fn write(self, buf: &mut [u8]);
+
+    /// Writes the payload less its tail (`buf` is that much shorter).
+    fn write_head(self, buf: &mut [u8])
+    where
+        Self: Sized,
+    {
+        self.write(buf)
+    }
+}
+
+impl<F: FnOnce(&mut [u8])> IpPayload for F {
+    fn write(self, buf: &mut [u8]) {
+        self(buf)
+    }
+}
+
+/// A queued frame: its bytes (all of them, or the head when its payload stays in a send buffer,
+/// `tail`), and its offload metadata.
+#[derive(Debug)]
+struct Queued {
+    frame: Vec<u8>,
+    meta: FrameMeta,
+    tail: Option<PayloadRef>,
+}
+
 /// Outgoing frames, one queue per device RX queue, in recycled buffers, each with its offload
 /// metadata: once warm, queueing allocates nothing. A frame's queue is chosen by a symmetric hash
 /// of its flow (see [`steering_hash`]), so a conversation stays on one queue pair.
 #[derive(Debug)]
 pub(crate) struct TxQueue {
-    queues: Vec<VecDeque<(Vec<u8>, FrameMeta)>>,
+    queues: Vec<VecDeque<Queued>>,
     /// Queues in use (the guest's active queue pairs); frames go to `hash % active`.
     active: usize,
     free: Vec<Vec<u8>>,
@@ -88,6 +179,19 @@ impl TxQueue {
         zeroed: bool,
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
+        self.push_parts(len, meta, zeroed, None, emit)
+    }
+
+    /// [`TxQueue::push_with`] for a frame whose last bytes stay in a send buffer (`tail`): `len`
+    /// is what `emit` writes, the rest is gathered at delivery.
+    fn push_parts(
+        &mut self,
+        len: usize,
+        meta: FrameMeta,
+        zeroed: bool,
+        tail: Option<PayloadRef>,
+        emit: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let mut buf = self.free.pop().unwrap_or_default();
         if zeroed {
             buf.clear();
@@ -96,20 +200,28 @@ impl TxQueue {
         }
         buf.resize(len, 0);
         emit(&mut buf);
-        self.push_meta(buf, meta)
+        self.push_queued(Queued {
+            frame: buf,
+            meta,
+            tail,
+        })
     }
 
     pub(crate) fn push(&mut self, frame: Vec<u8>) -> bool {
-        self.push_meta(frame, FrameMeta::NONE)
+        self.push_queued(Queued {
+            frame,
+            meta: FrameMeta::NONE,
+            tail: None,
+        })
     }
 
-    fn push_meta(&mut self, frame: Vec<u8>, meta: FrameMeta) -> bool {
-        let q = self.queue_of(&frame);
+    fn push_queued(&mut self, entry: Queued) -> bool {
+        let q = self.queue_of(&entry.frame);
         if self.queues[q].len() >= TX_QUEUE_CAPACITY {
-            self.recycle(frame);
+            self.recycle(entry.frame);
             return false;
         }
-        self.queues[q].push_back((frame, meta));
+        self.queues[q].push_back(entry);
         true
     }
 
@@ -140,14 +252,13 @@ impl TxQueue {
         self.queues.iter().all(VecDeque::is_empty)
     }
 
-    fn front(&self, q: usize) -> Option<(&[u8], FrameMeta)> {
-        let (f, m) = self.queues.get(q)?.front()?;
-        Some((f.as_slice(), *m))
+    fn front(&self, q: usize) -> Option<&Queued> {
+        self.queues.get(q)?.front()
     }
 
     fn pop(&mut self, q: usize) {
-        if let Some((buf, _)) = self.queues[q].pop_front() {
-            self.recycle(buf);
+        if let Some(entry) = self.queues[q].pop_front() {
+            self.recycle(entry.frame);
         }
     }
 
@@ -166,10 +277,10 @@ impl TxQueue {
         }
         self.active = n;
         for q in n..MAX_QUEUES {
-            while let Some((frame, meta)) = self.queues[q].pop_front() {
-                let to = self.queue_of(&frame);
+            while let Some(entry) = self.queues[q].pop_front() {
+                let to = self.queue_of(&entry.frame);
                 // A queue over capacity for a moment is better than losing frames.
-                self.queues[to].push_back((frame, meta));
+                self.queues[to].push_back(entry);
             }
         }
     }
@@ -449,12 +560,12 @@ impl<H: HostIo> Stack<H> {
     }
 
     /// Offers the next queued frame (of any queue) and its offload metadata to `deliver`, which
-    /// returns whether it took it. The metadata uses only the offloads set with
-    /// [`Stack::set_guest_offloads`].
+    /// returns whether it took it. The frame is lent in pieces ([`FrameParts`]). The metadata
+    /// uses only the offloads set with [`Stack::set_guest_offloads`].
     pub fn dispatch(
         &mut self,
         now: Instant,
-        deliver: impl FnOnce(&[u8], FrameMeta) -> bool,
+        deliver: impl FnOnce(FrameParts<'_>, FrameMeta) -> bool,
     ) -> Dispatch {
         let q = (0..MAX_QUEUES)
             .find(|&q| self.has_pending_on(q))
@@ -478,12 +589,40 @@ impl<H: HostIo> Stack<H> {
         &mut self,
         queue: usize,
         now: Instant,
-        deliver: impl FnOnce(&[u8], FrameMeta) -> bool,
+        deliver: impl FnOnce(FrameParts<'_>, FrameMeta) -> bool,
     ) -> Dispatch {
         self.flush(now);
-        let Some((frame, meta)) = self.txq.front(queue) else {
+        // Segments whose payload is no longer in its send buffer are dropped first (at most the
+        // whole queue; then it is empty and the next look returns).
+        let queued = self.core.txq.queues.get(queue).map_or(0, VecDeque::len);
+        for _ in 0..=queued {
+            let stale = match self.core.txq.front(queue) {
+                None => return Dispatch::Idle,
+                Some(entry) => entry
+                    .tail
+                    .as_ref()
+                    .is_some_and(|t| self.tcp.payload(t).is_none()),
+            };
+            if !stale {
+                break;
+            }
+            self.core.txq.pop(queue);
+            self.core.stats.drop_tcp_stale_segment += 1;
+        }
+        let Some(entry) = self.core.txq.front(queue) else {
             return Dispatch::Idle;
         };
+        let payload = match entry.tail.as_ref().and_then(|t| self.tcp.payload(t)) {
+            Some((a, b)) => [a, b],
+            None => [&[][..], &[][..]],
+        };
+        let (frame, meta) = (
+            FrameParts {
+                head: &entry.frame,
+                payload,
+            },
+            entry.meta,
+        );
         let len = frame.len();
         if !deliver(frame, meta) {
             return Dispatch::Held;
@@ -652,8 +791,9 @@ impl<H: HostIo> Stack<H> {
     pub fn set_guest_offloads(&mut self, offloads: GuestOffloads) {
         self.offloads = offloads;
         let mut withdrawn = 0;
-        for queue in &mut self.txq.queues {
-            queue.retain_mut(|(frame, meta)| {
+        let tcp = &self.tcp;
+        for queue in &mut self.core.txq.queues {
+            queue.retain_mut(|Queued { frame, meta, tail }| {
                 if let Some(g) = meta.gso {
                     let accepted = match g.kind {
                         crate::offload::GsoKind::Tcpv4 => offloads.tso4,
@@ -666,7 +806,13 @@ impl<H: HostIo> Stack<H> {
                     }
                 }
                 if let Some(c) = meta.checksum.filter(|_| !offloads.partial_checksum) {
-                    c.complete(frame);
+                    // A payload left in a send buffer is summed there; a stale one is dropped at
+                    // delivery anyway.
+                    let payload = tail
+                        .as_ref()
+                        .and_then(|t| tcp.payload(t))
+                        .map_or([&[][..], &[][..]], |(a, b)| [a, b]);
+                    c.complete_parts(frame, payload);
                     meta.checksum = None;
                 }
                 true
@@ -799,7 +945,21 @@ impl<H: HostIo> Core<H> {
         zeroed: bool,
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
-        if self.txq.push_with(len, meta, zeroed, emit) {
+        self.queue_frame_parts(len, meta, zeroed, None, emit)
+    }
+
+    /// [`Core::queue_frame_meta`] for a frame of `len` bytes whose last `tail.len` bytes stay in
+    /// a send buffer: `emit` writes the rest.
+    pub(crate) fn queue_frame_parts(
+        &mut self,
+        len: usize,
+        meta: FrameMeta,
+        zeroed: bool,
+        tail: Option<PayloadRef>,
+        emit: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let written = len - tail.map_or(0, |t| t.len);
+        if self.txq.push_parts(written, meta, zeroed, tail, emit) {
             true
         } else {
             self.stats.drop_tx_queue_full += 1;
@@ -878,7 +1038,7 @@ impl<H: HostIo> Core<H> {
         protocol: IpProtocol,
         payload_len: usize,
         offload: PayloadOffload,
-        emit_payload: impl FnOnce(&mut [u8]),
+        payload: impl IpPayload,
     ) -> bool {
         match (src, dst) {
             (wire::IpAddress::V4(src), wire::IpAddress::V4(dst)) => {
@@ -889,7 +1049,7 @@ impl<H: HostIo> Core<H> {
                     payload_len,
                     ttl: DEFAULT_TTL,
                 };
-                self.dispatch_ipv4_offload(now, None, &ip, offload, emit_payload)
+                self.dispatch_ipv4_offload(now, None, &ip, offload, payload)
             }
             (wire::IpAddress::V6(src), wire::IpAddress::V6(dst)) => {
                 let ip = wire::Ipv6Repr {
@@ -899,7 +1059,7 @@ impl<H: HostIo> Core<H> {
                     payload_len,
                     hop_limit: DEFAULT_TTL,
                 };
-                self.dispatch_ipv6_offload(now, None, &ip, offload, emit_payload)
+                self.dispatch_ipv6_offload(now, None, &ip, offload, payload)
             }
             _ => false,
         }

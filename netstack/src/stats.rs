@@ -186,6 +186,11 @@ crate::counters! {
         probes_sent,
         /// Queued large segments dropped because a new driver (a reconnect) takes no TSO.
         drop_tx_offload_withdrawn,
+        /// Queued TCP segments dropped before the device took them because the guest had
+        /// acknowledged their bytes meanwhile (a retransmission overtaken by an ACK) or their
+        /// connection was gone: their payload, read from the send buffer at delivery, was no
+        /// longer there.
+        drop_tcp_stale_segment,
         /// Routed packets whose TTL ran out at the gateway (answered with Time Exceeded).
         drop_ipv4_ttl_exceeded,
         /// ICMP errors (unreachable, time exceeded) sent to the guest.

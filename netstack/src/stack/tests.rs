@@ -147,7 +147,7 @@ mod steering {
         for i in 0..4 {
             let mut it = q.queues[i].iter();
             while let (Some(x), Some(y)) = (it.next(), it.next()) {
-                assert_eq!(x.0, y.0, "a flow's frames stay together, in order");
+                assert_eq!(x.frame, y.frame, "a flow's frames stay together, in order");
             }
         }
         // The guest goes down to two pairs: nothing is lost, everything is on queues 0 and 1.
@@ -156,7 +156,7 @@ mod steering {
         assert_eq!(q.queues[0].len() + q.queues[1].len(), 128);
         for f in &frames {
             let at = (steering_hash(f) % 2) as usize;
-            assert!(q.queues[at].iter().any(|(g, _)| g == f));
+            assert!(q.queues[at].iter().any(|g| &g.frame == f));
         }
     }
 
@@ -1910,6 +1910,30 @@ mod tcp_flows {
             let sizes: Vec<usize> = out.iter().map(|(f, _)| f.len() - 54).collect();
             assert_eq!(sizes, vec![14_600 + 2 * 1460]);
             assert!(out.iter().all(|(_, m)| m.checksum.is_some()));
+        }
+
+        #[test]
+        fn segment_data_is_lent_from_the_send_buffer_and_dropped_once_acknowledged() {
+            let (mut s, iss, sock) = established();
+            host_sends(&mut s, sock, 3000);
+            // Three segments queued; their data is read from the send buffer at delivery.
+            let mut lent = Vec::new();
+            let sent = s.dispatch(Instant::ZERO, |f, _| {
+                lent.push((f.head.len(), f.payload[0].len() + f.payload[1].len()));
+                true
+            });
+            assert!(matches!(sent, Dispatch::Sent(_)));
+            assert_eq!(lent, vec![(54, 1460)]);
+            // The guest acknowledges all of it before the device takes the other two (a
+            // retransmission overtaken by an ACK looks the same): they are dropped, never sent
+            // with other bytes.
+            s.process_frame(
+                Instant::ZERO,
+                &seg(0, GUEST_ISN + 1, Some(iss + 1 + 3000), 502, b""),
+            );
+            let rest = drain(&mut s);
+            assert!(segments(&rest).iter().all(|r| r.payload.is_empty()));
+            assert_eq!(s.stats().drop_tcp_stale_segment, 2);
         }
 
         #[test]

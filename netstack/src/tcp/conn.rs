@@ -60,6 +60,8 @@ pub(super) struct Recovery {
 #[derive(Debug)]
 pub(crate) struct TcpConn {
     pub(super) key: ConnKey,
+    /// Unique among the connections the table ever held (a 4-tuple may come back).
+    pub(super) id: u64,
     pub(super) sock: SocketId,
     pub(super) state: TcpState,
     /// Guest's initial sequence number + 1 onward: the next byte we expect.
@@ -152,6 +154,7 @@ impl TcpConn {
     /// A connection with empty buffers and fresh timers; the caller sets what its opening knows.
     pub(super) fn new(
         key: ConnKey,
+        id: u64,
         sock: SocketId,
         state: TcpState,
         iss: SeqNumber,
@@ -159,6 +162,7 @@ impl TcpConn {
     ) -> Self {
         TcpConn {
             key,
+            id,
             sock,
             state,
             rcv_nxt: SeqNumber(0),

@@ -51,7 +51,7 @@ use crate::host::{HostIo, SocketId};
 use crate::stack::{Core, ForwardListener, Stack};
 use crate::time::{Duration, Instant};
 use crate::wire::tcp::flags;
-use crate::wire::{IpAddress, TcpPacket, TcpRepr};
+use crate::wire::{IpAddress, SeqNumber, TcpPacket, TcpRepr};
 
 pub(crate) use conn::ConnKey;
 pub use conn::TcpState;
@@ -135,6 +135,22 @@ pub(crate) struct Book {
     timers: Timers,
     /// Scratch for [`Stack::tcp_poll`]: the connections whose timers are due.
     due: Vec<ConnKey>,
+    /// The id the next connection gets ([`TcpConn::id`]).
+    next_id: u64,
+}
+
+/// Data of a queued segment that stays in its connection's send buffer until the device takes
+/// the frame ([`crate::stack::FrameParts`]): `len` bytes from sequence number `seq`. The send
+/// buffer keeps every byte until the guest acknowledges it, so the bytes are there at delivery
+/// unless the guest acknowledged them meanwhile (a retransmission overtaken by an ACK: nothing
+/// to send) or the connection is gone; the frame is then dropped (`drop_tcp_stale_segment`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PayloadRef {
+    key: ConnKey,
+    /// The connection's [`TcpConn::id`]: a new connection on the same 4-tuple is another one.
+    conn: u64,
+    seq: SeqNumber,
+    pub(crate) len: usize,
 }
 
 /// A connection's surroundings while one of its transitions runs: the rest of the stack (host
@@ -169,6 +185,13 @@ impl<H: HostIo> Cx<'_, H> {
     }
 }
 
+impl Book {
+    fn conn_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
 impl TcpTable {
     /// Whether connections wait for the end of the batch ([`Stack::flush`]).
     pub(crate) fn has_batch(&self) -> bool {
@@ -194,6 +217,16 @@ impl TcpTable {
 
     pub(crate) fn len(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The bytes a queued segment left in its send buffer, if they are still there.
+    pub(crate) fn payload(&self, r: &PayloadRef) -> Option<(&[u8], &[u8])> {
+        let conn = self.conns.get(&r.key).filter(|c| c.id == r.conn)?;
+        if r.seq.is_before(conn.snd_una) {
+            return None;
+        }
+        let offset = r.seq - conn.snd_una;
+        (offset + r.len <= conn.to_guest.len()).then(|| conn.to_guest.slices(offset, r.len))
     }
 
     /// The guest's connections as probes quote them (see [`crate::probe::TcpFlow`]).
@@ -376,7 +409,7 @@ impl<H: HostIo> Stack<H> {
         let iss = initial_seq(now, &key);
         let mut conn = TcpConn {
             deadline: Some(now + CONNECT_TIMEOUT),
-            ..TcpConn::new(key, sock, TcpState::Connecting, iss, now)
+            ..TcpConn::new(key, cx.book.conn_id(), sock, TcpState::Connecting, iss, now)
         };
         conn.negotiate(repr, key.mss_ceiling(cx.core.cfg.mtu));
         cx.core.host.set_interest(sock, false, true);
@@ -465,10 +498,11 @@ impl<H: HostIo> Stack<H> {
             self.stats.flows_opened += 1;
             self.stats.tcp_forwarded += 1;
             let iss = initial_seq(now, &key);
+            let id = self.tcp.book.conn_id();
             let mut conn = TcpConn {
                 snd_nxt: iss + 1,
                 deadline: Some(now + INITIAL_RTO),
-                ..TcpConn::new(key, sock, TcpState::SynSent, iss, now)
+                ..TcpConn::new(key, id, sock, TcpState::SynSent, iss, now)
             };
             let Stack { core, tcp } = self;
             let mut cx = Cx {

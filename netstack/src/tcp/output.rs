@@ -7,6 +7,7 @@ use super::conn::Recovery;
 use super::*;
 use crate::host::HostIo;
 use crate::offload::{GsoKind, PayloadOffload, TCP_CHECKSUM_OFFSET};
+use crate::stack::IpPayload;
 use crate::time::Instant;
 use crate::wire::tcp::flags;
 use crate::wire::{ipv6, IpAddress, IpProtocol, SeqNumber, TcpRepr};
@@ -305,7 +306,14 @@ impl<H: HostIo> Cx<'_, H> {
         header.urgent_at = urgent.map_or(0, |u| u.min(usize::from(u16::MAX)) as u16);
         let seg_size = conn.seg_size();
         let payload = conn.to_guest.slices(offset, len);
-        if !self.emit_segments(now, conn.key, &header, payload, seg_size) {
+        // The data stays in the send buffer until the device gathers it (see `PayloadRef`).
+        let tail = (len > 0).then_some(PayloadRef {
+            key: conn.key,
+            conn: conn.id,
+            seq,
+            len,
+        });
+        if !self.emit_segments(now, conn.key, &header, payload, seg_size, tail) {
             conn.deadline.get_or_insert(now + conn.rto);
             return false;
         }
@@ -361,13 +369,16 @@ impl<H: HostIo> Cx<'_, H> {
     }
 
     pub(super) fn emit(&mut self, now: Instant, key: ConnKey, repr: &TcpRepr) {
-        self.emit_segments(now, key, repr, (repr.payload, &[]), usize::MAX);
+        self.emit_segments(now, key, repr, (repr.payload, &[]), usize::MAX, None);
     }
 
     /// Queues a segment for the guest: `repr`'s header (its own payload is not used) and the
-    /// payload in one or two slices (the send buffer wraps), copied once, into the frame. With
-    /// GUEST_CSUM its checksum is left partial; a payload larger than `segment_size` goes as one
-    /// segmentation request (the caller checked that the guest takes TSO for the family).
+    /// payload in one or two slices (the send buffer wraps). With a `tail` (data from the send
+    /// buffer) only the headers are written now and the device gathers the payload from the
+    /// send buffer into the guest's buffers (its one copy); a frame that must be whole (parked
+    /// until the guest's MAC is known) gets the payload copied in. With GUEST_CSUM the checksum
+    /// is left partial; a payload larger than `segment_size` goes as one segmentation request
+    /// (the caller checked that the guest takes TSO for the family).
     pub(super) fn emit_segments(
         &mut self,
         now: Instant,
@@ -375,6 +386,7 @@ impl<H: HostIo> Cx<'_, H> {
         repr: &TcpRepr,
         payload: (&[u8], &[u8]),
         segment_size: usize,
+        tail: Option<PayloadRef>,
     ) -> bool {
         let (src, dst) = (key.remote.0, key.guest.0);
         let partial = self.core.offloads.partial_checksum;
@@ -393,12 +405,12 @@ impl<H: HostIo> Cx<'_, H> {
             // Header, options and payload are all written by `emit` below.
             fills_payload: true,
         };
-        let emit = |b: &mut [u8]| {
-            let (first, second) = payload;
-            let at = repr.header_len();
-            b[at..at + first.len()].copy_from_slice(first);
-            b[at + first.len()..segment_len].copy_from_slice(second);
-            repr.emit_around_payload(&mut b[..segment_len], src, dst, partial);
+        let segment = Segment {
+            repr,
+            payload,
+            ends: (src, dst),
+            partial,
+            tail,
         };
         let sent = self.core.dispatch_ip_offload(
             now,
@@ -406,7 +418,7 @@ impl<H: HostIo> Cx<'_, H> {
             IpProtocol::Tcp,
             segment_len,
             offload,
-            emit,
+            segment,
         );
         if sent {
             self.core.stats.tcp_tx_segments += 1;
@@ -415,5 +427,40 @@ impl<H: HostIo> Cx<'_, H> {
             }
         }
         sent
+    }
+}
+
+/// A TCP segment as the IP layer writes it into its frame: the header from `repr`, the payload
+/// from the send buffer (or `repr` itself for a segment with no `tail`), copied in only when the
+/// frame must be whole.
+struct Segment<'a> {
+    repr: &'a TcpRepr<'a>,
+    payload: (&'a [u8], &'a [u8]),
+    /// (source, destination) for the pseudo-header.
+    ends: (IpAddress, IpAddress),
+    partial: bool,
+    tail: Option<PayloadRef>,
+}
+
+impl IpPayload for Segment<'_> {
+    fn tail(&self) -> Option<PayloadRef> {
+        self.tail
+    }
+
+    fn write(self, b: &mut [u8]) {
+        let (first, second) = self.payload;
+        let at = self.repr.header_len();
+        let len = at + first.len() + second.len();
+        b[at..at + first.len()].copy_from_slice(first);
+        b[at + first.len()..len].copy_from_slice(second);
+        let (src, dst) = self.ends;
+        self.repr
+            .emit_around_payload(&mut b[..len], src, dst, self.partial);
+    }
+
+    fn write_head(self, b: &mut [u8]) {
+        let (src, dst) = self.ends;
+        self.repr
+            .emit_header_for(b, src, dst, self.partial, self.payload);
     }
 }

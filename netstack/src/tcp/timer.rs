@@ -230,6 +230,7 @@ mod tests {
         };
         TcpConn::new(
             key,
+            1,
             SocketId(u32::from(port)),
             TcpState::Established,
             SeqNumber(1),

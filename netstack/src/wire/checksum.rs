@@ -36,6 +36,21 @@ pub fn accumulate(sum: u32, data: &[u8]) -> u32 {
     folded + u32::from(u16::from_be(acc as u16))
 }
 
+/// [`accumulate`] for `data` that sits at an odd offset of what is summed (the second piece of
+/// a payload gathered from slices, after a first of odd length): RFC 1071 §2(B), its sum is the
+/// byte-swapped sum of the same bytes at an even offset.
+pub fn accumulate_at(sum: u32, data: &[u8], odd: bool) -> u32 {
+    if !odd {
+        return accumulate(sum, data);
+    }
+    let mut own = accumulate(0, data);
+    while own >> 16 != 0 {
+        own = (own & 0xffff) + (own >> 16);
+    }
+    let folded = (sum & 0xffff) + (sum >> 16);
+    folded + u32::from((own as u16).swap_bytes())
+}
+
 /// Folds the accumulator to 16 bits and complements it.
 pub fn finish(mut sum: u32) -> u16 {
     while sum >> 16 != 0 {
@@ -59,6 +74,18 @@ pub fn pseudo_header_v4(src: Ipv4Address, dst: Ipv4Address, protocol: u8, len: u
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_sum_in_pieces_equals_the_sum_of_the_whole() {
+        let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
+        let whole = finish(accumulate(0x1234, &data));
+        for cut in [0, 1, 2, 3, 7, 8, 9, 500, 999, 1000, 1001] {
+            let (a, b) = data.split_at(cut);
+            let sum = accumulate_at(0x1234, a, false);
+            let sum = accumulate_at(sum, b, a.len() % 2 == 1);
+            assert_eq!(finish(sum), whole, "cut at {cut}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -405,6 +405,38 @@ impl<'a> TcpRepr<'a> {
         self.emit_inner(buf, len, src, dst, true, partial);
     }
 
+    /// Writes the header alone into `buf[..header_len]` for a segment whose payload stays
+    /// elsewhere, in one or two slices (a send buffer that wraps), and is gathered behind the
+    /// header later (`self.payload` is not used). The checksum covers those slices; with
+    /// `partial` it is left partial as in [`TcpRepr::emit_around_payload`].
+    pub fn emit_header_for(
+        &self,
+        buf: &mut [u8],
+        src: IpAddress,
+        dst: IpAddress,
+        partial: bool,
+        payload: (&[u8], &[u8]),
+    ) {
+        let hlen = self.header_len();
+        let total = hlen + payload.0.len() + payload.1.len();
+        let buf = &mut buf[..hlen];
+        self.emit_header(buf, hlen);
+        let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_TCP, total as u32);
+        let sum = if partial {
+            !checksum::finish(sum)
+        } else {
+            // The header is a multiple of four bytes: the first slice starts at an even offset.
+            let sum = checksum::accumulate(sum, buf);
+            let sum = checksum::accumulate(sum, payload.0);
+            checksum::finish(checksum::accumulate_at(
+                sum,
+                payload.1,
+                payload.0.len() % 2 == 1,
+            ))
+        };
+        write_u16(buf, field::CHECKSUM, sum);
+    }
+
     fn emit_inner(
         &self,
         buf: &mut [u8],
@@ -416,6 +448,21 @@ impl<'a> TcpRepr<'a> {
     ) {
         let hlen = self.header_len();
         let buf = &mut buf[..len];
+        self.emit_header(buf, hlen);
+        if !payload_in_place {
+            buf[hlen..].copy_from_slice(self.payload);
+        }
+        let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_TCP, buf.len() as u32);
+        let sum = if partial {
+            !checksum::finish(sum)
+        } else {
+            checksum::finish(checksum::accumulate(sum, buf))
+        };
+        write_u16(buf, field::CHECKSUM, sum);
+    }
+
+    /// Writes the header and options into `buf[..hlen]`, the checksum field zero.
+    fn emit_header(&self, buf: &mut [u8], hlen: usize) {
         write_u16(buf, field::SRC_PORT, self.src_port);
         write_u16(buf, field::DST_PORT, self.dst_port);
         write_u32(buf, field::SEQ, self.seq_number.0);
@@ -458,16 +505,7 @@ impl<'a> TcpRepr<'a> {
                 put(&r.0.to_be_bytes());
             }
         }
-        if !payload_in_place {
-            buf[hlen..].copy_from_slice(self.payload);
-        }
-        let sum = IpAddress::pseudo_header_sum(src, dst, PROTO_TCP, buf.len() as u32);
-        let sum = if partial {
-            !checksum::finish(sum)
-        } else {
-            checksum::finish(checksum::accumulate(sum, buf))
-        };
-        write_u16(buf, field::CHECKSUM, sum);
+        debug_assert_eq!(at, hlen);
     }
 }
 
