@@ -578,21 +578,22 @@ impl<H: HostIo> Core<H> {
     }
 
     /// Queues an IPv4 packet in one frame, whatever the MTU (see [`Stack::dispatch_ipv4_offload`]).
-    pub(crate) fn dispatch_ipv4_frame(
+    pub(crate) fn dispatch_ipv4_frame<P: IpPayload>(
         &mut self,
         now: Instant,
         dst_mac: Option<EthernetAddress>,
         repr: &Ipv4Repr,
         offload: PayloadOffload,
-        payload: impl IpPayload,
+        mut payload: P,
     ) -> bool {
         let ip_len = ipv4::HEADER_LEN + repr.payload_len;
         let ident = self.ip_ident;
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let src_mac = self.cfg.gateway_mac;
         let tail = payload.tail();
-        // `by_ref`: the frame is queued with its tail left in the send buffer.
-        let build = |buf: &mut [u8], dst: EthernetAddress, by_ref: bool| {
+        // `head_only`: the frame is queued with its tail left in the send buffer, or built in a
+        // buffer that holds the payload already.
+        let build = |buf: &mut [u8], dst: EthernetAddress, payload: P, head_only: bool| {
             EthernetRepr {
                 src: src_mac,
                 dst,
@@ -601,7 +602,7 @@ impl<H: HostIo> Core<H> {
             .emit(buf);
             let ip = &mut buf[ethernet::HEADER_LEN..];
             repr.emit(ip, ident);
-            if by_ref {
+            if head_only {
                 payload.write_head(&mut ip[ipv4::HEADER_LEN..]);
             } else {
                 payload.write(&mut ip[ipv4::HEADER_LEN..]);
@@ -615,10 +616,11 @@ impl<H: HostIo> Core<H> {
                 // Ethernet and IP headers are written whole; the payload is, when its builder
                 // says so.
                 let zeroed = !offload.fills_payload;
-                let by_ref = tail.is_some();
-                if !self
-                    .queue_frame_parts(frame_len, meta, zeroed, tail, |buf| build(buf, mac, by_ref))
-                {
+                let provided = payload.take_frame();
+                let head_only = tail.is_some() || provided.is_some();
+                if !self.queue_frame_parts(frame_len, meta, zeroed, tail, provided, |buf| {
+                    build(buf, mac, payload, head_only)
+                }) {
                     return false;
                 }
                 self.stats.ipv4_tx_packets += 1;
@@ -637,7 +639,7 @@ impl<H: HostIo> Core<H> {
                 let mut scratch = core::mem::take(&mut self.scratch);
                 scratch.clear();
                 scratch.resize(frame_len, 0);
-                build(&mut scratch, EthernetAddress([0; 6]), false);
+                build(&mut scratch, EthernetAddress([0; 6]), payload, false);
                 offload.complete(&mut scratch[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
                 let (request, replaced) = self.neighbors.park(now, hop, &scratch);
                 self.scratch = scratch;

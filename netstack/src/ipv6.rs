@@ -1048,13 +1048,13 @@ impl<H: HostIo> Core<H> {
 
     /// [`Stack::dispatch_ipv6`] for a payload that leaves work to the NIC, as
     /// [`Stack::dispatch_ipv4_offload`].
-    pub(crate) fn dispatch_ipv6_offload(
+    pub(crate) fn dispatch_ipv6_offload<P: IpPayload>(
         &mut self,
         now: Instant,
         dst_mac: Option<EthernetAddress>,
         repr: &Ipv6Repr,
         offload: PayloadOffload,
-        payload: impl IpPayload,
+        mut payload: P,
     ) -> bool {
         let ip_len = repr.buffer_len();
         if ip_len > usize::from(self.cfg.mtu) && offload.gso.is_none() {
@@ -1066,8 +1066,9 @@ impl<H: HostIo> Core<H> {
         }
         let src_mac = self.cfg.gateway_mac;
         let tail = payload.tail();
-        // `by_ref`: the frame is queued with its tail left in the send buffer.
-        let build = |buf: &mut [u8], dst: EthernetAddress, by_ref: bool| {
+        // `head_only`: the frame is queued with its tail left in the send buffer, or built in a
+        // buffer that holds the payload already.
+        let build = |buf: &mut [u8], dst: EthernetAddress, payload: P, head_only: bool| {
             EthernetRepr {
                 src: src_mac,
                 dst,
@@ -1076,7 +1077,7 @@ impl<H: HostIo> Core<H> {
             .emit(buf);
             let ip = &mut buf[ethernet::HEADER_LEN..];
             repr.emit(ip);
-            if by_ref {
+            if head_only {
                 payload.write_head(&mut ip[wire_ipv6::HEADER_LEN..]);
             } else {
                 payload.write(&mut ip[wire_ipv6::HEADER_LEN..]);
@@ -1088,9 +1089,11 @@ impl<H: HostIo> Core<H> {
             Some(mac) => {
                 let meta = offload.frame_meta(ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN);
                 let zeroed = !offload.fills_payload;
-                let by_ref = tail.is_some();
-                if !self.queue_frame_parts(frame_len, meta, zeroed, tail, |b| build(b, mac, by_ref))
-                {
+                let provided = payload.take_frame();
+                let head_only = tail.is_some() || provided.is_some();
+                if !self.queue_frame_parts(frame_len, meta, zeroed, tail, provided, |b| {
+                    build(b, mac, payload, head_only)
+                }) {
                     return false;
                 }
                 self.stats.ipv6_tx_packets += 1;
@@ -1106,7 +1109,7 @@ impl<H: HostIo> Core<H> {
                 let mut scratch = self.take_scratch();
                 scratch.clear();
                 scratch.resize(frame_len, 0);
-                build(&mut scratch, EthernetAddress([0; 6]), false);
+                build(&mut scratch, EthernetAddress([0; 6]), payload, false);
                 offload.complete(&mut scratch[ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN..]);
                 let hop = self.next_hop_v6(repr.dst);
                 let (request, replaced) = self.v6.neighbors.park(now, hop, &scratch);

@@ -111,10 +111,19 @@ pub(crate) trait IpPayload {
         None
     }
 
+    /// A frame buffer that holds the payload already, where it goes (after the Ethernet, IP and
+    /// transport headers): a host datagram received straight into it. The frame is built in it,
+    /// and [`IpPayload::write_head`] then writes only the transport header. Taken once, by the
+    /// path that queues the frame as it is; the other paths (parked, fragmented) `write` it.
+    fn take_frame(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Writes the whole payload.
     fn write(self, buf: &mut [u8]);
 
-    /// Writes the payload less its tail (`buf` is that much shorter).
+    /// Writes the payload less its tail (`buf` is that much shorter), or around what is in place
+    /// already in a frame from [`IpPayload::take_frame`].
     fn write_head(self, buf: &mut [u8])
     where
         Self: Sized,
@@ -133,9 +142,18 @@ impl<F: FnOnce(&mut [u8])> IpPayload for F {
 /// `tail`), and its offload metadata.
 #[derive(Debug)]
 struct Queued {
-    frame: Vec<u8>,
+    /// The frame is `buf[..len]`; a buffer keeps the bytes it ever held initialized, so that
+    /// reusing it never fills it with zeros first (a host datagram is received into it).
+    buf: Vec<u8>,
+    len: usize,
     meta: FrameMeta,
     tail: Option<PayloadRef>,
+}
+
+impl Queued {
+    fn frame(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Outgoing frames, one queue per device RX queue, in recycled buffers, each with its offload
@@ -179,46 +197,63 @@ impl TxQueue {
         zeroed: bool,
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
-        self.push_parts(len, meta, zeroed, None, emit)
+        self.push_parts(len, meta, zeroed, None, None, emit)
     }
 
     /// [`TxQueue::push_with`] for a frame whose last bytes stay in a send buffer (`tail`): `len`
-    /// is what `emit` writes, the rest is gathered at delivery.
+    /// is what `emit` writes, the rest is gathered at delivery. With `provided`, the frame is
+    /// built in that buffer (which holds its payload already: a host datagram received into it)
+    /// rather than a recycled one.
     fn push_parts(
         &mut self,
         len: usize,
         meta: FrameMeta,
         zeroed: bool,
         tail: Option<PayloadRef>,
+        provided: Option<Vec<u8>>,
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let mut buf = self.free.pop().unwrap_or_default();
-        if zeroed {
-            buf.clear();
-        } else {
-            buf.truncate(len);
+        let mut buf = match provided {
+            Some(b) => b,
+            None => self.buffer(len),
+        };
+        if buf.len() < len {
+            buf.resize(len, 0);
         }
-        buf.resize(len, 0);
-        emit(&mut buf);
+        if zeroed {
+            buf[..len].fill(0);
+        }
+        emit(&mut buf[..len]);
         self.push_queued(Queued {
-            frame: buf,
+            buf,
+            len,
             meta,
             tail,
         })
     }
 
+    /// A recycled buffer (or a new one) of at least `len` initialized bytes, for a frame.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self.free.pop().unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
     pub(crate) fn push(&mut self, frame: Vec<u8>) -> bool {
         self.push_queued(Queued {
-            frame,
+            len: frame.len(),
+            buf: frame,
             meta: FrameMeta::NONE,
             tail: None,
         })
     }
 
     fn push_queued(&mut self, entry: Queued) -> bool {
-        let q = self.queue_of(&entry.frame);
+        let q = self.queue_of(entry.frame());
         if self.queues[q].len() >= TX_QUEUE_CAPACITY {
-            self.recycle(entry.frame);
+            self.recycle(entry.buf);
             return false;
         }
         self.queues[q].push_back(entry);
@@ -258,7 +293,7 @@ impl TxQueue {
 
     fn pop(&mut self, q: usize) {
         if let Some(entry) = self.queues[q].pop_front() {
-            self.recycle(entry.frame);
+            self.recycle(entry.buf);
         }
     }
 
@@ -278,7 +313,7 @@ impl TxQueue {
         self.active = n;
         for q in n..MAX_QUEUES {
             while let Some(entry) = self.queues[q].pop_front() {
-                let to = self.queue_of(&entry.frame);
+                let to = self.queue_of(entry.frame());
                 // A queue over capacity for a moment is better than losing frames.
                 self.queues[to].push_back(entry);
             }
@@ -336,7 +371,7 @@ pub fn flow_hash(a: (&[u8], Option<&[u8]>), b: (&[u8], Option<&[u8]>)) -> u32 {
 }
 
 /// The largest datagram read from a host socket.
-const HOST_RECV_LEN: usize = 65536;
+pub(crate) const HOST_RECV_LEN: usize = 65536;
 
 /// An inbound forward's host socket: bound (UDP) or listening (TCP), for a guest port.
 #[derive(Debug, Clone, Copy)]
@@ -618,7 +653,7 @@ impl<H: HostIo> Stack<H> {
         };
         let (frame, meta) = (
             FrameParts {
-                head: &entry.frame,
+                head: entry.frame(),
                 payload,
             },
             entry.meta,
@@ -793,30 +828,38 @@ impl<H: HostIo> Stack<H> {
         let mut withdrawn = 0;
         let tcp = &self.tcp;
         for queue in &mut self.core.txq.queues {
-            queue.retain_mut(|Queued { frame, meta, tail }| {
-                if let Some(g) = meta.gso {
-                    let accepted = match g.kind {
-                        crate::offload::GsoKind::Tcpv4 => offloads.tso4,
-                        crate::offload::GsoKind::Tcpv6 => offloads.tso6,
-                        crate::offload::GsoKind::Udp => false,
-                    };
-                    if !accepted {
-                        withdrawn += 1;
-                        return false;
+            queue.retain_mut(
+                |Queued {
+                     buf,
+                     len,
+                     meta,
+                     tail,
+                 }| {
+                    let frame = &mut buf[..*len];
+                    if let Some(g) = meta.gso {
+                        let accepted = match g.kind {
+                            crate::offload::GsoKind::Tcpv4 => offloads.tso4,
+                            crate::offload::GsoKind::Tcpv6 => offloads.tso6,
+                            crate::offload::GsoKind::Udp => false,
+                        };
+                        if !accepted {
+                            withdrawn += 1;
+                            return false;
+                        }
                     }
-                }
-                if let Some(c) = meta.checksum.filter(|_| !offloads.partial_checksum) {
-                    // A payload left in a send buffer is summed there; a stale one is dropped at
-                    // delivery anyway.
-                    let payload = tail
-                        .as_ref()
-                        .and_then(|t| tcp.payload(t))
-                        .map_or([&[][..], &[][..]], |(a, b)| [a, b]);
-                    c.complete_parts(frame, payload);
-                    meta.checksum = None;
-                }
-                true
-            });
+                    if let Some(c) = meta.checksum.filter(|_| !offloads.partial_checksum) {
+                        // A payload left in a send buffer is summed there; a stale one is dropped at
+                        // delivery anyway.
+                        let payload = tail
+                            .as_ref()
+                            .and_then(|t| tcp.payload(t))
+                            .map_or([&[][..], &[][..]], |(a, b)| [a, b]);
+                        c.complete_parts(frame, payload);
+                        meta.checksum = None;
+                    }
+                    true
+                },
+            );
         }
         self.stats.drop_tx_offload_withdrawn += withdrawn;
     }
@@ -945,21 +988,26 @@ impl<H: HostIo> Core<H> {
         zeroed: bool,
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
-        self.queue_frame_parts(len, meta, zeroed, None, emit)
+        self.queue_frame_parts(len, meta, zeroed, None, None, emit)
     }
 
     /// [`Core::queue_frame_meta`] for a frame of `len` bytes whose last `tail.len` bytes stay in
-    /// a send buffer: `emit` writes the rest.
+    /// a send buffer, or built in a `provided` buffer that holds its payload already: `emit`
+    /// writes the rest.
     pub(crate) fn queue_frame_parts(
         &mut self,
         len: usize,
         meta: FrameMeta,
         zeroed: bool,
         tail: Option<PayloadRef>,
+        provided: Option<Vec<u8>>,
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
         let written = len - tail.map_or(0, |t| t.len);
-        if self.txq.push_parts(written, meta, zeroed, tail, emit) {
+        if self
+            .txq
+            .push_parts(written, meta, zeroed, tail, provided, emit)
+        {
             true
         } else {
             self.stats.drop_tx_queue_full += 1;
@@ -976,6 +1024,17 @@ impl<H: HostIo> Core<H> {
     pub(crate) fn tx_room_for_flow(&self, hash: u32) -> (usize, usize) {
         let q = self.txq.queue_of_hash(hash);
         (q, self.txq.room_on(q))
+    }
+
+    /// A buffer for a frame of up to `len` bytes, recycled from the egress queue: a host datagram
+    /// is received into it (see [`IpPayload::take_frame`]); given back with
+    /// [`Core::recycle_frame_buffer`] when it was not queued.
+    pub(crate) fn frame_buffer(&mut self, len: usize) -> Vec<u8> {
+        self.txq.buffer(len)
+    }
+
+    pub(crate) fn recycle_frame_buffer(&mut self, buf: Vec<u8>) {
+        self.txq.recycle(buf);
     }
 
     pub(crate) fn take_scratch(&mut self) -> Vec<u8> {

@@ -15,10 +15,12 @@ use crate::config::{Forward, ForwardProtocol};
 use crate::flows::{Flow, FlowKey, Origin};
 use crate::host::{HostIo, SocketId};
 use crate::offload::{Gso, GsoKind, PayloadOffload, UDP_CHECKSUM_OFFSET};
-use crate::stack::{Core, ForwardListener, Stack, DEFAULT_TTL};
+use crate::stack::{Core, ForwardListener, IpPayload, Stack, DEFAULT_TTL, HOST_RECV_LEN};
 use crate::time::Instant;
 use crate::wire::icmpv4::unreachable;
-use crate::wire::{ipv4, IpAddress, IpProtocol, Ipv4Address, Ipv4Repr, UdpPacket, UdpRepr};
+use crate::wire::{
+    ethernet, ipv4, udp, IpAddress, IpProtocol, Ipv4Address, Ipv4Repr, UdpPacket, UdpRepr,
+};
 
 /// Datagrams read from one host socket per readiness event, so that one busy socket cannot starve
 /// the others or the guest's queues.
@@ -408,34 +410,58 @@ impl<H: HostIo> Core<H> {
         let FlowKey::Udp { guest, remote } = key else {
             return;
         };
-        let mut buf = std::mem::take(&mut self.host_buf);
+        // Each datagram is received straight into a frame buffer, behind room for its headers.
+        let at = ethernet::HEADER_LEN + ip_header_len(guest.0) + udp::HEADER_LEN;
         for _ in 0..HOST_READ_BUDGET {
-            match self.host.recv_from(sock, &mut buf) {
-                Ok((n, _)) => {
-                    if let Some(f) = self.flows.get_mut(&key) {
-                        f.last_active = now;
-                    }
-                    self.udp_to_guest(now, remote, guest, &buf[..n]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if is_icmp_error(&e) => {
-                    // The kernel got an ICMP error for an earlier datagram (port, host or network
-                    // unreachable): tell the guest, quoting the header of a datagram of this flow.
-                    let mut udp8 = [0u8; 8];
-                    udp8[0..2].copy_from_slice(&guest.1.to_be_bytes());
-                    udp8[2..4].copy_from_slice(&remote.1.to_be_bytes());
-                    udp8[4..6].copy_from_slice(&8u16.to_be_bytes());
-                    let kind = unreachable_kind(&e);
-                    self.unreachable_to_guest(now, kind, guest.0, remote.0, IpProtocol::Udp, &udp8);
-                }
+            let mut frame = self.frame_buffer(at + HOST_RECV_LEN);
+            let received = self
+                .host
+                .recv_from(sock, &mut frame[at..at + HOST_RECV_LEN]);
+            let n = match received {
+                Ok((n, _)) => n,
                 Err(e) => {
+                    self.recycle_frame_buffer(frame);
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        break;
+                    }
+                    if is_icmp_error(&e) {
+                        // The kernel got an ICMP error for an earlier datagram (port, host or
+                        // network unreachable): tell the guest, quoting the header of a datagram
+                        // of this flow.
+                        let mut udp8 = [0u8; 8];
+                        udp8[0..2].copy_from_slice(&guest.1.to_be_bytes());
+                        udp8[2..4].copy_from_slice(&remote.1.to_be_bytes());
+                        udp8[4..6].copy_from_slice(&8u16.to_be_bytes());
+                        let kind = unreachable_kind(&e);
+                        self.unreachable_to_guest(
+                            now,
+                            kind,
+                            guest.0,
+                            remote.0,
+                            IpProtocol::Udp,
+                            &udp8,
+                        );
+                        continue;
+                    }
                     self.stats.drop_udp_host_error += 1;
                     debug!("udp flow {guest:?} -> {remote:?}: host receive failed: {e}");
                     break;
                 }
+            };
+            if let Some(f) = self.flows.get_mut(&key) {
+                f.last_active = now;
+            }
+            let mut datagram = Received {
+                frame: Some(frame),
+                at,
+                len: n,
+            };
+            self.udp_datagram_to_guest(now, remote, guest, n, &mut datagram);
+            if let Some(frame) = datagram.frame {
+                // Not queued as it was (parked, fragmented, or dropped): back to the pool.
+                self.recycle_frame_buffer(frame);
             }
         }
-        self.host_buf = buf;
     }
 
     fn udp_forward_ready(&mut self, now: Instant, fwd: ForwardListener) {
@@ -517,7 +543,21 @@ impl<H: HostIo> Core<H> {
         dst: (IpAddress, u16),
         payload: &[u8],
     ) {
-        let udp_len = 8 + payload.len();
+        let copy = |buf: &mut [u8]| buf.copy_from_slice(payload);
+        self.udp_datagram_to_guest(now, src, dst, payload.len(), copy);
+    }
+
+    /// A datagram of `len` bytes to the guest; `data` writes them behind the UDP header (or has
+    /// them in place already, see [`Received`]).
+    fn udp_datagram_to_guest(
+        &mut self,
+        now: Instant,
+        src: (IpAddress, u16),
+        dst: (IpAddress, u16),
+        len: usize,
+        data: impl UdpData,
+    ) {
+        let udp_len = udp::HEADER_LEN + len;
         let udp = UdpRepr {
             src_port: src.1,
             dst_port: dst.1,
@@ -527,25 +567,115 @@ impl<H: HostIo> Core<H> {
         let offload = PayloadOffload {
             checksum_offset: partial.then_some(UDP_CHECKSUM_OFFSET),
             gso: None,
-            // The header is written whole and the payload copied in.
+            // The header is written whole and the payload copied in (or there already).
             fills_payload: true,
-        };
-        let emit = |buf: &mut [u8]| {
-            buf[8..].copy_from_slice(payload);
-            if partial {
-                udp.emit_partial(buf, src.0, dst.0);
-            } else {
-                udp.emit(buf, src.0, dst.0);
-            }
         };
         if matches!(dst.0, IpAddress::V4(_)) && ipv4::HEADER_LEN + udp_len > usize::from(u16::MAX) {
             self.stats.drop_udp_too_big += 1;
             return;
         }
-        let sent =
-            self.dispatch_ip_offload(now, (src.0, dst.0), IpProtocol::Udp, udp_len, offload, emit);
+        let datagram = Datagram {
+            udp,
+            ends: (src.0, dst.0),
+            partial,
+            data,
+        };
+        let sent = self.dispatch_ip_offload(
+            now,
+            (src.0, dst.0),
+            IpProtocol::Udp,
+            udp_len,
+            offload,
+            datagram,
+        );
         if sent {
             self.stats.udp_rx_host_datagrams += 1;
         }
+    }
+}
+
+/// The payload of a UDP datagram to the guest: written by a closure, or received in place.
+trait UdpData {
+    /// The frame buffer that holds the data in place, if any ([`IpPayload::take_frame`]).
+    fn take_frame(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Writes the data into `buf` (a frame that must be whole, or no frame was taken).
+    fn write(self, buf: &mut [u8]);
+}
+
+impl<F: FnOnce(&mut [u8])> UdpData for F {
+    fn write(self, buf: &mut [u8]) {
+        self(buf)
+    }
+}
+
+/// A host datagram received straight into a frame buffer, `at` bytes in (room for the Ethernet,
+/// IP and UDP headers), `len` bytes long: the frame is built around it, so its bytes are copied
+/// once in userspace, by the device into the guest's buffers.
+struct Received {
+    frame: Option<Vec<u8>>,
+    at: usize,
+    len: usize,
+}
+
+impl UdpData for &mut Received {
+    fn take_frame(&mut self) -> Option<Vec<u8>> {
+        self.frame.take()
+    }
+
+    fn write(self, buf: &mut [u8]) {
+        if let Some(frame) = &self.frame {
+            buf.copy_from_slice(&frame[self.at..self.at + self.len]);
+        }
+    }
+}
+
+/// A UDP datagram as the IP layer writes it: the header (and checksum) around its data.
+struct Datagram<D> {
+    udp: UdpRepr,
+    ends: (IpAddress, IpAddress),
+    partial: bool,
+    data: D,
+}
+
+impl<D> Datagram<D> {
+    /// The header, and the checksum over header and data (or partial), in `buf`: the datagram.
+    fn emit_header(
+        udp: UdpRepr,
+        (src, dst): (IpAddress, IpAddress),
+        partial: bool,
+        buf: &mut [u8],
+    ) {
+        if partial {
+            udp.emit_partial(buf, src, dst);
+        } else {
+            udp.emit(buf, src, dst);
+        }
+    }
+}
+
+impl<D: UdpData> IpPayload for Datagram<D> {
+    fn take_frame(&mut self) -> Option<Vec<u8>> {
+        self.data.take_frame()
+    }
+
+    fn write(self, buf: &mut [u8]) {
+        self.data.write(&mut buf[udp::HEADER_LEN..]);
+        Self::emit_header(self.udp, self.ends, self.partial, buf);
+    }
+
+    /// The data is in place already (a frame from `take_frame`).
+    fn write_head(self, buf: &mut [u8]) {
+        Self::emit_header(self.udp, self.ends, self.partial, buf);
+    }
+}
+
+/// The IP header's length for a packet of `addr`'s family (no options or extension headers).
+fn ip_header_len(addr: IpAddress) -> usize {
+    match addr {
+        IpAddress::V4(_) => ipv4::HEADER_LEN,
+        IpAddress::V6(_) => crate::wire::ipv6::HEADER_LEN,
     }
 }

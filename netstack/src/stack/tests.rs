@@ -147,7 +147,11 @@ mod steering {
         for i in 0..4 {
             let mut it = q.queues[i].iter();
             while let (Some(x), Some(y)) = (it.next(), it.next()) {
-                assert_eq!(x.frame, y.frame, "a flow's frames stay together, in order");
+                assert_eq!(
+                    x.frame(),
+                    y.frame(),
+                    "a flow's frames stay together, in order"
+                );
             }
         }
         // The guest goes down to two pairs: nothing is lost, everything is on queues 0 and 1.
@@ -156,7 +160,7 @@ mod steering {
         assert_eq!(q.queues[0].len() + q.queues[1].len(), 128);
         for f in &frames {
             let at = (steering_hash(f) % 2) as usize;
-            assert!(q.queues[at].iter().any(|g| &g.frame == f));
+            assert!(q.queues[at].iter().any(|g| g.frame() == f.as_slice()));
         }
     }
 
