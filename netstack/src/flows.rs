@@ -7,7 +7,8 @@
 //! has an idle timeout, refreshed by traffic in either direction; the table has a fixed capacity and
 //! evicts the least recently used flow when a new one needs room.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 
 use crate::host::SocketId;
@@ -82,14 +83,59 @@ pub enum Removal {
 }
 
 /// The table.
+///
+/// Expiry runs off a min-heap of deadlines rather than a pass over every flow per poll: each
+/// flow has one live entry (at the expiry it had when the entry was pushed, `Slot::scheduled`).
+/// Traffic only moves a flow's expiry later, so nothing is pushed then: when the entry comes due,
+/// a flow that has been active meanwhile is scheduled again at its real expiry (one wake-up per
+/// idle timeout of an active flow). Entries of flows removed meanwhile are stale and skipped; the
+/// heap is compacted whenever it holds more than twice the flows plus 64, which bounds it.
 #[derive(Debug, Default)]
 pub struct FlowTable {
-    flows: HashMap<FlowKey, Flow>,
+    flows: HashMap<FlowKey, Slot>,
+    deadlines: BinaryHeap<Reverse<Deadline>>,
     /// Sockets owned by guest-originated flows.
     by_socket: HashMap<SocketId, FlowKey>,
     /// Forward flows by the forward's socket and the host peer.
     by_peer: HashMap<(SocketId, SocketAddr), FlowKey>,
 }
+
+#[derive(Debug)]
+struct Slot {
+    flow: Flow,
+    /// The deadline of the flow's live entry in `deadlines`.
+    scheduled: Instant,
+}
+
+/// A heap entry, ordered by its instant only.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    key: FlowKey,
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+/// Stale heap entries tolerated beyond twice the flows before the heap is compacted.
+const COMPACT_SLACK: usize = 64;
 
 impl FlowTable {
     pub fn new() -> Self {
@@ -105,7 +151,7 @@ impl FlowTable {
     }
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
-        self.flows.get_mut(key)
+        self.flows.get_mut(key).map(|s| &mut s.flow)
     }
 
     pub fn by_socket(&self, sock: SocketId) -> Option<FlowKey> {
@@ -135,6 +181,7 @@ impl FlowTable {
             let lru = self
                 .flows
                 .values()
+                .map(|s| &s.flow)
                 .filter(|f| matches!(f.origin, Origin::Forward { .. }) == forward)
                 .min_by_key(|f| f.last_active)
                 .map(|f| f.key);
@@ -152,12 +199,29 @@ impl FlowTable {
                 self.by_peer.insert((flow.socket, peer), flow.key);
             }
         }
-        self.flows.insert(flow.key, flow);
+        let scheduled = flow.expires_at();
+        self.deadlines.push(Reverse(Deadline {
+            at: scheduled,
+            key: flow.key,
+        }));
+        self.flows.insert(flow.key, Slot { flow, scheduled });
+        self.compact();
         evicted
     }
 
+    /// Drops the stale heap entries once they outnumber the flows (amortized: the heap then
+    /// holds only live ones).
+    fn compact(&mut self) {
+        if self.deadlines.len() > 2 * self.flows.len() + COMPACT_SLACK {
+            let flows = &self.flows;
+            self.deadlines
+                .retain(|Reverse(d)| flows.get(&d.key).is_some_and(|s| s.scheduled == d.at));
+        }
+    }
+
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
-        let flow = self.flows.remove(key)?;
+        let flow = self.flows.remove(key)?.flow;
+        self.compact();
         match flow.origin {
             Origin::Guest => {
                 self.by_socket.remove(&flow.socket);
@@ -174,8 +238,8 @@ impl FlowTable {
         let keys: Vec<FlowKey> = self
             .flows
             .values()
-            .filter(|f| f.socket == socket)
-            .map(|f| f.key)
+            .filter(|s| s.flow.socket == socket)
+            .map(|s| s.flow.key)
             .collect();
         for k in &keys {
             self.remove(k);
@@ -185,22 +249,38 @@ impl FlowTable {
 
     /// Removes the flows idle past their timeout, handing each to `gone`.
     pub fn expire(&mut self, now: Instant, mut gone: impl FnMut(Flow)) {
-        let expired: Vec<FlowKey> = self
-            .flows
-            .values()
-            .filter(|f| f.expires_at() <= now)
-            .map(|f| f.key)
-            .collect();
-        for k in expired {
-            if let Some(f) = self.remove(&k) {
+        // Each pass pops an entry; what is pushed again lies after `now`.
+        while let Some(&Reverse(d)) = self.deadlines.peek() {
+            if d.at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(slot) = self.flows.get_mut(&d.key) else {
+                continue;
+            };
+            if slot.scheduled != d.at {
+                continue;
+            }
+            let expires = slot.flow.expires_at();
+            if expires > now {
+                // Active since: due again at its real expiry.
+                slot.scheduled = expires;
+                self.deadlines.push(Reverse(Deadline {
+                    at: expires,
+                    key: d.key,
+                }));
+                continue;
+            }
+            if let Some(f) = self.remove(&d.key) {
                 gone(f);
             }
         }
     }
 
-    /// The earliest expiry.
+    /// When [`FlowTable::expire`] next has work: the earliest entry of the heap (a flow active
+    /// since may turn out not to be due yet).
     pub fn poll_at(&self) -> Option<Instant> {
-        self.flows.values().map(Flow::expires_at).min()
+        self.deadlines.peek().map(|d| d.0.at)
     }
 }
 
@@ -243,6 +323,33 @@ mod tests {
         assert_eq!(gone, vec![udp(1000)]);
         assert!(t.is_empty());
         assert_eq!(t.by_socket(SocketId(7)), None);
+    }
+
+    #[test]
+    fn the_deadline_heap_stays_bounded_under_churn() {
+        let mut t = FlowTable::new();
+        // Flows come and go far faster than they expire: their entries go stale.
+        for round in 0..100u32 {
+            for i in 0..50u16 {
+                t.insert(flow(i, round * 100 + u32::from(i), u64::from(round)));
+            }
+            for i in 0..50u16 {
+                t.remove(&udp(i));
+            }
+            assert!(t.deadlines.len() <= 2 * t.len() + COMPACT_SLACK + 1);
+        }
+        // A live flow keeps its entry through compactions and expires on time.
+        t.insert(flow(7, 1, 500));
+        for i in 0..200u16 {
+            t.insert(flow(1000 + i, 2000 + u32::from(i), 500));
+            t.remove(&udp(1000 + i));
+        }
+        let mut gone = Vec::new();
+        t.expire(Instant::from_secs(500) + UDP_IDLE_TIMEOUT, |f| {
+            gone.push(f.key)
+        });
+        assert_eq!(gone, vec![udp(7)]);
+        assert!(t.is_empty());
     }
 
     #[test]
