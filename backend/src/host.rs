@@ -237,6 +237,51 @@ impl HostIo for HostSockets {
         self.udp(sock)?.recv_from(buf)
     }
 
+    fn recv_batch(
+        &mut self,
+        sock: SocketId,
+        bufs: &mut [Vec<u8>],
+        at: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        const MAX: usize = 64;
+        let fd = self.udp(sock)?.as_raw_fd();
+        let count = bufs.len().min(lens.len()).min(MAX);
+        // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers, zero lengths).
+        let mut iovs: [libc::iovec; MAX] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+        for i in 0..count {
+            let space = &mut bufs[i][at..];
+            iovs[i] = libc::iovec {
+                iov_base: space.as_mut_ptr().cast(),
+                iov_len: space.len(),
+            };
+            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `msgs[..count]` each point at one iovec describing memory of `bufs[i]`, which
+        // is borrowed mutably for the whole call and outlives it; no name or control buffers are
+        // given; recvmmsg writes at most `count` entries' `msg_len` and the buffers' bytes.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (len, msg) in lens.iter_mut().zip(&msgs[..n]) {
+            *len = msg.msg_len as usize;
+        }
+        Ok(n)
+    }
+
     fn icmp_echo_open(&mut self, remote: IpAddr) -> io::Result<SocketId> {
         let socket = match self.echo_mode {
             EchoMode::Unavailable => return Err(io::Error::from(io::ErrorKind::PermissionDenied)),
@@ -532,6 +577,46 @@ mod tests {
         // Ids are reused.
         let again = h.udp_bind("127.0.0.1:0".parse().unwrap()).unwrap();
         assert_eq!(again, s);
+    }
+
+    #[test]
+    fn a_burst_of_datagrams_is_received_in_one_batch() {
+        let mut h = HostSockets::new().unwrap();
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = h.udp_connect(server.local_addr().unwrap()).unwrap();
+        h.send(s, b"hello").unwrap();
+        let mut buf = [0u8; 16];
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        let sent: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
+        for d in &sent {
+            server.send_to(d, from).unwrap();
+        }
+        let mut bufs: Vec<Vec<u8>> = (0..4).map(|_| vec![0xee; 42 + 2048]).collect();
+        let mut lens = [0usize; 4];
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < sent.len() {
+            assert!(std::time::Instant::now() < deadline, "got {got:?}");
+            match h.recv_batch(s, &mut bufs, 42, &mut lens) {
+                Ok(n) => {
+                    assert!((1..=4).contains(&n));
+                    for (b, &len) in bufs.iter().zip(&lens[..n]) {
+                        // Received behind the room left for headers, which is untouched.
+                        assert!(b[..42].iter().all(|&x| x == 0xee));
+                        got.push(b[42..42 + len].to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, sent);
+        assert_eq!(
+            h.recv_batch(s, &mut bufs, 42, &mut lens)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 
     #[test]

@@ -27,6 +27,30 @@ pub trait HostIo {
     fn send_to(&mut self, sock: SocketId, payload: &[u8], remote: SocketAddr) -> io::Result<usize>;
     /// Receives one datagram and its sender.
     fn recv_from(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// Receives up to `bufs.len()` datagrams of a connected socket at once (`recvmmsg`), each
+    /// into `bufs[i][at..]`, and their lengths into `lens[i]`: how many (at least one), or the
+    /// error the first receive met (`WouldBlock` when there was nothing). One system call for
+    /// a burst instead of one per datagram; this default receives them one by one.
+    fn recv_batch(
+        &mut self,
+        sock: SocketId,
+        bufs: &mut [Vec<u8>],
+        at: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let mut n = 0;
+        for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()) {
+            match self.recv_from(sock, &mut buf[at..]) {
+                Ok((got, _)) => {
+                    *len = got;
+                    n += 1;
+                }
+                Err(e) if n == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(n)
+    }
     /// An ICMP echo socket towards `remote` (a ping socket, or a raw socket where ping sockets are
     /// not allowed). The identifier on the wire is the host's business: replies come back on this
     /// socket only.

@@ -436,6 +436,9 @@ pub struct Core<H: HostIo = NoHost> {
     pub(crate) forwards: Vec<ForwardListener>,
     /// One host datagram at a time, allocated once.
     pub(crate) host_buf: Vec<u8>,
+    /// Frame buffers a batch of a UDP flow's datagrams is received into (at most
+    /// `udp::RECV_BATCH`, kept between wake-ups).
+    pub(crate) recv_frames: Vec<Vec<u8>>,
     pub(crate) v6: Ipv6State,
     /// Link-up announcements, IPv4 (ARP) and IPv6 (NDP), each started by the guest's first frame
     /// of that family: a guest speaks IPv6 only once its IPv6 on the interface is up (routes in
@@ -530,6 +533,7 @@ impl<H: HostIo> Stack<H> {
             reasm_buf: Vec::new(),
             forwards: Vec::new(),
             host_buf: vec![0; HOST_RECV_LEN],
+            recv_frames: Vec::new(),
             v6,
             announce_v4: Announce::Idle,
             announce_v6: Announce::Idle,

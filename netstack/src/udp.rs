@@ -25,6 +25,9 @@ use crate::wire::{
 /// Datagrams read from one host socket per readiness event, so that one busy socket cannot starve
 /// the others or the guest's queues.
 pub const HOST_READ_BUDGET: usize = 64;
+/// Datagrams of a flow received per system call (`HostIo::recv_batch`); as many frame buffers
+/// (64 KiB each) wait in `Core::recv_frames` between wake-ups.
+const RECV_BATCH: usize = 16;
 
 /// Why a destination cannot be reached, in terms both ICMP versions have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,39 +413,43 @@ impl<H: HostIo> Core<H> {
         let FlowKey::Udp { guest, remote } = key else {
             return;
         };
-        // Each datagram is received straight into a frame buffer, behind room for its headers.
+        // Datagrams are received straight into frame buffers, behind room for their headers, a
+        // batch per system call (recvmmsg).
         let at = ethernet::HEADER_LEN + ip_header_len(guest.0) + udp::HEADER_LEN;
-        for _ in 0..HOST_READ_BUDGET {
-            let mut frame = self.frame_buffer(at + HOST_RECV_LEN);
-            let received = self
+        let mut frames = std::mem::take(&mut self.recv_frames);
+        let mut received = 0;
+        while received < HOST_READ_BUDGET {
+            let batch = RECV_BATCH.min(HOST_READ_BUDGET - received);
+            if frames.len() < batch {
+                frames.resize_with(batch, Vec::new);
+            }
+            for f in frames[..batch].iter_mut() {
+                if f.len() < at + HOST_RECV_LEN {
+                    let fresh = self.frame_buffer(at + HOST_RECV_LEN);
+                    let old = std::mem::replace(f, fresh);
+                    self.recycle_frame_buffer(old);
+                }
+            }
+            let mut lens = [0usize; RECV_BATCH];
+            let n = match self
                 .host
-                .recv_from(sock, &mut frame[at..at + HOST_RECV_LEN]);
-            let n = match received {
-                Ok((n, _)) => n,
+                .recv_batch(sock, &mut frames[..batch], at, &mut lens[..batch])
+            {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_icmp_error(&e) => {
+                    // The kernel got an ICMP error for an earlier datagram (port, host or network
+                    // unreachable): tell the guest, quoting the header of a datagram of this flow.
+                    let mut udp8 = [0u8; 8];
+                    udp8[0..2].copy_from_slice(&guest.1.to_be_bytes());
+                    udp8[2..4].copy_from_slice(&remote.1.to_be_bytes());
+                    udp8[4..6].copy_from_slice(&8u16.to_be_bytes());
+                    let kind = unreachable_kind(&e);
+                    self.unreachable_to_guest(now, kind, guest.0, remote.0, IpProtocol::Udp, &udp8);
+                    received += 1;
+                    continue;
+                }
                 Err(e) => {
-                    self.recycle_frame_buffer(frame);
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        break;
-                    }
-                    if is_icmp_error(&e) {
-                        // The kernel got an ICMP error for an earlier datagram (port, host or
-                        // network unreachable): tell the guest, quoting the header of a datagram
-                        // of this flow.
-                        let mut udp8 = [0u8; 8];
-                        udp8[0..2].copy_from_slice(&guest.1.to_be_bytes());
-                        udp8[2..4].copy_from_slice(&remote.1.to_be_bytes());
-                        udp8[4..6].copy_from_slice(&8u16.to_be_bytes());
-                        let kind = unreachable_kind(&e);
-                        self.unreachable_to_guest(
-                            now,
-                            kind,
-                            guest.0,
-                            remote.0,
-                            IpProtocol::Udp,
-                            &udp8,
-                        );
-                        continue;
-                    }
                     self.stats.drop_udp_host_error += 1;
                     debug!("udp flow {guest:?} -> {remote:?}: host receive failed: {e}");
                     break;
@@ -451,17 +458,24 @@ impl<H: HostIo> Core<H> {
             if let Some(f) = self.flows.get_mut(&key) {
                 f.last_active = now;
             }
-            let mut datagram = Received {
-                frame: Some(frame),
-                at,
-                len: n,
-            };
-            self.udp_datagram_to_guest(now, remote, guest, n, &mut datagram);
-            if let Some(frame) = datagram.frame {
-                // Not queued as it was (parked, fragmented, or dropped): back to the pool.
-                self.recycle_frame_buffer(frame);
+            for (frame, &len) in frames.iter_mut().zip(&lens[..n]) {
+                let mut datagram = Received {
+                    frame: Some(std::mem::take(frame)),
+                    at,
+                    len,
+                };
+                self.udp_datagram_to_guest(now, remote, guest, len, &mut datagram);
+                if let Some(f) = datagram.frame {
+                    // Not queued as it was (parked, fragmented, or dropped): kept for the next.
+                    *frame = f;
+                }
+            }
+            received += n;
+            if n < batch {
+                break;
             }
         }
+        self.recv_frames = frames;
     }
 
     fn udp_forward_ready(&mut self, now: Instant, fwd: ForwardListener) {
