@@ -865,6 +865,7 @@ impl NetDevice {
                     used: &mut self.rx_used,
                     used_added: &mut pair.rx_used_added,
                     last_fault: None,
+                    starved_at: None,
                 },
                 capture: &mut self.capture,
                 written: 0,
@@ -896,8 +897,12 @@ impl NetDevice {
                     .dispatch_on(p, now, |frame, meta| egress.write(frame, meta));
                 matches!(outcome, netstack::stack::Dispatch::Idle)
             };
-            let (written, ring_full, fault) =
-                (egress.written, egress.ring_full, egress.writer.last_fault);
+            let (written, ring_full, fault, starved_at) = (
+                egress.written,
+                egress.ring_full,
+                egress.writer.last_fault,
+                egress.writer.starved_at,
+            );
             if let Some((head, fault)) = fault {
                 self.warn_limited(
                     now,
@@ -907,7 +912,18 @@ impl NetDevice {
             delivered += written;
             if ring_full {
                 // Out of buffers: ask for a kick when the guest refills, unless it already did.
-                match rx.enable_notification() {
+                // A frame that needed more buffers than were posted leaves them unused (the
+                // attempt was rewound), so the question is whether the guest posted beyond where
+                // the attempt ran out: the notification is enabled from there (with EVENT_IDX
+                // the avail event is set there, so the guest's next refill kicks), and a retry
+                // happens only if it did, instead of re-walking the same chains until it does.
+                let rewound = rx.get_ref().get_queue().next_avail();
+                if let Some(at) = starved_at {
+                    rx.get_mut().get_queue_mut().set_next_avail(at);
+                }
+                let posted = rx.enable_notification();
+                rx.get_mut().get_queue_mut().set_next_avail(rewound);
+                match posted {
                     Ok(true) => {
                         let _ = rx.disable_notification();
                         continue;
@@ -1222,6 +1238,7 @@ pub fn fuzz_rings(data: &[u8]) {
             used: &mut used,
             used_added: &mut used_added,
             last_fault: None,
+            starved_at: None,
         };
         if !w.write_frame(FrameParts::whole(&frame), FrameMeta::NONE) {
             break;
@@ -1525,6 +1542,8 @@ struct RxWriter<'a> {
     used_added: &'a mut u16,
     /// The last bad chain met, for the (rate-limited) log; all are counted.
     last_fault: Option<(u16, ChainFault)>,
+    /// The avail index up to which the guest had posted buffers when a frame did not fit them.
+    starved_at: Option<u16>,
 }
 
 impl RxWriter<'_> {
@@ -1583,7 +1602,9 @@ impl RxWriter<'_> {
                     // The whole ring cannot hold this frame: waiting would never end.
                     break;
                 }
-                // Out of buffers: put the chains back for the next attempt.
+                // Out of buffers: put the chains back for the next attempt, noting how far the
+                // guest had posted (a retry before it posts more would walk the same chains).
+                self.starved_at = Some(self.vring.get_ref().get_queue().next_avail());
                 self.rewind(start_avail);
                 return false;
             };

@@ -324,6 +324,26 @@ fn mergeable_frames_are_published_whole() {
     assert_eq!(stats["device"]["rx_chains"], 40 * 17);
 }
 
+/// A frame that needs more buffers than the guest has posted waits for them, and the guest's
+/// refill is announced: with EVENT_IDX the device asks for a kick from where the attempt ran out
+/// (not from where it rewound to, which the guest has passed: it would never kick again). The
+/// frontend kicks only as a Linux driver does, when the avail event asks for it.
+#[test]
+fn a_frame_waiting_for_more_rx_buffers_is_delivered_when_the_guest_refills() {
+    let vg = Virtgate::start(&["--mtu", "65520"]);
+    let mut fe = connect(&vg);
+    fe.kick_as_needed = true;
+    fe.post_rx_buffers(8);
+    let data: Vec<u8> = (0..65492u32).map(|i| (i * 7) as u8).collect();
+    fe.send(&echo_request(1, &data));
+    // 17 buffers of 4 KiB are needed, 8 are there: the reply waits.
+    wait_until(T, || vg.counter("device", "rx_ring_full") >= 1);
+    assert!(fe.recv(Duration::from_millis(100)).is_none());
+    fe.post_rx_buffers(16);
+    let reply = fe.recv(T).expect("the reply, once the guest posted enough buffers");
+    assert_eq!(parse_echo_reply(&reply), Some((1, data)));
+}
+
 /// Trap 1: QEMU enables the rings before SET_FEATURES and never again. The relay must make that
 /// enable take effect, or nothing is ever received.
 #[rstest]

@@ -37,7 +37,10 @@ impl Virtgate {
         let dir = std::env::temp_dir().join(format!("virtgate-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("vm.sock");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_virtgate"))
+        // `VIRTGATE_BENCH_BIN`: another build to measure (an A/B comparison in one session).
+        let binary = std::env::var_os("VIRTGATE_BENCH_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_virtgate").into());
+        let child = std::process::Command::new(binary)
             .arg("--socket")
             .arg(&socket)
             .arg("--api-socket")

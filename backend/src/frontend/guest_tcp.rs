@@ -196,12 +196,11 @@ impl GuestTcp {
         Ok(())
     }
 
-    /// Receives `total` bytes (less than 2 GiB) the host sends, acknowledging once per batch of
-    /// frames.
+    /// Receives `total` bytes the host sends, acknowledging once per batch of frames.
     pub fn receive_bulk(&mut self, fe: &mut TestFrontend, total: usize) -> io::Result<()> {
-        let end = self.rcv_nxt + total;
+        let mut left = total;
         let mut last_progress = Instant::now();
-        while self.rcv_nxt != end {
+        while left > 0 {
             let mut got = false;
             let mut wait = Duration::from_millis(50);
             while let Some(seg) = self.recv_segment(fe, wait)? {
@@ -216,11 +215,12 @@ impl GuestTcp {
                     )));
                 }
                 self.rcv_nxt = self.rcv_nxt + seg.len;
+                left = left.saturating_sub(seg.len);
                 if let Some(ts) = seg.tsval {
                     self.ts_recent = ts;
                 }
                 got = true;
-                if self.rcv_nxt == end {
+                if left == 0 {
                     break;
                 }
             }

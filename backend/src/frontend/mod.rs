@@ -120,6 +120,9 @@ pub struct TestFrontend {
     /// Times a frame's first buffer was seen on the used ring before all of its `num_buffers`
     /// were: what makes Linux's virtio-net count rx_length_errors and drop the frame.
     pub rx_partial_frames_seen: u64,
+    /// Kick only when the device's avail event asks for it (EVENT_IDX, as Linux's driver does),
+    /// instead of on every publish.
+    pub kick_as_needed: bool,
 }
 
 fn memfd(size: usize) -> io::Result<File> {
@@ -235,6 +238,7 @@ impl TestFrontend {
             tx_queued: Vec::new(),
             rx_pending: Vec::new(),
             rx_partial_frames_seen: 0,
+            kick_as_needed: false,
         })
     }
 
@@ -284,6 +288,7 @@ impl TestFrontend {
     /// (`used_event`, EVENT_IDX) and kicks.
     fn publish(&mut self, tx: bool, heads: &[u16]) {
         let q = if tx { &mut self.tx } else { &mut self.rx };
+        let old = q.avail_idx;
         for &head in heads {
             let slot = u64::from(q.avail_idx % QUEUE_SIZE);
             self.mem
@@ -298,6 +303,15 @@ impl TestFrontend {
             .write_obj(q.avail_idx.to_le(), GuestAddress(q.avail + 2))
             .unwrap();
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self.kick_as_needed {
+            // The avail event follows the used ring; vring_need_event (virtio 1.2 §2.7.10).
+            let at = GuestAddress(q.used + 4 + 8 * u64::from(QUEUE_SIZE));
+            let event: u16 = u16::from_le(self.mem.read_obj(at).unwrap());
+            let new = q.avail_idx;
+            if new.wrapping_sub(event).wrapping_sub(1) >= new.wrapping_sub(old) {
+                return;
+            }
+        }
         q.kick.write(1).unwrap();
     }
 
