@@ -340,7 +340,9 @@ fn a_frame_waiting_for_more_rx_buffers_is_delivered_when_the_guest_refills() {
     wait_until(T, || vg.counter("device", "rx_ring_full") >= 1);
     assert!(fe.recv(Duration::from_millis(100)).is_none());
     fe.post_rx_buffers(16);
-    let reply = fe.recv(T).expect("the reply, once the guest posted enough buffers");
+    let reply = fe
+        .recv(T)
+        .expect("the reply, once the guest posted enough buffers");
     assert_eq!(parse_echo_reply(&reply), Some((1, data)));
 }
 
