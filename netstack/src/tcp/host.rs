@@ -10,7 +10,7 @@ use crate::host::HostIo;
 use crate::time::Instant;
 use crate::wire::SeqNumber;
 
-impl<H: HostIo> Cx<'_, H> {
+impl<E: Env> Cx<'_, E> {
     /// Gives up the host socket: closed (orderly) or aborted (RST on the host side).
     pub(super) fn release(&mut self, conn: &mut TcpConn, abort: bool) {
         if conn.released {
@@ -19,11 +19,11 @@ impl<H: HostIo> Cx<'_, H> {
         conn.released = true;
         self.book.by_socket.remove(&conn.sock);
         if abort {
-            self.core.host.tcp_abort(conn.sock);
+            self.core.host().tcp_abort(conn.sock);
         } else {
-            self.core.host.close(conn.sock);
+            self.core.host().close(conn.sock);
         }
-        self.core.stats.flows_closed += 1;
+        self.core.stats().flows_closed += 1;
     }
 
     /// Writes buffered guest data to the host; after the guest's FIN, shuts the host side down.
@@ -31,11 +31,11 @@ impl<H: HostIo> Cx<'_, H> {
         while !conn.to_host.is_empty() {
             if conn.host_urgent == Some(0) {
                 let byte = conn.to_host[0];
-                match self.core.host.tcp_send_urgent(conn.sock, byte) {
+                match self.core.host().tcp_send_urgent(conn.sock, byte) {
                     Ok(()) => {
                         conn.to_host.pop_front();
                         conn.host_urgent = None;
-                        self.core.stats.tcp_tx_host_bytes += 1;
+                        self.core.stats().tcp_tx_host_bytes += 1;
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -49,13 +49,13 @@ impl<H: HostIo> Cx<'_, H> {
             let (a, _) = conn.to_host.as_slices();
             // Ordinary bytes stop short of the urgent one.
             let a = &a[..conn.host_urgent.map_or(a.len(), |u| u.min(a.len()))];
-            match self.core.host.tcp_send(conn.sock, a) {
+            match self.core.host().tcp_send(conn.sock, a) {
                 Ok(n) => {
                     conn.to_host.drain(..n);
                     if let Some(u) = conn.host_urgent.as_mut() {
                         *u -= n;
                     }
-                    self.core.stats.tcp_tx_host_bytes += n as u64;
+                    self.core.stats().tcp_tx_host_bytes += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -69,7 +69,7 @@ impl<H: HostIo> Cx<'_, H> {
             }
         }
         if conn.guest_fin && conn.to_host.is_empty() && !conn.host_shut {
-            let _ = self.core.host.tcp_shutdown_write(conn.sock);
+            let _ = self.core.host().tcp_shutdown_write(conn.sock);
             conn.host_shut = true;
         }
     }
@@ -79,7 +79,7 @@ impl<H: HostIo> Cx<'_, H> {
         if !conn.host_write_failed || conn.state == TcpState::Closed {
             return;
         }
-        self.core.stats.tcp_host_resets += 1;
+        self.core.stats().tcp_host_resets += 1;
         self.reset_guest(now, conn);
         self.release(conn, true);
         conn.set_state(TcpState::Closed);
@@ -101,7 +101,7 @@ impl<H: HostIo> Cx<'_, H> {
             && !conn.memory_starved
             && conn.to_guest.len() < TO_GUEST_CAP;
         let writable = connecting || !conn.to_host.is_empty();
-        self.core.host.set_interest(conn.sock, readable, writable);
+        self.core.host().set_interest(conn.sock, readable, writable);
     }
 
     /// Host readiness for the connection's socket: the connect completed, or there is room to
@@ -109,7 +109,7 @@ impl<H: HostIo> Cx<'_, H> {
     pub(super) fn host_ready(&mut self, now: Instant, conn: &mut TcpConn) {
         let sock = conn.sock;
         if conn.state == TcpState::Connecting {
-            match self.core.host.tcp_connect_result(sock) {
+            match self.core.host().tcp_connect_result(sock) {
                 Ok(()) => {
                     conn.set_state(TcpState::SynReceived);
                     conn.snd_nxt = conn.iss + 1;
@@ -119,7 +119,7 @@ impl<H: HostIo> Cx<'_, H> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     debug!("tcp {:?}: host connect failed: {e}", conn.key);
-                    self.core.stats.tcp_refused += 1;
+                    self.core.stats().tcp_refused += 1;
                     let isn = SeqNumber(conn.rcv_nxt.0.wrapping_sub(1));
                     self.refuse(now, conn.key, isn, &e);
                     conn.set_state(TcpState::Closed);
@@ -137,10 +137,10 @@ impl<H: HostIo> Cx<'_, H> {
         // send buffer.
         while !conn.host_eof && conn.to_guest.room() > 0 {
             // The budget, counting what this connection holds now rather than when last settled.
-            let budget = (self.core.cfg.tcp_memory + conn.accounted)
+            let budget = (self.core.config().tcp_memory + conn.accounted)
                 .saturating_sub(self.book.buffered + conn.buffered());
             if budget == 0 {
-                self.core.stats.tcp_memory_waits += 1;
+                self.core.stats().tcp_memory_waits += 1;
                 if !conn.memory_starved {
                     conn.memory_starved = true;
                     self.book.starved.push(conn.key);
@@ -150,22 +150,26 @@ impl<H: HostIo> Cx<'_, H> {
             let want = conn.to_guest.room().min(READ_CHUNK).min(budget);
             // The kernel stops a read at the urgent mark: the byte at the mark comes first in the
             // next read, inline (SO_OOBINLINE).
-            if self.core.host.tcp_at_mark(sock).unwrap_or(false) && conn.guest_urgent.is_none() {
+            if self.core.host().tcp_at_mark(sock).unwrap_or(false) && conn.guest_urgent.is_none() {
                 conn.guest_urgent = Some(conn.snd_una + conn.to_guest.len());
-                self.core.stats.tcp_urgent_from_host += 1;
+                self.core.stats().tcp_urgent_from_host += 1;
             }
-            match self.core.host.tcp_recv(sock, conn.to_guest.free_mut(want)) {
+            match self
+                .core
+                .host()
+                .tcp_recv(sock, conn.to_guest.free_mut(want))
+            {
                 Ok(0) => conn.host_eof = true,
                 Ok(n) => {
                     conn.to_guest.commit(n);
-                    self.core.stats.tcp_rx_host_bytes += n as u64;
+                    self.core.stats().tcp_rx_host_bytes += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // The host peer reset (or its keepalive timed out): so does the guest's
                     // connection.
                     debug!("tcp {:?}: host read failed: {e}", conn.key);
-                    self.core.stats.tcp_host_resets += 1;
+                    self.core.stats().tcp_host_resets += 1;
                     self.reset_guest(now, conn);
                     conn.set_state(TcpState::Closed);
                     break;
@@ -179,7 +183,7 @@ impl<H: HostIo> Cx<'_, H> {
                 TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2
             );
             if receiving && conn.window_update_due(self.budget_room()) {
-                self.core.stats.tcp_window_updates += 1;
+                self.core.stats().tcp_window_updates += 1;
                 conn.ack_owed = true;
                 conn.ack_now = true;
             }

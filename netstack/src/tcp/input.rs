@@ -14,24 +14,24 @@ use crate::time::{Duration, Instant};
 use crate::wire::tcp::flags;
 use crate::wire::{IpAddress, SeqNumber, TcpRepr};
 
-impl<H: HostIo> Cx<'_, H> {
+impl<E: Env> Cx<'_, E> {
     /// Where a guest connection goes on the host; `None`: nothing serves it (RST).
     pub(super) fn host_destination(&self, dst: IpAddress, port: u16) -> Option<SocketAddr> {
         let dst = match dst {
             IpAddress::V4(d) => d,
             IpAddress::V6(d) => return self.core.ipv6_host_destination(d, port),
         };
-        if dst == self.core.cfg.gateway_ipv4 {
+        if dst == self.core.config().gateway_ipv4 {
             return self
                 .core
-                .cfg
+                .config()
                 .map_gateway_to_loopback
                 .then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
         }
-        if dst == self.core.cfg.dns_ipv4 {
+        if dst == self.core.config().dns_ipv4 {
             // DNS over TCP (RFC 7766) goes to the same upstream as over UDP.
             return (port == 53)
-                .then(|| self.core.cfg.dns_upstreams.first().copied())
+                .then(|| self.core.config().dns_upstreams.first().copied())
                 .flatten();
         }
         Some(SocketAddr::from((Ipv4Addr::from(dst), port)))
@@ -64,7 +64,7 @@ impl<H: HostIo> Cx<'_, H> {
             // RFC 9293 §3.10.7.3: the guest's SYN-ACK for our SYN.
             let acks_syn = repr.ack_number == Some(conn.iss + 1);
             if repr.flags & flags::SYN != 0 && acks_syn {
-                conn.negotiate(repr, conn.key.mss_ceiling(self.core.cfg.mtu));
+                conn.negotiate(repr, conn.key.mss_ceiling(self.core.config().mtu));
                 conn.snd_una = conn.iss + 1;
                 conn.retries = 0;
                 conn.rto = INITIAL_RTO;
@@ -90,7 +90,7 @@ impl<H: HostIo> Cx<'_, H> {
         // duplicate.
         if let (Some(ts), Some((val, _))) = (conn.ts, repr.timestamp) {
             if (val.wrapping_sub(ts.recent) as i32) < 0 {
-                self.core.stats.drop_tcp_paws += 1;
+                self.core.stats().drop_tcp_paws += 1;
                 conn.ack_owed = true;
                 conn.ack_now = true;
                 return;
@@ -114,9 +114,9 @@ impl<H: HostIo> Cx<'_, H> {
         if !acceptable {
             if !repr.payload.is_empty() {
                 if zero_window_ack {
-                    self.core.stats.drop_tcp_window_full += 1;
+                    self.core.stats().drop_tcp_window_full += 1;
                 } else {
-                    self.core.stats.tcp_duplicate_segments += 1;
+                    self.core.stats().tcp_duplicate_segments += 1;
                 }
             }
             conn.ack_owed = true;
@@ -165,7 +165,7 @@ impl<H: HostIo> Cx<'_, H> {
         let window = usize::from(repr.window_len) << if conn.scaling { conn.snd_shift } else { 0 };
         if conn.sack_ok {
             for block in repr.sack_ranges.iter().flatten() {
-                self.core.stats.tcp_sack_blocks_received += 1;
+                self.core.stats().tcp_sack_blocks_received += 1;
                 conn.sacks.add(*block, conn.snd_una, conn.snd_nxt);
             }
         }
@@ -285,7 +285,7 @@ impl<H: HostIo> Cx<'_, H> {
             )
             && conn.loss_detected()
         {
-            self.core.stats.tcp_fast_retransmits += 1;
+            self.core.stats().tcp_fast_retransmits += 1;
             self.enter_recovery(now, conn, false);
         }
     }
@@ -303,13 +303,13 @@ impl<H: HostIo> Cx<'_, H> {
         let mut payload = repr.payload;
         if seq.is_before(conn.rcv_nxt) {
             let skip = (conn.rcv_nxt - seq).min(payload.len());
-            self.core.stats.tcp_duplicate_segments += 1;
+            self.core.stats().tcp_duplicate_segments += 1;
             payload = &payload[skip..];
             seq = seq + skip;
         }
         // A large segment (the guest's TSO) counts by the segment size it stands for, as Linux
         // measures rcv_mss by gso_size: the ACK pace stays per two segments.
-        let seg_len = match self.core.inbound.gso {
+        let seg_len = match self.core.inbound().gso {
             Some(g) => repr.payload.len().min(usize::from(g.segment_size)),
             None => repr.payload.len(),
         };
@@ -319,7 +319,7 @@ impl<H: HostIo> Cx<'_, H> {
         let room = conn.rcv_wnd().saturating_sub(ahead);
         let take = payload.len().min(room);
         if take < payload.len() {
-            self.core.stats.drop_tcp_window_full += 1;
+            self.core.stats().drop_tcp_window_full += 1;
         }
         let fin_at = (has_fin && take == payload.len()).then(|| seq + take);
         if ahead > 0 {
@@ -327,10 +327,10 @@ impl<H: HostIo> Cx<'_, H> {
             // (RFC 5681 §4.2) and its SACK blocks.
             conn.ack_now = true;
             match conn.ooo.insert(seq, &payload[..take]) {
-                Held::Stored => self.core.stats.tcp_out_of_order_queued += 1,
-                Held::Duplicate => self.core.stats.tcp_duplicate_segments += 1,
+                Held::Stored => self.core.stats().tcp_out_of_order_queued += 1,
+                Held::Duplicate => self.core.stats().tcp_duplicate_segments += 1,
                 Held::Full => {
-                    self.core.stats.drop_tcp_out_of_order += 1;
+                    self.core.stats().drop_tcp_out_of_order += 1;
                     return;
                 }
             }
@@ -346,7 +346,7 @@ impl<H: HostIo> Cx<'_, H> {
             let at = usize::from(repr.urgent_at) - 1;
             if at >= skipped && at - skipped < take {
                 conn.host_urgent = Some(conn.to_host.len() + at - skipped);
-                self.core.stats.tcp_urgent_from_guest += 1;
+                self.core.stats().tcp_urgent_from_guest += 1;
             }
         }
         let mut data = &payload[..take];
@@ -357,10 +357,10 @@ impl<H: HostIo> Cx<'_, H> {
         {
             // Nothing waits before these bytes: straight to the host socket from the guest's
             // frame (its TSO); only what the socket does not take now is buffered.
-            match self.core.host.tcp_send(conn.sock, data) {
+            match self.core.host().tcp_send(conn.sock, data) {
                 Ok(n) => {
                     data = &data[n..];
-                    self.core.stats.tcp_tx_host_bytes += n as u64;
+                    self.core.stats().tcp_tx_host_bytes += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
@@ -430,7 +430,7 @@ impl<H: HostIo> Cx<'_, H> {
         let Some(conn) = conns.get_mut(&key) else {
             return false;
         };
-        self.core.stats.tcp_embryonic_evicted += 1;
+        self.core.stats().tcp_embryonic_evicted += 1;
         self.release(conn, true);
         self.reset_guest(now, conn);
         conn.set_state(TcpState::Closed);

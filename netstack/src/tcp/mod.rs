@@ -40,6 +40,8 @@ mod ooo;
 mod output;
 mod scoreboard;
 mod sendbuf;
+#[cfg(test)]
+mod tests;
 mod timer;
 
 use std::collections::HashMap;
@@ -47,11 +49,17 @@ use std::io;
 
 use log::debug;
 
+use std::net::SocketAddr;
+
+use crate::config::Config;
 use crate::host::{HostIo, SocketId};
-use crate::stack::{Core, ForwardListener, Stack};
+use crate::offload::{FrameMeta, GuestOffloads, PayloadOffload};
+use crate::stack::{Core, ForwardListener, IpPayload, Stack};
+use crate::stats::Stats;
 use crate::time::{Duration, Instant};
+use crate::udp::Unreachable;
 use crate::wire::tcp::flags;
-use crate::wire::{IpAddress, SeqNumber, TcpPacket, TcpRepr};
+use crate::wire::{IpAddress, IpProtocol, Ipv6Address, SeqNumber, TcpPacket, TcpRepr};
 
 pub(crate) use conn::ConnKey;
 pub use conn::TcpState;
@@ -153,18 +161,116 @@ pub(crate) struct PayloadRef {
     pub(crate) len: usize,
 }
 
-/// A connection's surroundings while one of its transitions runs: the rest of the stack (host
-/// sockets, counters, configuration, the egress path) and the table's bookkeeping. The
-/// connection itself is a separate `&mut TcpConn`, changed in place in the table.
-pub(crate) struct Cx<'a, H: HostIo> {
-    core: &'a mut Core<H>,
+/// What a connection's transitions reach beyond the connection and the table: host sockets,
+/// counters, configuration, the egress path. The stack's `Core` is one; a test's recording
+/// environment is another (`tcp/tests.rs`), which runs the state machine without a `Stack`.
+pub(crate) trait Env {
+    type Host: HostIo;
+    fn host(&mut self) -> &mut Self::Host;
+    fn stats(&mut self) -> &mut Stats;
+    fn config(&self) -> &Config;
+    /// The offload metadata of the guest frame being processed.
+    fn inbound(&self) -> FrameMeta;
+    /// What the guest's driver accepts in frames to it.
+    fn offloads(&self) -> GuestOffloads;
+    /// The egress queue a flow's frames go to, and the frames it can still take.
+    fn tx_room_for_flow(&self, hash: u32) -> (usize, usize);
+    /// Queues an IP packet for the guest (see `Core::dispatch_ip_offload`); false when it was
+    /// not queued.
+    fn send_ip(
+        &mut self,
+        now: Instant,
+        ends: (IpAddress, IpAddress),
+        protocol: IpProtocol,
+        payload_len: usize,
+        offload: PayloadOffload,
+        payload: impl IpPayload,
+    ) -> bool;
+    /// The ICMP error a router would send the guest about its packet to `remote`.
+    fn unreachable_to_guest(
+        &mut self,
+        now: Instant,
+        kind: Unreachable,
+        guest: IpAddress,
+        remote: IpAddress,
+        protocol: IpProtocol,
+        l4_head: &[u8],
+    );
+    /// Where a guest connection to an IPv6 address goes on the host.
+    fn ipv6_host_destination(&self, dst: Ipv6Address, port: u16) -> Option<SocketAddr>;
+}
+
+impl<H: HostIo> Env for Core<H> {
+    type Host = H;
+
+    fn host(&mut self) -> &mut H {
+        &mut self.host
+    }
+
+    fn stats(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn inbound(&self) -> FrameMeta {
+        self.inbound
+    }
+
+    fn offloads(&self) -> GuestOffloads {
+        self.offloads
+    }
+
+    fn tx_room_for_flow(&self, hash: u32) -> (usize, usize) {
+        Core::tx_room_for_flow(self, hash)
+    }
+
+    fn send_ip(
+        &mut self,
+        now: Instant,
+        ends: (IpAddress, IpAddress),
+        protocol: IpProtocol,
+        payload_len: usize,
+        offload: PayloadOffload,
+        payload: impl IpPayload,
+    ) -> bool {
+        self.dispatch_ip_offload(now, ends, protocol, payload_len, offload, payload)
+    }
+
+    fn unreachable_to_guest(
+        &mut self,
+        now: Instant,
+        kind: Unreachable,
+        guest: IpAddress,
+        remote: IpAddress,
+        protocol: IpProtocol,
+        l4_head: &[u8],
+    ) {
+        Core::unreachable_to_guest(self, now, kind, guest, remote, protocol, l4_head)
+    }
+
+    fn ipv6_host_destination(&self, dst: Ipv6Address, port: u16) -> Option<SocketAddr> {
+        Core::ipv6_host_destination(self, dst, port)
+    }
+}
+
+/// A connection's surroundings while one of its transitions runs: its environment and the
+/// table's bookkeeping. The connection itself is a separate `&mut TcpConn`, changed in place in
+/// the table.
+pub(crate) struct Cx<'a, E: Env> {
+    core: &'a mut E,
     book: &'a mut Book,
 }
 
-impl<H: HostIo> Cx<'_, H> {
+impl<E: Env> Cx<'_, E> {
     /// Bytes left of the TCP memory budget.
     fn budget_room(&self) -> usize {
-        self.core.cfg.tcp_memory.saturating_sub(self.book.buffered)
+        self.core
+            .config()
+            .tcp_memory
+            .saturating_sub(self.book.buffered)
     }
 
     /// After a transition: the connection's buffers counted against the memory budget, its
@@ -179,7 +285,7 @@ impl<H: HostIo> Cx<'_, H> {
             self.release(conn, false);
             return true;
         }
-        let keepalive = self.core.cfg.tcp_keepalive;
+        let keepalive = self.core.config().tcp_keepalive;
         self.book.timers.schedule(conn, keepalive.as_ref());
         false
     }
@@ -250,7 +356,11 @@ impl TcpTable {
 impl<H: HostIo> Stack<H> {
     /// Runs `f` on connection `key` in place, with the rest of the stack beside it, then settles
     /// the connection (see [`Cx::settle`]). False when there is no such connection.
-    fn tcp_with(&mut self, key: ConnKey, f: impl FnOnce(&mut Cx<'_, H>, &mut TcpConn)) -> bool {
+    fn tcp_with(
+        &mut self,
+        key: ConnKey,
+        f: impl FnOnce(&mut Cx<'_, Core<H>>, &mut TcpConn),
+    ) -> bool {
         let Stack { core, tcp } = self;
         let Some(conn) = tcp.conns.get_mut(&key) else {
             return false;
@@ -380,39 +490,39 @@ impl<H: HostIo> Stack<H> {
             book: &mut tcp.book,
         };
         if !is_syn {
-            cx.core.stats.drop_tcp_no_connection += 1;
+            cx.core.stats().drop_tcp_no_connection += 1;
             cx.send_rst_for(now, key, repr);
             return;
         }
         let Some(dst) = cx.host_destination(key.remote.0, key.remote.1) else {
-            cx.core.stats.tcp_refused += 1;
+            cx.core.stats().tcp_refused += 1;
             cx.send_rst_for(now, key, repr);
             return;
         };
         if tcp.conns.len() >= MAX_CONNECTIONS && !cx.evict_embryonic(now, &mut tcp.conns) {
-            cx.core.stats.flows_refused += 1;
+            cx.core.stats().flows_refused += 1;
             cx.send_rst_for(now, key, repr);
             return;
         }
-        let sock = match cx.core.host.tcp_connect(dst) {
+        let sock = match cx.core.host().tcp_connect(dst) {
             Ok(s) => s,
             Err(e) => {
                 debug!("tcp: connect to {dst} refused by the host: {e}");
-                cx.core.stats.flows_refused += 1;
-                cx.core.stats.tcp_refused += 1;
+                cx.core.stats().flows_refused += 1;
+                cx.core.stats().tcp_refused += 1;
                 cx.refuse(now, key, repr.seq_number, &e);
                 return;
             }
         };
         debug!("tcp: {}:{} -> {dst}", key.guest.0, key.guest.1);
-        cx.core.stats.flows_opened += 1;
+        cx.core.stats().flows_opened += 1;
         let iss = initial_seq(now, &key);
         let mut conn = TcpConn {
             deadline: Some(now + CONNECT_TIMEOUT),
             ..TcpConn::new(key, cx.book.conn_id(), sock, TcpState::Connecting, iss, now)
         };
-        conn.negotiate(repr, key.mss_ceiling(cx.core.cfg.mtu));
-        cx.core.host.set_interest(sock, false, true);
+        conn.negotiate(repr, key.mss_ceiling(cx.core.config().mtu));
+        cx.core.host().set_interest(sock, false, true);
         cx.book.by_socket.insert(sock, key);
         cx.settle(&mut conn);
         tcp.conns.insert(key, conn);
@@ -510,7 +620,7 @@ impl<H: HostIo> Stack<H> {
                 book: &mut tcp.book,
             };
             cx.send_syn(now, &conn);
-            cx.core.host.set_interest(sock, false, false);
+            cx.core.host().set_interest(sock, false, false);
             cx.book.by_socket.insert(sock, key);
             cx.settle(&mut conn);
             tcp.conns.insert(key, conn);

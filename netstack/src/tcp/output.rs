@@ -5,14 +5,13 @@ use std::io;
 
 use super::conn::Recovery;
 use super::*;
-use crate::host::HostIo;
 use crate::offload::{GsoKind, PayloadOffload, TCP_CHECKSUM_OFFSET};
 use crate::stack::IpPayload;
 use crate::time::Instant;
 use crate::wire::tcp::flags;
 use crate::wire::{ipv6, IpAddress, IpProtocol, SeqNumber, TcpRepr};
 
-impl<H: HostIo> Cx<'_, H> {
+impl<E: Env> Cx<'_, E> {
     /// What follows the guest's segments on a connection: its data to the host, a reset after
     /// a failed write, new data and the ACK it is owed, the host socket's interest.
     pub(super) fn after_input(&mut self, now: Instant, conn: &mut TcpConn) {
@@ -80,7 +79,7 @@ impl<H: HostIo> Cx<'_, H> {
         if !self.send_data(now, conn, seq, data, fin) {
             return false;
         }
-        self.core.stats.tcp_retransmitted_segments += 1;
+        self.core.stats().tcp_retransmitted_segments += 1;
         conn.high_rxt = seq + data + usize::from(fin);
         if conn.deadline.is_none() {
             conn.deadline = Some(now + conn.rto);
@@ -178,8 +177,8 @@ impl<H: HostIo> Cx<'_, H> {
     pub(super) fn burst(&self, conn: &TcpConn) -> usize {
         let seg_size = conn.seg_size();
         let tso = match conn.key.guest.0 {
-            IpAddress::V4(_) => self.core.offloads.tso4,
-            IpAddress::V6(_) => self.core.offloads.tso6,
+            IpAddress::V4(_) => self.core.offloads().tso4,
+            IpAddress::V6(_) => self.core.offloads().tso6,
         };
         if !tso || conn.guest_urgent.is_some() {
             return seg_size;
@@ -190,7 +189,7 @@ impl<H: HostIo> Cx<'_, H> {
     }
 
     pub(super) fn send_syn_ack(&mut self, now: Instant, conn: &mut TcpConn) {
-        let mss = conn.key.mss_ceiling(self.core.cfg.mtu);
+        let mss = conn.key.mss_ceiling(self.core.config().mtu);
         let window = conn.offer(self.budget_room()).min(usize::from(u16::MAX)) as u16;
         let repr = TcpRepr {
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
@@ -207,7 +206,7 @@ impl<H: HostIo> Cx<'_, H> {
 
     /// Our SYN offers everything we do: MSS, window scale, SACK, timestamps.
     pub(super) fn send_syn(&mut self, now: Instant, conn: &TcpConn) {
-        let mss = conn.key.mss_ceiling(self.core.cfg.mtu);
+        let mss = conn.key.mss_ceiling(self.core.config().mtu);
         let window = conn.offer(self.budget_room()).min(usize::from(u16::MAX)) as u16;
         let repr = TcpRepr {
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
@@ -281,7 +280,7 @@ impl<H: HostIo> Cx<'_, H> {
     ) -> bool {
         let (queue, room) = self.core.tx_room_for_flow(conn.key.flow_hash());
         if room == 0 {
-            self.core.stats.tcp_queue_waits += 1;
+            self.core.stats().tcp_queue_waits += 1;
             if !conn.queue_blocked {
                 conn.queue_blocked = true;
                 self.book.blocked.push((conn.key, queue));
@@ -353,7 +352,7 @@ impl<H: HostIo> Cx<'_, H> {
         let repr = conn
             .key
             .segment(conn.snd_nxt, Some(conn.rcv_nxt), flags::RST, 0);
-        self.core.stats.tcp_resets_sent += 1;
+        self.core.stats().tcp_resets_sent += 1;
         self.emit(now, conn.key, &repr);
     }
 
@@ -364,7 +363,7 @@ impl<H: HostIo> Cx<'_, H> {
             None => (SeqNumber(0), Some(seg.seq_number + seg.segment_len())),
         };
         let repr = key.segment(seq, ack, flags::RST, 0);
-        self.core.stats.tcp_resets_sent += 1;
+        self.core.stats().tcp_resets_sent += 1;
         self.emit(now, key, &repr);
     }
 
@@ -389,7 +388,7 @@ impl<H: HostIo> Cx<'_, H> {
         tail: Option<PayloadRef>,
     ) -> bool {
         let (src, dst) = (key.remote.0, key.guest.0);
-        let partial = self.core.offloads.partial_checksum;
+        let partial = self.core.offloads().partial_checksum;
         let payload_len = payload.0.len() + payload.1.len();
         let segment_len = repr.header_len() + payload_len;
         let large = payload_len > segment_size;
@@ -412,7 +411,7 @@ impl<H: HostIo> Cx<'_, H> {
             partial,
             tail,
         };
-        let sent = self.core.dispatch_ip_offload(
+        let sent = self.core.send_ip(
             now,
             (src, dst),
             IpProtocol::Tcp,
@@ -421,9 +420,9 @@ impl<H: HostIo> Cx<'_, H> {
             segment,
         );
         if sent {
-            self.core.stats.tcp_tx_segments += 1;
+            self.core.stats().tcp_tx_segments += 1;
             if large {
-                self.core.stats.tcp_tx_large_segments += 1;
+                self.core.stats().tcp_tx_large_segments += 1;
             }
         }
         sent

@@ -8,7 +8,6 @@ use std::collections::{BinaryHeap, HashMap};
 
 use super::*;
 use crate::config::Keepalive;
-use crate::host::HostIo;
 use crate::time::Instant;
 use crate::wire::SeqNumber;
 
@@ -110,7 +109,7 @@ impl Timers {
     }
 }
 
-impl<H: HostIo> Cx<'_, H> {
+impl<E: Env> Cx<'_, E> {
     /// The connection's timers that are due at `now`.
     pub(super) fn on_timers(
         &mut self,
@@ -121,7 +120,7 @@ impl<H: HostIo> Cx<'_, H> {
         if conn.delack.is_some_and(|d| d <= now) {
             conn.delack = None;
             if conn.ack_owed {
-                self.core.stats.tcp_delayed_acks += 1;
+                self.core.stats().tcp_delayed_acks += 1;
                 self.send_ack(now, conn);
             }
         }
@@ -142,7 +141,7 @@ impl<H: HostIo> Cx<'_, H> {
     pub(super) fn timeout(&mut self, now: Instant, conn: &mut TcpConn) {
         match conn.state {
             TcpState::Connecting => {
-                self.core.stats.tcp_refused += 1;
+                self.core.stats().tcp_refused += 1;
                 self.reset_guest(now, conn);
                 conn.set_state(TcpState::Closed);
             }
@@ -153,7 +152,7 @@ impl<H: HostIo> Cx<'_, H> {
                 // current window (and takes the byte if it has room by then).
                 let seq = conn.snd_nxt;
                 if self.send_data(now, conn, seq, 1, false) {
-                    self.core.stats.tcp_window_probes += 1;
+                    self.core.stats().tcp_window_probes += 1;
                     conn.snd_nxt = conn.snd_nxt + 1;
                 }
                 conn.rto = (conn.rto + conn.rto).min(MAX_RTO);
@@ -174,19 +173,19 @@ impl<H: HostIo> Cx<'_, H> {
                 conn.rtt_probe = None;
                 conn.dup_acks = 0;
                 if conn.state == TcpState::SynReceived {
-                    self.core.stats.tcp_retransmitted_segments += 1;
+                    self.core.stats().tcp_retransmitted_segments += 1;
                     self.send_syn_ack(now, conn);
                 } else if conn.state == TcpState::SynSent {
-                    self.core.stats.tcp_retransmitted_segments += 1;
+                    self.core.stats().tcp_retransmitted_segments += 1;
                     self.send_syn(now, conn);
                 } else if conn.snd_wnd == 0 && conn.snd_nxt - conn.snd_una == 1 {
                     // The window probe went unanswered: probe again, the window is not congestion.
                     let seq = conn.snd_una;
                     if self.send_data(now, conn, seq, 1, false) {
-                        self.core.stats.tcp_window_probes += 1;
+                        self.core.stats().tcp_window_probes += 1;
                     }
                 } else {
-                    self.core.stats.tcp_retransmits += 1;
+                    self.core.stats().tcp_retransmits += 1;
                     self.enter_recovery(now, conn, true);
                 }
                 conn.deadline = Some(now + conn.rto);
@@ -202,14 +201,14 @@ impl<H: HostIo> Cx<'_, H> {
     pub(super) fn keepalive(&mut self, now: Instant, conn: &mut TcpConn, k: Keepalive) {
         if conn.keepalive_probes >= k.probes {
             debug!("tcp {:?}: no answer to keepalive; reset", conn.key);
-            self.core.stats.tcp_keepalive_timeouts += 1;
+            self.core.stats().tcp_keepalive_timeouts += 1;
             self.release(conn, true);
             self.reset_guest(now, conn);
             conn.set_state(TcpState::Closed);
             return;
         }
         conn.keepalive_probes += 1;
-        self.core.stats.tcp_keepalive_probes += 1;
+        self.core.stats().tcp_keepalive_probes += 1;
         let seq = SeqNumber(conn.snd_una.0.wrapping_sub(1));
         let mut repr = self.header(now, conn, seq, 0, 0);
         repr.sack_ranges = [None; 3];
