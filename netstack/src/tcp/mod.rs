@@ -30,7 +30,9 @@
 //! with a `Cx` (the rest of the stack and the table's bookkeeping, borrowed beside it), to the
 //! transitions: segments in (`input`), segments out (`output`), time in (`timer`, with the
 //! heap of deadlines), the host socket (`host`). After each, `Cx::settle` counts its buffers,
-//! schedules its next deadline and lets it go once closed.
+//! schedules its next deadline and lets it go once closed. What the transitions reach beyond the
+//! connection goes through the `Env` trait, which the stack's `Core` implements; `tests` runs a
+//! connection against a recording environment, without a `Stack`.
 
 mod congestion;
 mod conn;
