@@ -584,15 +584,13 @@ impl<H: HostIo> Core<H> {
         dst_mac: Option<EthernetAddress>,
         repr: &Ipv4Repr,
         offload: PayloadOffload,
-        mut payload: P,
+        payload: P,
     ) -> bool {
         let ip_len = ipv4::HEADER_LEN + repr.payload_len;
         let ident = self.ip_ident;
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let src_mac = self.cfg.gateway_mac;
-        let tail = payload.tail();
-        // `head_only`: the frame is queued with its tail left in the send buffer, or built in a
-        // buffer that holds the payload already.
+        // `head_only`: see `Core::queue_ip_frame`.
         let build = |buf: &mut [u8], dst: EthernetAddress, payload: P, head_only: bool| {
             EthernetRepr {
                 src: src_mac,
@@ -602,11 +600,7 @@ impl<H: HostIo> Core<H> {
             .emit(buf);
             let ip = &mut buf[ethernet::HEADER_LEN..];
             repr.emit(ip, ident);
-            if head_only {
-                payload.write_head(&mut ip[ipv4::HEADER_LEN..]);
-            } else {
-                payload.write(&mut ip[ipv4::HEADER_LEN..]);
-            }
+            payload.write_as(&mut ip[ipv4::HEADER_LEN..], head_only);
         };
         let frame_len = ethernet::HEADER_LEN + ip_len;
         let hop = self.next_hop_v4(repr.dst);
@@ -616,10 +610,8 @@ impl<H: HostIo> Core<H> {
                 // Ethernet and IP headers are written whole; the payload is, when its builder
                 // says so.
                 let zeroed = !offload.fills_payload;
-                let provided = payload.take_frame();
-                let head_only = tail.is_some() || provided.is_some();
-                if !self.queue_frame_parts(frame_len, meta, zeroed, tail, provided, |buf| {
-                    build(buf, mac, payload, head_only)
+                if !self.queue_ip_frame(frame_len, meta, zeroed, payload, |buf, p, head_only| {
+                    build(buf, mac, p, head_only)
                 }) {
                     return false;
                 }

@@ -1054,7 +1054,7 @@ impl<H: HostIo> Core<H> {
         dst_mac: Option<EthernetAddress>,
         repr: &Ipv6Repr,
         offload: PayloadOffload,
-        mut payload: P,
+        payload: P,
     ) -> bool {
         let ip_len = repr.buffer_len();
         if ip_len > usize::from(self.cfg.mtu) && offload.gso.is_none() {
@@ -1065,9 +1065,7 @@ impl<H: HostIo> Core<H> {
             });
         }
         let src_mac = self.cfg.gateway_mac;
-        let tail = payload.tail();
-        // `head_only`: the frame is queued with its tail left in the send buffer, or built in a
-        // buffer that holds the payload already.
+        // `head_only`: see `Core::queue_ip_frame`.
         let build = |buf: &mut [u8], dst: EthernetAddress, payload: P, head_only: bool| {
             EthernetRepr {
                 src: src_mac,
@@ -1077,11 +1075,7 @@ impl<H: HostIo> Core<H> {
             .emit(buf);
             let ip = &mut buf[ethernet::HEADER_LEN..];
             repr.emit(ip);
-            if head_only {
-                payload.write_head(&mut ip[wire_ipv6::HEADER_LEN..]);
-            } else {
-                payload.write(&mut ip[wire_ipv6::HEADER_LEN..]);
-            }
+            payload.write_as(&mut ip[wire_ipv6::HEADER_LEN..], head_only);
         };
         let frame_len = ethernet::HEADER_LEN + ip_len;
         let mac = self.ipv6_link_destination(now, dst_mac, repr.dst);
@@ -1089,10 +1083,8 @@ impl<H: HostIo> Core<H> {
             Some(mac) => {
                 let meta = offload.frame_meta(ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN);
                 let zeroed = !offload.fills_payload;
-                let provided = payload.take_frame();
-                let head_only = tail.is_some() || provided.is_some();
-                if !self.queue_frame_parts(frame_len, meta, zeroed, tail, provided, |b| {
-                    build(b, mac, payload, head_only)
+                if !self.queue_ip_frame(frame_len, meta, zeroed, payload, |b, p, head_only| {
+                    build(b, mac, p, head_only)
                 }) {
                     return false;
                 }

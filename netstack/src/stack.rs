@@ -130,6 +130,19 @@ pub(crate) trait IpPayload {
     {
         self.write(buf)
     }
+
+    /// [`IpPayload::write_head`] when the frame was queued with [`Core::queue_ip_frame`]'s
+    /// `head_only`, else [`IpPayload::write`].
+    fn write_as(self, buf: &mut [u8], head_only: bool)
+    where
+        Self: Sized,
+    {
+        if head_only {
+            self.write_head(buf)
+        } else {
+            self.write(buf)
+        }
+    }
 }
 
 impl<F: FnOnce(&mut [u8])> IpPayload for F {
@@ -993,6 +1006,25 @@ impl<H: HostIo> Core<H> {
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
         self.queue_frame_parts(len, meta, zeroed, None, None, emit)
+    }
+
+    /// Queues an IP frame of `len` bytes to a resolved neighbour: `build(buf, payload, head_only)`
+    /// writes the Ethernet and IP headers, then the payload ([`IpPayload::write_as`]): whole, or
+    /// only its head when its tail stays in a send buffer or it is in its frame buffer already.
+    pub(crate) fn queue_ip_frame<P: IpPayload>(
+        &mut self,
+        len: usize,
+        meta: FrameMeta,
+        zeroed: bool,
+        mut payload: P,
+        build: impl FnOnce(&mut [u8], P, bool),
+    ) -> bool {
+        let tail = payload.tail();
+        let provided = payload.take_frame();
+        let head_only = tail.is_some() || provided.is_some();
+        self.queue_frame_parts(len, meta, zeroed, tail, provided, |buf| {
+            build(buf, payload, head_only)
+        })
     }
 
     /// [`Core::queue_frame_meta`] for a frame of `len` bytes whose last `tail.len` bytes stay in
