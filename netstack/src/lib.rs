@@ -13,6 +13,8 @@
 //!   exerciser's hand-made frames.
 //! - [`stack`]: the interface: [`Stack`] (the TCP table beside `Core`, the state every layer
 //!   shares), Ethernet demultiplexing, the bounded egress queue per queue pair, timers.
+//! - `steering`: the symmetric flow hash that picks a frame's queue pair (re-exported by
+//!   [`stack`]).
 //! - `ipv4`: the IPv4 layer: header and source checks, reassembly, ARP, ICMP, IGMP, DHCPv4
 //!   demultiplexing, egress in one frame or in fragments.
 //! - `ipv6`: the IPv6 layer: the extension-header walk, Neighbor Discovery, router advertisements,
@@ -56,6 +58,7 @@ pub mod reassembly;
 pub mod sources;
 pub mod stack;
 pub mod stats;
+mod steering;
 pub mod tcp;
 #[doc(hidden)]
 pub mod testing;

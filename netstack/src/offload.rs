@@ -43,7 +43,7 @@ impl PartialChecksum {
         self.complete_parts(frame, [&[], &[]])
     }
 
-    /// [`ChecksumOffload::complete`] for a frame whose payload follows `head` in two more
+    /// [`PartialChecksum::complete`] for a frame whose payload follows `head` in two more
     /// pieces (see [`crate::stack::FrameParts`]); the field is in `head`.
     pub fn complete_parts(&self, head: &mut [u8], payload: [&[u8]; 2]) -> bool {
         let start = usize::from(self.start);

@@ -432,10 +432,10 @@ fn addr_bytes(a: &IpAddress) -> &[u8] {
 }
 
 impl ConnKey {
-    /// The connection's [`crate::stack::flow_hash`]: which egress queue its frames take.
+    /// The connection's [`crate::steering::flow_hash`]: which egress queue its frames take.
     pub(super) fn flow_hash(&self) -> u32 {
         let (gp, rp) = (self.guest.1.to_be_bytes(), self.remote.1.to_be_bytes());
-        crate::stack::flow_hash(
+        crate::steering::flow_hash(
             (addr_bytes(&self.remote.0), Some(&rp)),
             (addr_bytes(&self.guest.0), Some(&gp)),
         )
