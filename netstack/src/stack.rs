@@ -227,10 +227,7 @@ impl TxQueue {
         provided: Option<Vec<u8>>,
         emit: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let mut buf = match provided {
-            Some(b) => b,
-            None => self.buffer(len),
-        };
+        let mut buf = provided.unwrap_or_else(|| self.free.pop().unwrap_or_default());
         if buf.len() < len {
             buf.resize(len, 0);
         }
@@ -312,7 +309,8 @@ impl TxQueue {
     }
 
     fn recycle(&mut self, buf: Vec<u8>) {
-        if self.free.len() < TX_QUEUE_CAPACITY {
+        // An empty vector (a frame buffer handed on) would only take a slot.
+        if buf.capacity() > 0 && self.free.len() < TX_QUEUE_CAPACITY {
             self.free.push(buf);
         }
     }
@@ -596,50 +594,43 @@ impl<H: HostIo> Stack<H> {
         deliver: impl FnOnce(FrameParts<'_>, FrameMeta) -> bool,
     ) -> Dispatch {
         self.flush(now);
-        // Segments whose payload is no longer in its send buffer are dropped first (at most the
-        // whole queue; then it is empty and the next look returns).
+        // A segment whose payload is no longer in its send buffer is dropped and the next one
+        // looked at (at most the whole queue; then it is empty and the next look returns).
         let queued = self.core.txq.queues.get(queue).map_or(0, VecDeque::len);
         for _ in 0..=queued {
-            let stale = match self.core.txq.front(queue) {
-                None => return Dispatch::Idle,
-                Some(entry) => entry
-                    .tail
-                    .as_ref()
-                    .is_some_and(|t| self.tcp.payload(t).is_none()),
+            let Some(entry) = self.core.txq.front(queue) else {
+                return Dispatch::Idle;
             };
-            if !stale {
-                break;
-            }
-            self.core.txq.pop(queue);
-            self.core.stats.drop_tcp_stale_segment += 1;
-        }
-        let Some(entry) = self.core.txq.front(queue) else {
-            return Dispatch::Idle;
-        };
-        let payload = match entry.tail.as_ref().and_then(|t| self.tcp.payload(t)) {
-            Some((a, b)) => [a, b],
-            None => [&[][..], &[][..]],
-        };
-        let (frame, meta) = (
-            FrameParts {
+            let payload = match &entry.tail {
+                None => [&[][..], &[][..]],
+                Some(tail) => match self.tcp.payload(tail) {
+                    Some((a, b)) => [a, b],
+                    None => {
+                        self.core.txq.pop(queue);
+                        self.core.stats.drop_tcp_stale_segment += 1;
+                        continue;
+                    }
+                },
+            };
+            let frame = FrameParts {
                 head: entry.frame(),
                 payload,
-            },
-            entry.meta,
-        );
-        let len = frame.len();
-        if !deliver(frame, meta) {
-            return Dispatch::Held;
+            };
+            let len = frame.len();
+            if !deliver(frame, entry.meta) {
+                return Dispatch::Held;
+            }
+            self.stats.eth_tx_frames += 1;
+            self.stats.eth_tx_bytes += len as u64;
+            self.txq.pop(queue);
+            // Back-pressure: TCP connections that found this queue full go on once it is half
+            // empty (a batch at a time, not a segment per freed slot).
+            if self.tcp.waits_on(queue) && self.txq.room_on(queue) >= TX_QUEUE_CAPACITY / 2 {
+                self.tcp_resume_blocked(now, queue);
+            }
+            return Dispatch::Sent(len);
         }
-        self.stats.eth_tx_frames += 1;
-        self.stats.eth_tx_bytes += len as u64;
-        self.txq.pop(queue);
-        // Back-pressure: TCP connections that found this queue full go on once it is half empty
-        // (a batch at a time, not a segment per freed slot).
-        if self.tcp.waits_on(queue) && self.txq.room_on(queue) >= TX_QUEUE_CAPACITY / 2 {
-            self.tcp_resume_blocked(now, queue);
-        }
-        Dispatch::Sent(len)
+        Dispatch::Idle
     }
 
     /// Queues `frame` for the guest exactly as given (the exerciser's injected and probe frames):
