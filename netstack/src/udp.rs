@@ -415,7 +415,7 @@ impl<H: HostIo> Core<H> {
         };
         // Datagrams are received straight into frame buffers, behind room for their headers, a
         // batch per system call (recvmmsg).
-        let at = ethernet::HEADER_LEN + ip_header_len(guest.0) + udp::HEADER_LEN;
+        let at = ethernet::HEADER_LEN + guest.0.header_len() + udp::HEADER_LEN;
         let mut frames = std::mem::take(&mut self.recv_frames);
         let mut received = 0;
         while received < HOST_READ_BUDGET {
@@ -569,7 +569,7 @@ impl<H: HostIo> Core<H> {
         src: (IpAddress, u16),
         dst: (IpAddress, u16),
         len: usize,
-        data: impl UdpData,
+        data: impl IpPayload,
     ) {
         let udp_len = udp::HEADER_LEN + len;
         let udp = UdpRepr {
@@ -608,23 +608,6 @@ impl<H: HostIo> Core<H> {
     }
 }
 
-/// The payload of a UDP datagram to the guest: written by a closure, or received in place.
-trait UdpData {
-    /// The frame buffer that holds the data in place, if any ([`IpPayload::take_frame`]).
-    fn take_frame(&mut self) -> Option<Vec<u8>> {
-        None
-    }
-
-    /// Writes the data into `buf` (a frame that must be whole, or no frame was taken).
-    fn write(self, buf: &mut [u8]);
-}
-
-impl<F: FnOnce(&mut [u8])> UdpData for F {
-    fn write(self, buf: &mut [u8]) {
-        self(buf)
-    }
-}
-
 /// A host datagram received straight into a frame buffer, `at` bytes in (room for the Ethernet,
 /// IP and UDP headers), `len` bytes long: the frame is built around it, so its bytes are copied
 /// once in userspace, by the device into the guest's buffers.
@@ -634,11 +617,12 @@ struct Received {
     len: usize,
 }
 
-impl UdpData for &mut Received {
+impl IpPayload for &mut Received {
     fn take_frame(&mut self) -> Option<Vec<u8>> {
         self.frame.take()
     }
 
+    /// Copies the data into `buf` (a frame that must be whole; no frame was taken).
     fn write(self, buf: &mut [u8]) {
         if let Some(frame) = &self.frame {
             buf.copy_from_slice(&frame[self.at..self.at + self.len]);
@@ -670,7 +654,8 @@ impl<D> Datagram<D> {
     }
 }
 
-impl<D: UdpData> IpPayload for Datagram<D> {
+/// The datagram's data is an [`IpPayload`] too: a closure that writes it, or [`Received`].
+impl<D: IpPayload> IpPayload for Datagram<D> {
     fn take_frame(&mut self) -> Option<Vec<u8>> {
         self.data.take_frame()
     }
@@ -683,13 +668,5 @@ impl<D: UdpData> IpPayload for Datagram<D> {
     /// The data is in place already (a frame from `take_frame`).
     fn write_head(self, buf: &mut [u8]) {
         Self::emit_header(self.udp, self.ends, self.partial, buf);
-    }
-}
-
-/// The IP header's length for a packet of `addr`'s family (no options or extension headers).
-fn ip_header_len(addr: IpAddress) -> usize {
-    match addr {
-        IpAddress::V4(_) => ipv4::HEADER_LEN,
-        IpAddress::V6(_) => crate::wire::ipv6::HEADER_LEN,
     }
 }

@@ -14,7 +14,7 @@ use super::*;
 use crate::config::Keepalive;
 use crate::host::SocketId;
 use crate::time::{Duration, Instant};
-use crate::wire::{ipv4, ipv6, tcp, IpAddress, SeqNumber, TcpRepr};
+use crate::wire::{tcp, IpAddress, SeqNumber, TcpRepr};
 
 /// RFC 9293 §3.3.2 states (plus `Connecting`: waiting for the host before the SYN-ACK).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,11 +444,7 @@ impl ConnKey {
     /// The largest segment payload the link carries for this connection (MTU less the IP and
     /// TCP headers).
     pub(super) fn mss_ceiling(&self, mtu: u16) -> usize {
-        let ip = match self.guest.0 {
-            IpAddress::V4(_) => ipv4::HEADER_LEN,
-            IpAddress::V6(_) => ipv6::HEADER_LEN,
-        };
-        usize::from(mtu) - ip - tcp::HEADER_LEN
+        usize::from(mtu) - self.guest.0.header_len() - tcp::HEADER_LEN
     }
 
     /// A segment from the remote side to the guest with no options and no payload; callers fill in

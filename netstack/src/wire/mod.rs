@@ -66,6 +66,15 @@ impl fmt::Display for IpAddress {
 }
 
 impl IpAddress {
+    /// The length of a packet header of this address's family without options or extension
+    /// headers.
+    pub fn header_len(&self) -> usize {
+        match self {
+            IpAddress::V4(_) => ipv4::HEADER_LEN,
+            IpAddress::V6(_) => ipv6::HEADER_LEN,
+        }
+    }
+
     /// The partial checksum of the pseudo-header for an upper-layer message of `len` bytes
     /// (RFC 768 / RFC 9293 for IPv4, RFC 8200 §8.1 for IPv6). The two addresses are of one family.
     pub fn pseudo_header_sum(src: IpAddress, dst: IpAddress, protocol: u8, len: u32) -> u32 {
