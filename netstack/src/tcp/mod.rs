@@ -356,6 +356,17 @@ impl TcpTable {
 }
 
 impl<H: HostIo> Stack<H> {
+    /// The connections, and a [`Cx`] over the rest of the stack and the table's bookkeeping,
+    /// borrowed apart: how a connection is changed in place.
+    fn tcp_parts(&mut self) -> (&mut HashMap<ConnKey, TcpConn>, Cx<'_, Core<H>>) {
+        let Stack { core, tcp } = self;
+        let cx = Cx {
+            core,
+            book: &mut tcp.book,
+        };
+        (&mut tcp.conns, cx)
+    }
+
     /// Runs `f` on connection `key` in place, with the rest of the stack beside it, then settles
     /// the connection (see [`Cx::settle`]). False when there is no such connection.
     fn tcp_with(
@@ -363,17 +374,13 @@ impl<H: HostIo> Stack<H> {
         key: ConnKey,
         f: impl FnOnce(&mut Cx<'_, Core<H>>, &mut TcpConn),
     ) -> bool {
-        let Stack { core, tcp } = self;
-        let Some(conn) = tcp.conns.get_mut(&key) else {
+        let (conns, mut cx) = self.tcp_parts();
+        let Some(conn) = conns.get_mut(&key) else {
             return false;
-        };
-        let mut cx = Cx {
-            core,
-            book: &mut tcp.book,
         };
         f(&mut cx, conn);
         if cx.settle(conn) {
-            tcp.conns.remove(&key);
+            conns.remove(&key);
         }
         self.tcp_settled();
         true
@@ -384,23 +391,18 @@ impl<H: HostIo> Stack<H> {
     /// wake in batches). The timer heap is compacted when stale entries outnumber the
     /// connections (see `timer::Timers`).
     fn tcp_settled(&mut self) {
-        let Stack { core, tcp } = self;
-        core.stats.tcp_connections = tcp.conns.len() as u64;
-        core.stats.tcp_buffered_bytes = tcp.book.buffered as u64;
-        let room = core.cfg.tcp_memory.saturating_sub(tcp.book.buffered);
-        if !tcp.book.starved.is_empty() && room >= core.cfg.tcp_memory / 8 {
-            let mut cx = Cx {
-                core,
-                book: &mut tcp.book,
-            };
+        let (conns, mut cx) = self.tcp_parts();
+        cx.core.stats.tcp_connections = conns.len() as u64;
+        cx.core.stats.tcp_buffered_bytes = cx.book.buffered as u64;
+        if !cx.book.starved.is_empty() && cx.budget_room() >= cx.core.cfg.tcp_memory / 8 {
             for key in core::mem::take(&mut cx.book.starved) {
-                if let Some(c) = tcp.conns.get_mut(&key) {
+                if let Some(c) = conns.get_mut(&key) {
                     c.memory_starved = false;
                     cx.update_interest(c);
                 }
             }
         }
-        tcp.book.timers.compact(&tcp.conns);
+        cx.book.timers.compact(conns);
     }
 
     /// A TCP segment from the guest, from `src` to `dst`.
@@ -486,11 +488,7 @@ impl<H: HostIo> Stack<H> {
             return;
         }
         let is_syn = repr.flags & flags::SYN != 0 && repr.ack_number.is_none();
-        let Stack { core, tcp } = self;
-        let mut cx = Cx {
-            core,
-            book: &mut tcp.book,
-        };
+        let (conns, mut cx) = self.tcp_parts();
         if !is_syn {
             cx.core.stats().drop_tcp_no_connection += 1;
             cx.send_rst_for(now, key, repr);
@@ -501,7 +499,7 @@ impl<H: HostIo> Stack<H> {
             cx.send_rst_for(now, key, repr);
             return;
         };
-        if tcp.conns.len() >= MAX_CONNECTIONS && !cx.evict_embryonic(now, &mut tcp.conns) {
+        if conns.len() >= MAX_CONNECTIONS && !cx.evict_embryonic(now, conns) {
             cx.core.stats().flows_refused += 1;
             cx.send_rst_for(now, key, repr);
             return;
@@ -527,7 +525,7 @@ impl<H: HostIo> Stack<H> {
         cx.core.host().set_interest(sock, false, true);
         cx.book.by_socket.insert(sock, key);
         cx.settle(&mut conn);
-        tcp.conns.insert(key, conn);
+        conns.insert(key, conn);
         self.tcp_settled();
     }
 
@@ -616,16 +614,12 @@ impl<H: HostIo> Stack<H> {
                 deadline: Some(now + INITIAL_RTO),
                 ..TcpConn::new(key, id, sock, TcpState::SynSent, iss, now)
             };
-            let Stack { core, tcp } = self;
-            let mut cx = Cx {
-                core,
-                book: &mut tcp.book,
-            };
+            let (conns, mut cx) = self.tcp_parts();
             cx.send_syn(now, &conn);
             cx.core.host().set_interest(sock, false, false);
             cx.book.by_socket.insert(sock, key);
             cx.settle(&mut conn);
-            tcp.conns.insert(key, conn);
+            conns.insert(key, conn);
         }
         self.tcp_settled();
     }
