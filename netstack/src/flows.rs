@@ -7,10 +7,10 @@
 //! has an idle timeout, refreshed by traffic in either direction; the table has a fixed capacity and
 //! evicts the least recently used flow when a new one needs room.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::deadlines::Deadlines;
 use crate::host::SocketId;
 use crate::time::{Duration, Instant};
 use crate::wire::IpAddress;
@@ -84,16 +84,16 @@ pub enum Removal {
 
 /// The table.
 ///
-/// Expiry runs off a min-heap of deadlines rather than a pass over every flow per poll: each
-/// flow has one live entry (at the expiry it had when the entry was pushed, `Slot::scheduled`).
-/// Traffic only moves a flow's expiry later, so nothing is pushed then: when the entry comes due,
-/// a flow that has been active meanwhile is scheduled again at its real expiry (one wake-up per
-/// idle timeout of an active flow). Entries of flows removed meanwhile are stale and skipped; the
-/// heap is compacted whenever it holds more than twice the flows plus 64, which bounds it.
+/// Expiry runs off a min-heap of deadlines (`crate::deadlines`) rather than a pass over every
+/// flow per poll: each flow has one live entry (at the expiry it had when the entry was pushed,
+/// `Slot::scheduled`). Traffic only moves a flow's expiry later, so nothing is pushed then: when
+/// the entry comes due, a flow that has been active meanwhile is scheduled again at its real
+/// expiry (one wake-up per idle timeout of an active flow). Entries of flows removed meanwhile
+/// are stale; the heap never holds more than twice the flows plus 65.
 #[derive(Debug, Default)]
 pub struct FlowTable {
     flows: HashMap<FlowKey, Slot>,
-    deadlines: BinaryHeap<Reverse<Deadline>>,
+    deadlines: Deadlines<FlowKey>,
     /// Sockets owned by guest-originated flows.
     by_socket: HashMap<SocketId, FlowKey>,
     /// Forward flows by the forward's socket and the host peer.
@@ -106,36 +106,6 @@ struct Slot {
     /// The deadline of the flow's live entry in `deadlines`.
     scheduled: Instant,
 }
-
-/// A heap entry, ordered by its instant only.
-#[derive(Debug, Clone, Copy)]
-struct Deadline {
-    at: Instant,
-    key: FlowKey,
-}
-
-impl PartialEq for Deadline {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at
-    }
-}
-
-impl Eq for Deadline {}
-
-impl PartialOrd for Deadline {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Deadline {
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        self.at.cmp(&other.at)
-    }
-}
-
-/// Stale heap entries tolerated beyond twice the flows before the heap is compacted.
-const COMPACT_SLACK: usize = 64;
 
 impl FlowTable {
     pub fn new() -> Self {
@@ -200,10 +170,7 @@ impl FlowTable {
             }
         }
         let scheduled = flow.expires_at();
-        self.deadlines.push(Reverse(Deadline {
-            at: scheduled,
-            key: flow.key,
-        }));
+        self.deadlines.push(scheduled, flow.key);
         self.flows.insert(flow.key, Slot { flow, scheduled });
         self.compact();
         evicted
@@ -212,11 +179,10 @@ impl FlowTable {
     /// Drops the stale heap entries once they outnumber the flows (amortized: the heap then
     /// holds only live ones).
     fn compact(&mut self) {
-        if self.deadlines.len() > 2 * self.flows.len() + COMPACT_SLACK {
-            let flows = &self.flows;
-            self.deadlines
-                .retain(|Reverse(d)| flows.get(&d.key).is_some_and(|s| s.scheduled == d.at));
-        }
+        let flows = &self.flows;
+        self.deadlines.compact(flows.len(), |key, at| {
+            flows.get(key).is_some_and(|s| s.scheduled == at)
+        });
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
@@ -250,28 +216,21 @@ impl FlowTable {
     /// Removes the flows idle past their timeout, handing each to `gone`.
     pub fn expire(&mut self, now: Instant, mut gone: impl FnMut(Flow)) {
         // Each pass pops an entry; what is pushed again lies after `now`.
-        while let Some(&Reverse(d)) = self.deadlines.peek() {
-            if d.at > now {
-                break;
-            }
-            self.deadlines.pop();
-            let Some(slot) = self.flows.get_mut(&d.key) else {
+        while let Some((at, key)) = self.deadlines.pop_due(now) {
+            let Some(slot) = self.flows.get_mut(&key) else {
                 continue;
             };
-            if slot.scheduled != d.at {
+            if slot.scheduled != at {
                 continue;
             }
             let expires = slot.flow.expires_at();
             if expires > now {
                 // Active since: due again at its real expiry.
                 slot.scheduled = expires;
-                self.deadlines.push(Reverse(Deadline {
-                    at: expires,
-                    key: d.key,
-                }));
+                self.deadlines.push(expires, key);
                 continue;
             }
-            if let Some(f) = self.remove(&d.key) {
+            if let Some(f) = self.remove(&key) {
                 gone(f);
             }
         }
@@ -280,7 +239,7 @@ impl FlowTable {
     /// When [`FlowTable::expire`] next has work: the earliest entry of the heap (a flow active
     /// since may turn out not to be due yet).
     pub fn poll_at(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|d| d.0.at)
+        self.deadlines.next()
     }
 }
 
@@ -336,7 +295,7 @@ mod tests {
             for i in 0..50u16 {
                 t.remove(&udp(i));
             }
-            assert!(t.deadlines.len() <= 2 * t.len() + COMPACT_SLACK + 1);
+            assert!(t.deadlines.len() <= 2 * t.len() + crate::deadlines::COMPACT_SLACK + 1);
         }
         // A live flow keeps its entry through compactions and expires on time.
         t.insert(flow(7, 1, 500));

@@ -22,6 +22,7 @@
 //! - [`arp`]: the neighbour cache and ARP resolution of guest addresses.
 //! - [`dhcpv4`], [`dhcpv6`]: the DHCP servers and their lease tables.
 //! - [`host`]: the [`HostIo`] trait, the only way to host sockets; `ScriptedHost` for tests.
+//! - `deadlines`: the min-heap of deadlines behind the TCP timers and the flows' expiry.
 //! - [`flows`]: the flow table mapping guest UDP and ICMP conversations to host sockets.
 //! - `udp`, `icmp`: UDP and ICMP through the gateway (guest to host and back, forwards, errors).
 //! - [`tcp`]: guest TCP connections terminated here and spliced to host sockets: `conn` (one
@@ -42,6 +43,7 @@
 
 pub mod arp;
 pub mod config;
+mod deadlines;
 pub mod dhcpv4;
 pub mod dhcpv6;
 pub mod flows;

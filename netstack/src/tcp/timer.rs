@@ -3,60 +3,28 @@
 
 use log::debug;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 use super::*;
 use crate::config::Keepalive;
+use crate::deadlines::Deadlines;
 use crate::time::Instant;
 use crate::wire::SeqNumber;
 
-/// Every connection's next deadline in one min-heap, so that finding what is due (and when the
-/// stack must be polled next) costs a look at the top instead of a scan of every connection.
+/// Every connection's next deadline in one min-heap (`crate::deadlines`).
 ///
-/// Entries are never updated in place. A connection's deadline moving earlier (a delayed ACK
-/// armed under a retransmission timer) adds an entry and makes the connection's
-/// `timer_at` point at it; one moving later (the retransmission timer restarted by an ACK)
-/// adds nothing: the earlier entry fires, the connection finds nothing due, and the next
-/// deadline is scheduled then, as Linux's TCP timers do (a lazy timer that is re-armed when it
-/// fires early costs one wake-up per RTO, not one heap operation per ACK). An entry whose
-/// deadline is not its connection's `timer_at` is stale and skipped.
+/// A connection's deadline moving earlier (a delayed ACK armed under a retransmission timer)
+/// adds an entry and makes the connection's `timer_at` point at it; one moving later (the
+/// retransmission timer restarted by an ACK) adds nothing: the earlier entry fires, the
+/// connection finds nothing due, and the next deadline is scheduled then, as Linux's TCP timers
+/// do (a lazy timer that is re-armed when it fires early costs one wake-up per RTO, not one heap
+/// operation per ACK). An entry whose deadline is not its connection's `timer_at` is stale.
 ///
-/// Bound: live entries are at most one per connection; stale ones are dropped when they reach
-/// the top, and the whole heap is compacted when it holds more than twice the connections
-/// plus [`COMPACT_SLACK`], so it never exceeds `2 * MAX_CONNECTIONS + COMPACT_SLACK + 1`.
+/// Bound: at most one live entry per connection; with the stale ones, never more than
+/// `2 * MAX_CONNECTIONS + COMPACT_SLACK + 1`.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
-}
-
-/// Stale entries tolerated beyond twice the connections before the heap is compacted.
-const COMPACT_SLACK: usize = 64;
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    at: Instant,
-    key: ConnKey,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at
-    }
-}
-
-impl Eq for Entry {}
-
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        self.at.cmp(&other.at)
-    }
+    deadlines: Deadlines<ConnKey>,
 }
 
 impl Timers {
@@ -69,12 +37,12 @@ impl Timers {
             return;
         }
         conn.timer_at = Some(at);
-        self.heap.push(Reverse(Entry { at, key: conn.key }));
+        self.deadlines.push(at, conn.key);
     }
 
     /// The earliest entry's deadline.
     pub(super) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|e| e.0.at)
+        self.deadlines.next()
     }
 
     /// Moves the connections with a live entry due at `now` into `due` (each once: its entry
@@ -85,15 +53,11 @@ impl Timers {
         conns: &mut HashMap<ConnKey, TcpConn>,
         due: &mut Vec<ConnKey>,
     ) {
-        while let Some(Reverse(e)) = self.heap.peek().copied() {
-            if e.at > now {
-                break;
-            }
-            self.heap.pop();
-            if let Some(conn) = conns.get_mut(&e.key) {
-                if conn.timer_at == Some(e.at) {
+        while let Some((at, key)) = self.deadlines.pop_due(now) {
+            if let Some(conn) = conns.get_mut(&key) {
+                if conn.timer_at == Some(at) {
                     conn.timer_at = None;
-                    due.push(e.key);
+                    due.push(key);
                 }
             }
         }
@@ -101,11 +65,9 @@ impl Timers {
 
     /// Drops the stale entries once they outnumber the connections (see the bound above).
     pub(super) fn compact(&mut self, conns: &HashMap<ConnKey, TcpConn>) {
-        if self.heap.len() <= 2 * conns.len() + COMPACT_SLACK {
-            return;
-        }
-        self.heap
-            .retain(|Reverse(e)| conns.get(&e.key).is_some_and(|c| c.timer_at == Some(e.at)));
+        self.deadlines.compact(conns.len(), |key, at| {
+            conns.get(key).is_some_and(|c| c.timer_at == Some(at))
+        });
     }
 }
 
@@ -248,10 +210,10 @@ mod tests {
         // Moving later adds nothing; moving earlier adds an entry and makes the first stale.
         c.deadline = Some(t0 + Duration::from_millis(400));
         timers.schedule(&mut c, None);
-        assert_eq!(timers.heap.len(), 1);
+        assert_eq!(timers.deadlines.len(), 1);
         c.delack = Some(t0 + Duration::from_millis(40));
         timers.schedule(&mut c, None);
-        assert_eq!(timers.heap.len(), 2);
+        assert_eq!(timers.deadlines.len(), 2);
         assert_eq!(timers.next(), Some(t0 + Duration::from_millis(40)));
         conns.insert(c.key, c);
         let mut due = Vec::new();
@@ -260,7 +222,7 @@ mod tests {
         timers.take_due(t0 + Duration::from_millis(300), &mut conns, &mut due);
         // Both entries were due; only the live one (40 ms) names the connection.
         assert_eq!(due.len(), 1);
-        assert!(timers.heap.is_empty());
+        assert!(timers.deadlines.len() == 0);
         assert_eq!(conns.values().next().unwrap().timer_at, None);
     }
 
@@ -292,7 +254,9 @@ mod tests {
                 timers.schedule(c, None);
             }
             timers.compact(&conns);
-            assert!(timers.heap.len() <= 2 * conns.len() + COMPACT_SLACK + 1);
+            assert!(
+                timers.deadlines.len() <= 2 * conns.len() + crate::deadlines::COMPACT_SLACK + 1
+            );
         }
         // Every connection still has its live entry.
         for c in conns.values() {
