@@ -46,15 +46,13 @@ impl PartialChecksum {
     /// [`PartialChecksum::complete`] for a frame whose payload follows `head` in two more
     /// pieces (see [`crate::stack::FrameParts`]); the field is in `head`.
     pub fn complete_parts(&self, head: &mut [u8], payload: [&[u8]; 2]) -> bool {
-        let start = usize::from(self.start);
-        let at = start + usize::from(self.offset);
-        if at + 2 > head.len() {
+        if !self.fits(head.len()) {
             return false;
         }
-        let sum = checksum::accumulate(0, &head[start..]);
-        let sum = checksum::accumulate_at(sum, payload[0], (head.len() - start) % 2 == 1);
-        let odd = (head.len() - start + payload[0].len()) % 2 == 1;
-        let sum = checksum::finish(checksum::accumulate_at(sum, payload[1], odd));
+        let start = usize::from(self.start);
+        let at = start + usize::from(self.offset);
+        let pieces = [&head[start..], payload[0], payload[1]];
+        let sum = checksum::finish(checksum::accumulate_pieces(0, &pieces));
         // RFC 768: a UDP checksum that computes to zero is sent as all ones; for TCP the two are
         // the same value in ones' complement arithmetic.
         let sum = if sum == 0 { 0xffff } else { sum };

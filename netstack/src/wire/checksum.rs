@@ -36,19 +36,24 @@ pub fn accumulate(sum: u32, data: &[u8]) -> u32 {
     folded + u32::from(u16::from_be(acc as u16))
 }
 
-/// [`accumulate`] for `data` that sits at an odd offset of what is summed (the second piece of
-/// a payload gathered from slices, after a first of odd length): RFC 1071 §2(B), its sum is the
-/// byte-swapped sum of the same bytes at an even offset.
-pub fn accumulate_at(sum: u32, data: &[u8], odd: bool) -> u32 {
-    if !odd {
-        return accumulate(sum, data);
+/// [`accumulate`] over `pieces` as if they were one slice (a frame's headers, then payload
+/// gathered from a send buffer's slices). A piece that starts at an odd offset of the whole
+/// adds the byte-swapped sum of its bytes taken at an even one (RFC 1071 §2(B)).
+pub fn accumulate_pieces(mut sum: u32, pieces: &[&[u8]]) -> u32 {
+    let mut odd = false;
+    for piece in pieces {
+        if odd {
+            let mut own = accumulate(0, piece);
+            while own >> 16 != 0 {
+                own = (own & 0xffff) + (own >> 16);
+            }
+            sum = (sum & 0xffff) + (sum >> 16) + u32::from((own as u16).swap_bytes());
+        } else {
+            sum = accumulate(sum, piece);
+        }
+        odd ^= piece.len() % 2 == 1;
     }
-    let mut own = accumulate(0, data);
-    while own >> 16 != 0 {
-        own = (own & 0xffff) + (own >> 16);
-    }
-    let folded = (sum & 0xffff) + (sum >> 16);
-    folded + u32::from((own as u16).swap_bytes())
+    sum
 }
 
 /// Folds the accumulator to 16 bits and complements it.
@@ -80,9 +85,12 @@ mod tests {
         let whole = finish(accumulate(0x1234, &data));
         for cut in [0, 1, 2, 3, 7, 8, 9, 500, 999, 1000, 1001] {
             let (a, b) = data.split_at(cut);
-            let sum = accumulate_at(0x1234, a, false);
-            let sum = accumulate_at(sum, b, a.len() % 2 == 1);
+            let sum = accumulate_pieces(0x1234, &[a, b]);
             assert_eq!(finish(sum), whole, "cut at {cut}");
+            // Three pieces, the middle one odd: the last is back at an even offset.
+            let (b1, b2) = b.split_at(b.len().min(3));
+            let sum = accumulate_pieces(0x1234, &[a, b1, b2]);
+            assert_eq!(finish(sum), whole, "cut at {cut}, then 3");
         }
     }
 

@@ -425,14 +425,8 @@ impl<'a> TcpRepr<'a> {
         let sum = if partial {
             !checksum::finish(sum)
         } else {
-            // The header is a multiple of four bytes: the first slice starts at an even offset.
-            let sum = checksum::accumulate(sum, buf);
-            let sum = checksum::accumulate(sum, payload.0);
-            checksum::finish(checksum::accumulate_at(
-                sum,
-                payload.1,
-                payload.0.len() % 2 == 1,
-            ))
+            let pieces: [&[u8]; 3] = [buf, payload.0, payload.1];
+            checksum::finish(checksum::accumulate_pieces(sum, &pieces))
         };
         write_u16(buf, field::CHECKSUM, sum);
     }
