@@ -128,6 +128,18 @@ impl<A: Copy + Eq + Debug> NeighborCache<A> {
         }
     }
 
+    /// The mappings [`NeighborCache::lookup`] would return without changing anything, with the
+    /// instant until which that holds (a reachable entry's expiry; a probing entry's until the
+    /// probe's outcome changes the cache): what a shard may use without the link's lock.
+    pub fn usable(&self, out: &mut Vec<(A, EthernetAddress, Instant)>) {
+        out.clear();
+        out.extend(self.entries.iter().filter_map(|e| match e.state {
+            State::Reachable { mac, expires_at } => Some((e.ip, mac, expires_at)),
+            State::Probe { mac, .. } => Some((e.ip, mac, Instant::from_micros(u64::MAX))),
+            State::Incomplete { .. } | State::Stale { .. } => None,
+        }));
+    }
+
     /// Whether `ip` has a confirmed mapping (no probe pending).
     pub fn is_reachable(&self, now: Instant, ip: A) -> bool {
         self.entries.iter().any(|e| {

@@ -269,9 +269,7 @@ impl<H: HostIo> Core<H> {
 
     /// The guest's IPv4 address: its bound DHCP lease, else the address it last sent from.
     pub fn guest_ipv4(&self) -> Option<Ipv4Address> {
-        self.leases()
-            .find(|l| l.bound)
-            .map(|l| l.addr)
-            .or(self.last_guest_ipv4)
+        let leased = self.link.lock().dhcp.leases().find(|l| l.bound);
+        leased.map(|l| l.addr).or(self.last_guest_ipv4)
     }
 }

@@ -9,6 +9,7 @@ use log::{debug, trace};
 
 use crate::dhcpv4::{Destination, Outcome};
 use crate::host::HostIo;
+use crate::link::LinkView;
 use crate::offload::{FrameMeta, PayloadOffload};
 use crate::reassembly;
 use crate::stack::{Core, IpPayload, Stack, DEFAULT_TTL};
@@ -51,16 +52,7 @@ impl<H: HostIo> Stack<H> {
             trace!("drop: {packet}: source not a guest address");
             return;
         }
-        if !dhcp_client
-            && !behind_guest
-            && !{
-                let core = &mut self.core;
-                core.sources.allow_v4(
-                    repr.src,
-                    core.dhcp.leases().filter(|l| l.bound).map(|l| l.addr),
-                )
-            }
-        {
+        if !dhcp_client && !behind_guest && !self.source_allowed_v4(repr.src) {
             self.stats.drop_ipv4_spoofed += 1;
             trace!("drop: {packet}: the guest was not given {}", repr.src);
             return;
@@ -72,7 +64,9 @@ impl<H: HostIo> Stack<H> {
                 reassembly::Outcome::Pending => {}
                 reassembly::Outcome::Complete => {
                     self.stats.ipv4_reassembled += 1;
-                    self.process_ipv4(now, eth, &whole);
+                    if !self.hand_over_reassembled(eth, &whole) {
+                        self.process_ipv4(now, eth, &whole);
+                    }
                 }
                 reassembly::Outcome::Overlap => {
                     self.stats.drop_ipv4_reasm_overlap += 1;
@@ -256,8 +250,36 @@ impl<H: HostIo> Core<H> {
             && !self.cfg.is_gateway_address(addr)
     }
 
+    /// The MAC of the IPv4 neighbour `ip`: the view's when it may be used as it is, else the
+    /// locked cache's (which may start a probe of a stale entry).
+    pub(crate) fn neighbor_v4(&mut self, now: Instant, ip: Ipv4Address) -> Option<EthernetAddress> {
+        self.refresh_view();
+        LinkView::neighbor(&self.view.neighbors_v4, now, ip)
+            .or_else(|| self.link.lock().neighbors.lookup(now, ip))
+    }
+
+    /// Whether the guest may send from `src` (see [`crate::sources`]): the view answers for the
+    /// sources it holds, the locked policy for the rest (it may learn the first one).
+    fn source_allowed_v4(&mut self, src: Ipv4Address) -> bool {
+        self.refresh_view();
+        if !self.view.source_check || self.view.sources_v4.contains(&src) {
+            return true;
+        }
+        let mut link = self.link.lock();
+        let link = &mut *link;
+        link.sources
+            .allow_v4(src, link.dhcp.leases().filter(|l| l.bound).map(|l| l.addr))
+    }
+
+    /// Traffic from `ip` at `mac`: the neighbour is reachable (refreshed in the locked cache only
+    /// once half its lifetime is gone, see [`LinkView::confirmed`]).
     pub(crate) fn learn(&mut self, now: Instant, ip: Ipv4Address, mac: EthernetAddress) {
-        if let Some(frame) = self.neighbors.fill(now, ip, mac) {
+        self.refresh_view();
+        if LinkView::confirmed(&self.view.neighbors_v4, now, ip, mac) {
+            return;
+        }
+        let parked = self.link.lock().neighbors.fill(now, ip, mac);
+        if let Some(frame) = parked {
             self.stats.ipv4_tx_packets += 1;
             if !self.txq.push(frame) {
                 self.stats.drop_tx_queue_full += 1;
@@ -351,7 +373,7 @@ impl<H: HostIo> Core<H> {
                 return;
             }
         }
-        let outcome = self.querier.igmp(now, msg);
+        let outcome = self.link.lock().querier.igmp(now, msg);
         self.stats.drop_multicast_table_full += outcome.table_full;
         self.count_multicast_groups();
     }
@@ -375,7 +397,8 @@ impl<H: HostIo> Core<H> {
             _ => {}
         }
         let cfg = Arc::clone(&self.cfg);
-        let reply = match self.dhcp.process(now, &cfg, &req) {
+        let outcome = self.link.lock().dhcp.process(now, &cfg, &req);
+        let reply = match outcome {
             Outcome::Reply(reply) => reply,
             Outcome::Silent => return,
             Outcome::Ignored => {
@@ -492,7 +515,7 @@ impl<H: HostIo> Core<H> {
         emit_payload: impl FnOnce(&mut [u8]),
     ) -> bool {
         let hop = self.next_hop_v4(repr.dst);
-        let Some(mac) = dst_mac.or_else(|| self.neighbors.lookup(now, hop)) else {
+        let Some(mac) = dst_mac.or_else(|| self.neighbor_v4(now, hop)) else {
             self.stats.drop_arp_unresolved += 1;
             self.dispatch_arp_request(hop);
             return false;
@@ -604,7 +627,7 @@ impl<H: HostIo> Core<H> {
         };
         let frame_len = ethernet::HEADER_LEN + ip_len;
         let hop = self.next_hop_v4(repr.dst);
-        match dst_mac.or_else(|| self.neighbors.lookup(now, hop)) {
+        match dst_mac.or_else(|| self.neighbor_v4(now, hop)) {
             Some(mac) => {
                 let meta = offload.frame_meta(ethernet::HEADER_LEN + ipv4::HEADER_LEN);
                 // Ethernet and IP headers are written whole; the payload is, when its builder
@@ -633,7 +656,7 @@ impl<H: HostIo> Core<H> {
                 scratch.resize(frame_len, 0);
                 build(&mut scratch, EthernetAddress([0; 6]), payload, false);
                 offload.complete(&mut scratch[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
-                let (request, replaced) = self.neighbors.park(now, hop, &scratch);
+                let (request, replaced) = self.link.lock().neighbors.park(now, hop, &scratch);
                 self.scratch = scratch;
                 if replaced {
                     self.stats.drop_arp_unresolved += 1;

@@ -15,6 +15,7 @@ use crate::arp::NeighborCache;
 use crate::config::{Dhcpv6Mode, Ipv6Config, GATEWAY_LINK_LOCAL};
 use crate::dhcpv6::{self, Answer, Dhcpv6Lease, Dhcpv6Server};
 use crate::host::HostIo;
+use crate::link::LinkView;
 use crate::offload::PayloadOffload;
 use crate::reassembly;
 use crate::stack::{Core, IpPayload, Stack};
@@ -117,8 +118,8 @@ enum Destination {
 
 impl<H: HostIo> Stack<H> {
     /// The guest's DHCPv6 bindings.
-    pub fn dhcpv6_leases(&self) -> impl Iterator<Item = Dhcpv6Lease> + '_ {
-        self.v6.dhcp.leases()
+    pub fn dhcpv6_leases(&self) -> Vec<Dhcpv6Lease> {
+        self.link.lock().v6.dhcp.leases().collect()
     }
 
     /// An IPv6 packet from the guest (RFC 8200 §3-4).
@@ -155,15 +156,15 @@ impl<H: HostIo> Stack<H> {
             trace!("drop: IPv6 from {}: not a guest address", repr.src);
             return;
         }
-        if !repr.src.is_unspecified() && !behind_guest && !self.sources.allow_v6(repr.src) {
+        if !repr.src.is_unspecified() && !behind_guest && !self.source_allowed_v6(repr.src) {
             self.stats.drop_ipv6_spoofed += 1;
             trace!("drop: IPv6 from {}: not claimed with DAD", repr.src);
             return;
         }
         if !repr.src.is_unspecified() && !behind_guest {
             self.learn_v6(now, repr.src, eth.src);
-            if cfg.prefix.contains(repr.src) {
-                self.v6.last_guest_global = Some(repr.src);
+            if cfg.prefix.contains(repr.src) && self.view.last_guest_global != Some(repr.src) {
+                self.link.lock().v6.last_guest_global = Some(repr.src);
             }
         }
         let Some(upper) = self.walk_ipv6(now, &repr, &packet) else {
@@ -184,17 +185,8 @@ impl<H: HostIo> Stack<H> {
             reassembly::Outcome::Pending => {}
             reassembly::Outcome::Complete => {
                 self.stats.ipv6_reassembled += 1;
-                // The datagram is walked again as a whole, once: never a second reassembly
-                // (the walk refuses a Fragment header in it), never a recursion.
-                if let Ok(whole) = Ipv6Packet::new_checked(&whole[..]) {
-                    let repr = Ipv6Repr::parse(&whole);
-                    if let Some(upper) = self.walk_ipv6(now, &repr, &whole) {
-                        if upper.fragment.is_some() {
-                            self.stats.drop_ipv6_nested_fragment += 1;
-                        } else {
-                            self.deliver_ipv6(now, eth, &cfg, &repr, &whole, &upper);
-                        }
-                    }
+                if !self.hand_over_reassembled(eth, &whole) {
+                    self.process_reassembled_ipv6(now, eth, &whole);
                 }
             }
             reassembly::Outcome::Overlap => self.stats.drop_ipv6_reasm_overlap += 1,
@@ -202,6 +194,30 @@ impl<H: HostIo> Stack<H> {
         }
         self.stats.reasm_evicted = self.reassembly.evictions;
         self.reasm_buf = whole;
+    }
+
+    /// A datagram reassembled from the guest's fragments (here or by the home shard).
+    pub(crate) fn process_reassembled_ipv6(
+        &mut self,
+        now: Instant,
+        eth: &EthernetRepr,
+        whole: &[u8],
+    ) {
+        let Some(cfg) = self.cfg.ipv6.clone() else {
+            return;
+        };
+        // The datagram is walked again as a whole, once: never a second reassembly (the walk
+        // refuses a Fragment header in it), never a recursion.
+        if let Ok(whole) = Ipv6Packet::new_checked(whole) {
+            let repr = Ipv6Repr::parse(&whole);
+            if let Some(upper) = self.walk_ipv6(now, &repr, &whole) {
+                if upper.fragment.is_some() {
+                    self.stats.drop_ipv6_nested_fragment += 1;
+                } else {
+                    self.deliver_ipv6(now, eth, &cfg, &repr, &whole, &upper);
+                }
+            }
+        }
     }
 
     /// Walks the extension headers of a packet from the guest (RFC 8200 §4), counting and
@@ -382,7 +398,7 @@ impl<H: HostIo> Core<H> {
 
     /// The guest's global IPv6 address, as last seen in its traffic.
     pub fn guest_ipv6(&self) -> Option<Ipv6Address> {
-        self.v6.last_guest_global
+        self.link.lock().v6.last_guest_global
     }
 
     fn classify(&self, cfg: &Ipv6Config, dst: Ipv6Address) -> Destination {
@@ -453,11 +469,25 @@ impl<H: HostIo> Core<H> {
         false
     }
 
+    /// Whether the guest may send from `src` (see [`crate::sources`]), from the view.
+    fn source_allowed_v6(&mut self, src: Ipv6Address) -> bool {
+        self.refresh_view();
+        !self.view.source_check
+            || src.is_link_local()
+            || self.view.sources_v6.contains(&src)
+            || self.link.lock().sources.allow_v6(src)
+    }
+
     fn learn_v6(&mut self, now: Instant, ip: Ipv6Address, mac: EthernetAddress) {
         if !mac.is_unicast() {
             return;
         }
-        if let Some(frame) = self.v6.neighbors.fill(now, ip, mac) {
+        self.refresh_view();
+        if LinkView::confirmed(&self.view.neighbors_v6, now, ip, mac) {
+            return;
+        }
+        let parked = self.link.lock().v6.neighbors.fill(now, ip, mac);
+        if let Some(frame) = parked {
             self.stats.ipv6_tx_packets += 1;
             self.queue_frame(frame);
         }
@@ -561,15 +591,14 @@ impl<H: HostIo> Core<H> {
                 }
                 // RFC 4861 §6.2.6: answer (to all nodes) no sooner than MIN_DELAY_BETWEEN_RAS
                 // after the previous multicast RA.
-                let earliest = self
-                    .v6
-                    .last_ra_at
-                    .map_or(now, |t| (t + MIN_DELAY_BETWEEN_RAS).max(now));
+                let last_ra_at = self.link.lock().v6.last_ra_at;
+                let earliest = last_ra_at.map_or(now, |t| (t + MIN_DELAY_BETWEEN_RAS).max(now));
                 if earliest <= now {
                     self.send_router_advert(now, cfg);
                 } else {
-                    let next = self.v6.next_ra_at.map_or(earliest, |n| n.min(earliest));
-                    self.v6.next_ra_at = Some(next);
+                    let mut link = self.link.lock();
+                    let next = link.v6.next_ra_at.map_or(earliest, |n| n.min(earliest));
+                    link.v6.next_ra_at = Some(next);
                 }
             }
             Icmpv6Repr::NeighborSolicit { target, options } => {
@@ -583,15 +612,15 @@ impl<H: HostIo> Core<H> {
                     }
                     self.stats.ndp_rx_dad_probes += 1;
                     if !cfg.is_gateway_address(target) {
-                        self.sources.claimed_v6(target);
+                        self.link.lock().sources.claimed_v6(target);
                     }
                 }
                 if !cfg.is_gateway_address(target) {
                     // Not ours: in particular the guest's own tentative address, which we never
                     // claim (its DAD must succeed). The first global one it probes is where
                     // forwarded IPv6 connections go until it speaks from one itself.
-                    if dad && cfg.prefix.contains(target) && self.v6.last_guest_global.is_none() {
-                        self.v6.last_guest_global = Some(target);
+                    if dad && cfg.prefix.contains(target) {
+                        self.link.lock().v6.last_guest_global.get_or_insert(target);
                     }
                     return;
                 }
@@ -634,14 +663,14 @@ impl<H: HostIo> Core<H> {
             Icmpv6Repr::MldReport { groups, .. } => {
                 self.stats.mld_rx_reports += 1;
                 self.stats.mld_rx_group_records += u64::from(groups);
-                let outcome = self.querier.mld(now, body[0], &body[4..]);
+                let outcome = self.link.lock().querier.mld(now, body[0], &body[4..]);
                 self.stats.drop_multicast_table_full += outcome.table_full;
                 self.count_multicast_groups();
             }
             Icmpv6Repr::Other { msg_type: 132, .. } if body.len() >= 24 => {
                 // MLDv1 Done (RFC 2710 §3.7): ask whether anyone still listens.
                 self.stats.mld_rx_dones += 1;
-                self.querier.mld(now, 132, &body[4..]);
+                self.link.lock().querier.mld(now, 132, &body[4..]);
                 self.count_multicast_groups();
             }
             Icmpv6Repr::EchoReply { .. } => self.stats.icmpv6_rx_echo_replies += 1,
@@ -725,20 +754,20 @@ impl<H: HostIo> Core<H> {
             return;
         };
         self.stats.dhcpv6_rx_messages += 1;
-        let duid = self.v6.duid;
+        let duid = self.link.lock().v6.duid;
         let for_us = m.server_id == Some(&duid[..]);
         let Answer::Reply {
             msg_type,
             ia,
             status,
             rapid_commit,
-        } = self.v6.dhcp.handle(now, cfg, &m, for_us)
+        } = self.link.lock().v6.dhcp.handle(now, cfg, &m, for_us)
         else {
             self.stats.drop_dhcpv6_not_for_us += 1;
             return;
         };
         let dns = cfg.dns.0;
-        let domains = self.v6.dnssl.clone();
+        let domains = self.link.lock().v6.dnssl.clone();
         let reply = Dhcpv6Repr {
             msg_type,
             transaction_id: m.transaction_id,
@@ -781,12 +810,12 @@ impl<H: HostIo> Core<H> {
         let Some(cfg) = self.cfg.ipv6.clone() else {
             return;
         };
-        if self.v6.next_ra_at.is_some_and(|t| t <= now) {
+        if self.link.lock().v6.next_ra_at.is_some_and(|t| t <= now) {
             self.send_router_advert(now, &cfg);
         }
         let mut due = [(Ipv6Address::UNSPECIFIED, None); 8];
         let mut n = 0;
-        let result = self.v6.neighbors.poll(now, |ip, mac| {
+        let result = self.link.lock().v6.neighbors.poll(now, |ip, mac| {
             if n < due.len() {
                 due[n] = (ip, mac);
                 n += 1;
@@ -814,8 +843,11 @@ impl<H: HostIo> Core<H> {
                 na_flags::ROUTER | na_flags::OVERRIDE,
             );
         }
-        self.v6.initial_ras = INITIAL_RAS;
-        self.v6.last_ra_at = None;
+        {
+            let mut link = self.link.lock();
+            link.v6.initial_ras = INITIAL_RAS;
+            link.v6.last_ra_at = None;
+        }
         self.send_router_advert(now, &cfg);
     }
 
@@ -830,8 +862,10 @@ impl<H: HostIo> Core<H> {
         }
         // RFC 8106 §5.1: the RDNSS lifetime at least 3 × MaxRtrAdvInterval.
         let dns_lifetime = 3 * secs(cfg.ra_interval);
-        let rdnss = self.v6.rdnss;
-        let dnssl = core::mem::take(&mut self.v6.dnssl);
+        let (rdnss, dnssl) = {
+            let mut link = self.link.lock();
+            (link.v6.rdnss, core::mem::take(&mut link.v6.dnssl))
+        };
         let ra = Icmpv6Repr::RouterAdvert {
             hop_limit: DEFAULT_HOP_LIMIT,
             flags,
@@ -861,22 +895,23 @@ impl<H: HostIo> Core<H> {
             None,
             &ra,
         );
-        self.v6.dnssl = dnssl;
+        let mut link = self.link.lock();
+        link.v6.dnssl = dnssl;
         if sent {
             self.stats.ndp_tx_router_adverts += 1;
         }
-        self.v6.last_ra_at = Some(now);
-        self.v6.ra_count += 1;
+        link.v6.last_ra_at = Some(now);
+        link.v6.ra_count += 1;
         // RFC 4861 §6.2.4: the first few close together, then uniformly between
         // MinRtrAdvInterval (a third of the maximum) and MaxRtrAdvInterval; the spread is a fixed
         // sequence here, so runs repeat.
         let max = cfg.ra_interval.total_micros();
-        let mut wait = max / 3 + (self.v6.ra_count.wrapping_mul(0x9e37_79b9) % (max - max / 3 + 1));
-        if self.v6.initial_ras > 0 {
-            self.v6.initial_ras -= 1;
+        let mut wait = max / 3 + (link.v6.ra_count.wrapping_mul(0x9e37_79b9) % (max - max / 3 + 1));
+        if link.v6.initial_ras > 0 {
+            link.v6.initial_ras -= 1;
             wait = wait.min(INITIAL_RA_INTERVAL.total_micros());
         }
-        self.v6.next_ra_at = Some(now + Duration::from_micros(wait));
+        link.v6.next_ra_at = Some(now + Duration::from_micros(wait));
     }
 
     fn send_neighbor_advert(
@@ -964,7 +999,7 @@ impl<H: HostIo> Core<H> {
                 return;
             }
         }
-        if !self.v6.errors.allow(now) {
+        if !self.link.lock().v6.errors.allow(now) {
             self.stats.drop_icmpv6_rate_limited += 1;
             return;
         }
@@ -1104,7 +1139,7 @@ impl<H: HostIo> Core<H> {
                 build(&mut scratch, EthernetAddress([0; 6]), payload, false);
                 offload.complete(&mut scratch[ethernet::HEADER_LEN + wire_ipv6::HEADER_LEN..]);
                 let hop = self.next_hop_v6(repr.dst);
-                let (request, replaced) = self.v6.neighbors.park(now, hop, &scratch);
+                let (request, replaced) = self.link.lock().v6.neighbors.park(now, hop, &scratch);
                 self.put_scratch(scratch);
                 if replaced {
                     self.stats.drop_ndp_unresolved += 1;
@@ -1131,7 +1166,11 @@ impl<H: HostIo> Core<H> {
             Some(dst.multicast_mac())
         } else {
             let hop = self.next_hop_v6(dst);
-            dst_mac.or_else(|| self.v6.neighbors.lookup(now, hop))
+            dst_mac.or_else(|| {
+                self.refresh_view();
+                LinkView::neighbor(&self.view.neighbors_v6, now, hop)
+                    .or_else(|| self.link.lock().v6.neighbors.lookup(now, hop))
+            })
         }
     }
 
@@ -1139,7 +1178,7 @@ impl<H: HostIo> Core<H> {
     /// for a prefix routed via the guest, else `dst`.
     fn next_hop_v6(&self, dst: Ipv6Address) -> Ipv6Address {
         if self.behind_guest(dst.into()) {
-            if let Some(guest) = self.v6.last_guest_global {
+            if let Some(guest) = self.link.lock().v6.last_guest_global {
                 return guest;
             }
         }
@@ -1181,8 +1220,11 @@ impl<H: HostIo> Core<H> {
         whole.clear();
         whole.resize(repr.payload_len, 0);
         emit_payload(&mut whole);
-        self.v6.frag_ident = self.v6.frag_ident.wrapping_add(1);
-        let ident = self.v6.frag_ident;
+        let ident = {
+            let mut link = self.link.lock();
+            link.v6.frag_ident = link.v6.frag_ident.wrapping_add(1);
+            link.v6.frag_ident
+        };
         let src_mac = self.cfg.gateway_mac;
         let next = u8::from(repr.next_header);
         for (i, chunk) in whole.chunks(piece).enumerate() {

@@ -51,6 +51,7 @@ pub mod host;
 mod icmp;
 mod ipv4;
 mod ipv6;
+mod link;
 pub mod multicast;
 pub mod offload;
 pub mod pmtu;

@@ -114,6 +114,11 @@ impl Querier {
 
     /// The guest spoke this family: start querying it (once; a second after, so that its stack
     /// is up).
+    /// Whether [`Querier::guest_spoke`] would start the querier for the family.
+    pub(crate) fn awaits_guest(&self, v6: bool) -> bool {
+        self.enabled && if v6 { &self.v6 } else { &self.v4 }.next_general.is_none()
+    }
+
     pub(crate) fn guest_spoke(&mut self, v6: bool, now: Instant) {
         let enabled = self.enabled;
         let f = self.family(v6);

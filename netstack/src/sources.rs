@@ -75,6 +75,24 @@ impl SourcePolicy {
         self.claimed_v6.push_back(target);
     }
 
+    /// The sources [`SourcePolicy::allow_v4`] and [`SourcePolicy::allow_v6`] accept now (besides
+    /// link-local ones): the bound leases `leased`, or the learned address without one; the
+    /// claimed IPv6 addresses.
+    pub(crate) fn allowed_into(
+        &self,
+        leased: impl Iterator<Item = Ipv4Address>,
+        v4: &mut Vec<Ipv4Address>,
+        v6: &mut Vec<Ipv6Address>,
+    ) {
+        v4.clear();
+        v4.extend(leased);
+        if v4.is_empty() {
+            v4.extend(self.learned_v4);
+        }
+        v6.clear();
+        v6.extend(self.claimed_v6.iter().copied());
+    }
+
     /// Whether the guest may send from the global or link-local address `src`.
     pub(crate) fn allow_v6(&self, src: Ipv6Address) -> bool {
         !self.enabled || src.is_link_local() || self.claimed_v6.contains(&src)

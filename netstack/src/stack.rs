@@ -15,6 +15,7 @@ use crate::dhcpv4::{DhcpServer, LeaseInfo};
 use crate::flows::FlowTable;
 use crate::host::{HostIo, NoHost, SocketId};
 use crate::ipv6::Ipv6State;
+use crate::link::{Announce, Link, LinkView, SharedLink};
 use crate::offload::{FrameMeta, GuestOffloads, PayloadOffload};
 use crate::reassembly::Reassembler;
 use crate::stats::Stats;
@@ -337,6 +338,20 @@ impl TxQueue {
 pub(crate) const HOST_RECV_LEN: usize = 65536;
 
 /// An inbound forward's host socket: bound (UDP) or listening (TCP), for a guest port.
+/// Which shard of a [`Stack`] a part is, of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub(crate) index: usize,
+    pub(crate) count: usize,
+}
+
+impl Shard {
+    /// Shard 0 also serves the link (see [`Stack::sharded`]).
+    pub(crate) fn is_home(self) -> bool {
+        self.index == 0
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ForwardListener {
     pub(crate) socket: SocketId,
@@ -380,10 +395,15 @@ pub struct Core<H: HostIo = NoHost> {
     /// Shared so that replies can borrow it while the stack is mutated.
     pub(crate) cfg: Arc<Config>,
     pub(crate) stats: Stats,
-    pub(crate) neighbors: NeighborCache,
-    pub(crate) dhcp: DhcpServer,
+    /// The link's state (neighbours, DHCP, IPv6, multicast, the guest's addresses), shared by
+    /// the shards, and this shard's lock-free view of it.
+    pub(crate) link: Arc<SharedLink>,
+    pub(crate) view: LinkView,
+    /// Which shard of the stack this is.
+    pub(crate) shard: Shard,
+    /// Datagrams from other shards being processed (kept for its allocation).
+    pub(crate) mailbox: Vec<crate::link::Mail>,
     pub(crate) txq: TxQueue,
-    pub(crate) guest_mac: Option<EthernetAddress>,
     /// The source address of the guest's most recent IPv4 packet.
     pub(crate) last_guest_ipv4: Option<Ipv4Address>,
     pub(crate) ip_ident: u16,
@@ -402,61 +422,14 @@ pub struct Core<H: HostIo = NoHost> {
     /// Frame buffers a batch of a UDP flow's datagrams is received into (at most
     /// `udp::RECV_BATCH`, kept between wake-ups).
     pub(crate) recv_frames: Vec<Vec<u8>>,
-    pub(crate) v6: Ipv6State,
-    /// Link-up announcements, IPv4 (ARP) and IPv6 (NDP), each started by the guest's first frame
-    /// of that family: a guest speaks IPv6 only once its IPv6 on the interface is up (routes in
-    /// place), and an IPv4-only guest still gets its ARP announcements.
-    pub(crate) announce_v4: Announce,
-    pub(crate) announce_v6: Announce,
     /// What the guest's driver accepts in frames to it.
     pub(crate) offloads: GuestOffloads,
     /// The offload metadata of the guest frame being processed.
     pub(crate) inbound: FrameMeta,
     /// The next serial number handed to a probe (IP identifications, echo sequences).
     pub(crate) probe_serial: u32,
-    /// Which sources the guest may use.
-    pub(crate) sources: crate::sources::SourcePolicy,
     /// Emulated path MTUs by destination prefix (from the configuration, changed at run time).
     pub(crate) path_mtus: Vec<crate::pmtu::PathMtu>,
-    /// The multicast querier and the guest's memberships.
-    pub(crate) querier: crate::multicast::Querier,
-}
-
-/// Where the link-up announcement stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Announce {
-    Idle,
-    /// A new link: waiting for the guest's first frame.
-    AwaitingGuest,
-    /// Due at this instant.
-    At(Instant),
-}
-
-/// From the guest's first frame on a new link to the gateway's announcements.
-const ANNOUNCE_DELAY: crate::time::Duration = crate::time::Duration::from_millis(500);
-
-impl Announce {
-    fn guest_spoke(&mut self, now: Instant) {
-        if *self == Announce::AwaitingGuest {
-            *self = Announce::At(now + ANNOUNCE_DELAY);
-        }
-    }
-
-    fn due(&self) -> Option<Instant> {
-        match *self {
-            Announce::At(t) => Some(t),
-            _ => None,
-        }
-    }
-
-    /// Whether the announcement is due at `now` (it is then done).
-    fn take_due(&mut self, now: Instant) -> bool {
-        if self.due().is_some_and(|t| t <= now) {
-            *self = Announce::Idle;
-            return true;
-        }
-        false
-    }
 }
 
 impl Stack<NoHost> {
@@ -470,47 +443,60 @@ impl<H: HostIo> Stack<H> {
     /// A stack that reaches host sockets through `host`. Call [`Stack::open_forwards`] before use
     /// when the configuration has inbound forwards.
     pub fn with_host(cfg: Config, host: H) -> Result<Self, ConfigError> {
+        let mut shards = Stack::sharded(cfg, [host])?;
+        Ok(shards.remove(0))
+    }
+
+    /// One gateway in as many shards as `hosts` (1 to [`MAX_QUEUES`]), each reaching the host
+    /// through its own `H`, so that queue pairs can run in parallel: a shard owns the TCP
+    /// connections and UDP/ICMP flows [`Stack::shard_of`] assigns it, with their host sockets,
+    /// timers, counters and egress queue; the link's state is shared (see `crate::link`). Shard 0
+    /// is the home shard: it also serves the link's protocols and timers, the inbound forwards,
+    /// fragments, ICMP, probes and injected frames. Each shard is used by one thread at a time;
+    /// different shards may run on different threads.
+    pub fn sharded(
+        cfg: Config,
+        hosts: impl IntoIterator<Item = H>,
+    ) -> Result<Vec<Self>, ConfigError> {
         cfg.validate()?;
-        let source_check = cfg.source_check;
-        let path_mtus = cfg.path_mtus.clone();
+        let hosts: Vec<H> = hosts.into_iter().collect();
+        let count = hosts.len();
+        if !(1..=MAX_QUEUES).contains(&count) {
+            return Err(ConfigError::Shards(count));
+        }
         let querier = crate::multicast::Querier::new(cfg.mcast_querier, cfg.mcast_query_interval);
         let v6 = Ipv6State::new(
             cfg.ipv6.as_ref(),
             cfg.gateway_mac,
             cfg.domain_name.as_deref(),
         );
-        let core = Core {
-            cfg: Arc::new(cfg),
-            stats: Stats::default(),
-            neighbors: NeighborCache::new(),
-            dhcp: DhcpServer::new(),
-            txq: TxQueue::default(),
-            guest_mac: None,
-            last_guest_ipv4: None,
-            ip_ident: 0,
-            scratch: Vec::new(),
-            host,
-            flows: FlowTable::new(),
-            reassembly: Reassembler::new(),
-            icmp_errors: crate::ratelimit::ErrorBudget::default(),
-            reasm_buf: Vec::new(),
-            forwards: Vec::new(),
-            host_buf: vec![0; HOST_RECV_LEN],
-            recv_frames: Vec::new(),
-            v6,
-            announce_v4: Announce::Idle,
-            announce_v6: Announce::Idle,
-            offloads: GuestOffloads::default(),
-            inbound: FrameMeta::NONE,
-            probe_serial: 1,
-            sources: crate::sources::SourcePolicy::new(source_check),
-            path_mtus,
-            querier,
-        };
-        Ok(Stack {
-            core,
-            tcp: TcpTable::default(),
-        })
+        let link = Arc::new(SharedLink::new(
+            Link {
+                neighbors: NeighborCache::new(),
+                dhcp: DhcpServer::new(),
+                guest_mac: None,
+                v6,
+                announce_v4: Announce::Idle,
+                announce_v6: Announce::Idle,
+                sources: crate::sources::SourcePolicy::new(cfg.source_check),
+                querier,
+            },
+            count,
+        ));
+        let cfg = Arc::new(cfg);
+        Ok(hosts
+            .into_iter()
+            .enumerate()
+            .map(|(index, host)| Stack {
+                core: Core::new(
+                    Arc::clone(&cfg),
+                    Arc::clone(&link),
+                    Shard { index, count },
+                    host,
+                ),
+                tcp: TcpTable::default(),
+            })
+            .collect())
     }
 
     pub fn host(&self) -> &H {
@@ -536,7 +522,7 @@ impl<H: HostIo> Stack<H> {
 
     /// The MAC of the guest as learned from its traffic (the most recent unicast source seen).
     pub fn guest_mac(&self) -> Option<EthernetAddress> {
-        self.guest_mac
+        self.link.lock().guest_mac
     }
 
     /// Whether frames are waiting for the device.
@@ -655,16 +641,25 @@ impl<H: HostIo> Stack<H> {
     /// What a probe needs to know of the link (see [`crate::probe`]), with the next unused
     /// serial number.
     pub fn probe_context(&self) -> crate::probe::ProbeContext {
+        self.probe_context_with(self.tcp_flows())
+    }
+
+    /// This shard's TCP connections, as probes see them.
+    pub fn tcp_flows(&self) -> Vec<crate::probe::TcpFlow> {
+        self.tcp.flows().collect()
+    }
+
+    fn probe_context_with(&self, flows: Vec<crate::probe::TcpFlow>) -> crate::probe::ProbeContext {
         crate::probe::ProbeContext {
             gateway_mac: self.cfg.gateway_mac,
-            guest_mac: self.guest_mac,
+            guest_mac: self.guest_mac(),
             gateway_ipv4: self.cfg.gateway_ipv4,
             guest_ipv4: self.guest_ipv4(),
             gateway_ipv6: self.cfg.ipv6.as_ref().map(|c| c.gateway),
             guest_ipv6: self.guest_ipv6(),
             mtu: self.cfg.mtu,
             serial: self.probe_serial,
-            flows: self.tcp.flows().collect(),
+            flows,
         }
     }
 
@@ -675,10 +670,22 @@ impl<H: HostIo> Stack<H> {
         name: &str,
         params: &std::collections::BTreeMap<String, String>,
     ) -> Result<(usize, usize), crate::probe::ProbeError> {
+        let flows = self.tcp_flows();
+        self.send_probe_among(name, params, flows)
+    }
+
+    /// [`Stack::send_probe`] for a sharded stack: `flows` are the TCP connections of every shard
+    /// ([`Stack::tcp_flows`]), for the probes that aim at one.
+    pub fn send_probe_among(
+        &mut self,
+        name: &str,
+        params: &std::collections::BTreeMap<String, String>,
+        flows: Vec<crate::probe::TcpFlow>,
+    ) -> Result<(usize, usize), crate::probe::ProbeError> {
         let probe = crate::probe::find(name).ok_or_else(|| {
             crate::probe::ProbeError(format!("no probe called {name} (see the probe list)"))
         })?;
-        let frames = probe.build(&self.probe_context(), params)?;
+        let frames = probe.build(&self.probe_context_with(flows), params)?;
         // Instance i used serial + i; every instance built at least one frame, so moving on by
         // the frame count keeps the next probe's serials fresh.
         self.probe_serial = self.probe_serial.wrapping_add(frames.len() as u32);
@@ -703,16 +710,26 @@ impl<H: HostIo> Stack<H> {
 
     /// The next instant at which [`Stack::poll`] has timer work.
     pub fn poll_at(&self) -> Option<Instant> {
-        [
-            self.neighbors.poll_at(),
-            self.dhcp.poll_at(),
+        let own = [
             self.flows.poll_at(),
             self.tcp.poll_at(),
             self.reassembly.poll_at(),
-            self.v6.poll_at(),
-            self.announce_v4.due(),
-            self.announce_v6.due(),
-            self.querier.poll_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if !self.shard.is_home() {
+            return own;
+        }
+        let link = self.link.lock();
+        [
+            own,
+            link.neighbors.poll_at(),
+            link.dhcp.poll_at(),
+            link.v6.poll_at(),
+            link.announce_v4.due(),
+            link.announce_v6.due(),
+            link.querier.poll_at(),
         ]
         .into_iter()
         .flatten()
@@ -742,9 +759,13 @@ impl<H: HostIo> Stack<H> {
                 (None, _) => {}
             }
         }
+        if !self.shard.is_home() {
+            return;
+        }
+        // The link's timers: the home shard's.
         let mut due = [(Ipv4Address::UNSPECIFIED, None); 8];
         let mut n = 0;
-        let result = self.neighbors.poll(now, |ip, mac| {
+        let result = self.link.lock().neighbors.poll(now, |ip, mac| {
             if n < due.len() {
                 due[n] = (ip, mac);
                 n += 1;
@@ -754,12 +775,19 @@ impl<H: HostIo> Stack<H> {
         for (ip, mac) in due[..n].iter().copied() {
             self.dispatch_arp_request_to(ip, mac);
         }
-        self.dhcp.poll(now);
+        self.link.lock().dhcp.poll(now);
         self.ipv6_poll(now);
-        if self.announce_v4.take_due(now) {
+        let (announce_v4, announce_v6) = {
+            let mut link = self.link.lock();
+            (
+                link.announce_v4.take_due(now),
+                link.announce_v6.take_due(now),
+            )
+        };
+        if announce_v4 {
             self.announce_ipv4();
         }
-        if self.announce_v6.take_due(now) {
+        if announce_v6 {
             self.ipv6_link_up(now);
         }
         self.send_mcast_queries(now);
@@ -775,8 +803,9 @@ impl<H: HostIo> Stack<H> {
         } else {
             Announce::Idle
         };
-        self.announce_v4 = state;
-        self.announce_v6 = state;
+        let mut link = self.link.lock();
+        link.announce_v4 = state;
+        link.announce_v6 = state;
     }
 
     /// The offloads the guest's driver accepts in frames to it (the device's negotiated features);
@@ -833,6 +862,85 @@ impl<H: HostIo> Stack<H> {
         self.process_frame_meta(now, frame, FrameMeta::NONE);
     }
 
+    /// Which shard of the stack a frame from the guest belongs to (see [`Stack::sharded`]; the
+    /// same answer from every shard): a TCP segment or UDP datagram outside fragments goes to
+    /// the shard its flow's [`steering_hash`] names, unless it is a forward's (the guest's port
+    /// is a forward's guest port) or DHCP's; everything else to the home shard, 0. A datagram
+    /// the home shard reassembles for another is handed over through that shard's mailbox
+    /// ([`Stack::take_mail`]).
+    pub fn shard_of(&self, frame: &[u8]) -> usize {
+        match frame.get(12..14) {
+            Some(&[a, b]) => self.shard_of_ip(
+                u16::from_be_bytes([a, b]),
+                frame.get(ethernet::HEADER_LEN..).unwrap_or_default(),
+            ),
+            _ => 0,
+        }
+    }
+
+    fn shard_of_ip(&self, ethertype: u16, ip: &[u8]) -> usize {
+        use crate::steering::Transport;
+        let count = self.shard.count;
+        if count == 1 {
+            return 0;
+        }
+        let Some(flow) = crate::steering::ip_flow(ethertype, ip) else {
+            return 0;
+        };
+        match flow.ports {
+            Some((Transport::Udp, _, 67 | 547)) => 0,
+            Some((t, guest_port, _))
+                if !self.link.is_forward_port(t == Transport::Tcp, guest_port) =>
+            {
+                flow.hash as usize % count
+            }
+            _ => 0,
+        }
+    }
+
+    /// Whether another shard handed this one datagrams to process ([`Stack::take_mail`]).
+    pub fn has_mail(&self) -> bool {
+        self.link.has_mail(self.shard.index)
+    }
+
+    /// Processes the datagrams other shards handed this one (see [`Stack::shard_of`]).
+    pub fn take_mail(&mut self, now: Instant) {
+        let mut mail = core::mem::take(&mut self.mailbox);
+        self.link.take_mail(self.shard.index, &mut mail);
+        for m in mail.drain(..) {
+            self.inbound = FrameMeta::NONE;
+            match m.eth.ethertype {
+                EtherType::Ipv4 => self.process_ipv4(now, &m.eth, &m.datagram),
+                _ => self.process_reassembled_ipv6(now, &m.eth, &m.datagram),
+            }
+        }
+        self.mailbox = mail;
+    }
+
+    /// A datagram the home shard reassembled: processed here, or handed to the shard that owns
+    /// its flow. Returns whether it was handed over (or dropped because that shard's mailbox
+    /// was full, counted).
+    pub(crate) fn hand_over_reassembled(&mut self, eth: &EthernetRepr, datagram: &[u8]) -> bool {
+        let ethertype = match eth.ethertype {
+            EtherType::Ipv4 => 0x0800,
+            _ => 0x86dd,
+        };
+        let owner = self.shard_of_ip(ethertype, datagram);
+        if owner == self.shard.index {
+            return false;
+        }
+        let mail = crate::link::Mail {
+            eth: *eth,
+            datagram: datagram.to_vec(),
+        };
+        if self.link.post(owner, mail) {
+            self.stats.shard_mail_sent += 1;
+        } else {
+            self.stats.drop_shard_mail_full += 1;
+        }
+        true
+    }
+
     /// Handles one Ethernet frame from the guest that leaves work to the NIC (see
     /// [`crate::offload`]): a partial transport checksum is trusted, a large TCP segment is taken
     /// whole, a UDP segmentation request is split into its datagrams towards the host.
@@ -864,9 +972,10 @@ impl<H: HostIo> Stack<H> {
             trace!("drop: {eth}: not addressed to the gateway");
             return;
         }
-        if self.guest_mac != Some(eth_repr.src) {
+        self.refresh_view();
+        if self.view.guest_mac != Some(eth_repr.src) {
             debug!("guest MAC is {}", eth_repr.src);
-            self.guest_mac = Some(eth_repr.src);
+            self.link.lock().guest_mac = Some(eth_repr.src);
         }
         match eth_repr.ethertype {
             EtherType::Arp => self.process_arp(now, eth.payload()),
@@ -877,30 +986,75 @@ impl<H: HostIo> Stack<H> {
                 trace!("drop: {eth}: unknown EtherType");
             }
         }
-        match eth_repr.ethertype {
-            EtherType::Arp | EtherType::Ipv4 => {
-                self.announce_v4.guest_spoke(now);
-                self.querier.guest_spoke(false, now);
+        // The guest's first frame of a family on a new link starts the announcements and the
+        // querier; after that the view says there is nothing to do, without the lock.
+        let v6 = match eth_repr.ethertype {
+            EtherType::Arp | EtherType::Ipv4 => false,
+            EtherType::Ipv6 => true,
+            EtherType::Unknown(_) => return,
+        };
+        self.refresh_view();
+        if !(if v6 {
+            self.view.awaiting_v6
+        } else {
+            self.view.awaiting_v4
+        }) {
+            return;
+        }
+        let mut link = self.link.lock();
+        if v6 {
+            link.announce_v6.guest_spoke(now);
+            if self.core.cfg.ipv6.is_some() {
+                link.querier.guest_spoke(true, now);
             }
-            EtherType::Ipv6 if self.cfg.ipv6.is_some() => {
-                self.announce_v6.guest_spoke(now);
-                self.querier.guest_spoke(true, now);
-            }
-            EtherType::Ipv6 => self.announce_v6.guest_spoke(now),
-            EtherType::Unknown(_) => {}
+        } else {
+            link.announce_v4.guest_spoke(now);
+            link.querier.guest_spoke(false, now);
         }
     }
 
     /// The guest's multicast memberships of one family (IPv6 when `v6`).
-    pub fn multicast_groups(&self, v6: bool) -> &[crate::multicast::Membership] {
-        self.querier.groups(v6)
+    pub fn multicast_groups(&self, v6: bool) -> Vec<crate::multicast::Membership> {
+        self.link.lock().querier.groups(v6).to_vec()
     }
 }
 
 impl<H: HostIo> Core<H> {
+    fn new(cfg: Arc<Config>, link: Arc<SharedLink>, shard: Shard, host: H) -> Self {
+        Core {
+            path_mtus: cfg.path_mtus.clone(),
+            cfg,
+            stats: Stats::default(),
+            link,
+            view: LinkView::default(),
+            shard,
+            mailbox: Vec::new(),
+            txq: TxQueue::default(),
+            last_guest_ipv4: None,
+            ip_ident: 0,
+            scratch: Vec::new(),
+            host,
+            flows: FlowTable::new(),
+            reassembly: Reassembler::new(),
+            icmp_errors: crate::ratelimit::ErrorBudget::default(),
+            reasm_buf: Vec::new(),
+            forwards: Vec::new(),
+            host_buf: vec![0; HOST_RECV_LEN],
+            recv_frames: Vec::new(),
+            offloads: GuestOffloads::default(),
+            inbound: FrameMeta::NONE,
+            probe_serial: 1,
+        }
+    }
+
+    /// Brings this shard's view of the link up to date (one atomic load when it is).
+    pub(crate) fn refresh_view(&mut self) {
+        self.view.refresh(&self.link);
+    }
+
     /// The DHCP leases currently held.
-    pub fn leases(&self) -> impl Iterator<Item = LeaseInfo> + '_ {
-        self.dhcp.leases()
+    pub fn leases(&self) -> Vec<LeaseInfo> {
+        self.link.lock().dhcp.leases().collect()
     }
 
     /// Whether `addr` lies in a prefix routed via the guest (`routes_via_guest`).
@@ -1025,20 +1179,22 @@ impl<H: HostIo> Core<H> {
     }
 
     pub(crate) fn count_multicast_groups(&mut self) {
-        let n = self.querier.groups(false).len() + self.querier.groups(true).len();
+        let link = self.link.lock();
+        let n = link.querier.groups(false).len() + link.querier.groups(true).len();
         self.stats.multicast_groups = n as u64;
     }
 
     /// Sends the multicast queries due at `now` (see [`crate::multicast`]).
     fn send_mcast_queries(&mut self, now: Instant) {
         let mut due = Vec::new();
-        self.querier.due(false, now, &mut due);
+        let interval = self.link.lock().querier.interval;
+        self.link.lock().querier.due(false, now, &mut due);
         for q in due.drain(..) {
             let frame = crate::multicast::igmp_query_frame(
                 self.cfg.gateway_mac,
                 self.cfg.gateway_ipv4,
                 &q,
-                self.querier.interval,
+                interval,
             );
             if self.txq.push(frame) {
                 self.stats.igmp_tx_queries += 1;
@@ -1047,14 +1203,14 @@ impl<H: HostIo> Core<H> {
             }
         }
         if self.cfg.ipv6.is_some() {
-            self.querier.due(true, now, &mut due);
+            self.link.lock().querier.due(true, now, &mut due);
         }
         for q in due.drain(..) {
             let frame = crate::multicast::mld_query_frame(
                 self.cfg.gateway_mac,
                 crate::config::GATEWAY_LINK_LOCAL,
                 &q,
-                self.querier.interval,
+                interval,
             );
             if self.txq.push(frame) {
                 self.stats.mld_tx_queries += 1;

@@ -254,6 +254,11 @@ crate::counters! {
         ipv6_reasm_timeouts,
         /// Fragments overlapping earlier ones: the whole datagram is discarded (RFC 5722).
         drop_ipv6_reasm_overlap,
+        /// Reassembled datagrams the home shard handed to the shard that owns their flow (with
+        /// `--queues` above 1; see docs/architecture.md, "Queue pairs in parallel").
+        shard_mail_sent,
+        /// Reassembled datagrams dropped because the owning shard's mailbox was full (64).
+        drop_shard_mail_full,
         /// Datagrams in reassembly (either family) discarded to make room for newer ones: over
         /// 64 datagrams or 4 MiB held.
         reasm_evicted,

@@ -97,7 +97,17 @@ impl<H: HostIo> Stack<H> {
 
     /// Opens an inbound forward (at start-up, or at run time through the control API). A second
     /// forward of the same protocol on the same host address is refused.
+    ///
+    /// Forwards live on the home shard (see [`Stack::shard_of`]): the guest's side of their
+    /// conversations is routed there by the guest port, which stays routed there after the
+    /// forward is removed (its TCP connections go on).
     pub fn add_forward(&mut self, f: Forward) -> io::Result<()> {
+        if !self.shard.is_home() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "forwards are opened on the home shard",
+            ));
+        }
         if f.guest_port == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -127,6 +137,8 @@ impl<H: HostIo> Stack<H> {
                 ),
             )
         })?;
+        self.link
+            .set_forward_port(f.protocol == ForwardProtocol::Tcp, f.guest_port);
         self.forwards.push(ForwardListener {
             socket,
             guest_port: f.guest_port,

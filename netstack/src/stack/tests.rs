@@ -601,7 +601,7 @@ mod dhcp_layer {
         let st = s.stats();
         assert_eq!((st.dhcp_rx_discovers, st.dhcp_tx_offers), (1, 1));
         assert_eq!((st.dhcp_rx_requests, st.dhcp_tx_acks), (1, 1));
-        assert_eq!(s.leases().filter(|l| l.bound).count(), 1);
+        assert_eq!(s.leases().iter().filter(|l| l.bound).count(), 1);
     }
 
     #[test]
@@ -2511,5 +2511,209 @@ mod exerciser {
         // Unrefreshed, it lapses after the Group Membership Interval (2 x 125 s + 10 s).
         s.poll(Instant::from_secs(261));
         assert_eq!(s.stats().multicast_groups, 0);
+    }
+}
+
+/// A stack in shards (queue pairs in parallel): which shard a frame belongs to, the link shared,
+/// connections and flows kept apart, reassembled datagrams handed to their flow's shard.
+mod shards {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::{Forward, ForwardProtocol};
+    use crate::host::{ScriptedHost, ScriptedSocket, Sent};
+    use crate::wire::ipv4::Fragment;
+    use crate::wire::tcp::flags;
+    use crate::wire::{SeqNumber, TcpRepr};
+
+    const GW: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+
+    fn sharded(cfg: Config, n: usize) -> Vec<Stack<ScriptedHost>> {
+        Stack::sharded(cfg, (0..n).map(|_| ScriptedHost::new())).unwrap()
+    }
+
+    fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = vec![0u8; 8 + payload.len()];
+        u[8..].copy_from_slice(payload);
+        UdpRepr {
+            src_port: sport,
+            dst_port: dport,
+        }
+        .emit_v4(&mut u, GUEST_IP, GW);
+        u
+    }
+
+    fn syn(sport: u16) -> Vec<u8> {
+        let r = TcpRepr {
+            src_port: sport,
+            dst_port: 80,
+            seq_number: SeqNumber(1000),
+            ack_number: None,
+            flags: flags::SYN,
+            window_len: 64240,
+            urgent_at: 0,
+            max_seg_size: Some(1460),
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let mut t = vec![0u8; r.buffer_len()];
+        r.emit_v4(&mut t, GUEST_IP, GW);
+        ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t)
+    }
+
+    /// A guest port whose flows to `GW:dport` (TCP or UDP) belong to shard `want` of `s`.
+    fn port_on(s: &Stack<ScriptedHost>, want: usize, tcp: bool, dport: u16) -> u16 {
+        (40000..41000)
+            .find(|&p| {
+                let f = if tcp {
+                    syn(p)
+                } else {
+                    ipv4_frame(GUEST_IP, GW, IpProtocol::Udp, &udp(p, dport, b"x"))
+                };
+                s.shard_of(&f) == want
+            })
+            .expect("a port for the shard")
+    }
+
+    #[test]
+    fn flows_spread_over_the_shards_and_the_link_stays_home() {
+        let mut cfg = Config::default();
+        cfg.forwards.push(Forward {
+            protocol: ForwardProtocol::Udp,
+            host: "127.0.0.1:5353".parse().unwrap(),
+            guest_port: 53,
+        });
+        let mut shards = sharded(cfg, 4);
+        shards[0].open_forwards().unwrap();
+        let mut per_shard = [0usize; 4];
+        for port in 0..400u16 {
+            let tcp = syn(40000 + port);
+            let q = shards[0].shard_of(&tcp);
+            per_shard[q] += 1;
+            // Every shard answers alike.
+            assert!(shards.iter().all(|s| s.shard_of(&tcp) == q));
+        }
+        assert!(per_shard.iter().all(|&n| n > 40), "{per_shard:?}");
+        let s = &shards[1];
+        let arp = eth_frame(EthernetAddress::BROADCAST, EtherType::Arp, &[0; 28]);
+        assert_eq!(s.shard_of(&arp), 0);
+        assert_eq!(s.shard_of(&echo_request(GW, 1, b"ping")), 0);
+        let dhcp = ipv4_frame(
+            GUEST_IP,
+            Ipv4Address::BROADCAST,
+            IpProtocol::Udp,
+            &udp(68, 67, b""),
+        );
+        assert_eq!(s.shard_of(&dhcp), 0);
+        // The forward's guest port: its conversations are the home shard's, whatever the hash.
+        for peer in 0..50u16 {
+            let reply = ipv4_frame(GUEST_IP, GW, IpProtocol::Udp, &udp(53, 30000 + peer, b"x"));
+            assert_eq!(s.shard_of(&reply), 0);
+        }
+        // A fragment carries no ports: home.
+        let mut frag = ipv4_frame(GUEST_IP, GW, IpProtocol::Udp, &udp(40001, 7, &[0; 16]));
+        frag[14 + 6] |= 0x20;
+        assert_eq!(s.shard_of(&frag), 0);
+    }
+
+    #[test]
+    fn shards_share_what_the_link_learned_and_keep_their_connections_apart() {
+        let mut shards = sharded(Config::default(), 2);
+        let port = port_on(&shards[0], 1, true, 80);
+        let now = Instant::ZERO;
+        shards[1].process_frame(now, &syn(port));
+        let sock = shards[1]
+            .host()
+            .find(&ScriptedSocket::Tcp("127.0.0.1:80".parse().unwrap()))
+            .expect("shard 1 connects");
+        shards[1].host_mut().tcp_connected.insert(sock, Ok(()));
+        shards[1].host_ready(now, sock);
+        let out = drain(&mut shards[1]);
+        assert_eq!(out.len(), 1, "the SYN-ACK, and no ARP request first");
+        let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        assert_eq!(eth.dst_addr(), GUEST_MAC);
+        // What shard 1 learned of the guest is the link's: the home shard knows it too.
+        assert_eq!(shards[0].guest_mac(), Some(GUEST_MAC));
+        assert_eq!(shards[1].stats().tcp_connections, 1);
+        assert_eq!(shards[0].stats().tcp_connections, 0);
+        assert!(shards[0].tcp_flows().is_empty());
+        assert_eq!(shards[1].tcp_flows().len(), 1);
+        assert!(shards[0].host().sent.is_empty());
+    }
+
+    #[test]
+    fn a_datagram_reassembled_at_home_is_handed_to_the_shard_of_its_flow() {
+        let mut shards = sharded(Config::default(), 2);
+        let port = port_on(&shards[0], 1, false, 7);
+        let payload: Vec<u8> = (0..64u8).collect();
+        let whole = udp(port, 7, &payload);
+        // Two fragments: 40 bytes, then the rest.
+        let piece = |offset: usize, data: &[u8], more: bool| {
+            let mut ip = vec![0u8; ipv4::HEADER_LEN + data.len()];
+            Ipv4Repr {
+                src: GUEST_IP,
+                dst: GW,
+                protocol: IpProtocol::Udp,
+                payload_len: data.len(),
+                ttl: 64,
+            }
+            .emit_with_fragment(
+                &mut ip,
+                0x4242,
+                Fragment::Piece {
+                    offset: offset as u16,
+                    more,
+                },
+            );
+            ip[ipv4::HEADER_LEN..].copy_from_slice(data);
+            eth_frame(Config::default().gateway_mac, EtherType::Ipv4, &ip)
+        };
+        let first = piece(0, &whole[..40], true);
+        let last = piece(40, &whole[40..], false);
+        let now = Instant::ZERO;
+        for f in [&first, &last] {
+            assert_eq!(shards[1].shard_of(f), 0, "fragments go home");
+            shards[0].process_frame(now, f);
+        }
+        assert_eq!(shards[0].stats().ipv4_reassembled, 1);
+        assert_eq!(shards[0].stats().shard_mail_sent, 1);
+        assert!(shards[0].host().sent.is_empty(), "home opened no flow");
+        assert!(shards[1].has_mail());
+        shards[1].take_mail(now);
+        assert!(!shards[1].has_mail());
+        let to: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let sock = shards[1]
+            .host()
+            .find(&ScriptedSocket::UdpConnected(to))
+            .expect("the flow is shard 1's");
+        assert_eq!(shards[1].host().sent, vec![Sent::Udp { sock, to, payload }]);
+        // The same flow unfragmented reaches the same shard and the same socket.
+        let again = ipv4_frame(GUEST_IP, GW, IpProtocol::Udp, &udp(port, 7, b"again"));
+        assert_eq!(shards[0].shard_of(&again), 1);
+        shards[1].process_frame(now, &again);
+        assert_eq!(shards[1].stats().flows_active, 1);
+    }
+
+    #[test]
+    fn forwards_open_on_the_home_shard_only() {
+        let mut shards = sharded(Config::default(), 2);
+        let f = Forward {
+            protocol: ForwardProtocol::Tcp,
+            host: "127.0.0.1:2222".parse().unwrap(),
+            guest_port: 22,
+        };
+        assert!(shards[1].add_forward(f).is_err());
+        shards[0].add_forward(f).unwrap();
+        assert_eq!(shards[0].forwards(), vec![f]);
+    }
+
+    #[test]
+    fn more_shards_than_queues_are_refused() {
+        let hosts = (0..MAX_QUEUES + 1).map(|_| ScriptedHost::new());
+        assert!(Stack::sharded(Config::default(), hosts).is_err());
+        assert!(Stack::sharded(Config::default(), Vec::<ScriptedHost>::new()).is_err());
     }
 }
