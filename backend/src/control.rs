@@ -129,6 +129,13 @@ netstack::counters! {
         rx_gso_frames,
         /// Times the TX budget ran out and the batch continued later.
         tx_budget_exhausted,
+        /// Guest frames from this pair's TX queue that belonged to another pair's stack shard
+        /// (the guest sent a flow's segments from another CPU's queue).
+        tx_cross_shard,
+        /// Times this pair's worker found a stack shard's lock taken and waited for it.
+        shard_lock_waits,
+        /// Nanoseconds this pair's worker waited for stack shards' locks.
+        shard_lock_wait_ns,
         /// Errors reading ring indices (a guest that corrupts its rings).
         queue_errors,
         /// Frames handed to the packet capture (`--pcap`), both directions.
@@ -162,7 +169,8 @@ netstack::counters! {
     }
 }
 
-/// What other threads may read about the device: published once per batch.
+/// What other threads may read about the device: published once per batch (see
+/// [`Shared::snapshot`]).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The device counters summed over the queue pairs.
@@ -208,10 +216,23 @@ pub struct ImpairRuleState {
     pub counters: crate::impair::RuleCounters,
 }
 
-/// State shared between the worker, the vhost-user relay and the main thread.
+/// What one queue pair's worker publishes after each batch: its queue's counters and its stack
+/// shard's.
+#[derive(Debug, Clone, Default)]
+pub struct PairCounters {
+    pub queue: DeviceStats,
+    pub stack: netstack::Stats,
+}
+
+/// State shared between the workers, the vhost-user relay and the main thread.
 #[derive(Debug, Default)]
 pub struct Shared {
+    /// The device-wide part of the snapshot (addresses, features, impairments); the counters are
+    /// in `pairs`, summed by [`Shared::snapshot`].
     pub snapshot: Mutex<Snapshot>,
+    /// Each pair's counters, in a slot of their own so that the workers publish without waiting
+    /// for each other (set once by the device).
+    pub pairs: std::sync::OnceLock<Vec<Mutex<PairCounters>>>,
     /// Requests of the control API for the vring worker (see [`crate::api`]).
     pub commands: Mutex<Vec<Command>>,
     /// The MTU QEMU announced with VHOST_USER_NET_SET_MTU (`host_mtu=` on the device), if any.
@@ -233,10 +254,22 @@ impl Shared {
             .max(1)
     }
 
+    /// The device as the workers last published it, the counters summed over the pairs.
     pub fn snapshot(&self) -> Snapshot {
-        self.snapshot
+        let mut snap = self
+            .snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        if let Some(pairs) = self.pairs.get() {
+            snap.queues.clear();
+            for slot in pairs {
+                let part = slot.lock().unwrap_or_else(|e| e.into_inner());
+                snap.device.add(&part.queue);
+                snap.stack.add(&part.stack);
+                snap.queues.push(part.queue.clone());
+            }
+        }
+        snap
     }
 }

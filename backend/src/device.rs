@@ -14,15 +14,16 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant as StdInstant;
 
 use log::{debug, warn};
 use netstack::offload::FrameMeta;
-use netstack::stack::FrameParts;
+use netstack::stack::{FrameParts, ShardMap};
 use netstack::{Instant, Stack};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
@@ -35,8 +36,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::capture::{Capture, Direction as CaptureDirection};
 use crate::control::{
-    Command, DeviceStats, ImpairChange, ImpairRuleState, ImpairState, MulticastState, Shared,
-    MAX_FRAME_LEN,
+    Command, DeviceStats, ImpairChange, ImpairRuleState, ImpairState, MulticastState, PairCounters,
+    Shared, MAX_FRAME_LEN,
 };
 use crate::host::HostSockets;
 use crate::impair::frame::{Corruption, FrameView};
@@ -146,28 +147,55 @@ impl LogLimiter {
     }
 }
 
-/// The device model and its stack.
+/// The device model and its stack, shared by the queue pairs' worker threads (see the module
+/// documentation, "Queue pairs in parallel").
 pub struct NetDevice {
-    stack: Stack<HostSockets>,
-    mem: GuestMem,
-    negotiated: Negotiated,
-    acked_features: u64,
-    /// The queue pairs; pair `p` is served by worker thread `p`.
-    pairs: Vec<Pair>,
+    /// Each pair's state, taken by its worker for an event (and briefly by the vhost-user thread
+    /// when the frontend changes features or memory).
+    pairs: Vec<Mutex<Pair>>,
+    /// Each pair's wake-up and timer descriptors, reached without the pair's lock.
+    fds: Vec<PairFds>,
+    /// The stack's shards, one per pair: shard `q`'s host sockets and timers are served by
+    /// worker `q`; its frames to the guest leave on pair `q mod` the pairs in use.
+    shards: Vec<Mutex<Stack<HostSockets>>>,
+    /// Which shard a guest frame belongs to, without any shard's lock.
+    shard_map: ShardMap,
+    /// Impairments and capture: taken for a whole event, and only while they are on.
+    common: Mutex<Common>,
+    /// Whether anything in `common` is on (rules, held frames, a schedule, a capture).
+    engaged: AtomicBool,
+    /// Interrupt moderation as set (`--rx-usecs`.., the API), with a generation each pair
+    /// compares with the one it applied.
+    coalesce: Mutex<Coalesce>,
+    coalesce_generation: AtomicU64,
     /// Pairs the guest uses; frames to it are spread over these.
-    active_pairs: usize,
+    active_pairs: AtomicUsize,
+    acked_features: AtomicU64,
     epoch: StdInstant,
     shared: Arc<Shared>,
-    log: LogLimiter,
-    /// Scratch for one TX frame with its header.
-    tx_buf: Vec<u8>,
-    /// Writable segments of the RX chains gathered for one frame.
-    rx_segments: Vec<(GuestAddress, u32)>,
-    /// RX chains gathered for one frame: head, first segment, capacity; or a bad chain.
-    rx_chains: Vec<RxChain>,
-    /// Used elements of one frame, published together.
-    rx_used: Vec<(u16, u32)>,
-    host_events: Vec<EpollEvent>,
+    log: Mutex<LogLimiter>,
+    /// Written by the control API when it queued commands.
+    control: EventFd,
+    /// The offloads offered to the guest (`--offloads`).
+    offloads: Offloads,
+    /// Test-only: the fault to cause after this many more guest frames (see [`TEST_FAULT_ENV`]).
+    fault_after: Option<(TestFault, AtomicU64)>,
+}
+
+/// What other workers and the server reach of a pair without its lock.
+struct PairFds {
+    /// Written by other workers when this pair has work: frames to deliver, timers to re-arm,
+    /// mail to take.
+    wake: EventFd,
+    /// A wake-up is already on its way.
+    woken: AtomicBool,
+    /// The guest had no RX buffers: wait for its kick rather than being woken for frames.
+    rx_blocked: AtomicBool,
+    timer_fd: RawFd,
+}
+
+/// Impairments and capture, shared by the pairs (see [`NetDevice::engaged`]).
+struct Common {
     /// Link impairments (`--impair`, the API's `/impair`).
     impair: Impairment,
     /// Frames the impairments hold back, per pair and direction.
@@ -177,17 +205,18 @@ pub struct NetDevice {
     /// A frame the stack lends in pieces, gathered whole for the impairments (which read frames
     /// whole); allocated with the first rule.
     impair_gather: Vec<u8>,
-    /// Bumped whenever the rules change, so that [`NetDevice::publish`] rebuilds their texts only
-    /// then.
+    /// Bumped whenever the rules change, so that publishing rebuilds their texts only then.
     impair_generation: u64,
-    coalesce: Coalesce,
     capture: Option<Capture>,
-    /// Written by the control API when it queued commands.
-    control: EventFd,
-    /// The offloads offered to the guest (`--offloads`).
-    offloads: Offloads,
-    /// Test-only: the fault to cause after this many more guest frames (see [`TEST_FAULT_ENV`]).
-    fault_after: Option<(TestFault, u64)>,
+}
+
+impl Common {
+    fn engaged(&self) -> bool {
+        !self.impair.is_empty()
+            || self.lines.held() > 0
+            || self.impair.poll_at().is_some()
+            || self.capture.is_some()
+    }
 }
 
 /// Test-only fault injection, read once at start: `tx-panic-after=N` makes the vring worker panic
@@ -216,46 +245,68 @@ fn test_fault_from_env() -> Option<(TestFault, u64)> {
     Some((fault, n))
 }
 
-/// One RX/TX queue pair: its counters, interrupt moderation and timer. Each pair is served by its
-/// own worker thread.
+/// One RX/TX queue pair: its rings' view of guest memory and features, counters, interrupt
+/// moderation, timer and scratch buffers. Each pair is served by its own worker thread.
 struct Pair {
+    mem: GuestMem,
+    negotiated: Negotiated,
     stats: DeviceStats,
     rx_mod: Moderator,
     tx_mod: Moderator,
+    /// The moderation generation applied (see [`NetDevice::coalesce_generation`]).
+    coalesce_generation: u64,
     timer: Timer,
     timer_deadline: Option<Instant>,
     /// TX work left over when the budget ran out.
     tx_pending: bool,
-    /// Written by other workers when they queued frames for this pair.
-    wake: EventFd,
-    /// A wake-up is already on its way.
-    woken: bool,
-    /// The guest had no RX buffers: wait for its kick rather than being woken.
-    rx_blocked: bool,
     /// The guest wants an interrupt that moderation still holds back.
     rx_owed: bool,
     tx_owed: bool,
     /// Used RX buffers published since the guest's wish for an interrupt was last asked (RX
     /// publishes its used ring itself, see [`RxWriter::publish`]).
     rx_used_added: u16,
+    /// Scratch for one TX frame with its header.
+    tx_buf: Vec<u8>,
+    /// Writable segments of the RX chains gathered for one frame.
+    rx_segments: Vec<(GuestAddress, u32)>,
+    /// RX chains gathered for one frame: head, first segment, capacity; or a bad chain.
+    rx_chains: Vec<RxChain>,
+    /// Used elements of one frame, published together.
+    rx_used: Vec<(u16, u32)>,
+    host_events: Vec<EpollEvent>,
+    /// The link's generation whose addresses pair 0 last published.
+    published_link: u64,
 }
 
 impl Pair {
     fn new(coalesce: Coalesce) -> io::Result<Self> {
         Ok(Pair {
+            mem: GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+            negotiated: Negotiated::default(),
             stats: DeviceStats::default(),
             rx_mod: Moderator::new(coalesce.rx, coalesce.itr, coalesce.adaptive_rx),
             tx_mod: Moderator::new(coalesce.tx, coalesce.itr, false),
+            coalesce_generation: 0,
             timer: Timer::new()?,
             timer_deadline: None,
             tx_pending: false,
-            wake: EventFd::new(EFD_NONBLOCK)?,
-            woken: false,
-            rx_blocked: false,
             rx_owed: false,
             tx_owed: false,
             rx_used_added: 0,
+            tx_buf: vec![0; MAX_FRAME_LEN + virtio_net::HEADER_LEN_V1],
+            rx_segments: Vec::with_capacity(MAX_QUEUE_SIZE),
+            rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
+            rx_used: Vec::with_capacity(MAX_QUEUE_SIZE),
+            host_events: vec![EpollEvent::default(); HOST_EVENTS],
+            published_link: 0,
         })
+    }
+
+    fn moderate_as(&mut self, c: Coalesce) {
+        self.rx_mod = Moderator::new(c.rx, c.itr, c.adaptive_rx);
+        self.tx_mod = Moderator::new(c.tx, c.itr, false);
+        self.rx_owed = false;
+        self.tx_owed = false;
     }
 }
 
@@ -265,45 +316,121 @@ enum RxChain {
     Bad { head: u16, fault: ChainFault },
 }
 
+/// Locks `m`, taking over a lock a panicking thread left (the process ends on a panic anyway;
+/// the state is kept consistent by the code that changes it).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Locks stack shard `q`, counting in `stats` the time spent waiting when another worker has
+/// it (the lock-contention figure of docs/performance.md).
+fn lock_shard<'d>(
+    dev: &'d NetDevice,
+    q: usize,
+    stats: &mut DeviceStats,
+) -> MutexGuard<'d, Stack<HostSockets>> {
+    match dev.shards[q].try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            let started = StdInstant::now();
+            let g = lock(&dev.shards[q]);
+            stats.shard_lock_waits += 1;
+            stats.shard_lock_wait_ns += started.elapsed().as_nanos() as u64;
+            g
+        }
+    }
+}
+
+/// The shard a batch of guest frames goes into, kept locked across consecutive frames of it.
+/// Never two shards at once: a worker that needs another releases this one first, so workers
+/// waiting for each other's shards cannot deadlock.
+#[derive(Default)]
+struct ShardSlot<'d> {
+    held: Option<(usize, MutexGuard<'d, Stack<HostSockets>>)>,
+}
+
+impl<'d> ShardSlot<'d> {
+    fn get(
+        &mut self,
+        dev: &'d NetDevice,
+        q: usize,
+        stats: &mut DeviceStats,
+    ) -> &mut Stack<HostSockets> {
+        if self.held.as_ref().is_some_and(|(h, _)| *h != q) {
+            self.held = None;
+        }
+        let (_, guard) = self
+            .held
+            .get_or_insert_with(|| (q, lock_shard(dev, q, stats)));
+        guard
+    }
+}
+
 impl NetDevice {
-    /// A device with `queue_pairs` RX/TX pairs (1 to [`MAX_QUEUE_PAIRS`]).
-    pub fn new(
-        stack: Stack<HostSockets>,
-        shared: Arc<Shared>,
-        queue_pairs: usize,
-    ) -> io::Result<Self> {
-        let queue_pairs = queue_pairs.clamp(1, MAX_QUEUE_PAIRS);
+    /// A device with one RX/TX pair per shard of `shards` (1 to [`MAX_QUEUE_PAIRS`]; see
+    /// [`Stack::sharded`]).
+    pub fn new(mut shards: Vec<Stack<HostSockets>>, shared: Arc<Shared>) -> io::Result<Self> {
+        if shards.is_empty() || shards.len() > MAX_QUEUE_PAIRS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} queue pairs: 1 to {MAX_QUEUE_PAIRS}", shards.len()),
+            ));
+        }
+        let queue_pairs = shards.len();
+        for s in &mut shards {
+            // Each shard's frames leave on one pair: its egress queue is one queue.
+            s.set_queues(1);
+        }
+        let shard_map = shards[0].shard_map();
+        let pairs: Vec<Pair> = (0..queue_pairs)
+            .map(|_| Pair::new(Coalesce::default()))
+            .collect::<io::Result<_>>()?;
+        let fds = pairs
+            .iter()
+            .map(|p| {
+                Ok(PairFds {
+                    wake: EventFd::new(EFD_NONBLOCK)?,
+                    woken: AtomicBool::new(false),
+                    rx_blocked: AtomicBool::new(false),
+                    timer_fd: p.timer.as_raw_fd(),
+                })
+            })
+            .collect::<io::Result<_>>()?;
+        lock(&shared.snapshot).active_queue_pairs = 1;
+        let _ = shared.pairs.set(
+            (0..queue_pairs)
+                .map(|_| Mutex::new(PairCounters::default()))
+                .collect(),
+        );
         Ok(NetDevice {
-            stack,
-            mem: GuestMemoryAtomic::new(GuestMemoryMmap::new()),
-            negotiated: Negotiated::default(),
-            acked_features: 0,
-            pairs: (0..queue_pairs)
-                .map(|_| Pair::new(Coalesce::default()))
-                .collect::<io::Result<_>>()?,
-            active_pairs: 1,
+            pairs: pairs.into_iter().map(Mutex::new).collect(),
+            fds,
+            shards: shards.into_iter().map(Mutex::new).collect(),
+            shard_map,
+            common: Mutex::new(Common {
+                impair: Impairment::default(),
+                lines: DelayLines::new(queue_pairs, MAX_FRAME_LEN),
+                impair_scratch: Vec::new(),
+                impair_gather: Vec::new(),
+                impair_generation: 0,
+                capture: None,
+            }),
+            engaged: AtomicBool::new(false),
+            coalesce: Mutex::new(Coalesce::default()),
+            coalesce_generation: AtomicU64::new(0),
+            active_pairs: AtomicUsize::new(1),
+            acked_features: AtomicU64::new(0),
             epoch: StdInstant::now(),
             shared,
-            log: LogLimiter::default(),
-            tx_buf: vec![0; MAX_FRAME_LEN + virtio_net::HEADER_LEN_V1],
-            rx_segments: Vec::with_capacity(MAX_QUEUE_SIZE),
-            rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
-            rx_used: Vec::with_capacity(MAX_QUEUE_SIZE),
-            host_events: vec![EpollEvent::default(); HOST_EVENTS],
-            impair: Impairment::default(),
-            lines: DelayLines::new(queue_pairs, MAX_FRAME_LEN),
-            impair_scratch: Vec::new(),
-            impair_gather: Vec::new(),
-            impair_generation: 0,
-            coalesce: Coalesce::default(),
-            capture: None,
+            log: Mutex::new(LogLimiter::default()),
             control: EventFd::new(EFD_NONBLOCK)?,
             offloads: Offloads::ALL,
-            fault_after: test_fault_from_env(),
+            fault_after: test_fault_from_env().map(|(f, n)| (f, AtomicU64::new(n))),
         })
     }
 
-    /// The eventfd to register with the worker's epoll as [`CONTROL_EVENT`].
+    /// The eventfd to register with worker 0's epoll as [`CONTROL_EVENT`].
     pub fn control_fd(&self) -> RawFd {
         self.control.as_raw_fd()
     }
@@ -313,35 +440,246 @@ impl NetDevice {
         self.control.try_clone()
     }
 
-    /// Runs the control API's queued commands.
+    /// The offloads offered to the guest (see [`crate::virtio_net::Offloads`]).
+    pub fn with_offloads(mut self, offloads: Offloads) -> Self {
+        self.offloads = offloads;
+        self
+    }
+
+    /// Captures every frame at the guest boundary (see [`crate::capture`]).
+    pub fn with_capture(mut self, capture: Option<Capture>) -> Self {
+        let common = self
+            .common
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        common.capture = capture;
+        self.engaged = AtomicBool::new(common.engaged());
+        self
+    }
+
+    /// Interrupt moderation (see [`crate::moderation`]).
+    pub fn with_coalesce(mut self, coalesce: Coalesce) -> Self {
+        *self
+            .coalesce
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = coalesce;
+        for pair in &mut self.pairs {
+            pair.get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .moderate_as(coalesce);
+        }
+        self
+    }
+
+    /// Link impairments from the start (see [`crate::impair`]).
+    pub fn with_impairment(mut self, impair: Impairment) -> Self {
+        let common = self
+            .common
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !impair.is_empty() || impair.seed() != common.impair.seed() {
+            set_impairment(common, impair.specs(), Some(impair.seed()));
+        }
+        self.engaged = AtomicBool::new(common.engaged());
+        self
+    }
+
+    /// The number of queue pairs.
+    pub fn queue_pairs(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Pair `p`'s timerfd, to register with that pair's worker as [`TIMER_EVENT`].
+    pub fn timer_fd(&self, p: usize) -> RawFd {
+        self.fds[p].timer_fd
+    }
+
+    /// Pair `p`'s wake-up eventfd, to register with that pair's worker as [`WAKE_EVENT`].
+    pub fn wake_fd(&self, p: usize) -> RawFd {
+        self.fds[p].wake.as_raw_fd()
+    }
+
+    /// Shard `q`'s host sockets' epoll descriptor, to register with worker `q`'s epoll as
+    /// [`HOST_EVENT`].
+    pub fn host_fd(&self, q: usize) -> i32 {
+        lock(&self.shards[q]).host().epoll_fd()
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn warn_limited(&self, now: Instant, msg: std::fmt::Arguments) {
+        if lock(&self.log).allow(now) {
+            warn!("{msg}");
+        }
+    }
+
+    /// The pair that writes shard `q`'s frames to the guest: `q` itself while the guest uses
+    /// it, else the pair in use it folds onto.
+    fn delivering_pair(&self, q: usize) -> usize {
+        q % self.active_pairs.load(Ordering::Acquire).max(1)
+    }
+
+    /// Wakes worker `q` (unless a wake-up is already on its way).
+    fn wake(&self, q: usize) {
+        let fds = &self.fds[q];
+        if !fds.woken.swap(true, Ordering::AcqRel) && fds.wake.write(1).is_err() {
+            fds.woken.store(false, Ordering::Release);
+        }
+    }
+
+    /// Test-only: counts a guest frame towards the fault a test asked for.
+    fn count_towards_fault(&self) {
+        let Some((fault, left)) = &self.fault_after else {
+            return;
+        };
+        let due = left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_err();
+        if due {
+            match fault {
+                TestFault::Panic => panic!("{TEST_FAULT_ENV}: the fault a test asked for"),
+                // SAFETY: getppid takes no arguments and cannot fail.
+                TestFault::ForbiddenSyscall => unsafe {
+                    libc::syscall(libc::SYS_getppid);
+                },
+            }
+        }
+    }
+}
+
+/// Installs impairment rules (fresh counters and random state), and a new seed if given.
+fn set_impairment(common: &mut Common, rules: Vec<RuleSpec>, seed: Option<u64>) {
+    if let Some(seed) = seed {
+        common.impair.set_seed(seed);
+    }
+    common.impair.replace(rules);
+    impair_rules_changed(common);
+}
+
+fn impair_rules_changed(common: &mut Common) {
+    common.impair_generation += 1;
+    if !common.impair.is_empty() && common.impair_scratch.capacity() < MAX_FRAME_LEN {
+        common.impair_scratch = Vec::with_capacity(MAX_FRAME_LEN);
+        common.impair_gather = Vec::with_capacity(MAX_FRAME_LEN);
+    }
+    if common.impair.is_empty() {
+        common.lines.release_memory();
+    }
+    let rules: Vec<String> = common
+        .impair
+        .rules()
+        .iter()
+        .map(|r| r.spec.to_string())
+        .collect();
+    if rules.is_empty() {
+        log::info!("no link impairment");
+    } else {
+        log::info!("link impairments now: {}", rules.join("; "));
+    }
+}
+
+/// Brings `state` up to date; texts are rebuilt only when the rules changed (so publishing
+/// allocates nothing per batch), and the schedule only when asked for.
+fn impair_state_into(common: &Common, now: Instant, state: &mut ImpairState, with_schedule: bool) {
+    let impair = &common.impair;
+    if state.generation != common.impair_generation || state.rules.len() != impair.rules().len() {
+        state.generation = common.impair_generation;
+        state.rules = impair
+            .rules()
+            .iter()
+            .map(|r| ImpairRuleState {
+                direction: r.spec.direction,
+                rule: r.spec.to_string(),
+                counters: r.counters.clone(),
+            })
+            .collect();
+    } else {
+        for (s, r) in state.rules.iter_mut().zip(impair.rules()) {
+            s.counters.clone_from(&r.counters);
+        }
+    }
+    state.seed = impair.seed();
+    state.held = [
+        common.lines.held_in(LinkDirection::ToGuest),
+        common.lines.held_in(LinkDirection::FromGuest),
+    ];
+    state.held_bytes = common.lines.allocated();
+    if with_schedule {
+        state.schedule = impair
+            .schedule()
+            .map(|step| {
+                let ms = (step.at.saturating_since(now).total_micros()).div_ceil(1000);
+                let rules = step.rules.as_ref().map(|r| {
+                    r.iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
+                (ms, rules)
+            })
+            .collect();
+    }
+}
+
+/// One event of one pair's worker: the pair (locked), and impairments and capture when they
+/// are on.
+struct Worker<'d> {
+    dev: &'d NetDevice,
+    p: usize,
+    now: Instant,
+    pair: MutexGuard<'d, Pair>,
+    common: Option<MutexGuard<'d, Common>>,
+    /// Shards that took guest frames in this event, one bit each (flushed at its end, their
+    /// workers woken).
+    touched: u32,
+}
+
+impl<'d> Worker<'d> {
+    fn queue_error(&mut self, queue: Queue, e: virtio_queue::Error) {
+        self.pair.stats.queue_errors += 1;
+        self.dev
+            .warn_limited(self.now, format_args!("{queue:?} queue error: {e}"));
+    }
+
+    /// Applies moderation settings changed since this pair last looked.
+    fn sync_coalesce(&mut self) {
+        let generation = self.dev.coalesce_generation.load(Ordering::Acquire);
+        if self.pair.coalesce_generation == generation {
+            return;
+        }
+        let c = *lock(&self.dev.coalesce);
+        let pair = &mut *self.pair;
+        pair.rx_mod.reconfigure(c.rx, c.itr, c.adaptive_rx);
+        pair.tx_mod.reconfigure(c.tx, c.itr, false);
+        pair.coalesce_generation = generation;
+    }
+
+    /// Runs the control API's queued commands (on worker 0).
     fn run_commands(&mut self) {
-        let _ = self.control.read();
-        let commands = std::mem::take(
-            &mut *self
-                .shared
-                .commands
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let dev = self.dev;
+        let _ = dev.control.read();
+        let commands = std::mem::take(&mut *lock(&dev.shared.commands));
         for c in commands {
             match c {
                 Command::GetCoalesce(reply) => {
-                    let _ = reply.send(self.coalesce);
+                    let _ = reply.send(*lock(&dev.coalesce));
                 }
                 Command::SetCoalesce(c, reply) => {
-                    self.coalesce = c;
-                    for pair in &mut self.pairs {
-                        pair.rx_mod.reconfigure(c.rx, c.itr, c.adaptive_rx);
-                        pair.tx_mod.reconfigure(c.tx, c.itr, false);
-                    }
+                    *lock(&dev.coalesce) = c;
+                    // Each pair applies it at its next event (this worker at once).
+                    dev.coalesce_generation.fetch_add(1, Ordering::AcqRel);
+                    self.sync_coalesce();
                     log::info!("interrupt moderation now {c:?}");
-                    let _ = reply.send(self.coalesce);
+                    let _ = reply.send(c);
                 }
                 Command::CaptureStart(path, reply) => {
+                    let common = self.common();
                     // The old capture, if any, is finished first.
-                    self.capture = None;
+                    common.capture = None;
                     let started = Capture::start(&path)
-                        .map(|c| self.capture = Some(c))
+                        .map(|c| common.capture = Some(c))
                         .map_err(|e| format!("{}: {e}", path.display()));
                     if started.is_ok() {
                         log::info!("capturing to {}", path.display());
@@ -349,14 +687,16 @@ impl NetDevice {
                     let _ = reply.send(started);
                 }
                 Command::CaptureStop(reply) => {
-                    let was = self.capture.take().is_some();
+                    let was = self.common().capture.take().is_some();
                     let _ = reply.send(was);
                 }
                 Command::ListForwards(reply) => {
-                    let _ = reply.send(self.stack.forwards());
+                    let _ = reply.send(lock(&dev.shards[0]).forwards());
                 }
                 Command::AddForward(f, reply) => {
-                    let added = self.stack.add_forward(f).map_err(|e| e.to_string());
+                    let added = lock(&dev.shards[0])
+                        .add_forward(f)
+                        .map_err(|e| e.to_string());
                     if added.is_ok() {
                         log::info!(
                             "forward {} {} -> guest port {} opened",
@@ -368,62 +708,81 @@ impl NetDevice {
                     let _ = reply.send(added);
                 }
                 Command::RemoveForward(f, reply) => {
-                    let _ = reply.send(self.stack.remove_forward(f.protocol, f.host));
+                    let _ = reply.send(lock(&dev.shards[0]).remove_forward(f.protocol, f.host));
                 }
                 Command::Multicast(reply) => {
-                    let cfg = self.stack.config();
+                    let home = lock(&dev.shards[0]);
+                    let cfg = home.config();
                     let _ = reply.send(MulticastState {
                         querier: cfg.mcast_querier,
                         query_interval_s: cfg.mcast_query_interval.total_secs(),
-                        ipv4: self.stack.multicast_groups(false).to_vec(),
-                        ipv6: self.stack.multicast_groups(true).to_vec(),
-                        now: self.now(),
+                        ipv4: home.multicast_groups(false),
+                        ipv6: home.multicast_groups(true),
+                        now: self.now,
                     });
                 }
                 Command::GetPathMtus(reply) => {
-                    let _ = reply.send(self.stack.path_mtus().to_vec());
+                    let _ = reply.send(lock(&dev.shards[0]).path_mtus().to_vec());
                 }
                 Command::SetPathMtus(table, reply) => {
-                    let set = self.stack.set_path_mtus(table);
+                    let mut set = Ok(());
+                    for shard in &dev.shards {
+                        set = lock(shard).set_path_mtus(table.clone());
+                        if set.is_err() {
+                            break;
+                        }
+                    }
                     if set.is_ok() {
-                        log::info!("path MTUs now {:?}", self.stack.path_mtus());
+                        log::info!("path MTUs now {table:?}");
                     }
                     let _ = reply.send(set);
                 }
                 Command::Inject(frames, reply) => {
-                    let queued = frames.iter().filter(|f| self.stack.inject(f)).count();
+                    let mut home = lock(&dev.shards[0]);
+                    let queued = frames.iter().filter(|f| home.inject(f)).count();
+                    self.touched |= 1;
                     let _ = reply.send(queued);
                 }
                 Command::GetImpair(reply) => {
+                    let now = self.now;
                     let mut state = ImpairState::default();
-                    self.impair_state_into(&mut state, true);
+                    impair_state_into(self.common(), now, &mut state, true);
                     let _ = reply.send(state);
                 }
                 Command::SetImpair(change, reply) => {
+                    let now = self.now;
+                    let common = self.common();
                     let ImpairChange {
                         rules,
                         seed,
                         schedule,
                     } = change;
                     if let Some(seed) = seed {
-                        self.impair.set_seed(seed);
+                        common.impair.set_seed(seed);
                     }
                     if let Some(rules) = rules {
                         // New rules in force cancel a pending schedule.
-                        self.impair.cancel_schedule();
-                        self.set_impairment(rules, None);
+                        common.impair.cancel_schedule();
+                        set_impairment(common, rules, None);
                     }
                     if let Some(steps) = schedule {
                         let n = steps.len();
-                        self.impair.set_schedule(self.now(), steps);
+                        common.impair.set_schedule(now, steps);
                         log::info!("link impairment schedule of {n} steps set");
                     }
                     let mut state = ImpairState::default();
-                    self.impair_state_into(&mut state, true);
+                    impair_state_into(common, now, &mut state, true);
                     let _ = reply.send(state);
                 }
                 Command::Probe(name, params, reply) => {
-                    let sent = self.stack.send_probe(&name, &params);
+                    let mut flows = Vec::new();
+                    for shard in &dev.shards[1..] {
+                        flows.extend(lock(shard).tcp_flows());
+                    }
+                    let mut home = lock(&dev.shards[0]);
+                    flows.extend(home.tcp_flows());
+                    let sent = home.send_probe_among(&name, &params, flows);
+                    self.touched |= 1;
                     match &sent {
                         Ok((built, _)) => log::info!("probe {name} {params:?}: {built} frames"),
                         Err(e) => log::info!("probe {name} refused: {e}"),
@@ -432,145 +791,59 @@ impl NetDevice {
                 }
             }
         }
-    }
-
-    /// The offloads offered to the guest (see [`crate::virtio_net::Offloads`]).
-    pub fn with_offloads(mut self, offloads: Offloads) -> Self {
-        self.offloads = offloads;
-        self
-    }
-
-    /// Captures every frame at the guest boundary (see [`crate::capture`]).
-    pub fn with_capture(mut self, capture: Option<Capture>) -> Self {
-        self.capture = capture;
-        self
-    }
-
-    /// Interrupt moderation (see [`crate::moderation`]).
-    pub fn with_coalesce(mut self, coalesce: Coalesce) -> Self {
-        self.coalesce = coalesce;
-        self.reset_moderation();
-        self
-    }
-
-    fn reset_moderation(&mut self) {
-        let c = self.coalesce;
-        for pair in &mut self.pairs {
-            pair.rx_mod = Moderator::new(c.rx, c.itr, c.adaptive_rx);
-            pair.tx_mod = Moderator::new(c.tx, c.itr, false);
-            pair.rx_owed = false;
-            pair.tx_owed = false;
+        if let Some(common) = &self.common {
+            dev.engaged.store(common.engaged(), Ordering::Release);
         }
     }
 
-    /// Link impairments from the start (see [`crate::impair`]).
-    pub fn with_impairment(mut self, impair: Impairment) -> Self {
-        if !impair.is_empty() || impair.seed() != self.impair.seed() {
-            self.set_impairment(impair.specs(), Some(impair.seed()));
+    /// Impairments and capture, taken now if the event started without them (on worker 0, for
+    /// a command: it holds no shard, so the lock order pair, common, shard holds).
+    fn common(&mut self) -> &mut Common {
+        let common = self.common.get_or_insert_with(|| lock(&self.dev.common));
+        common
+    }
+
+    /// Follows the guest's choice of queue pairs (`ethtool -L`, seen as ring enables): each
+    /// shard's frames leave on the pair it folds onto.
+    fn sync_active_pairs(&mut self) {
+        let dev = self.dev;
+        let active = dev.shared.active_queue_pairs(dev.pairs.len());
+        if dev.active_pairs.swap(active, Ordering::AcqRel) != active {
+            log::info!("guest uses {active} of {} queue pairs", dev.pairs.len());
+            lock(&dev.shared.snapshot).active_queue_pairs = active;
+            // The pairs that now deliver other shards' frames look at once.
+            for q in 0..dev.pairs.len() {
+                if q != self.p {
+                    dev.wake(q);
+                }
+            }
         }
-        self
-    }
-
-    /// Installs impairment rules (fresh counters and random state), and a new seed if given.
-    fn set_impairment(&mut self, rules: Vec<RuleSpec>, seed: Option<u64>) {
-        if let Some(seed) = seed {
-            self.impair.set_seed(seed);
-        }
-        self.impair.replace(rules);
-        self.impair_rules_changed();
-    }
-
-    fn impair_rules_changed(&mut self) {
-        self.impair_generation += 1;
-        if !self.impair.is_empty() && self.impair_scratch.capacity() < MAX_FRAME_LEN {
-            self.impair_scratch = Vec::with_capacity(MAX_FRAME_LEN);
-            self.impair_gather = Vec::with_capacity(MAX_FRAME_LEN);
-        }
-        if self.impair.is_empty() {
-            self.lines.release_memory();
-        }
-        let rules: Vec<String> = self
-            .impair
-            .rules()
-            .iter()
-            .map(|r| r.spec.to_string())
-            .collect();
-        if rules.is_empty() {
-            log::info!("no link impairment");
-        } else {
-            log::info!("link impairments now: {}", rules.join("; "));
-        }
-    }
-
-    /// The number of queue pairs.
-    pub fn queue_pairs(&self) -> usize {
-        self.pairs.len()
-    }
-
-    /// Pair `p`'s timerfd, to register with that pair's worker as [`TIMER_EVENT`].
-    pub fn timer_fd(&self, p: usize) -> RawFd {
-        self.pairs[p].timer.as_raw_fd()
-    }
-
-    /// Pair `p`'s wake-up eventfd, to register with that pair's worker as [`WAKE_EVENT`].
-    pub fn wake_fd(&self, p: usize) -> RawFd {
-        self.pairs[p].wake.as_raw_fd()
-    }
-
-    /// The host sockets' epoll descriptor, to register with the worker's epoll as [`HOST_EVENT`].
-    pub fn host_fd(&self) -> i32 {
-        self.stack.host().epoll_fd()
-    }
-
-    pub fn stack(&self) -> &Stack<HostSockets> {
-        &self.stack
-    }
-
-    fn now(&self) -> Instant {
-        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
-    }
-
-    fn warn_limited(&mut self, now: Instant, msg: std::fmt::Arguments) {
-        if self.log.allow(now) {
-            warn!("{msg}");
-        }
-    }
-
-    fn count_fault(&mut self, p: usize, now: Instant, queue: Queue, head: u16, fault: ChainFault) {
-        self.pairs[p].stats.count_fault(queue, fault);
-        self.warn_limited(
-            now,
-            format_args!("{queue:?} chain at descriptor {head} returned unused: {fault:?}"),
-        );
-    }
-
-    fn read_tx_chain(
-        &mut self,
-        mem: &GuestMemory,
-        chain: DescriptorChain<&GuestMemory>,
-    ) -> Result<(usize, FrameMeta), ChainFault> {
-        read_tx_chain(mem, chain, &mut self.tx_buf, &self.negotiated)
     }
 
     /// Drains the TX queue (bounded by [`TX_BUDGET`]) into the stack; returns whether chains were
     /// returned to the guest.
-    fn process_tx(&mut self, p: usize, tx: &Vring, now: Instant) -> bool {
+    fn process_tx(&mut self, tx: &Vring) -> bool {
         if !queue_ready(tx) {
             return false;
         }
-        let guard = self.mem.memory();
+        let (dev, p, now) = (self.dev, self.p, self.now);
+        let pair = &mut *self.pair;
+        let guard = pair.mem.memory();
         let mem: &GuestMemory = &guard;
         let mut returned = 0usize;
-        self.pairs[p].tx_pending = false;
+        let mut slot = ShardSlot::default();
+        let mut faults: Vec<(u16, ChainFault)> = Vec::new();
+        let mut errors: Vec<virtio_queue::Error> = Vec::new();
+        pair.tx_pending = false;
         'outer: loop {
             if let Err(e) = tx.disable_notification() {
-                self.queue_error(p, now, Queue::Tx, e);
+                errors.push(e);
                 break;
             }
             loop {
                 if returned >= TX_BUDGET {
-                    self.pairs[p].stats.tx_budget_exhausted += 1;
-                    self.pairs[p].tx_pending = true;
+                    pair.stats.tx_budget_exhausted += 1;
+                    pair.tx_pending = true;
                     break 'outer;
                 }
                 let chain = tx.get_mut().get_queue_mut().pop_descriptor_chain(mem);
@@ -580,145 +853,110 @@ impl NetDevice {
                     // The guest put a head outside its own ring in the avail ring: there is no
                     // chain to read and no element that could name it in the used ring.
                     returned += 1;
-                    self.count_fault(p, now, Queue::Tx, head, ChainFault::Structure);
+                    pair.stats.count_fault(Queue::Tx, ChainFault::Structure);
+                    faults.push((head, ChainFault::Structure));
                     continue;
                 }
-                let result = self.read_tx_chain(mem, chain);
+                let result = read_tx_chain(mem, chain, &mut pair.tx_buf, &pair.negotiated);
                 if let Err(e) = tx.add_used(head, 0) {
-                    self.queue_error(p, now, Queue::Tx, e);
+                    errors.push(e);
                     break 'outer;
                 }
                 returned += 1;
                 match result {
                     Ok((len, meta)) => {
-                        if let Some((fault, left)) = self.fault_after.as_mut() {
-                            if *left == 0 {
-                                match fault {
-                                    TestFault::Panic => {
-                                        panic!("{TEST_FAULT_ENV}: the fault a test asked for")
-                                    }
-                                    // SAFETY: getppid takes no arguments and cannot fail.
-                                    TestFault::ForbiddenSyscall => unsafe {
-                                        libc::syscall(libc::SYS_getppid);
-                                    },
-                                }
+                        dev.count_towards_fault();
+                        let hdr = pair.negotiated.header_len;
+                        pair.stats.tx_frames += 1;
+                        pair.stats.tx_bytes += (len - hdr) as u64;
+                        pair.stats.tx_csum_partial += u64::from(meta.checksum.is_some());
+                        pair.stats.tx_gso_frames += u64::from(meta.gso.is_some());
+                        let frame = &pair.tx_buf[hdr..len];
+                        let mut ingress = Ingress {
+                            dev,
+                            p,
+                            slot: &mut slot,
+                            touched: &mut self.touched,
+                            stats: &mut pair.stats,
+                        };
+                        match self.common.as_deref_mut() {
+                            Some(c) if c.impair.active(LinkDirection::FromGuest) => {
+                                impair_from_guest(c, &mut ingress, p, now, frame, meta)
                             }
-                            *left = left.saturating_sub(1);
-                        }
-                        let hdr = self.negotiated.header_len;
-                        self.pairs[p].stats.tx_frames += 1;
-                        self.pairs[p].stats.tx_bytes += (len - hdr) as u64;
-                        self.pairs[p].stats.tx_csum_partial += u64::from(meta.checksum.is_some());
-                        self.pairs[p].stats.tx_gso_frames += u64::from(meta.gso.is_some());
-                        if self.impair.active(LinkDirection::FromGuest) {
-                            self.impair_from_guest(p, now, hdr..len, meta);
-                        } else {
-                            let ingress = Ingress {
-                                stack: &mut self.stack,
-                                capture: &mut self.capture,
-                                stats: &mut self.pairs[p].stats,
-                            };
-                            ingress.deliver(now, &self.tx_buf[hdr..len], meta);
+                            c => ingress.deliver(
+                                c.and_then(|c| c.capture.as_mut()),
+                                now,
+                                frame,
+                                meta,
+                            ),
                         }
                     }
-                    Err(fault) => self.count_fault(p, now, Queue::Tx, head, fault),
+                    Err(fault) => {
+                        pair.stats.count_fault(Queue::Tx, fault);
+                        faults.push((head, fault));
+                    }
                 }
             }
             match tx.enable_notification() {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    self.queue_error(p, now, Queue::Tx, e);
+                    errors.push(e);
                     break;
                 }
             }
         }
+        drop(slot);
+        drop(guard);
+        for (head, fault) in faults {
+            dev.warn_limited(
+                now,
+                format_args!("Tx chain at descriptor {head} returned unused: {fault:?}"),
+            );
+        }
+        for e in errors {
+            self.queue_error(Queue::Tx, e);
+        }
         returned > 0
     }
 
-    /// Carries out the impairments' verdict on the guest's frame in `tx_buf[range]`: copies
-    /// that go now reach the stack at once (a corrupted one through the scratch buffer), delayed
-    /// ones wait on the pair's line.
-    fn impair_from_guest(
-        &mut self,
-        p: usize,
-        now: Instant,
-        range: std::ops::Range<usize>,
-        meta: FrameMeta,
-    ) {
-        let frame = &self.tx_buf[range.clone()];
-        let Some(verdict) = self.impair.decide(LinkDirection::FromGuest, frame, now) else {
-            let ingress = Ingress {
-                stack: &mut self.stack,
-                capture: &mut self.capture,
-                stats: &mut self.pairs[p].stats,
-            };
-            ingress.deliver(now, frame, meta);
+    /// Hands the guest's frames whose delay is over to the stack.
+    fn release_from_guest(&mut self) {
+        let (dev, p, now) = (self.dev, self.p, self.now);
+        let Some(common) = self.common.as_deref_mut() else {
             return;
         };
-        let stats = &mut self.pairs[p].stats;
-        stats.tx_impair_duplicated += u64::from(verdict.duplicated);
-        stats.tx_loss_injected += u64::from(verdict.lost);
-        if carries_tcp_data(frame) {
-            stats.tx_loss_injected_tcp_data += u64::from(verdict.lost);
-        }
-        stats.tx_impair_queue_drops += u64::from(verdict.limited);
-        const DIR: LinkDirection = LinkDirection::FromGuest;
-        for copy in verdict.copies.into_iter().flatten() {
-            let frame = &self.tx_buf[range.clone()];
-            let stats = &mut self.pairs[p].stats;
-            let corrupted = copy.corrupt.is_some();
-            let meta_out = copy_meta(meta, corrupted);
-            let mut class = None;
-            if copy.release > now {
-                let held = self
-                    .lines
-                    .hold(p, DIR, copy.release, frame.len(), meta_out, |b| {
-                        class = write_copy(b, frame, meta, copy.corrupt, &verdict.view)
-                    });
-                if held {
-                    stats.tx_impair_delayed += 1;
-                } else {
-                    stats.tx_impair_queue_drops += 1;
-                    self.impair.count_line_drop(verdict.rule);
-                }
-            } else {
-                let ingress = Ingress {
-                    stack: &mut self.stack,
-                    capture: &mut self.capture,
-                    stats: &mut *stats,
-                };
-                if corrupted {
-                    let scratch = &mut self.impair_scratch;
-                    class = write_copy(scratch, frame, meta, copy.corrupt, &verdict.view);
-                    ingress.deliver(now, scratch, meta_out);
-                } else {
-                    ingress.deliver(now, frame, meta);
-                }
-            }
-            if let Some(c) = class {
-                stats.tx_impair_corrupted += 1;
-                self.impair.count_corruption(verdict.rule, c);
-            }
-        }
-    }
-
-    /// Hands the guest's frames whose delay is over to the stack.
-    fn release_from_guest(&mut self, p: usize, now: Instant) {
-        while let Some(h) = self.lines.take_due(p, LinkDirection::FromGuest, now) {
-            let ingress = Ingress {
-                stack: &mut self.stack,
-                capture: &mut self.capture,
-                stats: &mut self.pairs[p].stats,
+        let mut slot = ShardSlot::default();
+        let stats = &mut self.pair.stats;
+        while let Some(h) = common.lines.take_due(p, LinkDirection::FromGuest, now) {
+            let mut ingress = Ingress {
+                dev,
+                p,
+                slot: &mut slot,
+                touched: &mut self.touched,
+                stats: &mut *stats,
             };
-            ingress.deliver(now, &h.frame, h.meta);
-            self.lines.recycle(h.frame);
+            ingress.deliver(common.capture.as_mut(), now, &h.frame, h.meta);
+            common.lines.recycle(h.frame);
         }
     }
 
-    fn queue_error(&mut self, p: usize, now: Instant, queue: Queue, e: virtio_queue::Error) {
-        self.pairs[p].stats.queue_errors += 1;
-        self.warn_limited(now, format_args!("{queue:?} queue error: {e}"));
+    /// The guest's frames of this event are all in: each shard that took some finishes their
+    /// batch (one write to the host and one ACK per connection). Returns the shards with frames
+    /// for the guest, one bit each.
+    fn flush_touched(&mut self) -> u32 {
+        let mut pending = 0;
+        for q in 0..self.dev.shards.len() {
+            if self.touched & (1 << q) == 0 {
+                continue;
+            }
+            let mut shard = lock_shard(self.dev, q, &mut self.pair.stats);
+            shard.flush(self.now);
+            if shard.has_pending() {
+                pending |= 1 << q;
+            }
+        }
+        pending
     }
 
     /// Whether the queue's interrupt should be raised now. The guest's wish is taken when buffers
@@ -727,17 +965,11 @@ impl NetDevice {
     /// [`crate::moderation`]) then only decides when an owed interrupt goes out: it merges
     /// interrupts, it never adds one. (Asking the guest only when the timer fires would look at a
     /// wider window of used_event and could signal batches the guest had polled already.)
-    fn moderate(
-        &mut self,
-        p: usize,
-        vring: &Vring,
-        now: Instant,
-        queue: Queue,
-        fresh: bool,
-    ) -> bool {
+    fn moderate(&mut self, vring: &Vring, queue: Queue, fresh: bool) -> bool {
+        let now = self.now;
         if fresh {
-            let wanted = self.guest_wants_interrupt(p, vring, now, queue);
-            let pair = &mut self.pairs[p];
+            let wanted = self.guest_wants_interrupt(vring, queue);
+            let pair = &mut *self.pair;
             let (owed, m) = match queue {
                 Queue::Rx => (&mut pair.rx_owed, &mut pair.rx_mod),
                 Queue::Tx => (&mut pair.tx_owed, &mut pair.tx_mod),
@@ -748,7 +980,7 @@ impl NetDevice {
                 m.not_wanted();
             }
         }
-        let pair = &mut self.pairs[p];
+        let pair = &mut *self.pair;
         let (owed, m) = match queue {
             Queue::Rx => (&mut pair.rx_owed, &mut pair.rx_mod),
             Queue::Tx => (&mut pair.tx_owed, &mut pair.tx_mod),
@@ -780,28 +1012,22 @@ impl NetDevice {
 
     /// Whether the guest wants an interrupt for the chains used (EVENT_IDX's used_event, or the
     /// NO_INTERRUPT flag without it); a batch it does not want one for is counted here.
-    fn guest_wants_interrupt(
-        &mut self,
-        p: usize,
-        vring: &Vring,
-        now: Instant,
-        queue: Queue,
-    ) -> bool {
+    fn guest_wants_interrupt(&mut self, vring: &Vring, queue: Queue) -> bool {
         let wanted = match queue {
-            Queue::Rx => self.rx_needs_notification(p, vring),
+            Queue::Rx => self.rx_needs_notification(vring),
             Queue::Tx => vring.needs_notification(),
         };
         match wanted {
             Ok(true) => true,
             Ok(false) => {
                 match queue {
-                    Queue::Rx => self.pairs[p].stats.rx_interrupts_suppressed += 1,
-                    Queue::Tx => self.pairs[p].stats.tx_interrupts_suppressed += 1,
+                    Queue::Rx => self.pair.stats.rx_interrupts_suppressed += 1,
+                    Queue::Tx => self.pair.stats.tx_interrupts_suppressed += 1,
                 }
                 false
             }
             Err(e) => {
-                self.queue_error(p, now, queue, e);
+                self.queue_error(queue, e);
                 false
             }
         }
@@ -811,12 +1037,8 @@ impl NetDevice {
     /// [`RxWriter::publish`] counts itself: with EVENT_IDX, whether the guest's used_event lies
     /// among the elements published since the last call (the inequality Linux's
     /// virtqueue_kick_prepare uses, which also covers a batch); without it, always.
-    fn rx_needs_notification(
-        &mut self,
-        p: usize,
-        vring: &Vring,
-    ) -> Result<bool, virtio_queue::Error> {
-        let added = std::mem::take(&mut self.pairs[p].rx_used_added);
+    fn rx_needs_notification(&mut self, vring: &Vring) -> Result<bool, virtio_queue::Error> {
+        let added = std::mem::take(&mut self.pair.rx_used_added);
         let state = vring.get_ref();
         let queue = state.get_queue();
         if !queue.event_idx_enabled() {
@@ -826,7 +1048,7 @@ impl NetDevice {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let size = u64::from(queue.size());
         let used_event_at = GuestAddress(queue.avail_ring()).unchecked_add(4 + 2 * size);
-        let guard = self.mem.memory();
+        let guard = self.pair.mem.memory();
         let used_event: u16 = guard
             .load(used_event_at, std::sync::atomic::Ordering::Relaxed)
             .map(u16::from_le)
@@ -837,65 +1059,109 @@ impl NetDevice {
     }
 
     /// Writes the frames for this pair into the guest's RX buffers: first those the impairments
-    /// held whose time has come, then the stack's queue. Returns whether any were written.
-    fn process_rx(&mut self, p: usize, rx: &Vring, now: Instant) -> bool {
-        let held_due = self
-            .lines
-            .next_release(p, LinkDirection::ToGuest)
-            .is_some_and(|t| t <= now);
-        if !queue_ready(rx) || !(held_due || self.stack.has_pending_on(p)) {
+    /// held whose time has come, then the queues of the shards this pair delivers for (its own,
+    /// and those of pairs the guest does not use). Returns whether any were written.
+    fn process_rx(&mut self, rx: &Vring) -> bool {
+        let (dev, p, now) = (self.dev, self.p, self.now);
+        if !queue_ready(rx) {
             return false;
         }
-        let guard = self.mem.memory();
+        let active = dev.active_pairs.load(Ordering::Acquire).max(1);
+        if p >= active {
+            return false;
+        }
+        let pair = &mut *self.pair;
+        let guard = pair.mem.memory();
         let mem: &GuestMemory = &guard;
         let mut delivered = 0usize;
-        let impaired = self.impair.active(LinkDirection::ToGuest);
-        // Each iteration delivers or drops one frame, or stops; the stack's queue and the lines
-        // are bounded.
-        for _ in 0..=netstack::stack::TX_QUEUE_CAPACITY + MAX_HELD_FRAMES {
-            let pair = &mut self.pairs[p];
+        // Impairments and capture, split once: the capture is lent to each frame's writer, the
+        // rest to the lines and the impairments.
+        let (mut capture, mut shaping) = match self.common.as_deref_mut() {
+            Some(Common {
+                impair,
+                lines,
+                impair_scratch,
+                impair_gather,
+                capture,
+                ..
+            }) => (
+                capture.as_mut(),
+                Some((impair, lines, impair_scratch, impair_gather)),
+            ),
+            None => (None, None),
+        };
+        let impaired = shaping
+            .as_ref()
+            .is_some_and(|(impair, ..)| impair.active(LinkDirection::ToGuest));
+        // The shards this pair delivers for, in turn.
+        let mut shards = (p..dev.shards.len()).step_by(active);
+        let mut shard: Option<MutexGuard<'_, Stack<HostSockets>>> = None;
+        let mut faults: Vec<(u16, ChainFault)> = Vec::new();
+        let mut errors: Vec<virtio_queue::Error> = Vec::new();
+        // Each iteration delivers or drops one frame, or moves to the next shard, or stops; the
+        // shards' queues and the lines are bounded.
+        for _ in 0..=(netstack::stack::TX_QUEUE_CAPACITY + 1) * dev.shards.len() + MAX_HELD_FRAMES {
             let mut egress = Egress {
                 writer: RxWriter {
                     mem,
                     vring: rx,
-                    negotiated: self.negotiated,
+                    negotiated: pair.negotiated,
                     stats: &mut pair.stats,
-                    segments: &mut self.rx_segments,
-                    chains: &mut self.rx_chains,
-                    used: &mut self.rx_used,
+                    segments: &mut pair.rx_segments,
+                    chains: &mut pair.rx_chains,
+                    used: &mut pair.rx_used,
                     used_added: &mut pair.rx_used_added,
                     last_fault: None,
                     starved_at: None,
                 },
-                capture: &mut self.capture,
+                capture: capture.as_deref_mut(),
                 written: 0,
                 ring_full: false,
             };
-            let idle = if let Some(h) = self.lines.take_due(p, LinkDirection::ToGuest, now) {
+            let held = shaping.as_mut().and_then(|(_, lines, ..)| {
+                lines
+                    .take_due(p, LinkDirection::ToGuest, now)
+                    .map(|h| (h, lines))
+            });
+            let idle = if let Some((h, lines)) = held {
                 if egress.write(FrameParts::whole(&h.frame), h.meta) {
-                    self.lines.recycle(h.frame);
+                    lines.recycle(h.frame);
                 } else {
-                    self.lines.put_back(p, LinkDirection::ToGuest, h);
+                    lines.put_back(p, LinkDirection::ToGuest, h);
                 }
                 false
-            } else if impaired {
-                let (impair, lines, scratch, gather) = (
-                    &mut self.impair,
-                    &mut self.lines,
-                    &mut self.impair_scratch,
-                    &mut self.impair_gather,
-                );
-                let outcome = self.stack.dispatch_on(p, now, |parts, meta| {
-                    let frame = parts.gather(gather);
-                    impair_to_guest(impair, lines, scratch, &mut egress, p, now, frame, meta);
-                    true
-                });
-                matches!(outcome, netstack::stack::Dispatch::Idle)
             } else {
-                let outcome = self
-                    .stack
-                    .dispatch_on(p, now, |frame, meta| egress.write(frame, meta));
-                matches!(outcome, netstack::stack::Dispatch::Idle)
+                if shard.is_none() {
+                    match shards.next() {
+                        Some(q) => shard = Some(lock_shard(dev, q, egress.writer.stats)),
+                        None => break,
+                    }
+                }
+                let stack = shard.as_deref_mut().expect("a shard is held");
+                let outcome = match shaping.as_mut() {
+                    Some((impair, lines, scratch, gather)) if impaired => {
+                        stack.dispatch_on(0, now, |parts, meta| {
+                            let frame = parts.gather(gather);
+                            impair_to_guest(
+                                impair,
+                                lines,
+                                scratch,
+                                &mut egress,
+                                p,
+                                now,
+                                frame,
+                                meta,
+                            );
+                            true
+                        })
+                    }
+                    _ => stack.dispatch_on(0, now, |frame, meta| egress.write(frame, meta)),
+                };
+                if matches!(outcome, netstack::stack::Dispatch::Idle) {
+                    // This shard is done: the next one, if any.
+                    shard = None;
+                }
+                false
             };
             let (written, ring_full, fault, starved_at) = (
                 egress.written,
@@ -903,12 +1169,7 @@ impl NetDevice {
                 egress.writer.last_fault,
                 egress.writer.starved_at,
             );
-            if let Some((head, fault)) = fault {
-                self.warn_limited(
-                    now,
-                    format_args!("Rx chain at descriptor {head} returned unused: {fault:?}"),
-                );
-            }
+            faults.extend(fault);
             delivered += written;
             if ring_full {
                 // Out of buffers: ask for a kick when the guest refills, unless it already did.
@@ -929,12 +1190,12 @@ impl NetDevice {
                         continue;
                     }
                     Ok(false) => {
-                        self.pairs[p].stats.rx_ring_full += 1;
-                        self.pairs[p].rx_blocked = true;
+                        pair.stats.rx_ring_full += 1;
+                        dev.fds[p].rx_blocked.store(true, Ordering::Release);
                         break;
                     }
                     Err(e) => {
-                        self.queue_error(p, now, Queue::Rx, e);
+                        errors.push(e);
                         break;
                     }
                 }
@@ -943,34 +1204,46 @@ impl NetDevice {
                 break;
             }
         }
+        drop(shard);
+        drop(guard);
+        for (head, fault) in faults {
+            dev.warn_limited(
+                now,
+                format_args!("Rx chain at descriptor {head} returned unused: {fault:?}"),
+            );
+        }
+        for e in errors {
+            self.queue_error(Queue::Rx, e);
+        }
         delivered > 0
     }
 
-    /// Re-arms the timerfd for the stack's next deadline (or immediately for leftover TX work).
+    /// Re-arms the timerfd for the next deadline of this pair's shard (or immediately for
+    /// leftover TX work). `shard_due` is the shard's next timer.
     ///
-    /// Deadlines move later with nearly every frame (a refreshed neighbour entry), so the timer is
-    /// only re-armed when the new deadline is earlier than the armed one; firing early costs one
+    /// Deadlines move later with nearly every frame (a refreshed timer), so the timer is only
+    /// re-armed when the new deadline is earlier than the armed one; firing early costs one
     /// wake-up that re-arms for the real deadline, where re-arming per batch would cost a syscall
     /// per batch.
-    fn arm_timer(&mut self, p: usize, now: Instant) {
-        let stack_due = if p == 0 {
-            [self.stack.poll_at(), self.impair.poll_at()]
-                .into_iter()
-                .flatten()
-                .min()
-        } else {
-            None
+    fn arm_timer(&mut self, shard_due: Option<Instant>) {
+        let (p, now) = (self.p, self.now);
+        let (impair_due, held_due) = match self.common.as_deref() {
+            Some(c) => (
+                if p == 0 { c.impair.poll_at() } else { None },
+                [LinkDirection::ToGuest, LinkDirection::FromGuest]
+                    .into_iter()
+                    .filter_map(|d| c.lines.next_release(p, d))
+                    .min(),
+            ),
+            None => (None, None),
         };
-        let held_due = [LinkDirection::ToGuest, LinkDirection::FromGuest]
-            .into_iter()
-            .filter_map(|d| self.lines.next_release(p, d))
-            .min();
-        let pair = &mut self.pairs[p];
+        let pair = &mut *self.pair;
         let deadline = if pair.tx_pending {
             Some(now)
         } else {
             [
-                stack_due,
+                shard_due,
+                impair_due,
                 held_due,
                 pair.rx_mod.deadline(now),
                 pair.tx_mod.deadline(now),
@@ -985,108 +1258,131 @@ impl NetDevice {
         if pair.timer_deadline.is_some_and(|armed| armed <= deadline) {
             return;
         }
-        let deadline = Some(deadline);
-        let after = deadline.map(|d| std::time::Duration::from_micros((d - now).total_micros()));
-        match pair.timer.set(after) {
-            Ok(()) => pair.timer_deadline = deadline,
+        let after = std::time::Duration::from_micros((deadline - now).total_micros());
+        match pair.timer.set(Some(after)) {
+            Ok(()) => pair.timer_deadline = Some(deadline),
             Err(e) => warn!("cannot arm the device timer: {e}"),
         }
     }
 
-    /// Wakes the other pairs' workers that have frames to deliver (each delivers its own).
-    fn wake_others(&mut self, p: usize) {
-        for q in 0..self.active_pairs {
-            let pair = &mut self.pairs[q];
-            if q == p || pair.woken || pair.rx_blocked || !self.stack.has_pending_on(q) {
-                continue;
+    /// Publishes this pair's counters and its shard's (`stack`), and on pair 0 the guest's
+    /// addresses when the link changed; with impairments on, their state.
+    fn publish(&mut self, stack: &Stack<HostSockets>) {
+        let dev = self.dev;
+        if let Some(slots) = dev.shared.pairs.get() {
+            let mut slot = lock(&slots[self.p]);
+            slot.queue.clone_from(&self.pair.stats);
+            slot.stack.clone_from(stack.stats());
+        }
+        let link_changed = self.p == 0 && stack.link_generation() != self.pair.published_link;
+        if !link_changed && self.common.is_none() {
+            return;
+        }
+        let mut snap = lock(&dev.shared.snapshot);
+        if link_changed {
+            self.pair.published_link = stack.link_generation();
+            snap.guest_mac = stack.guest_mac();
+            snap.guest_ipv4 = stack.leases().iter().find(|l| l.bound).map(|l| l.addr);
+            snap.guest_ipv6 = stack.guest_ipv6();
+            snap.dhcpv6_leases.clear();
+            snap.dhcpv6_leases
+                .extend(stack.dhcpv6_leases().iter().map(|l| l.addr));
+        }
+        if let Some(common) = self.common.as_deref() {
+            impair_state_into(common, self.now, &mut snap.impair, false);
+        }
+    }
+}
+
+/// The way from the guest into the stack: what crossed the link (after the impairments) is
+/// captured as it arrives and handed to the shard its flow belongs to.
+struct Ingress<'a, 'd> {
+    dev: &'d NetDevice,
+    p: usize,
+    slot: &'a mut ShardSlot<'d>,
+    touched: &'a mut u32,
+    stats: &'a mut DeviceStats,
+}
+
+impl Ingress<'_, '_> {
+    fn deliver(
+        &mut self,
+        capture: Option<&mut Capture>,
+        now: Instant,
+        frame: &[u8],
+        meta: FrameMeta,
+    ) {
+        if let Some(c) = capture {
+            if c.record(CaptureDirection::Outbound, frame, meta.checksum) {
+                self.stats.capture_frames += 1;
+            } else {
+                self.stats.capture_drops += 1;
             }
-            if pair.wake.write(1).is_ok() {
-                pair.woken = true;
+        }
+        let q = self.dev.shard_map.shard_of(frame);
+        if q != self.p {
+            self.stats.tx_cross_shard += 1;
+        }
+        *self.touched |= 1 << q;
+        self.slot
+            .get(self.dev, q, self.stats)
+            .process_frame_meta(now, frame, meta);
+    }
+}
+
+/// Carries out the impairments' verdict on the guest's frame: copies that go now reach the
+/// stack at once (a corrupted one through the scratch buffer), delayed ones wait on the pair's
+/// line.
+fn impair_from_guest(
+    common: &mut Common,
+    ingress: &mut Ingress,
+    p: usize,
+    now: Instant,
+    frame: &[u8],
+    meta: FrameMeta,
+) {
+    let Common {
+        impair,
+        lines,
+        impair_scratch,
+        capture,
+        ..
+    } = common;
+    let Some(verdict) = impair.decide(LinkDirection::FromGuest, frame, now) else {
+        ingress.deliver(capture.as_mut(), now, frame, meta);
+        return;
+    };
+    let stats = &mut *ingress.stats;
+    stats.tx_impair_duplicated += u64::from(verdict.duplicated);
+    stats.tx_loss_injected += u64::from(verdict.lost);
+    if carries_tcp_data(frame) {
+        stats.tx_loss_injected_tcp_data += u64::from(verdict.lost);
+    }
+    stats.tx_impair_queue_drops += u64::from(verdict.limited);
+    const DIR: LinkDirection = LinkDirection::FromGuest;
+    for copy in verdict.copies.into_iter().flatten() {
+        let corrupted = copy.corrupt.is_some();
+        let meta_out = copy_meta(meta, corrupted);
+        let mut class = None;
+        if copy.release > now {
+            let held = lines.hold(p, DIR, copy.release, frame.len(), meta_out, |b| {
+                class = write_copy(b, frame, meta, copy.corrupt, &verdict.view)
+            });
+            if held {
+                ingress.stats.tx_impair_delayed += 1;
+            } else {
+                ingress.stats.tx_impair_queue_drops += 1;
+                impair.count_line_drop(verdict.rule);
             }
-        }
-    }
-
-    /// Follows the guest's choice of queue pairs (`ethtool -L`, seen as ring enables): frames to
-    /// it are spread over the pairs in use.
-    fn sync_active_pairs(&mut self) {
-        let active = self.shared.active_queue_pairs(self.pairs.len());
-        if active != self.active_pairs {
-            log::info!("guest uses {active} of {} queue pairs", self.pairs.len());
-            self.active_pairs = active;
-            self.stack.set_queues(active);
-        }
-    }
-
-    fn publish(&self) {
-        let mut snap = self
-            .shared
-            .snapshot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut total = DeviceStats::default();
-        for pair in &self.pairs {
-            total.add(&pair.stats);
-        }
-        snap.device = total;
-        snap.queues.clear();
-        snap.queues
-            .extend(self.pairs.iter().map(|p| p.stats.clone()));
-        snap.active_queue_pairs = self.active_pairs;
-        snap.stack.clone_from(self.stack.stats());
-        snap.guest_mac = self.stack.guest_mac();
-        snap.guest_ipv4 = self.stack.leases().find(|l| l.bound).map(|l| l.addr);
-        snap.guest_ipv6 = self.stack.guest_ipv6();
-        snap.dhcpv6_leases.clear();
-        snap.dhcpv6_leases
-            .extend(self.stack.dhcpv6_leases().map(|l| l.addr));
-        snap.acked_features = self.acked_features;
-        self.impair_state_into(&mut snap.impair, false);
-    }
-
-    /// Brings `state` up to date; texts are rebuilt only when the rules changed (so publishing
-    /// allocates nothing per batch), and the schedule only when asked for.
-    fn impair_state_into(&self, state: &mut ImpairState, with_schedule: bool) {
-        if state.generation != self.impair_generation
-            || state.rules.len() != self.impair.rules().len()
-        {
-            state.generation = self.impair_generation;
-            state.rules = self
-                .impair
-                .rules()
-                .iter()
-                .map(|r| ImpairRuleState {
-                    direction: r.spec.direction,
-                    rule: r.spec.to_string(),
-                    counters: r.counters.clone(),
-                })
-                .collect();
+        } else if corrupted {
+            class = write_copy(impair_scratch, frame, meta, copy.corrupt, &verdict.view);
+            ingress.deliver(capture.as_mut(), now, impair_scratch, meta_out);
         } else {
-            for (s, r) in state.rules.iter_mut().zip(self.impair.rules()) {
-                s.counters.clone_from(&r.counters);
-            }
+            ingress.deliver(capture.as_mut(), now, frame, meta);
         }
-        state.seed = self.impair.seed();
-        state.held = [
-            self.lines.held_in(LinkDirection::ToGuest),
-            self.lines.held_in(LinkDirection::FromGuest),
-        ];
-        state.held_bytes = self.lines.allocated();
-        if with_schedule {
-            let now = self.now();
-            state.schedule = self
-                .impair
-                .schedule()
-                .map(|step| {
-                    let ms = (step.at.saturating_since(now).total_micros()).div_ceil(1000);
-                    let rules = step.rules.as_ref().map(|r| {
-                        r.iter()
-                            .map(|s| s.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    });
-                    (ms, rules)
-                })
-                .collect();
+        if let Some(c) = class {
+            ingress.stats.tx_impair_corrupted += 1;
+            impair.count_corruption(verdict.rule, c);
         }
     }
 }
@@ -1282,31 +1578,10 @@ fn queue_ready(vring: &Vring) -> bool {
     state.get_queue().ready() && state.is_enabled()
 }
 
-/// The way from the guest into the stack: what crossed the link (after the impairments) is
-/// captured as it arrives and handed to the stack.
-struct Ingress<'a> {
-    stack: &'a mut Stack<HostSockets>,
-    capture: &'a mut Option<Capture>,
-    stats: &'a mut DeviceStats,
-}
-
-impl Ingress<'_> {
-    fn deliver(self, now: Instant, frame: &[u8], meta: FrameMeta) {
-        if let Some(c) = self.capture.as_mut() {
-            if c.record(CaptureDirection::Outbound, frame, meta.checksum) {
-                self.stats.capture_frames += 1;
-            } else {
-                self.stats.capture_drops += 1;
-            }
-        }
-        self.stack.process_frame_meta(now, frame, meta);
-    }
-}
-
 /// The way to the guest: frames written into its RX buffers, captured as they cross.
 struct Egress<'a, 'w> {
     writer: RxWriter<'w>,
-    capture: &'a mut Option<Capture>,
+    capture: Option<&'a mut Capture>,
     /// Frames written (or dropped for good as too big for the guest's buffers).
     written: usize,
     /// The guest had no buffers for a frame.
@@ -1764,7 +2039,7 @@ impl RxWriter<'_> {
     }
 }
 
-impl VhostUserBackendMut for NetDevice {
+impl VhostUserBackend for NetDevice {
     type Bitmap = ();
     type Vring = Vring;
 
@@ -1780,27 +2055,43 @@ impl VhostUserBackendMut for NetDevice {
         virtio_net::offered_features(self.offloads, self.pairs.len())
     }
 
-    fn acked_features(&mut self, features: u64) {
-        // A (re)connected frontend: a new link for the stack, fresh interrupt state.
-        self.stack.link_up();
-        self.reset_moderation();
-        self.acked_features = features;
-        self.negotiated = Negotiated::from_features(features);
-        self.stack.set_guest_offloads(self.negotiated.guest);
-        debug!("features acked: {features:#x} ({:?})", self.negotiated);
-        self.publish();
+    fn acked_features(&self, features: u64) {
+        // A (re)connected frontend: a new link for the stack, fresh interrupt state. Locks are
+        // taken one at a time (a pair, or a shard), never nested.
+        let negotiated = Negotiated::from_features(features);
+        let coalesce = *lock(&self.coalesce);
+        for pair in &self.pairs {
+            let mut pair = lock(pair);
+            pair.moderate_as(coalesce);
+            let event_idx = pair.negotiated.event_idx;
+            pair.negotiated = Negotiated {
+                event_idx,
+                ..negotiated
+            };
+        }
+        lock(&self.shards[0]).link_up();
+        for shard in &self.shards {
+            lock(shard).set_guest_offloads(negotiated.guest);
+        }
+        self.acked_features.store(features, Ordering::Release);
+        lock(&self.shared.snapshot).acked_features = features;
+        debug!("features acked: {features:#x} ({negotiated:?})");
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         virtio_net::offered_protocol_features()
     }
 
-    fn set_event_idx(&mut self, enabled: bool) {
-        self.negotiated.event_idx = enabled;
+    fn set_event_idx(&self, enabled: bool) {
+        for pair in &self.pairs {
+            lock(pair).negotiated.event_idx = enabled;
+        }
     }
 
-    fn update_memory(&mut self, mem: GuestMem) -> io::Result<()> {
-        self.mem = mem;
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        for pair in &self.pairs {
+            lock(pair).mem = mem.clone();
+        }
         Ok(())
     }
 
@@ -1815,71 +2106,93 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn handle_event(
-        &mut self,
+        &self,
         device_event: u16,
         _evset: EventSet,
         vrings: &[Vring],
         thread_id: usize,
     ) -> io::Result<()> {
-        let now = self.now();
-        // Worker `thread_id` serves pair `thread_id`: its rings are `vrings[0]` (RX) and `[1]` (TX).
+        // Worker `thread_id` serves pair `thread_id` and shard `thread_id`: its rings are
+        // `vrings[0]` (RX) and `[1]` (TX).
         let p = thread_id.min(self.pairs.len() - 1);
-        self.sync_active_pairs();
+        let now = self.now();
+        let mut w = Worker {
+            dev: self,
+            p,
+            now,
+            pair: lock(&self.pairs[p]),
+            common: self
+                .engaged
+                .load(Ordering::Acquire)
+                .then(|| lock(&self.common)),
+            touched: 0,
+        };
+        w.sync_coalesce();
+        w.sync_active_pairs();
         let (rx, tx) = (&vrings[0], &vrings[1]);
         let mut tx_used = false;
         let before = {
-            let s = &self.pairs[p].stats;
+            let s = &w.pair.stats;
             (s.tx_frames, s.tx_bytes, s.rx_frames, s.rx_bytes)
         };
         match device_event {
             RX_QUEUE_EVENT => {
-                self.pairs[p].stats.rx_kicks += 1;
-                self.pairs[p].rx_blocked = false;
+                w.pair.stats.rx_kicks += 1;
+                self.fds[p].rx_blocked.store(false, Ordering::Release);
                 // The guest posted buffers; it need not tell us again until we run out.
                 if queue_ready(rx) {
                     if let Err(e) = rx.disable_notification() {
-                        self.queue_error(p, now, Queue::Rx, e);
+                        w.queue_error(Queue::Rx, e);
                     }
                 }
             }
             TX_QUEUE_EVENT => {
-                self.pairs[p].stats.tx_kicks += 1;
-                tx_used = self.process_tx(p, tx, now);
+                w.pair.stats.tx_kicks += 1;
+                tx_used = w.process_tx(tx);
             }
             TIMER_EVENT => {
-                self.pairs[p].timer.acknowledge();
-                self.pairs[p].timer_deadline = None;
+                w.pair.timer.acknowledge();
+                w.pair.timer_deadline = None;
                 if p == 0 {
-                    if self.impair.run_schedule(now) > 0 {
-                        self.impair_rules_changed();
+                    if let Some(c) = w.common.as_deref_mut() {
+                        if c.impair.run_schedule(now) > 0 {
+                            impair_rules_changed(c);
+                        }
                     }
-                    self.stack.poll(now);
                 }
-                if self.pairs[p].tx_pending {
-                    tx_used = self.process_tx(p, tx, now);
+                lock_shard(self, p, &mut w.pair.stats).poll(now);
+                w.touched |= 1 << p;
+                if w.pair.tx_pending {
+                    tx_used = w.process_tx(tx);
                 }
             }
             WAKE_EVENT => {
-                let _ = self.pairs[p].wake.read();
-                self.pairs[p].woken = false;
+                let _ = self.fds[p].wake.read();
+                self.fds[p].woken.store(false, Ordering::Release);
             }
-            CONTROL_EVENT => self.run_commands(),
+            CONTROL_EVENT => w.run_commands(),
             HOST_EVENT => {
-                let n = self.stack.host().ready(&mut self.host_events);
+                let mut shard = lock_shard(self, p, &mut w.pair.stats);
+                let pair = &mut *w.pair;
+                let n = shard.host().ready(&mut pair.host_events);
                 for i in 0..n {
-                    let sock = netstack::SocketId(self.host_events[i].data() as u32);
-                    self.stack.host_ready(now, sock);
+                    let sock = netstack::SocketId(pair.host_events[i].data() as u32);
+                    shard.host_ready(now, sock);
                 }
+                w.touched |= 1 << p;
             }
             other => debug!("unexpected device event {other}"),
         }
-        self.release_from_guest(p, now);
-        // The guest's frames of this event are all in: the stack finishes their batch (one write
-        // to the host and one ACK per connection) before the RX queue is filled.
-        self.stack.flush(now);
-        let rx_used = self.process_rx(p, rx, now);
+        w.release_from_guest();
+        // Datagrams another shard reassembled for this one.
+        if self.shard_map.has_mail(p) {
+            lock_shard(self, p, &mut w.pair.stats).take_mail(now);
+            w.touched |= 1 << p;
+        }
+        let pending = w.flush_touched();
+        let rx_used = w.process_rx(rx);
         // Used chains count as at least one frame each batch (a bad chain is returned too).
-        let pair = &mut self.pairs[p];
+        let pair = &mut *w.pair;
         if tx_used {
             let frames = (pair.stats.tx_frames - before.0).max(1);
             pair.tx_mod
@@ -1892,15 +2205,35 @@ impl VhostUserBackendMut for NetDevice {
         }
         // Interrupts go out after the counters are published, so that whatever the guest sees after
         // an interrupt is already in the stats.
-        let tx_irq = self.moderate(p, tx, now, Queue::Tx, tx_used);
-        let rx_irq = self.moderate(p, rx, now, Queue::Rx, rx_used);
-        self.arm_timer(p, now);
-        if p != 0 {
-            // The stack's timers live on pair 0's timer; this batch may have moved them.
-            self.arm_timer(0, now);
+        let tx_irq = w.moderate(tx, Queue::Tx, tx_used);
+        let rx_irq = w.moderate(rx, Queue::Rx, rx_used);
+        {
+            let shard = lock_shard(self, p, &mut w.pair.stats);
+            let due = shard.poll_at();
+            w.publish(&shard);
+            drop(shard);
+            w.arm_timer(due);
         }
-        self.wake_others(p);
-        self.publish();
+        if let Some(c) = w.common.as_deref() {
+            self.engaged.store(c.engaged(), Ordering::Release);
+        }
+        let touched = w.touched;
+        drop(w);
+        // Other workers with work from this event: a shard this worker fed (its timers moved,
+        // its counters changed), frames for a pair to deliver, mail to take.
+        for q in 0..self.pairs.len() {
+            if q == p {
+                continue;
+            }
+            let fed = touched & (1 << q) != 0;
+            let mail = self.shard_map.has_mail(q);
+            let deliver = (0..self.shards.len())
+                .any(|s| pending & (1 << s) != 0 && s != p && self.delivering_pair(s) == q)
+                && !self.fds[q].rx_blocked.load(Ordering::Acquire);
+            if fed || mail || deliver {
+                self.wake(q);
+            }
+        }
         if tx_irq {
             raise(tx);
         }

@@ -12,7 +12,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use log::{debug, error, info, warn};
 use netstack::Stack;
@@ -168,10 +168,18 @@ impl Control {
 /// Runs virtgate until a signal (or, with `--once`, the first disconnect).
 pub fn run(config: Config) -> Result<(), ServerError> {
     let shared = Arc::new(Shared::default());
-    let mut host = HostSockets::new().map_err(ServerError::Device)?;
-    host.set_tcp_keepalive(config.stack.tcp_keepalive);
-    let mut stack = Stack::with_host(config.stack.clone(), host)?;
-    stack.open_forwards().map_err(ServerError::Forward)?;
+    // One stack shard per queue pair, each with its own host sockets (see docs/architecture.md,
+    // "Queue pairs in parallel").
+    let hosts = (0..config.queue_pairs.clamp(1, crate::device::MAX_QUEUE_PAIRS))
+        .map(|_| {
+            let mut host = HostSockets::new()?;
+            host.set_tcp_keepalive(config.stack.tcp_keepalive);
+            Ok(host)
+        })
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(ServerError::Device)?;
+    let mut shards = Stack::sharded(config.stack.clone(), hosts)?;
+    shards[0].open_forwards().map_err(ServerError::Forward)?;
     // Everything that needs a path or a privilege is opened now; then the sandbox, before the
     // first thread, so that every thread has it (crate::sandbox).
     // The API's socket first: once QEMU's socket appears, everything is ready.
@@ -190,7 +198,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let (private, private_addr) = bind_private().map_err(ServerError::PrivateSocket)?;
     let mut private: Listener = private.into();
     config.sandbox.apply()?;
-    let device = NetDevice::new(stack, Arc::clone(&shared), config.queue_pairs)
+    let device = NetDevice::new(shards, Arc::clone(&shared))
         .map_err(ServerError::Device)?
         .with_coalesce(config.coalesce)
         .with_offloads(config.offloads)
@@ -208,15 +216,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             config.impair_seed,
         ));
     let pair_fds: Vec<_> = (0..device.queue_pairs())
-        .map(|p| (device.timer_fd(p), device.wake_fd(p)))
+        .map(|p| (device.timer_fd(p), device.wake_fd(p), device.host_fd(p)))
         .collect();
-    let host_fd = device.host_fd();
     let control_fd = device.control_fd();
     let control_notifier = match &config.api_socket {
         Some(_) => Some(device.control_notifier().map_err(ServerError::Device)?),
         None => None,
     };
-    let backend = Arc::new(RwLock::new(device));
+    let backend = Arc::new(device);
     let mut daemon = VhostUserDaemon::new(
         "virtgate".to_string(),
         Arc::clone(&backend),
@@ -224,19 +231,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     )
     .map_err(|e| ServerError::Daemon(e.to_string()))?;
     let handlers = daemon.get_epoll_handlers();
-    // Each pair's worker waits on its own timer and wake-up; pair 0's also on the host sockets
-    // and the control API.
-    for (handler, (timer_fd, wake_fd)) in handlers.iter().zip(&pair_fds) {
+    // Each pair's worker waits on its own timer, wake-up and its shard's host sockets; pair 0's
+    // also on the control API.
+    for (handler, (timer_fd, wake_fd, host_fd)) in handlers.iter().zip(&pair_fds) {
         handler
             .register_listener(*timer_fd, EventSet::IN, u64::from(TIMER_EVENT))
             .map_err(ServerError::RegisterTimer)?;
         handler
             .register_listener(*wake_fd, EventSet::IN, u64::from(WAKE_EVENT))
             .map_err(ServerError::RegisterTimer)?;
+        handler
+            .register_listener(*host_fd, EventSet::IN, u64::from(HOST_EVENT))
+            .map_err(ServerError::RegisterTimer)?;
     }
-    handlers[0]
-        .register_listener(host_fd, EventSet::IN, u64::from(HOST_EVENT))
-        .map_err(ServerError::RegisterTimer)?;
     handlers[0]
         .register_listener(control_fd, EventSet::IN, u64::from(CONTROL_EVENT))
         .map_err(ServerError::RegisterTimer)?;
@@ -330,7 +337,7 @@ fn serve(
     public: &UnixListener,
     private: &mut Listener,
     private_addr: &SocketAddr,
-    daemon: &mut VhostUserDaemon<Arc<RwLock<NetDevice>>>,
+    daemon: &mut VhostUserDaemon<Arc<NetDevice>>,
 ) -> Result<(), ServerError> {
     loop {
         if control.stopping.load(Ordering::SeqCst)
@@ -362,7 +369,7 @@ fn serve(
 }
 
 /// The rings of the device: one worker per pair, two rings each.
-fn num_rings(daemon: &VhostUserDaemon<Arc<RwLock<NetDevice>>>) -> usize {
+fn num_rings(daemon: &VhostUserDaemon<Arc<NetDevice>>) -> usize {
     2 * daemon.get_epoll_handlers().len()
 }
 
@@ -371,7 +378,7 @@ fn serve_connection(
     control: &Control,
     private: &mut Listener,
     private_addr: &SocketAddr,
-    daemon: &mut VhostUserDaemon<Arc<RwLock<NetDevice>>>,
+    daemon: &mut VhostUserDaemon<Arc<NetDevice>>,
 ) -> io::Result<()> {
     let daemon_side = UnixStream::connect_addr(private_addr)?;
     daemon

@@ -338,6 +338,59 @@ impl TxQueue {
 pub(crate) const HOST_RECV_LEN: usize = 65536;
 
 /// An inbound forward's host socket: bound (UDP) or listening (TCP), for a guest port.
+/// Which shard of a sharded [`Stack`] a frame from the guest belongs to (the same answer for
+/// every shard, and without any of them): a TCP segment or UDP datagram outside fragments goes
+/// to the shard its flow's [`steering_hash`] names, unless it is a forward's (the guest's port is
+/// a forward's guest port) or DHCP's; everything else to the home shard, 0. A datagram the home
+/// shard reassembles for another is handed over through that shard's mailbox
+/// ([`Stack::take_mail`]).
+#[derive(Clone)]
+pub struct ShardMap {
+    link: Arc<SharedLink>,
+    count: usize,
+}
+
+impl ShardMap {
+    /// The shards there are.
+    pub fn shards(&self) -> usize {
+        self.count
+    }
+
+    /// Whether another shard handed shard `shard` datagrams ([`Stack::take_mail`]).
+    pub fn has_mail(&self, shard: usize) -> bool {
+        shard < self.count && self.link.has_mail(shard)
+    }
+
+    pub fn shard_of(&self, frame: &[u8]) -> usize {
+        match frame.get(12..14) {
+            Some(&[a, b]) => self.shard_of_ip(
+                u16::from_be_bytes([a, b]),
+                frame.get(ethernet::HEADER_LEN..).unwrap_or_default(),
+            ),
+            _ => 0,
+        }
+    }
+
+    fn shard_of_ip(&self, ethertype: u16, ip: &[u8]) -> usize {
+        use crate::steering::Transport;
+        if self.count == 1 {
+            return 0;
+        }
+        let Some(flow) = crate::steering::ip_flow(ethertype, ip) else {
+            return 0;
+        };
+        match flow.ports {
+            Some((Transport::Udp, _, 67 | 547)) => 0,
+            Some((t, guest_port, _))
+                if !self.link.is_forward_port(t == Transport::Tcp, guest_port) =>
+            {
+                flow.hash as usize % self.count
+            }
+            _ => 0,
+        }
+    }
+}
+
 /// Which shard of a [`Stack`] a part is, of how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Shard {
@@ -862,40 +915,23 @@ impl<H: HostIo> Stack<H> {
         self.process_frame_meta(now, frame, FrameMeta::NONE);
     }
 
-    /// Which shard of the stack a frame from the guest belongs to (see [`Stack::sharded`]; the
-    /// same answer from every shard): a TCP segment or UDP datagram outside fragments goes to
-    /// the shard its flow's [`steering_hash`] names, unless it is a forward's (the guest's port
-    /// is a forward's guest port) or DHCP's; everything else to the home shard, 0. A datagram
-    /// the home shard reassembles for another is handed over through that shard's mailbox
-    /// ([`Stack::take_mail`]).
+    /// Which shard of the stack a frame from the guest belongs to (see [`ShardMap::shard_of`]).
     pub fn shard_of(&self, frame: &[u8]) -> usize {
-        match frame.get(12..14) {
-            Some(&[a, b]) => self.shard_of_ip(
-                u16::from_be_bytes([a, b]),
-                frame.get(ethernet::HEADER_LEN..).unwrap_or_default(),
-            ),
-            _ => 0,
+        self.shard_map().shard_of(frame)
+    }
+
+    /// The demultiplexer of frames to shards, to use without any shard at hand.
+    pub fn shard_map(&self) -> ShardMap {
+        ShardMap {
+            link: Arc::clone(&self.link),
+            count: self.shard.count,
         }
     }
 
-    fn shard_of_ip(&self, ethertype: u16, ip: &[u8]) -> usize {
-        use crate::steering::Transport;
-        let count = self.shard.count;
-        if count == 1 {
-            return 0;
-        }
-        let Some(flow) = crate::steering::ip_flow(ethertype, ip) else {
-            return 0;
-        };
-        match flow.ports {
-            Some((Transport::Udp, _, 67 | 547)) => 0,
-            Some((t, guest_port, _))
-                if !self.link.is_forward_port(t == Transport::Tcp, guest_port) =>
-            {
-                flow.hash as usize % count
-            }
-            _ => 0,
-        }
+    /// A number that changes whenever the link's state does (the guest's addresses, leases,
+    /// neighbours), for a reader that wants to copy them only then.
+    pub fn link_generation(&self) -> u64 {
+        self.link.generation()
     }
 
     /// Whether another shard handed this one datagrams to process ([`Stack::take_mail`]).
@@ -925,7 +961,7 @@ impl<H: HostIo> Stack<H> {
             EtherType::Ipv4 => 0x0800,
             _ => 0x86dd,
         };
-        let owner = self.shard_of_ip(ethertype, datagram);
+        let owner = self.shard_map().shard_of_ip(ethertype, datagram);
         if owner == self.shard.index {
             return false;
         }
