@@ -161,18 +161,20 @@ fn corruption_is_caught_by_the_guests_checksums(vg: &Virtgate, vm: &mut Vm) {
     let port = echo.local_addr().unwrap().port();
     echo.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = echo.recv_from(&mut buf) {
-            let _ = echo.send_to(&buf[..n], from);
-        }
-    });
     let before = guest_counters(vm);
     impair(
         vg,
         "to-guest: ipv4 tcp data frames 20-29: corrupt 100%; to-guest: ipv4 udp: corrupt 5%",
     );
     download(vm, Family::V4, 8 * MIB, LONG);
+    // The echo starts with the burst: its idle timeout must not run during the download (which
+    // takes longer than it on a loaded machine).
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            let _ = echo.send_to(&buf[..n], from);
+        }
+    });
     let out = vm
         .run(&format!("udptool burst 10.0.2.2 {port} 400 300"), LONG)
         .ok();
