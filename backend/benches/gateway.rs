@@ -262,6 +262,137 @@ fn transfer(direction: Direction, offloads: bool, total: usize) -> Row {
     }
 }
 
+/// CPU seconds (user + system) of each of virtgate's vring workers, one per queue pair, in the
+/// order the threads were made.
+fn worker_cpu(pid: u32) -> Vec<f64> {
+    let mut tasks: Vec<(u32, f64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|t| {
+                    let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+                    let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                    (comm.trim() == "vring_worker")
+                        .then(|| (tid, common::task_cpu_seconds(pid, tid)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    tasks.sort_by_key(|t| t.0);
+    tasks.into_iter().map(|t| t.1).collect()
+}
+
+/// Two bulk TCP flows one way at once through `--queues 2`, each on its own queue pair (its
+/// shard's), each pair driven by a thread of its own; `total` bytes in all. Prints the row, the
+/// workers' CPU and the time they waited for shard locks.
+fn two_pairs(direction: Direction, total: usize) {
+    use virtgate::virtio_net::{offered_features, Offloads};
+    let (vg, mut fe) = common::Virtgate::start_pairs(
+        &format!("gwbench-2p-{}", direction as u32),
+        offered_features(Offloads::ALL, 2),
+        &["--resolv-conf", "/dev/null", "--queues", "2"],
+        2,
+    );
+    let per_flow = total / 2;
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let done_rx = std::sync::Arc::new(std::sync::Mutex::new(done_rx));
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        ports.push(listener.local_addr().unwrap().port());
+        let done = std::sync::Arc::clone(&done_rx);
+        hosts.push(std::thread::spawn(move || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = done
+                    .lock()
+                    .map(|d| d.recv_timeout(Duration::from_secs(120)));
+                let _ = tx.send(());
+            });
+            host_end(listener, direction, per_flow, rx)
+        }));
+    }
+    // The guest port of each flow: one whose steering hash names pair k, so that its frames
+    // come back on the pair that drives it.
+    use virtgate::frontend::guest_tcp::{GATEWAY_IP as gateway_ip, GUEST_IP as guest_ip};
+    let local_port = |k: usize, port: u16| {
+        (40000u16..41000)
+            .find(|&p| {
+                netstack::stack::flow_hash(
+                    (&guest_ip.0[..], Some(&p.to_be_bytes()[..])),
+                    (&gateway_ip.0[..], Some(&port.to_be_bytes()[..])),
+                ) as usize
+                    % 2
+                    == k
+            })
+            .expect("a port for the pair")
+    };
+    let pid = vg.pid();
+    let cpu0 = cpu_seconds(pid);
+    let workers0 = worker_cpu(pid);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for (k, pair) in fe.pairs_mut().iter_mut().enumerate() {
+            let port = ports[k];
+            let local = local_port(k, port);
+            scope.spawn(move || {
+                pair.post_rx_buffers(QUEUE_SIZE);
+                let mut conn = GuestTcp::connect(pair, port, local, 1500).expect("connect");
+                let result = match direction {
+                    Direction::Upload => conn.send_bulk(pair, per_flow),
+                    Direction::Download => conn.receive_bulk(pair, per_flow),
+                };
+                result.expect("transfer");
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    drop(done_tx);
+    let moved: usize = hosts.into_iter().map(|h| h.join().unwrap()).sum();
+    let cpu = cpu_seconds(pid) - cpu0;
+    let workers: Vec<f64> = worker_cpu(pid)
+        .iter()
+        .zip(workers0.iter().chain(std::iter::repeat(&0.0)))
+        .map(|(a, b)| a - b)
+        .collect();
+    assert_eq!(moved, 2 * per_flow, "the host's ends moved everything");
+    let stats: serde_json::Value =
+        serde_json::from_str(&vg.stats().expect("stats")).expect("stats JSON");
+    if std::env::var_os("VIRTGATE_BENCH_STATS").is_some() {
+        eprintln!("virtgate's stats after the row: {stats}");
+    }
+    let sum = |k: &str| {
+        stats["queues"]["pairs"].as_array().map_or(0, |p| {
+            p.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>()
+        })
+    };
+    let name = match direction {
+        Direction::Upload => "two pairs, one flow each: guest → host, TSO",
+        Direction::Download => "two pairs, one flow each: host → guest, TSO",
+    };
+    Row {
+        name: name.into(),
+        bytes: moved as u64,
+        elapsed,
+        cpu: Some(cpu),
+        frames: None,
+    }
+    .print();
+    let wait_ms = sum("shard_lock_wait_ns") as f64 / 1e6;
+    println!(
+        "    workers' CPU {}; waited for a shard's lock {} times, {:.2} ms in all ({:.3} ms per second); frames on another pair's queue {}",
+        workers
+            .iter()
+            .map(|c| format!("{c:.2} s"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sum("shard_lock_waits"),
+        wait_ms,
+        wait_ms / elapsed.as_secs_f64(),
+        sum("tx_cross_shard"),
+    );
+}
+
 /// `cargo bench -p virtgate --bench gateway [WORDS]`: rows whose name contains one of the words
 /// (e.g. `"host → guest"`, `TSO`, `1448`); every row without.
 fn main() {
@@ -296,5 +427,11 @@ fn main() {
         if wanted(&format!("host → guest, {kind}")) {
             transfer(Direction::Download, offloads, total).print();
         }
+    }
+    if wanted("two pairs, one flow each: guest → host, TSO") {
+        two_pairs(Direction::Upload, total);
+    }
+    if wanted("two pairs, one flow each: host → guest, TSO") {
+        two_pairs(Direction::Download, total);
     }
 }

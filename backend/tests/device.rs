@@ -428,7 +428,8 @@ fn hostile_tx_chains_are_counted_and_survived() {
     fe.send_raw_chain(14, &[(14, d(frame_addr, 8, VIRTQ_DESC_F_NEXT, 9999))]);
     // Zero-length, and shorter than header + Ethernet header.
     fe.send_raw_chain(15, &[(15, d(frame_addr, 0, 0, 0))]);
-    fe.send_raw_chain(16, &[(16, d(frame_addr, fe.header_len as u32 + 5, 0, 0))]);
+    let runt_len = fe.header_len as u32 + 5;
+    fe.send_raw_chain(16, &[(16, d(frame_addr, runt_len, 0, 0))]);
     // Oversize: a 70000-byte buffer inside memory.
     fe.send_raw_chain(17, &[(17, d(frame_addr, 70_000, 0, 0))]);
     // Indirect table outside memory.

@@ -155,3 +155,60 @@ fn echo_to_the_gateway_goes_through_the_host() {
         assert!(via_host, "root may open raw ICMP sockets: {s:#}");
     }
 }
+
+/// `--queues 2` with both pairs in use: each UDP flow belongs to one stack shard, whichever TX
+/// queue its datagrams arrive on (the guest picks the queue by CPU), so each flow has one host
+/// socket; its replies leave on its shard's pair. Frames that arrived on the other pair's queue
+/// are counted per pair.
+#[test]
+fn two_pairs_keep_each_flow_on_its_shard_whichever_queue_carries_it() {
+    use virtgate::frontend::EnableOrder;
+    use virtgate::virtio_net::{offered_features, Offloads};
+    let server = udp_echo_server(4);
+    let vg = Virtgate::start(&["--queues", "2"]);
+    let mut fe = TestFrontend::connect_pairs(
+        &vg.socket,
+        offered_features(Offloads::NONE, 2),
+        EnableOrder::AfterSetup,
+        2,
+    )
+    .expect("frontend connects");
+    for pair in fe.pairs_mut() {
+        pair.post_rx_buffers(64);
+    }
+    vg.stats_when(|s| s["queues"]["active_pairs"] == 2);
+    // A guest port whose flow to the server belongs to shard `q`.
+    let port_on = |q: u32| {
+        (40000..41000)
+            .find(|&p| {
+                netstack::stack::steering_hash(&udp_frame(GATEWAY_IP, p, server.port(), b"")) % 2
+                    == q
+            })
+            .expect("a port")
+    };
+    let ports = [port_on(0), port_on(1)];
+    // Each flow once on the other pair's queue, then once on its own.
+    for (round, crossed) in [true, false].into_iter().enumerate() {
+        for (q, &port) in ports.iter().enumerate() {
+            let via = if crossed { 1 - q } else { q };
+            let payload = [round as u8 * 2 + q as u8; 64];
+            fe.pairs_mut()[via].send(&udp_frame(GATEWAY_IP, port, server.port(), &payload));
+            let reply = fe.pairs_mut()[q]
+                .recv(T)
+                .expect("the reply on the flow's pair");
+            let (src, dst, got) = parse_udp(&reply).expect("a UDP reply");
+            assert_eq!(src, (GATEWAY_IP, server.port()));
+            assert_eq!(dst, (GUEST_IP, port));
+            assert_eq!(got, payload);
+        }
+    }
+    let s = vg.stats_when(|s| s["stack"]["udp_rx_host_datagrams"] == 4);
+    assert_eq!(s["stack"]["flows_opened"], 2, "one host socket per flow");
+    assert_eq!(s["stack"]["flows_active"], 2);
+    let pairs = s["queues"]["pairs"].as_array().unwrap();
+    for pair in &pairs[..2] {
+        assert_eq!(pair["tx_frames"], 2, "{}", s["queues"]);
+        assert_eq!(pair["tx_cross_shard"], 1, "{}", s["queues"]);
+        assert_eq!(pair["rx_frames"], 2, "{}", s["queues"]);
+    }
+}

@@ -3,7 +3,12 @@
 
 /// CPU seconds (user + system) a process has used, from /proc/PID/stat.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of a /proc stat file, in seconds.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -16,6 +21,11 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU seconds (user + system) thread `tid` of process `pid` has used.
+pub fn task_cpu_seconds(pid: u32, tid: u32) -> f64 {
+    stat_cpu_seconds(&format!("/proc/{pid}/task/{tid}/stat"))
 }
 
 /// The virtgate binary running for a benchmark, its sockets in a directory of its own (removed,
@@ -32,6 +42,17 @@ impl Virtgate {
         tag: &str,
         features: u64,
         extra: &[&str],
+    ) -> (Virtgate, virtgate::frontend::TestFrontend) {
+        Self::start_pairs(tag, features, extra, 1)
+    }
+
+    /// [`Virtgate::start`] with the frontend setting up `pairs` queue pairs (give `--queues`
+    /// in `extra` and MQ in `features`).
+    pub fn start_pairs(
+        tag: &str,
+        features: u64,
+        extra: &[&str],
+        pairs: usize,
     ) -> (Virtgate, virtgate::frontend::TestFrontend) {
         use std::time::{Duration, Instant};
         let dir = std::env::temp_dir().join(format!("virtgate-{tag}-{}", std::process::id()));
@@ -55,10 +76,11 @@ impl Virtgate {
         while !socket.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let fe = virtgate::frontend::TestFrontend::connect(
+        let fe = virtgate::frontend::TestFrontend::connect_pairs(
             &socket,
             features,
             virtgate::frontend::EnableOrder::AfterSetup,
+            pairs,
         )
         .expect("the frontend connects");
         (vg, fe)

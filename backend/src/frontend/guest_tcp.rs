@@ -1,4 +1,4 @@
-//! A scripted guest TCP endpoint on a [`TestFrontend`]: enough of a guest kernel's TCP to move bulk
+//! A scripted guest TCP endpoint on one queue pair of a [`super::TestFrontend`]: enough of a guest kernel's TCP to move bulk
 //! data through the gateway in either direction, for the no-VM gateway benchmark and the device
 //! tests. It connects (MSS, window scaling and timestamps offered, as Linux does), then either
 //! sends in-order segments within the gateway's window and a fixed window of its own, or receives
@@ -20,7 +20,7 @@ use netstack::wire::{
 use netstack::offload::{FrameMeta, Gso, GsoKind, PartialChecksum, TCP_CHECKSUM_OFFSET};
 use virtio_bindings::virtio_net::VIRTIO_NET_F_HOST_TSO4;
 
-use super::TestFrontend;
+use super::QueuePair;
 use crate::virtio_net;
 
 /// The guest's MAC and address (virtgate's defaults: the first DHCP address).
@@ -71,7 +71,7 @@ impl GuestTcp {
     /// Connects to the gateway's `port` (the host's 127.0.0.1:`port`) from `local_port`. The
     /// frontend must have RX buffers posted; `mtu` is the link's (the MSS follows from it).
     pub fn connect(
-        fe: &mut TestFrontend,
+        fe: &mut QueuePair,
         port: u16,
         local_port: u16,
         mtu: u16,
@@ -150,7 +150,7 @@ impl GuestTcp {
 
     /// Sends `total` bytes (less than 2 GiB: sequence space) to the host and waits until the
     /// gateway acknowledged them all.
-    pub fn send_bulk(&mut self, fe: &mut TestFrontend, total: usize) -> io::Result<()> {
+    pub fn send_bulk(&mut self, fe: &mut QueuePair, total: usize) -> io::Result<()> {
         let end = self.snd_nxt + total;
         let payload = vec![0x5au8; TSO_MAX];
         let per_frame = if self.offloads {
@@ -197,7 +197,7 @@ impl GuestTcp {
     }
 
     /// Receives `total` bytes the host sends, acknowledging once per batch of frames.
-    pub fn receive_bulk(&mut self, fe: &mut TestFrontend, total: usize) -> io::Result<()> {
+    pub fn receive_bulk(&mut self, fe: &mut QueuePair, total: usize) -> io::Result<()> {
         let mut left = total;
         let mut last_progress = Instant::now();
         while left > 0 {
@@ -257,7 +257,7 @@ impl GuestTcp {
     }
 
     /// Sends one data frame (TSO when offloads are on); false when the TX ring is full.
-    fn send_data(&mut self, fe: &mut TestFrontend, payload: &[u8]) -> bool {
+    fn send_data(&mut self, fe: &mut QueuePair, payload: &[u8]) -> bool {
         let repr = self.segment(flags::PSH, payload);
         if !self.send_segment(fe, &repr, payload.len()) {
             return false;
@@ -266,7 +266,7 @@ impl GuestTcp {
         true
     }
 
-    fn send_ack(&mut self, fe: &mut TestFrontend) {
+    fn send_ack(&mut self, fe: &mut QueuePair) {
         let repr = self.segment(0, &[]);
         // An ACK that finds the ring full waits for room: the data it acknowledges is in.
         if !self.send_segment(fe, &repr, 0) {
@@ -279,7 +279,7 @@ impl GuestTcp {
 
     /// Builds a frame for `repr` in the scratch buffer and queues it; with offloads, a
     /// partial checksum and (for more than one segment of payload) a TSO request.
-    fn send_segment(&mut self, fe: &mut TestFrontend, repr: &TcpRepr, payload_len: usize) -> bool {
+    fn send_segment(&mut self, fe: &mut QueuePair, repr: &TcpRepr, payload_len: usize) -> bool {
         let tcp_len = repr.buffer_len();
         let len = ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp_len;
         self.out.clear();
@@ -326,7 +326,7 @@ impl GuestTcp {
     }
 
     /// The next TCP segment of this connection from the RX ring, if one comes within `wait`.
-    fn recv_segment(&mut self, fe: &mut TestFrontend, wait: Duration) -> io::Result<Option<Seen>> {
+    fn recv_segment(&mut self, fe: &mut QueuePair, wait: Duration) -> io::Result<Option<Seen>> {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -98,11 +98,36 @@ impl DriverQueue {
     }
 }
 
-/// The frontend and its "guest".
+/// The frontend and its "guest": the session, and the driver side of each queue pair. It
+/// dereferences to the first pair, which is all most tests use.
 pub struct TestFrontend {
     fe: Frontend,
-    mem: GuestMemoryMmap<()>,
     _memfd: File,
+    pairs: Vec<QueuePair>,
+    pub acked_features: u64,
+}
+
+impl std::ops::Deref for TestFrontend {
+    type Target = QueuePair;
+
+    fn deref(&self) -> &QueuePair {
+        &self.pairs[0]
+    }
+}
+
+impl std::ops::DerefMut for TestFrontend {
+    fn deref_mut(&mut self) -> &mut QueuePair {
+        &mut self.pairs[0]
+    }
+}
+
+/// The driver side of one RX/TX queue pair: its rings and buffers live in a region of guest
+/// memory of its own (`MEM_SIZE` bytes from `base`), so that pairs can be driven from threads of
+/// their own ([`TestFrontend::pairs_mut`]).
+pub struct QueuePair {
+    mem: GuestMemoryMmap<()>,
+    /// Where this pair's region starts in guest memory.
+    base: u64,
     rx: DriverQueue,
     tx: DriverQueue,
     /// Header length the acked features imply.
@@ -145,9 +170,20 @@ fn err(e: impl std::fmt::Display) -> io::Error {
 impl TestFrontend {
     /// Connects and sets the device up with `features` (masked by what the device offers).
     pub fn connect(path: &Path, features: u64, order: EnableOrder) -> io::Result<Self> {
+        Self::connect_pairs(path, features, order, 1)
+    }
+
+    /// [`TestFrontend::connect`] with `pairs` queue pairs set up and enabled (a multiqueue
+    /// guest using them all; `features` should then include VIRTIO_NET_F_MQ).
+    pub fn connect_pairs(
+        path: &Path,
+        features: u64,
+        order: EnableOrder,
+        pairs: usize,
+    ) -> io::Result<Self> {
         let stream = UnixStream::connect(path)?;
         if let EnableOrder::BeforeFeatures { need_reply } = order {
-            for ring in 0..2u32 {
+            for ring in 0..2 * pairs as u32 {
                 let mut state = [0u8; 8];
                 state[0..4].copy_from_slice(&ring.to_le_bytes());
                 state[4..8].copy_from_slice(&1u32.to_le_bytes());
@@ -165,11 +201,12 @@ impl TestFrontend {
                 }
             }
         }
-        let mut fe = Frontend::from_stream(stream, 2);
-        let memfd = memfd(MEM_SIZE)?;
+        let mut fe = Frontend::from_stream(stream, 2 * pairs as u64);
+        let mem_size = MEM_SIZE * pairs;
+        let memfd = memfd(mem_size)?;
         let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
             GuestAddress(0),
-            MEM_SIZE,
+            mem_size,
             Some(FileOffset::new(memfd.try_clone()?, 0)),
         )])
         .map_err(err)?;
@@ -190,16 +227,34 @@ impl TestFrontend {
         let host_base = mem.get_host_address(GuestAddress(0)).map_err(err)? as u64;
         fe.set_mem_table(&[VhostUserMemoryRegionInfo {
             guest_phys_addr: 0,
-            memory_size: MEM_SIZE as u64,
+            memory_size: mem_size as u64,
             userspace_addr: host_base,
             mmap_offset: 0,
             mmap_handle: memfd.as_raw_fd(),
         }])
         .map_err(err)?;
 
-        let rx = DriverQueue::new(0, RX_RING_BASE)?;
-        let tx = DriverQueue::new(1, TX_RING_BASE)?;
-        for q in [&rx, &tx] {
+        let header_len = virtio_net::Negotiated::from_features(acked).header_len;
+        let mut queue_pairs = Vec::with_capacity(pairs);
+        for k in 0..pairs {
+            let base = (k * MEM_SIZE) as u64;
+            queue_pairs.push(QueuePair {
+                mem: mem.clone(),
+                base,
+                rx: DriverQueue::new(2 * k, base + RX_RING_BASE)?,
+                tx: DriverQueue::new(2 * k + 1, base + TX_RING_BASE)?,
+                header_len,
+                acked_features: acked,
+                rx_posted: 0,
+                next_tx_slot: 0,
+                tx_outstanding: 0,
+                tx_queued: Vec::new(),
+                rx_pending: Vec::new(),
+                rx_partial_frames_seen: 0,
+                kick_as_needed: false,
+            });
+        }
+        for q in queue_pairs.iter().flat_map(|p| [&p.rx, &p.tx]) {
             fe.set_vring_num(q.index, QUEUE_SIZE).map_err(err)?;
             fe.set_vring_addr(
                 q.index,
@@ -221,24 +276,15 @@ impl TestFrontend {
         if order == EnableOrder::AfterSetup
             && acked & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0
         {
-            fe.set_vring_enable(0, true).map_err(err)?;
-            fe.set_vring_enable(1, true).map_err(err)?;
+            for ring in 0..2 * pairs {
+                fe.set_vring_enable(ring, true).map_err(err)?;
+            }
         }
         Ok(TestFrontend {
             fe,
-            mem,
             _memfd: memfd,
-            rx,
-            tx,
-            header_len: virtio_net::Negotiated::from_features(acked).header_len,
+            pairs: queue_pairs,
             acked_features: acked,
-            rx_posted: 0,
-            next_tx_slot: 0,
-            tx_outstanding: 0,
-            tx_queued: Vec::new(),
-            rx_pending: Vec::new(),
-            rx_partial_frames_seen: 0,
-            kick_as_needed: false,
         })
     }
 
@@ -259,6 +305,21 @@ impl TestFrontend {
         self.fe.get_queue_num().map_err(err)
     }
 
+    /// Stops the rings (as QEMU does at shutdown) and hangs up.
+    pub fn shutdown(self) -> io::Result<()> {
+        for ring in 0..2 * self.pairs.len() {
+            self.fe.get_vring_base(ring).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Every queue pair set up ([`TestFrontend::connect_pairs`]), to drive from threads.
+    pub fn pairs_mut(&mut self) -> &mut [QueuePair] {
+        &mut self.pairs
+    }
+}
+
+impl QueuePair {
     pub fn memory(&self) -> &GuestMemoryMmap<()> {
         &self.mem
     }
@@ -327,7 +388,7 @@ impl TestFrontend {
                 &self.rx,
                 slot,
                 RawDesc {
-                    addr: RX_BUF_BASE + u64::from(slot) * u64::from(RX_BUF_LEN),
+                    addr: self.base + RX_BUF_BASE + u64::from(slot) * u64::from(RX_BUF_LEN),
                     len: RX_BUF_LEN,
                     flags: VIRTQ_DESC_F_WRITE,
                     next: 0,
@@ -365,7 +426,7 @@ impl TestFrontend {
     fn write_tx(&mut self, header: &[u8], frame: &[u8]) -> u16 {
         let slot = self.next_tx_slot % QUEUE_SIZE;
         self.next_tx_slot = self.next_tx_slot.wrapping_add(1);
-        let addr = TX_BUF_BASE + u64::from(slot) * u64::from(TX_BUF_LEN);
+        let addr = self.base + TX_BUF_BASE + u64::from(slot) * u64::from(TX_BUF_LEN);
         let mut hdr = [0u8; virtio_net::HEADER_LEN_V1];
         hdr[..header.len()].copy_from_slice(header);
         self.mem
@@ -448,7 +509,7 @@ impl TestFrontend {
 
     /// The guest-physical address of TX buffer `slot`, and writes `bytes` there.
     pub fn tx_buffer(&self, slot: u16, bytes: &[u8]) -> u64 {
-        let addr = TX_BUF_BASE + u64::from(slot) * u64::from(TX_BUF_LEN);
+        let addr = self.base + TX_BUF_BASE + u64::from(slot) * u64::from(TX_BUF_LEN);
         self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
         addr
     }
@@ -509,7 +570,7 @@ impl TestFrontend {
     /// [`TestFrontend::post_rx_buffers`]).
     pub fn rx_buffer(&self, id: u16, len: u32) -> Vec<u8> {
         let mut buf = vec![0u8; len as usize];
-        let addr = RX_BUF_BASE + u64::from(id) * u64::from(RX_BUF_LEN);
+        let addr = self.base + RX_BUF_BASE + u64::from(id) * u64::from(RX_BUF_LEN);
         self.mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
         buf
     }
@@ -545,7 +606,7 @@ impl TestFrontend {
             let more = self.used_entries(false);
             self.rx_pending.extend(more);
             if let Some(first) = self.rx_pending.first().copied() {
-                let base = RX_BUF_BASE + u64::from(first.id) * u64::from(RX_BUF_LEN);
+                let base = self.base + RX_BUF_BASE + u64::from(first.id) * u64::from(RX_BUF_LEN);
                 let mut hdr = [0u8; virtio_net::HEADER_LEN_V1];
                 self.mem
                     .read_slice(&mut hdr[..self.header_len], GuestAddress(base))
@@ -561,7 +622,8 @@ impl TestFrontend {
                     self.rx_partial_frames_seen += 1;
                 } else {
                     for (i, u) in self.rx_pending.drain(..num_buffers).enumerate() {
-                        let addr = RX_BUF_BASE + u64::from(u.id) * u64::from(RX_BUF_LEN);
+                        let addr =
+                            self.base + RX_BUF_BASE + u64::from(u.id) * u64::from(RX_BUF_LEN);
                         let skip = if i == 0 { self.header_len as u32 } else { 0 }.min(u.len);
                         let at = frame.len();
                         frame.resize(at + (u.len - skip) as usize, 0);
@@ -582,13 +644,6 @@ impl TestFrontend {
                 (deadline - now).min(Duration::from_millis(10)),
             );
         }
-    }
-
-    /// Stops the rings (as QEMU does at shutdown) and hangs up.
-    pub fn shutdown(self) -> io::Result<()> {
-        self.fe.get_vring_base(0).map_err(err)?;
-        self.fe.get_vring_base(1).map_err(err)?;
-        Ok(())
     }
 }
 
