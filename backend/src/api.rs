@@ -130,7 +130,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serves the API on a bound socket: a thread accepts, and each client is served on a thread of
-/// its own, at most [`MAX_CLIENTS`] at once.
+/// its own, at most `MAX_CLIENTS` at once.
 pub fn serve(listener: UnixListener, device: DeviceHandle) -> io::Result<()> {
     let device = Arc::new(device);
     let clients = Arc::new(AtomicUsize::new(0));

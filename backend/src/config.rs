@@ -157,7 +157,7 @@ pub struct Args {
     #[arg(long, value_name = "on|off", default_value = "on")]
     pub sandbox: String,
 
-    /// Started as root: become this user (a name or UID[:GID]) once the sockets are open, keeping
+    /// Started as root: become this user (a name or `UID[:GID]`) once the sockets are open, keeping
     /// only CAP_NET_RAW, and that only where ping sockets are not allowed to the user's group.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -514,7 +514,7 @@ impl Args {
     }
 }
 
-/// `--user`: a user name (its primary group) or UID[:GID].
+/// `--user`: a user name (its primary group) or `UID[:GID]`.
 fn parse_user(v: &str) -> Result<(u32, u32), ConfigError> {
     let bad = || ConfigError::Parse {
         option: "user",

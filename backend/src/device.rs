@@ -1,6 +1,6 @@
-//! The virtio-net device: drives one RX/TX queue pair and the gateway stack behind it.
+//! The virtio-net device: drives the RX/TX queue pairs and the gateway stack behind them.
 //!
-//! Theory of operation. The vring worker thread (vhost-user-backend's epoll loop) calls
+//! Theory of operation. Each pair's vring worker thread (vhost-user-backend's epoll loop) calls
 //! [`NetDevice::handle_event`] for guest kicks and for the device's own timer. Every event runs one
 //! batch:
 //! - TX: the disable-notification / drain / enable-notification loop of the EVENT_IDX protocol; each
@@ -10,7 +10,21 @@
 //!   over several chains with MRG_RXBUF. When the guest has no buffers left, frames stay queued in the
 //!   stack (bounded there) and RX notifications are re-enabled so that the guest's refill kicks us.
 //! - The guest is signalled once per batch per queue, and only when EVENT_IDX says it wants it.
-//! - Counters are plain fields during the batch and published once at its end.
+//! - Counters are plain fields during the batch and published once at its end, each pair in a
+//!   slot of its own ([`crate::control::Shared::pairs`]).
+//!
+//! Queue pairs in parallel. The device is shared by the pairs' workers (`VhostUserBackend`, not
+//! the `Mut` variant whose one lock serialised them). Each pair's state is behind its own mutex,
+//! taken by its worker for an event. The stack is in shards, one per pair
+//! ([`netstack::Stack::sharded`]): shard `q` owns the flows [`ShardMap::shard_of`] assigns it,
+//! its host sockets are on worker `q`'s epoll and its timers on pair `q`'s timer, and its frames
+//! leave on pair `q` (or the pair in use it folds onto when the guest uses fewer). A guest frame
+//! is handed to its shard whichever TX queue carried it (the guest picks the queue by CPU), under
+//! that shard's lock; waits are counted (`shard_lock_waits`, `shard_lock_wait_ns`). A worker that
+//! left work for another (frames to deliver, timers moved, mail) writes its wake-up eventfd.
+//! Locks are taken in one order: a pair, then impairments and capture (only while they are on),
+//! then one shard at a time; the link's state inside the stack, the log limiter and the published
+//! counters are leaves.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -2228,7 +2242,7 @@ impl VhostUserBackend for NetDevice {
             let fed = touched & (1 << q) != 0;
             let mail = self.shard_map.has_mail(q);
             let deliver = (0..self.shards.len())
-                .any(|s| pending & (1 << s) != 0 && s != p && self.delivering_pair(s) == q)
+                .any(|s| pending & (1 << s) != 0 && self.delivering_pair(s) == q)
                 && !self.fds[q].rx_blocked.load(Ordering::Acquire);
             if fed || mail || deliver {
                 self.wake(q);

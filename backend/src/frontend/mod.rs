@@ -138,7 +138,7 @@ pub struct QueuePair {
     next_tx_slot: u16,
     /// TX chains published and not yet returned on the used ring.
     tx_outstanding: u16,
-    /// TX heads written by [`TestFrontend::queue_tx`], published by [`TestFrontend::flush_tx`].
+    /// TX heads written by [`QueuePair::queue_tx`], published by [`QueuePair::flush_tx`].
     tx_queued: Vec<u16>,
     /// RX used entries read but not yet consumed as frames.
     rx_pending: Vec<Used>,
@@ -449,7 +449,7 @@ impl QueuePair {
     }
 
     /// Writes a frame into a free TX slot without publishing it (a guest driver filling its ring
-    /// before one kick); false when every slot is in flight. [`TestFrontend::flush_tx`] publishes.
+    /// before one kick); false when every slot is in flight. [`QueuePair::flush_tx`] publishes.
     /// Returned chains are reclaimed on the way.
     pub fn queue_tx(&mut self, header: &[u8], frame: &[u8]) -> bool {
         if self.tx_full() {
@@ -468,7 +468,7 @@ impl QueuePair {
         usize::from(self.tx_outstanding) + self.tx_queued.len() >= usize::from(QUEUE_SIZE)
     }
 
-    /// Publishes the frames [`TestFrontend::queue_tx`] wrote, with one kick.
+    /// Publishes the frames [`QueuePair::queue_tx`] wrote, with one kick.
     pub fn flush_tx(&mut self) {
         if self.tx_queued.is_empty() {
             return;
@@ -553,7 +553,7 @@ impl QueuePair {
     }
 
     /// Waits until the RX ring returns at least `n` chains; returns them (for hostile tests, which
-    /// read the buffers themselves with [`TestFrontend::rx_buffer`]).
+    /// read the buffers themselves with [`QueuePair::rx_buffer`]).
     pub fn wait_rx_used(&mut self, n: usize, timeout: Duration) -> Vec<Used> {
         let deadline = Instant::now() + timeout;
         let mut got = Vec::new();
@@ -567,7 +567,7 @@ impl QueuePair {
     }
 
     /// The first `len` bytes of the RX buffer of descriptor slot `id` (as posted by
-    /// [`TestFrontend::post_rx_buffers`]).
+    /// [`QueuePair::post_rx_buffers`]).
     pub fn rx_buffer(&self, id: u16, len: u32) -> Vec<u8> {
         let mut buf = vec![0u8; len as usize];
         let addr = self.base + RX_BUF_BASE + u64::from(id) * u64::from(RX_BUF_LEN);
@@ -585,7 +585,7 @@ impl QueuePair {
         self.recv_with_header(timeout).map(|(_, frame)| frame)
     }
 
-    /// [`TestFrontend::recv`] with the frame's virtio-net header.
+    /// [`QueuePair::recv`] with the frame's virtio-net header.
     pub fn recv_with_header(&mut self, timeout: Duration) -> Option<(Vec<u8>, Vec<u8>)> {
         let mut frame = Vec::new();
         let hdr = self.recv_into(&mut frame, timeout)?;
@@ -594,7 +594,7 @@ impl QueuePair {
 
     /// Receives one frame into `frame` (cleared first), reassembling mergeable buffers; returns
     /// its virtio-net header (the negotiated length of it is meaningful), `None` on timeout. The
-    /// buffers it used are not posted again: [`TestFrontend::post_rx_buffers`] does.
+    /// buffers it used are not posted again: [`QueuePair::post_rx_buffers`] does.
     pub fn recv_into(
         &mut self,
         frame: &mut Vec<u8>,

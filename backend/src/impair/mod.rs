@@ -7,7 +7,7 @@
 //! touches a queue, so it is tested in simulated time.
 //!
 //! Submodules: [`spec`] (what rules say, their grammar and text), [`frame`] (what rules look at
-//! in a frame), [`random`] (seeded draws, correlation, distributions), [`line`] (frames waiting
+//! in a frame), [`random`] (seeded draws, correlation, distributions), [`line`](mod@line) (frames waiting
 //! on virtgate's side, in recycled buffers).
 //!
 //! Cost: with no rule in a direction, [`Impairment::decide`] is one length check. With rules it
