@@ -12,9 +12,13 @@
 //!   ICMPv4, ICMPv6 with NDP and MLD, UDP, TCP, DHCPv4, DHCPv6), checksums, and `craft` for the
 //!   exerciser's hand-made frames.
 //! - [`stack`]: the interface: [`Stack`] (the TCP table beside `Core`, the state every layer
-//!   shares), Ethernet demultiplexing, the bounded egress queue per queue pair, timers.
-//! - `steering`: the symmetric flow hash that picks a frame's queue pair (re-exported by
-//!   [`stack`]).
+//!   shares), Ethernet demultiplexing, the bounded egress queue per queue pair, timers; a stack
+//!   in shards (`Stack::sharded`, one per queue pair) and `ShardMap`, which names a guest
+//!   frame's shard.
+//! - `link`: the link's state the shards share (neighbours, DHCP, IPv6, multicast, sources)
+//!   behind a mutex, each shard's lock-free `LinkView` of it, and the shards' mailboxes.
+//! - `steering`: the symmetric flow hash that picks a frame's queue pair and shard (re-exported
+//!   by [`stack`]).
 //! - `ipv4`: the IPv4 layer: header and source checks, reassembly, ARP, ICMP, IGMP, DHCPv4
 //!   demultiplexing, egress in one frame or in fragments.
 //! - `ipv6`: the IPv6 layer: the extension-header walk, Neighbor Discovery, router advertisements,
