@@ -269,7 +269,8 @@ impl<H: HostIo> Core<H> {
 
     /// The guest's IPv4 address: its bound DHCP lease, else the address it last sent from.
     pub fn guest_ipv4(&self) -> Option<Ipv4Address> {
-        let leased = self.link.lock().dhcp.leases().find(|l| l.bound);
-        leased.map(|l| l.addr).or(self.last_guest_ipv4)
+        let link = self.link.lock();
+        let leased = link.dhcp.leases().find(|l| l.bound);
+        leased.map(|l| l.addr).or(link.last_guest_ipv4)
     }
 }

@@ -83,7 +83,9 @@ impl<H: HostIo> Stack<H> {
         }
         if !repr.src.is_unspecified() && !self.behind_guest(repr.src.into()) {
             self.learn(now, repr.src, eth.src);
-            self.last_guest_ipv4 = Some(repr.src);
+            if self.view.last_guest_ipv4 != Some(repr.src) {
+                self.link.lock().last_guest_ipv4 = Some(repr.src);
+            }
         }
         if repr.protocol == IpProtocol::Igmp {
             self.process_igmp(now, packet.payload());

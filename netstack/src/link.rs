@@ -17,6 +17,8 @@ pub(crate) struct Link {
     pub(crate) neighbors: NeighborCache,
     pub(crate) dhcp: DhcpServer,
     pub(crate) guest_mac: Option<EthernetAddress>,
+    /// The source address of the guest's most recent IPv4 packet.
+    pub(crate) last_guest_ipv4: Option<Ipv4Address>,
     pub(crate) v6: Ipv6State,
     /// Link-up announcements, IPv4 (ARP) and IPv6 (NDP), each started by the guest's first frame
     /// of that family: a guest speaks IPv6 only once its IPv6 on the interface is up (routes in
@@ -215,6 +217,7 @@ pub(crate) struct LinkView {
     pub(crate) neighbors_v4: Vec<(Ipv4Address, EthernetAddress, Instant)>,
     pub(crate) neighbors_v6: Vec<(Ipv6Address, EthernetAddress, Instant)>,
     pub(crate) last_guest_global: Option<Ipv6Address>,
+    pub(crate) last_guest_ipv4: Option<Ipv4Address>,
 }
 
 impl LinkView {
@@ -239,6 +242,7 @@ impl LinkView {
         link.neighbors.usable(&mut self.neighbors_v4);
         link.v6.neighbors.usable(&mut self.neighbors_v6);
         self.last_guest_global = link.v6.last_guest_global;
+        self.last_guest_ipv4 = link.last_guest_ipv4;
     }
 
     /// The MAC of `ip` if the view may use it at `now`.

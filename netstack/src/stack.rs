@@ -457,8 +457,6 @@ pub struct Core<H: HostIo = NoHost> {
     /// Datagrams from other shards being processed (kept for its allocation).
     pub(crate) mailbox: Vec<crate::link::Mail>,
     pub(crate) txq: TxQueue,
-    /// The source address of the guest's most recent IPv4 packet.
-    pub(crate) last_guest_ipv4: Option<Ipv4Address>,
     pub(crate) ip_ident: u16,
     /// Scratch space for a frame that has to wait for ARP resolution.
     pub(crate) scratch: Vec<u8>,
@@ -528,6 +526,7 @@ impl<H: HostIo> Stack<H> {
                 neighbors: NeighborCache::new(),
                 dhcp: DhcpServer::new(),
                 guest_mac: None,
+                last_guest_ipv4: None,
                 v6,
                 announce_v4: Announce::Idle,
                 announce_v6: Announce::Idle,
@@ -547,7 +546,7 @@ impl<H: HostIo> Stack<H> {
                     Shard { index, count },
                     host,
                 ),
-                tcp: TcpTable::default(),
+                tcp: TcpTable::for_shards(count),
             })
             .collect())
     }
@@ -1066,7 +1065,6 @@ impl<H: HostIo> Core<H> {
             shard,
             mailbox: Vec::new(),
             txq: TxQueue::default(),
-            last_guest_ipv4: None,
             ip_ident: 0,
             scratch: Vec::new(),
             host,

@@ -1328,6 +1328,45 @@ mod tcp_flows {
         assert_eq!(s.host().tcp_written[&sock], b"still");
     }
 
+    /// `--queues 4`: each shard buffers a quarter of `--tcp-memory`, so that the whole stays the
+    /// bound over all connections.
+    #[test]
+    fn a_shard_buffers_its_share_of_the_tcp_memory() {
+        let budget = 4 * crate::config::MIN_TCP_MEMORY;
+        let cfg = Config {
+            tcp_memory: budget,
+            ..Config::default()
+        };
+        let mut shards = Stack::sharded(cfg, (0..4).map(|_| ScriptedHost::new())).unwrap();
+        let s = &mut shards[0];
+        for dport in 81..83u16 {
+            s.process_frame(
+                Instant::ZERO,
+                &seg_to(dport, flags::SYN, GUEST_ISN, None, 64240, b""),
+            );
+            let addr: SocketAddr = format!("127.0.0.1:{dport}").parse().unwrap();
+            let sock = s.host().find(&ScriptedSocket::Tcp(addr)).unwrap();
+            s.host_mut().tcp_connected.insert(sock, Ok(()));
+            s.host_ready(Instant::ZERO, sock);
+            let iss = segments(&drain(s))[0].seq_number.0;
+            s.process_frame(
+                Instant::ZERO,
+                &seg_to(dport, 0, GUEST_ISN + 1, Some(iss + 1), 502, b""),
+            );
+            s.host_mut()
+                .tcp_incoming
+                .entry(sock)
+                .or_default()
+                .push_back(Some(vec![1u8; 1 << 20]));
+            s.host_ready(Instant::ZERO, sock);
+            drain(s);
+        }
+        let buffered = s.stats().tcp_buffered_bytes as usize;
+        assert!(buffered <= budget / 4, "{buffered}");
+        assert!(buffered > budget / 8, "{buffered}");
+        assert!(s.stats().tcp_memory_waits > 0);
+    }
+
     #[test]
     fn the_tcp_memory_budget_bounds_what_is_buffered() {
         let budget = crate::config::MIN_TCP_MEMORY;
@@ -2637,6 +2676,7 @@ mod shards {
         assert_eq!(eth.dst_addr(), GUEST_MAC);
         // What shard 1 learned of the guest is the link's: the home shard knows it too.
         assert_eq!(shards[0].guest_mac(), Some(GUEST_MAC));
+        assert_eq!(shards[0].guest_ipv4(), Some(GUEST_IP));
         assert_eq!(shards[1].stats().tcp_connections, 1);
         assert_eq!(shards[0].stats().tcp_connections, 0);
         assert!(shards[0].tcp_flows().is_empty());

@@ -137,7 +137,7 @@ impl<E: Env> Cx<'_, E> {
         // send buffer.
         while !conn.host_eof && conn.to_guest.room() > 0 {
             // The budget, counting what this connection holds now rather than when last settled.
-            let budget = (self.core.config().tcp_memory + conn.accounted)
+            let budget = (self.memory_budget() + conn.accounted)
                 .saturating_sub(self.book.buffered + conn.buffered());
             if budget == 0 {
                 self.core.stats().tcp_memory_waits += 1;

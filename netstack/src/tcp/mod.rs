@@ -53,7 +53,7 @@ use log::debug;
 
 use std::net::SocketAddr;
 
-use crate::config::Config;
+use crate::config::{Config, MIN_TCP_MEMORY};
 use crate::host::{HostIo, SocketId};
 use crate::offload::{FrameMeta, GuestOffloads, PayloadOffload};
 use crate::stack::{Core, ForwardListener, IpPayload, Stack};
@@ -135,6 +135,8 @@ pub(crate) struct Book {
     blocked_queues: u8,
     /// Bytes buffered across all connections (each as of when it was last settled).
     buffered: usize,
+    /// The shards `Config::tcp_memory` is split among (0 counts as 1; see [`Stack::sharded`]).
+    pub(crate) shards: usize,
     /// Connections that stopped reading their host socket for the memory budget.
     starved: Vec<ConnKey>,
     /// Connections with guest segments taken in the current batch whose consequences (the write
@@ -267,12 +269,18 @@ pub(crate) struct Cx<'a, E: Env> {
 }
 
 impl<E: Env> Cx<'_, E> {
+    /// This table's share of `Config::tcp_memory`: the whole, or an even part per shard (at
+    /// least [`MIN_TCP_MEMORY`], a connection's window both ways).
+    fn memory_budget(&self) -> usize {
+        let total = self.core.config().tcp_memory;
+        (total / self.book.shards.max(1))
+            .max(MIN_TCP_MEMORY)
+            .min(total)
+    }
+
     /// Bytes left of the TCP memory budget.
     fn budget_room(&self) -> usize {
-        self.core
-            .config()
-            .tcp_memory
-            .saturating_sub(self.book.buffered)
+        self.memory_budget().saturating_sub(self.book.buffered)
     }
 
     /// After a transition: the connection's buffers counted against the memory budget, its
@@ -301,6 +309,13 @@ impl Book {
 }
 
 impl TcpTable {
+    /// A table of one of `shards` shards: its share of the TCP memory is an even part.
+    pub(crate) fn for_shards(shards: usize) -> Self {
+        let mut t = TcpTable::default();
+        t.book.shards = shards;
+        t
+    }
+
     /// Whether connections wait for the end of the batch ([`Stack::flush`]).
     pub(crate) fn has_batch(&self) -> bool {
         !self.book.batch.is_empty()
@@ -394,7 +409,7 @@ impl<H: HostIo> Stack<H> {
         let (conns, mut cx) = self.tcp_parts();
         cx.core.stats.tcp_connections = conns.len() as u64;
         cx.core.stats.tcp_buffered_bytes = cx.book.buffered as u64;
-        if !cx.book.starved.is_empty() && cx.budget_room() >= cx.core.cfg.tcp_memory / 8 {
+        if !cx.book.starved.is_empty() && cx.budget_room() >= cx.memory_budget() / 8 {
             for key in core::mem::take(&mut cx.book.starved) {
                 if let Some(c) = conns.get_mut(&key) {
                     c.memory_starved = false;
