@@ -237,6 +237,33 @@ impl HostIo for HostSockets {
         self.udp(sock)?.recv_from(buf)
     }
 
+    /// One `sendmsg` with UDP_SEGMENT (Linux 4.18+: the kernel cuts the payload into the
+    /// datagrams, as the guest's own stack would have); where the kernel refuses that request
+    /// (too many segments for it, a socket that cannot segment), one `sendmmsg` with a message per
+    /// datagram. Either way one system call for the request.
+    fn send_segments(
+        &mut self,
+        sock: SocketId,
+        payload: &[u8],
+        segment: usize,
+        remote: Option<SocketAddr>,
+    ) -> io::Result<(usize, bool)> {
+        let segment = segment.clamp(1, usize::from(u16::MAX));
+        let count = payload.len().div_ceil(segment).max(1);
+        let fd = self.udp(sock)?.as_raw_fd();
+        let name = remote.map(socket2::SockAddr::from);
+        match send_gso(fd, payload, segment as u16, name.as_ref()) {
+            Ok(_) => return Ok((count, true)),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        send_each(fd, payload, segment, name.as_ref()).map(|n| (n, false))
+    }
+
     fn recv_batch(
         &mut self,
         sock: SocketId,
@@ -545,9 +572,149 @@ impl AsRawFd for HostSockets {
     }
 }
 
+/// Linux's UDP_SEGMENT socket option and control message (`linux/udp.h`), which the libc crate
+/// names for uclibc only.
+const UDP_SEGMENT: libc::c_int = 103;
+/// The most datagrams [`send_each`] sends in one call (Linux's UDP_MAX_SEGMENTS is 128 at most).
+const SEND_BATCH: usize = 128;
+
+/// `msg_name` and `msg_namelen` for `addr`, or none (a connected socket).
+fn msg_name(addr: Option<&socket2::SockAddr>) -> (*mut libc::c_void, libc::socklen_t) {
+    match addr {
+        // sendmsg and sendmmsg only read the name.
+        Some(a) => (a.as_ptr().cast_mut().cast(), a.len()),
+        None => (std::ptr::null_mut(), 0),
+    }
+}
+
+/// Sends `payload` as datagrams of `segment` bytes in one `sendmsg` with a UDP_SEGMENT control
+/// message.
+fn send_gso(
+    fd: RawFd,
+    payload: &[u8],
+    segment: u16,
+    name: Option<&socket2::SockAddr>,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // Room for one control message carrying a u16, aligned as cmsghdr needs.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    (msg.msg_name, msg.msg_namelen) = msg_name(name);
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: `msg` points at `control`, which has room for the one header CMSG_FIRSTHDR returns
+    // (checked non-null) and its u16 of data, written unaligned.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+    }
+    // SAFETY: `msg` describes memory (the payload, the name, the control buffer) that outlives
+    // the call; sendmsg only reads it.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Sends `payload` as datagrams of `segment` bytes with `sendmmsg`, a message each (at most
+/// [`SEND_BATCH`]); returns how many left, or the first one's error.
+fn send_each(
+    fd: RawFd,
+    payload: &[u8],
+    segment: usize,
+    name: Option<&socket2::SockAddr>,
+) -> io::Result<usize> {
+    // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers, zero lengths).
+    let mut iovs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    let (name, namelen) = msg_name(name);
+    let mut count = 0;
+    for (i, datagram) in payload.chunks(segment).take(SEND_BATCH).enumerate() {
+        iovs[i] = libc::iovec {
+            iov_base: datagram.as_ptr().cast_mut().cast(),
+            iov_len: datagram.len(),
+        };
+        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = name;
+        msgs[i].msg_hdr.msg_namelen = namelen;
+        count = i + 1;
+    }
+    // SAFETY: `msgs[..count]` each point at one iovec into `payload` and at `name`, both alive
+    // for the call; sendmmsg reads them and writes only the entries' `msg_len`.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A segmentation request leaves as its datagrams: in one `sendmsg` with UDP_SEGMENT, and
+    /// through the `sendmmsg` fallback, connected or to a given address.
+    #[test]
+    fn segments_leave_as_datagrams_both_ways() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let to = server.local_addr().unwrap();
+        let payload: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        let received = |n: usize| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|_| {
+                    let mut buf = [0u8; 2048];
+                    let (len, _) = server.recv_from(&mut buf).unwrap();
+                    buf[..len].to_vec()
+                })
+                .collect()
+        };
+        let chunks: Vec<Vec<u8>> = payload.chunks(1000).map(<[u8]>::to_vec).collect();
+        let mut h = HostSockets::new().unwrap();
+        let connected = h.udp_connect(to).unwrap();
+        assert_eq!(
+            h.send_segments(connected, &payload, 1000, None).unwrap(),
+            (3, true)
+        );
+        assert_eq!(received(3), chunks);
+        let bound = h.udp_bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(
+            h.send_segments(bound, &payload, 1000, Some(to)).unwrap(),
+            (3, true)
+        );
+        assert_eq!(received(3), chunks);
+        let fd = h.udp(bound).unwrap().as_raw_fd();
+        let name = socket2::SockAddr::from(to);
+        assert_eq!(send_each(fd, &payload, 1000, Some(&name)).unwrap(), 3);
+        assert_eq!(received(3), chunks);
+    }
 
     #[test]
     fn udp_connected_and_bound_sockets_report_readiness() {

@@ -25,6 +25,31 @@ pub trait HostIo {
     fn send(&mut self, sock: SocketId, payload: &[u8]) -> io::Result<usize>;
     /// Sends from a bound socket to `remote`.
     fn send_to(&mut self, sock: SocketId, payload: &[u8], remote: SocketAddr) -> io::Result<usize>;
+    /// Sends `payload` as datagrams of `segment` bytes (the last may be shorter), on a connected
+    /// socket or from a bound one to `remote`: a guest's UDP segmentation request. Returns how
+    /// many datagrams left and whether they left in one system call; the error of the first
+    /// when none did. This default sends them one by one and stops at the first error.
+    fn send_segments(
+        &mut self,
+        sock: SocketId,
+        payload: &[u8],
+        segment: usize,
+        remote: Option<SocketAddr>,
+    ) -> io::Result<(usize, bool)> {
+        let mut n = 0;
+        for datagram in payload.chunks(segment.max(1)) {
+            let sent = match remote {
+                Some(r) => self.send_to(sock, datagram, r),
+                None => self.send(sock, datagram),
+            };
+            match sent {
+                Ok(_) => n += 1,
+                Err(e) if n == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok((n, false))
+    }
     /// Receives one datagram and its sender.
     fn recv_from(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
     /// Receives up to `bufs.len()` datagrams of a connected socket at once (`recvmmsg`), each

@@ -206,6 +206,9 @@ crate::counters! {
         icmp_host_unavailable,
         /// Guest datagrams sent out of host sockets.
         udp_tx_host_datagrams,
+        /// Guest UDP segmentation requests (USO) sent to the host in one system call
+        /// (UDP_SEGMENT), each as the datagrams it stands for.
+        udp_tx_host_gso_sends,
         /// Host datagrams delivered to the guest.
         udp_rx_host_datagrams,
         /// A host socket refused a guest datagram (other than a remote's port unreachable).

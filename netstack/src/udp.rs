@@ -300,26 +300,36 @@ impl<H: HostIo> Core<H> {
             }
             self.stats.udp_rx_segmented += 1;
         }
-        // One empty datagram is still a datagram.
-        let datagrams = payload
-            .chunks(segment)
-            .chain(payload.is_empty().then_some(payload));
-        for datagram in datagrams {
-            let sent = match origin {
-                Origin::Guest => self.host.send(sock, datagram),
-                Origin::Forward { peer } => self.host.send_to(sock, datagram, peer),
-            };
-            match sent {
-                Ok(_) => self.stats.udp_tx_host_datagrams += 1,
-                // An earlier datagram drew an ICMP port unreachable from the remote.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    self.unreachable_for_packet(now, Unreachable::Port, dst, packet);
-                    return;
-                }
-                Err(e) => {
-                    self.stats.drop_udp_host_error += 1;
-                    trace!("drop: {udp}: host send failed: {e}");
-                }
+        let remote = match origin {
+            Origin::Guest => None,
+            Origin::Forward { peer } => Some(peer),
+        };
+        // Several datagrams go in one system call where the host can (UDP_SEGMENT); one empty
+        // datagram is still a datagram.
+        let count = payload.len().div_ceil(segment).max(1);
+        let sent = if count > 1 {
+            self.host.send_segments(sock, payload, segment, remote)
+        } else {
+            match remote {
+                Some(peer) => self.host.send_to(sock, payload, peer),
+                None => self.host.send(sock, payload),
+            }
+            .map(|_| (1, false))
+        };
+        match sent {
+            Ok((n, batched)) => {
+                self.stats.udp_tx_host_datagrams += n as u64;
+                self.stats.udp_tx_host_gso_sends += u64::from(batched);
+                // Those a later send refused (the host's error is the first one's only).
+                self.stats.drop_udp_host_error += (count - n) as u64;
+            }
+            // An earlier datagram drew an ICMP port unreachable from the remote.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.unreachable_for_packet(now, Unreachable::Port, dst, packet);
+            }
+            Err(e) => {
+                self.stats.drop_udp_host_error += count as u64;
+                trace!("drop: {udp}: host send failed: {e}");
             }
         }
     }
