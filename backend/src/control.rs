@@ -76,6 +76,10 @@ netstack::counters! {
         rx_chains,
         /// Guest kicks on the RX queue.
         rx_kicks,
+        /// Events this pair's worker handled, each one batch (guest kicks, its timer, its
+        /// shard's host sockets, wake-ups by other workers, the control API): frames per event
+        /// is the batch size.
+        worker_events,
         /// Interrupts raised on the RX queue.
         rx_interrupts,
         /// RX interrupts the guest did not want (EVENT_IDX's used_event, or NO_INTERRUPT).

@@ -1147,7 +1147,14 @@ impl<'d> Worker<'d> {
             } else {
                 if shard.is_none() {
                     match shards.next() {
-                        Some(q) => shard = Some(lock_shard(dev, q, egress.writer.stats)),
+                        Some(q) => {
+                            // Another pair's shard folded onto this one: its worker publishes
+                            // what delivering changed in its counters.
+                            if q != p {
+                                self.touched |= 1 << q;
+                            }
+                            shard = Some(lock_shard(dev, q, egress.writer.stats));
+                        }
                         None => break,
                     }
                 }
@@ -2141,6 +2148,7 @@ impl VhostUserBackend for NetDevice {
                 .then(|| lock(&self.common)),
             touched: 0,
         };
+        w.pair.stats.worker_events += 1;
         w.sync_coalesce();
         w.sync_active_pairs();
         let (rx, tx) = (&vrings[0], &vrings[1]);
