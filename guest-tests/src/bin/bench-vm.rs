@@ -10,8 +10,9 @@
 //! server on the host, iperf3 each way against an iperf3 server on the host's loopback (reached as
 //! 10.0.2.2 everywhere: passt is given slirp's addresses and maps the gateway to the host), the
 //! CPU time of the backend process and of QEMU per byte moved, the guest's interrupts per MB, and
-//! the backend's wake-ups per second while the guest idles. A benchmark, not a test: it prints
-//! medians with their ranges and the ratios virtgate / passt, and asserts nothing.
+//! the backend's wake-ups (context switches) per MB moved and per second while the guest idles.
+//! A benchmark, not a test: it prints medians with their ranges and the ratios virtgate / passt,
+//! and asserts nothing.
 //!
 //! Environment: `VIRTGATE_BENCH_ROUNDS` (default 3), `VIRTGATE_BENCH_SECONDS` per iperf3
 //! direction (default 8), `VIRTGATE_BENCH_ONLY` (comma-separated labels to run), `VIRTGATE_PASST`,
@@ -96,13 +97,15 @@ const ALT_CONFIGS: [Config; 3] = [
 type Sample = BTreeMap<&'static str, f64>;
 
 /// The rows, in the order printed, with how many decimals.
-const ROWS: [(&str, usize); 14] = [
+const ROWS: [(&str, usize); 16] = [
     ("guest → host, Mbit/s", 0),
     ("host → guest, Mbit/s", 0),
     ("guest → host retransmissions", 0),
     ("host → guest retransmissions", 0),
     ("backend CPU ns/byte, guest → host", 2),
     ("backend CPU ns/byte, host → guest", 2),
+    ("backend wake-ups per MB, guest → host", 1),
+    ("backend wake-ups per MB, host → guest", 1),
     ("QEMU CPU ns/byte, guest → host", 2),
     ("QEMU CPU ns/byte, host → guest", 2),
     ("guest interrupts per MB, guest → host", 1),
@@ -397,10 +400,14 @@ fn measure(
         let irq_in0 = guest_interrupts(&mut vm, "input");
         let irq_all0 = guest_interrupts(&mut vm, "put");
         let backend0 = backend_pid.map(cpu_seconds);
+        let switches0 = backend_pid.map(context_switches);
         let qemu0 = cpu_seconds(qemu_pid);
         let r = iperf(&mut vm, ports.iperf, seconds, reverse);
         let qemu = cpu_seconds(qemu_pid) - qemu0;
         let backend = backend_pid.zip(backend0).map(|(p, c)| cpu_seconds(p) - c);
+        let switches = backend_pid
+            .zip(switches0)
+            .map(|(p, c)| context_switches(p).saturating_sub(c));
         let mb = r.bytes / 1e6;
         let (dir, irq_row) = if reverse {
             (
@@ -432,6 +439,9 @@ fn measure(
             s.insert(row("QEMU CPU"), qemu * 1e9 / r.bytes);
             if let Some(b) = backend {
                 s.insert(row("backend CPU"), b * 1e9 / r.bytes);
+            }
+            if let Some(w) = switches {
+                s.insert(row("backend wake-ups"), w as f64 / mb);
             }
             s.insert(irq_row.0, irq_row.1 / mb);
         }
