@@ -89,7 +89,16 @@ impl<H: HostIo> Core<H> {
             }
         };
         match self.host.icmp_echo_send(sock, seq, data) {
-            Ok(()) => self.stats.icmp_tx_host_echo_requests += 1,
+            Ok(()) => {
+                self.stats.icmp_tx_host_echo_requests += 1;
+                // An echo to the gateway goes to the host's loopback, whose kernel answers it
+                // before the send returns (the reply is generated in the softirq the send runs
+                // on the way out): taken now, it reaches the guest in this batch instead of
+                // after one more wake-up of the worker for the socket's readiness.
+                if to_gateway {
+                    self.echo_from_host(now, sock, key);
+                }
+            }
             Err(e) => {
                 let kind = unreachable_kind(&e);
                 self.unreachable_to_guest(now, kind, guest, dst, protocol, &head);

@@ -987,6 +987,38 @@ mod host_flows {
         assert_eq!(s.stats().icmp_tx_host_echo_requests, 1);
     }
 
+    /// Echo to the gateway: the host's loopback answers before its send returns, so the reply
+    /// is taken in the same batch, without waiting for the socket's readiness.
+    #[test]
+    fn echo_to_the_gateway_is_answered_in_the_same_batch() {
+        let mut s = host_stack(Config::default());
+        let gw = Ipv4Address::new(10, 0, 2, 2);
+        s.process_frame(Instant::ZERO, &echo_request(gw, 1, b"one"));
+        let sock = s
+            .host()
+            .find(&ScriptedSocket::IcmpEcho("127.0.0.1".parse().unwrap()))
+            .unwrap();
+        s.host_ready(Instant::ZERO, sock);
+        drain(&mut s);
+        // The reply is there when the next request has gone (as on loopback).
+        s.host_mut().inject_echo_reply(sock, 2, b"two");
+        s.process_frame(Instant::ZERO, &echo_request(gw, 2, b"two"));
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 1, "the reply, with no host_ready");
+        let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            Icmpv4Repr::parse(&icmp).unwrap(),
+            Icmpv4Repr::EchoReply {
+                ident: 0x77,
+                seq_no: 2,
+                data: b"two"
+            }
+        );
+        assert_eq!(s.stats().icmp_rx_host_echo_replies, 1);
+    }
+
     #[test]
     fn echo_to_gateway_falls_back_to_a_local_answer() {
         let mut s = host_stack(Config::default());
