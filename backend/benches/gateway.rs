@@ -9,6 +9,11 @@
 //! plain loopback TCP transfer between two host threads (its sender's and receiver's CPU per byte
 //! come from their threads' clocks). Numbers, never assertions.
 //!
+//! Also: two flows at once through `--queues 2`, each on its own pair driven by a thread of its
+//! own (the queue pairs in parallel: each worker's CPU and the time workers waited for a stack
+//! shard's lock), and echo to the gateway one at a time (the round trip's p50 and p99 and
+//! virtgate's CPU per echo).
+//!
 //! `VIRTGATE_BENCH_MB` sets the volume per row (default 512 MiB); `VIRTGATE_BENCH_STATS` prints
 //! virtgate's stats document after each row; `VIRTGATE_BENCH_BIN` measures another build of
 //! virtgate (A/B).
@@ -393,6 +398,80 @@ fn two_pairs(direction: Direction, total: usize) {
     );
 }
 
+/// An ICMP echo request from the guest to the gateway's address (answered through a host ICMP
+/// socket on the loopback).
+fn echo_to_gateway(seq: u16) -> Vec<u8> {
+    use netstack::wire::{
+        ethernet, ipv4, EtherType, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4Repr,
+    };
+    use virtgate::frontend::guest_tcp::{GATEWAY_IP, GUEST_IP, GUEST_MAC};
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 0x4242,
+        seq_no: seq,
+        data: &[0x5a; 56],
+    };
+    let ip = Ipv4Repr {
+        src: GUEST_IP,
+        dst: GATEWAY_IP,
+        protocol: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        ttl: 64,
+    };
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmp.buffer_len()];
+    EthernetRepr {
+        src: GUEST_MAC,
+        dst: netstack::Config::default().gateway_mac,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut f);
+    ip.emit(&mut f[ethernet::HEADER_LEN..], seq);
+    icmp.emit(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
+    f
+}
+
+/// Echoes to the gateway one at a time: the round trip the frontend sees (p50, p99) and
+/// virtgate's CPU per echo. What a guest's `ping` to its gateway measures, less the guest.
+fn ping_gateway(count: u16) {
+    let (vg, mut fe) = common::Virtgate::start(
+        "gwbench-ping",
+        TestFrontend::qemu_features(),
+        &["--resolv-conf", "/dev/null"],
+    );
+    fe.post_rx_buffers(QUEUE_SIZE);
+    let pid = vg.pid();
+    let mut rtts = Vec::with_capacity(usize::from(count));
+    let mut cpu0 = 0.0;
+    // The first echoes open the host socket and warm up; the first 10 are not counted.
+    for seq in 0..count + 10 {
+        if seq == 10 {
+            cpu0 = cpu_seconds(pid);
+        }
+        let start = Instant::now();
+        fe.send(&echo_to_gateway(seq));
+        loop {
+            let frame = fe.recv(Duration::from_secs(5)).expect("an echo reply");
+            fe.post_rx_buffers(1);
+            // An echo reply carries type 0 right after a 20-byte IPv4 header.
+            if frame.get(23) == Some(&1) && frame.get(34) == Some(&0) {
+                break;
+            }
+        }
+        if seq >= 10 {
+            rtts.push(start.elapsed());
+        }
+    }
+    let cpu = cpu_seconds(pid) - cpu0;
+    rtts.sort();
+    let at = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    println!(
+        "{:<48} p50 {:.1} µs, p99 {:.1} µs, virtgate CPU {:.1} µs per echo",
+        "echo to the gateway, round trip",
+        at(0.5),
+        at(0.99),
+        cpu * 1e6 / f64::from(count)
+    );
+}
+
 /// `cargo bench -p virtgate --bench gateway [WORDS]`: rows whose name contains one of the words
 /// (e.g. `"host → guest"`, `TSO`, `1448`); every row without.
 fn main() {
@@ -427,6 +506,9 @@ fn main() {
         if wanted(&format!("host → guest, {kind}")) {
             transfer(Direction::Download, offloads, total).print();
         }
+    }
+    if wanted("echo to the gateway") {
+        ping_gateway(2000);
     }
     if wanted("two pairs, one flow each: guest → host, TSO") {
         two_pairs(Direction::Upload, total);
