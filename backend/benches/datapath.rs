@@ -6,43 +6,16 @@
 
 use std::time::{Duration, Instant};
 
-use netstack::wire::{
-    ethernet, ipv4, EtherType, EthernetAddress, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4Address,
-    Ipv4Repr,
-};
+use netstack::wire::Ipv4Address;
+use virtgate::frontend::frames::echo_request;
 use virtgate::frontend::TestFrontend;
 
 mod common;
 
 use common::cpu_seconds;
 
-const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
-
-fn echo_request(seq: u16, data: &[u8]) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident: 1,
-        seq_no: seq,
-        data,
-    };
-    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmp.buffer_len()];
-    EthernetRepr {
-        src: GUEST_MAC,
-        dst: netstack::Config::default().gateway_mac,
-        ethertype: EtherType::Ipv4,
-    }
-    .emit(&mut f);
-    Ipv4Repr {
-        src: Ipv4Address::new(10, 0, 2, 15),
-        // The DNS address: answered by the stack itself, not through host ICMP sockets.
-        dst: Ipv4Address::new(10, 0, 2, 3),
-        protocol: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        ttl: 64,
-    }
-    .emit(&mut f[ethernet::HEADER_LEN..], 1);
-    icmp.emit(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
-    f
-}
+/// The DNS address: an echo to it is answered by the stack itself, not through host ICMP sockets.
+const DNS_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 3);
 
 struct Row {
     name: String,
@@ -63,7 +36,7 @@ fn baseline(size: usize, n: u64) -> Row {
         ..Default::default()
     })
     .unwrap();
-    let frame = echo_request(0, &vec![0xab; size]);
+    let frame = echo_request(DNS_IP, 0, &vec![0xab; size]);
     let mut sink = vec![0u8; 70_000];
     let start = Instant::now();
     for i in 0..n {
@@ -88,7 +61,7 @@ fn baseline(size: usize, n: u64) -> Row {
 fn device(size: usize, n: u64, batch: u16) -> Row {
     let (vg, mut fe) =
         common::Virtgate::start("bench", TestFrontend::qemu_features(), &["--mtu", "65520"]);
-    let frame = echo_request(0, &vec![0xab; size]);
+    let frame = echo_request(DNS_IP, 0, &vec![0xab; size]);
     fe.post_rx_buffers(256);
     let cpu0 = cpu_seconds(vg.pid());
     let start = Instant::now();

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::cpu_seconds;
-use virtgate::frontend::guest_tcp::GuestTcp;
+use virtgate::frontend::frames::echo_request;
+use virtgate::frontend::guest_tcp::{GuestTcp, GATEWAY_IP};
 use virtgate::frontend::{TestFrontend, QUEUE_SIZE};
 
 /// CPU seconds the calling thread has used.
@@ -398,37 +399,6 @@ fn two_pairs(direction: Direction, total: usize) {
     );
 }
 
-/// An ICMP echo request from the guest to the gateway's address (answered through a host ICMP
-/// socket on the loopback).
-fn echo_to_gateway(seq: u16) -> Vec<u8> {
-    use netstack::wire::{
-        ethernet, ipv4, EtherType, EthernetRepr, Icmpv4Repr, IpProtocol, Ipv4Repr,
-    };
-    use virtgate::frontend::guest_tcp::{GATEWAY_IP, GUEST_IP, GUEST_MAC};
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident: 0x4242,
-        seq_no: seq,
-        data: &[0x5a; 56],
-    };
-    let ip = Ipv4Repr {
-        src: GUEST_IP,
-        dst: GATEWAY_IP,
-        protocol: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        ttl: 64,
-    };
-    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmp.buffer_len()];
-    EthernetRepr {
-        src: GUEST_MAC,
-        dst: netstack::Config::default().gateway_mac,
-        ethertype: EtherType::Ipv4,
-    }
-    .emit(&mut f);
-    ip.emit(&mut f[ethernet::HEADER_LEN..], seq);
-    icmp.emit(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
-    f
-}
-
 /// Echoes to the gateway one at a time: the round trip the frontend sees (p50, p99) and
 /// virtgate's CPU per echo. What a guest's `ping` to its gateway measures, less the guest.
 fn ping_gateway(count: u16) {
@@ -447,7 +417,7 @@ fn ping_gateway(count: u16) {
             cpu0 = cpu_seconds(pid);
         }
         let start = Instant::now();
-        fe.send(&echo_to_gateway(seq));
+        fe.send(&echo_request(GATEWAY_IP, seq, &[0x5a; 56]));
         loop {
             let frame = fe.recv(Duration::from_secs(5)).expect("an echo reply");
             fe.post_rx_buffers(1);

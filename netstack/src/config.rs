@@ -263,7 +263,7 @@ impl Default for Config {
 /// Why a configuration is inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0} stack shards: 1 to {max}", max = crate::stack::MAX_QUEUES)]
+    #[error("{0} stack shards: 1 to {max}", max = crate::steering::MAX_QUEUES)]
     Shards(usize),
     #[error("TCP memory {0} bytes: at least {MIN_TCP_MEMORY} (a connection's window both ways)")]
     TcpMemory(usize),

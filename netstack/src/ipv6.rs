@@ -11,9 +11,8 @@ use std::net::SocketAddr;
 
 use log::trace;
 
-use crate::arp::NeighborCache;
 use crate::config::{Dhcpv6Mode, Ipv6Config, GATEWAY_LINK_LOCAL};
-use crate::dhcpv6::{self, Answer, Dhcpv6Lease, Dhcpv6Server};
+use crate::dhcpv6::{self, Answer, Dhcpv6Lease};
 use crate::host::HostIo;
 use crate::link::LinkView;
 use crate::offload::PayloadOffload;
@@ -22,8 +21,8 @@ use crate::stack::{Core, IpPayload, Stack};
 use crate::time::{Duration, Instant};
 use crate::wire::dhcpv6::{opt, Dhcpv6Repr, CLIENT_PORT, SERVER_PORT};
 use crate::wire::icmpv6::{
-    encode_domains, na_flags, prefix_flags, ra_flags, unreachable, Icmpv6Repr, NdpOptions,
-    PrefixInfo, MAX_ERROR_QUOTE,
+    na_flags, prefix_flags, ra_flags, unreachable, Icmpv6Repr, NdpOptions, PrefixInfo,
+    MAX_ERROR_QUOTE,
 };
 use crate::wire::ipv6::{self as wire_ipv6, walk_extension_headers, ExtError};
 use crate::wire::{
@@ -43,63 +42,6 @@ const INITIAL_RAS: u8 = 3;
 const INITIAL_RA_INTERVAL: Duration = Duration::from_secs(16);
 /// ff02::1:2, All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
 const ALL_DHCP_SERVERS: Ipv6Address = Ipv6Address::new([0xff02, 0, 0, 0, 0, 0, 1, 2]);
-
-/// IPv6 state of the stack.
-#[derive(Debug)]
-pub(crate) struct Ipv6State {
-    pub(crate) neighbors: NeighborCache<Ipv6Address>,
-    /// When the next unsolicited Router Advertisement is due.
-    next_ra_at: Option<Instant>,
-    /// When the last multicast Router Advertisement left.
-    last_ra_at: Option<Instant>,
-    initial_ras: u8,
-    ra_count: u64,
-    /// ICMPv6 errors (RFC 4443 §2.4(f)).
-    errors: crate::ratelimit::ErrorBudget,
-    /// The guest's most recent global address (the destination of forwarded connections).
-    pub(crate) last_guest_global: Option<Ipv6Address>,
-    /// RDNSS and DNSSL payloads, built once from the configuration.
-    rdnss: [u8; 16],
-    dnssl: Vec<u8>,
-    dhcp: Dhcpv6Server,
-    /// Our DHCPv6 DUID (DUID-LL from the gateway MAC, RFC 8415 §11.4).
-    duid: [u8; 10],
-    /// Identification of the last packet the gateway fragmented (RFC 8200 §4.5).
-    frag_ident: u32,
-}
-
-impl Ipv6State {
-    pub(crate) fn new(
-        cfg: Option<&Ipv6Config>,
-        mac: EthernetAddress,
-        domain: Option<&str>,
-    ) -> Self {
-        let mut duid = [0u8; 10];
-        duid[..4].copy_from_slice(&[0, 3, 0, 1]);
-        duid[4..].copy_from_slice(&mac.0);
-        Ipv6State {
-            neighbors: NeighborCache::default(),
-            next_ra_at: None,
-            last_ra_at: None,
-            initial_ras: 0,
-            ra_count: 0,
-            errors: crate::ratelimit::ErrorBudget::default(),
-            last_guest_global: None,
-            rdnss: cfg.map_or([0; 16], |c| c.dns.0),
-            dnssl: domain.map_or_else(Vec::new, |d| encode_domains(&[d])),
-            dhcp: Dhcpv6Server::default(),
-            duid,
-            frag_ident: 0,
-        }
-    }
-
-    pub(crate) fn poll_at(&self) -> Option<Instant> {
-        [self.next_ra_at, self.neighbors.poll_at()]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-}
 
 /// Where a packet from the guest is going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

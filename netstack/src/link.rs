@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::arp::NeighborCache;
+use crate::config::Ipv6Config;
 use crate::dhcpv4::DhcpServer;
-use crate::ipv6::Ipv6State;
+use crate::dhcpv6::Dhcpv6Server;
+use crate::ratelimit::ErrorBudget;
 use crate::time::{Duration, Instant};
+use crate::wire::icmpv6::encode_domains;
 use crate::wire::{EthernetAddress, EthernetRepr, Ipv4Address, Ipv6Address};
 
 /// The link's state (see the module documentation).
@@ -65,6 +68,63 @@ impl Announce {
             return true;
         }
         false
+    }
+}
+
+/// The link's IPv6 state: neighbours, Router Advertisements, DHCPv6, the guest's global address.
+#[derive(Debug)]
+pub(crate) struct Ipv6State {
+    pub(crate) neighbors: NeighborCache<Ipv6Address>,
+    /// When the next unsolicited Router Advertisement is due.
+    pub(crate) next_ra_at: Option<Instant>,
+    /// When the last multicast Router Advertisement left.
+    pub(crate) last_ra_at: Option<Instant>,
+    pub(crate) initial_ras: u8,
+    pub(crate) ra_count: u64,
+    /// ICMPv6 errors (RFC 4443 §2.4(f)).
+    pub(crate) errors: ErrorBudget,
+    /// The guest's most recent global address (the destination of forwarded connections).
+    pub(crate) last_guest_global: Option<Ipv6Address>,
+    /// RDNSS and DNSSL payloads, built once from the configuration.
+    pub(crate) rdnss: [u8; 16],
+    pub(crate) dnssl: Vec<u8>,
+    pub(crate) dhcp: Dhcpv6Server,
+    /// Our DHCPv6 DUID (DUID-LL from the gateway MAC, RFC 8415 §11.4).
+    pub(crate) duid: [u8; 10],
+    /// Identification of the last packet the gateway fragmented (RFC 8200 §4.5).
+    pub(crate) frag_ident: u32,
+}
+
+impl Ipv6State {
+    pub(crate) fn new(
+        cfg: Option<&Ipv6Config>,
+        mac: EthernetAddress,
+        domain: Option<&str>,
+    ) -> Self {
+        let mut duid = [0u8; 10];
+        duid[..4].copy_from_slice(&[0, 3, 0, 1]);
+        duid[4..].copy_from_slice(&mac.0);
+        Ipv6State {
+            neighbors: NeighborCache::default(),
+            next_ra_at: None,
+            last_ra_at: None,
+            initial_ras: 0,
+            ra_count: 0,
+            errors: ErrorBudget::default(),
+            last_guest_global: None,
+            rdnss: cfg.map_or([0; 16], |c| c.dns.0),
+            dnssl: domain.map_or_else(Vec::new, |d| encode_domains(&[d])),
+            dhcp: Dhcpv6Server::default(),
+            duid,
+            frag_ident: 0,
+        }
+    }
+
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        [self.next_ra_at, self.neighbors.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 

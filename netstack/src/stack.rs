@@ -14,12 +14,11 @@ use crate::config::{Config, ConfigError, ForwardProtocol};
 use crate::dhcpv4::{DhcpServer, LeaseInfo};
 use crate::flows::FlowTable;
 use crate::host::{HostIo, NoHost, SocketId};
-use crate::ipv6::Ipv6State;
-use crate::link::{Announce, Link, LinkView, SharedLink};
+use crate::link::{Announce, Ipv6State, Link, LinkView, SharedLink};
 use crate::offload::{FrameMeta, GuestOffloads, PayloadOffload};
 use crate::reassembly::Reassembler;
 use crate::stats::Stats;
-pub use crate::steering::{flow_hash, steering_hash};
+pub use crate::steering::{flow_hash, steering_hash, MAX_QUEUES};
 use crate::tcp::{PayloadRef, TcpTable};
 use crate::time::Instant;
 use crate::wire::{self, ethernet, icmpv4};
@@ -45,9 +44,6 @@ pub enum Dispatch {
     /// Nothing to send.
     Idle,
 }
-
-/// The most egress queues (the device's RX queues, one per queue pair).
-pub const MAX_QUEUES: usize = 8;
 
 /// A frame for the guest as the stack lends it to the device: the bytes the stack built
 /// (`head`: the headers, and all of most frames), then payload that stayed where the stack keeps

@@ -3,6 +3,9 @@
 
 use crate::wire::ethernet;
 
+/// The most egress queues (the device's RX queues, one per queue pair).
+pub const MAX_QUEUES: usize = 8;
+
 /// A hash of a frame's flow that is the same in both directions: the IP addresses and, for TCP and
 /// UDP outside fragments, the ports (each endpoint hashed, then combined in an order-free way).
 /// Frames without IP (ARP) hash to 0.

@@ -202,29 +202,9 @@ pub fn arp_request(target: Ipv4Address) -> Vec<u8> {
     f
 }
 
+/// An echo request from the guest to the DNS address (answered by the stack itself).
 pub fn echo_request(seq: u16, data: &[u8]) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident: 0x4242,
-        seq_no: seq,
-        data,
-    };
-    let ip = Ipv4Repr {
-        src: GUEST_IP,
-        dst: DNS_IP,
-        protocol: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        ttl: 64,
-    };
-    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmp.buffer_len()];
-    EthernetRepr {
-        src: GUEST_MAC,
-        dst: GATEWAY_MAC,
-        ethertype: EtherType::Ipv4,
-    }
-    .emit(&mut f);
-    ip.emit(&mut f[ethernet::HEADER_LEN..], 7);
-    icmp.emit(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
-    f
+    virtgate::frontend::frames::echo_request(DNS_IP, seq, data)
 }
 
 /// The ICMP echo reply carried by `frame`, if it is one: (seq, data).
