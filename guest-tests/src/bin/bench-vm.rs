@@ -17,7 +17,8 @@
 //! Environment: `VIRTGATE_BENCH_ROUNDS` (default 3), `VIRTGATE_BENCH_SECONDS` per iperf3
 //! direction (default 8), `VIRTGATE_BENCH_ONLY` (comma-separated labels to run), `VIRTGATE_PASST`,
 //! `VIRTGATE_BENCH_ALT` (another virtgate binary, run as the `alt` configurations beside the
-//! others: an A/B comparison of two builds in one interleaved run).
+//! others: an A/B comparison of two builds in one interleaved run), `VIRTGATE_BENCH_STATS`
+//! (virtgate's counters that moved during each iperf3 direction, on stderr).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -402,7 +403,14 @@ fn measure(
         let backend0 = backend_pid.map(cpu_seconds);
         let switches0 = backend_pid.map(context_switches);
         let qemu0 = cpu_seconds(qemu_pid);
+        let stats0 = virtgate
+            .as_ref()
+            .filter(|_| std::env::var_os("VIRTGATE_BENCH_STATS").is_some())
+            .map(|vg| vg.stats());
         let r = iperf(&mut vm, ports.iperf, seconds, reverse);
+        if let (Some(vg), Some(before)) = (virtgate.as_ref(), stats0) {
+            print_counter_deltas(config.label, reverse, &before, &vg.stats());
+        }
         let qemu = cpu_seconds(qemu_pid) - qemu0;
         let backend = backend_pid.zip(backend0).map(|(p, c)| cpu_seconds(p) - c);
         let switches = backend_pid
@@ -450,6 +458,36 @@ fn measure(
     drop(virtgate);
     drop(passt_proc);
     s
+}
+
+/// `VIRTGATE_BENCH_STATS`: virtgate's device counters (and its stack's TCP ones) that moved
+/// during one iperf3 direction, for where the wake-ups and interrupts come from.
+fn print_counter_deltas(
+    label: &str,
+    reverse: bool,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) {
+    let dir = if reverse {
+        "host → guest"
+    } else {
+        "guest → host"
+    };
+    let mut moved = Vec::new();
+    for (section, keep) in [("device", ""), ("stack", "tcp_")] {
+        if let Some(counters) = after[section].as_object() {
+            for (name, v) in counters {
+                let delta = v
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(before[section][name].as_u64().unwrap_or(0));
+                if delta > 0 && name.starts_with(keep) {
+                    moved.push(format!("{name} {delta}"));
+                }
+            }
+        }
+    }
+    eprintln!("   {label}, {dir}: {}", moved.join(", "));
 }
 
 fn env_u32(name: &str, default: u32) -> u32 {
