@@ -184,7 +184,6 @@ pub struct NetDevice {
     coalesce_generation: AtomicU64,
     /// Pairs the guest uses; frames to it are spread over these.
     active_pairs: AtomicUsize,
-    acked_features: AtomicU64,
     epoch: StdInstant,
     shared: Arc<Shared>,
     log: Mutex<LogLimiter>,
@@ -434,7 +433,6 @@ impl NetDevice {
             coalesce: Mutex::new(Coalesce::default()),
             coalesce_generation: AtomicU64::new(0),
             active_pairs: AtomicUsize::new(1),
-            acked_features: AtomicU64::new(0),
             epoch: StdInstant::now(),
             shared,
             log: Mutex::new(LogLimiter::default()),
@@ -521,6 +519,34 @@ impl NetDevice {
 
     fn now(&self) -> Instant {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// Counts a chain returned to the guest unused, with a rate-limited warning.
+    fn count_fault(
+        &self,
+        stats: &mut DeviceStats,
+        now: Instant,
+        queue: Queue,
+        head: u16,
+        fault: ChainFault,
+    ) {
+        stats.count_fault(queue, fault);
+        self.warn_limited(
+            now,
+            format_args!("{queue:?} chain at descriptor {head} returned unused: {fault:?}"),
+        );
+    }
+
+    /// Counts an error reading a ring, with a rate-limited warning.
+    fn queue_error(
+        &self,
+        stats: &mut DeviceStats,
+        now: Instant,
+        queue: Queue,
+        e: virtio_queue::Error,
+    ) {
+        stats.queue_errors += 1;
+        self.warn_limited(now, format_args!("{queue:?} queue error: {e}"));
     }
 
     fn warn_limited(&self, now: Instant, msg: std::fmt::Arguments) {
@@ -652,9 +678,8 @@ struct Worker<'d> {
 
 impl<'d> Worker<'d> {
     fn queue_error(&mut self, queue: Queue, e: virtio_queue::Error) {
-        self.pair.stats.queue_errors += 1;
         self.dev
-            .warn_limited(self.now, format_args!("{queue:?} queue error: {e}"));
+            .queue_error(&mut self.pair.stats, self.now, queue, e);
     }
 
     /// Applies moderation settings changed since this pair last looked.
@@ -805,9 +830,6 @@ impl<'d> Worker<'d> {
                 }
             }
         }
-        if let Some(common) = &self.common {
-            dev.engaged.store(common.engaged(), Ordering::Release);
-        }
     }
 
     /// Impairments and capture, taken now if the event started without them (on worker 0, for
@@ -846,12 +868,10 @@ impl<'d> Worker<'d> {
         let mem: &GuestMemory = &guard;
         let mut returned = 0usize;
         let mut slot = ShardSlot::default();
-        let mut faults: Vec<(u16, ChainFault)> = Vec::new();
-        let mut errors: Vec<virtio_queue::Error> = Vec::new();
         pair.tx_pending = false;
         'outer: loop {
             if let Err(e) = tx.disable_notification() {
-                errors.push(e);
+                dev.queue_error(&mut pair.stats, now, Queue::Tx, e);
                 break;
             }
             loop {
@@ -867,13 +887,12 @@ impl<'d> Worker<'d> {
                     // The guest put a head outside its own ring in the avail ring: there is no
                     // chain to read and no element that could name it in the used ring.
                     returned += 1;
-                    pair.stats.count_fault(Queue::Tx, ChainFault::Structure);
-                    faults.push((head, ChainFault::Structure));
+                    dev.count_fault(&mut pair.stats, now, Queue::Tx, head, ChainFault::Structure);
                     continue;
                 }
                 let result = read_tx_chain(mem, chain, &mut pair.tx_buf, &pair.negotiated);
                 if let Err(e) = tx.add_used(head, 0) {
-                    errors.push(e);
+                    dev.queue_error(&mut pair.stats, now, Queue::Tx, e);
                     break 'outer;
                 }
                 returned += 1;
@@ -905,31 +924,17 @@ impl<'d> Worker<'d> {
                             ),
                         }
                     }
-                    Err(fault) => {
-                        pair.stats.count_fault(Queue::Tx, fault);
-                        faults.push((head, fault));
-                    }
+                    Err(fault) => dev.count_fault(&mut pair.stats, now, Queue::Tx, head, fault),
                 }
             }
             match tx.enable_notification() {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    errors.push(e);
+                    dev.queue_error(&mut pair.stats, now, Queue::Tx, e);
                     break;
                 }
             }
-        }
-        drop(slot);
-        drop(guard);
-        for (head, fault) in faults {
-            dev.warn_limited(
-                now,
-                format_args!("Tx chain at descriptor {head} returned unused: {fault:?}"),
-            );
-        }
-        for e in errors {
-            self.queue_error(Queue::Tx, e);
         }
         returned > 0
     }
@@ -1110,8 +1115,6 @@ impl<'d> Worker<'d> {
         // The shards this pair delivers for, in turn.
         let mut shards = (p..dev.shards.len()).step_by(active);
         let mut shard: Option<MutexGuard<'_, Stack<HostSockets>>> = None;
-        let mut faults: Vec<(u16, ChainFault)> = Vec::new();
-        let mut errors: Vec<virtio_queue::Error> = Vec::new();
         // Each iteration delivers or drops one frame, or moves to the next shard, or stops; the
         // shards' queues and the lines are bounded.
         for _ in 0..=(netstack::stack::TX_QUEUE_CAPACITY + 1) * dev.shards.len() + MAX_HELD_FRAMES {
@@ -1190,7 +1193,13 @@ impl<'d> Worker<'d> {
                 egress.writer.last_fault,
                 egress.writer.starved_at,
             );
-            faults.extend(fault);
+            if let Some((head, fault)) = fault {
+                // Counted by the writer; the warning is rate-limited.
+                dev.warn_limited(
+                    now,
+                    format_args!("Rx chain at descriptor {head} returned unused: {fault:?}"),
+                );
+            }
             delivered += written;
             if ring_full {
                 // Out of buffers: ask for a kick when the guest refills, unless it already did.
@@ -1216,7 +1225,7 @@ impl<'d> Worker<'d> {
                         break;
                     }
                     Err(e) => {
-                        errors.push(e);
+                        dev.queue_error(&mut pair.stats, now, Queue::Rx, e);
                         break;
                     }
                 }
@@ -1224,17 +1233,6 @@ impl<'d> Worker<'d> {
             if idle {
                 break;
             }
-        }
-        drop(shard);
-        drop(guard);
-        for (head, fault) in faults {
-            dev.warn_limited(
-                now,
-                format_args!("Rx chain at descriptor {head} returned unused: {fault:?}"),
-            );
-        }
-        for e in errors {
-            self.queue_error(Queue::Rx, e);
         }
         delivered > 0
     }
@@ -2094,7 +2092,6 @@ impl VhostUserBackend for NetDevice {
         for shard in &self.shards {
             lock(shard).set_guest_offloads(negotiated.guest);
         }
-        self.acked_features.store(features, Ordering::Release);
         lock(&self.shared.snapshot).acked_features = features;
         debug!("features acked: {features:#x} ({negotiated:?})");
     }
@@ -2236,6 +2233,8 @@ impl VhostUserBackend for NetDevice {
             drop(shard);
             w.arm_timer(due);
         }
+        // Whatever this event changed (rules, a schedule, the lines, a capture through a command)
+        // decides whether the next events take the shared part.
         if let Some(c) = w.common.as_deref() {
             self.engaged.store(c.engaged(), Ordering::Release);
         }

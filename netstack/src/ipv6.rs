@@ -696,20 +696,25 @@ impl<H: HostIo> Core<H> {
             return;
         };
         self.stats.dhcpv6_rx_messages += 1;
-        let duid = self.link.lock().v6.duid;
-        let for_us = m.server_id == Some(&duid[..]);
+        // One look at the link's DHCPv6 state: the server's DUID, the binding, the domains.
+        let (duid, answer, domains) = {
+            let mut link = self.link.lock();
+            let duid = link.v6.duid;
+            let for_us = m.server_id == Some(&duid[..]);
+            let answer = link.v6.dhcp.handle(now, cfg, &m, for_us);
+            (duid, answer, link.v6.dnssl.clone())
+        };
         let Answer::Reply {
             msg_type,
             ia,
             status,
             rapid_commit,
-        } = self.link.lock().v6.dhcp.handle(now, cfg, &m, for_us)
+        } = answer
         else {
             self.stats.drop_dhcpv6_not_for_us += 1;
             return;
         };
         let dns = cfg.dns.0;
-        let domains = self.link.lock().v6.dnssl.clone();
         let reply = Dhcpv6Repr {
             msg_type,
             transaction_id: m.transaction_id,

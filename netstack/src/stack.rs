@@ -1217,8 +1217,11 @@ impl<H: HostIo> Core<H> {
     /// Sends the multicast queries due at `now` (see [`crate::multicast`]).
     fn send_mcast_queries(&mut self, now: Instant) {
         let mut due = Vec::new();
-        let interval = self.link.lock().querier.interval;
-        self.link.lock().querier.due(false, now, &mut due);
+        let interval = {
+            let mut link = self.link.lock();
+            link.querier.due(false, now, &mut due);
+            link.querier.interval
+        };
         for q in due.drain(..) {
             let frame = crate::multicast::igmp_query_frame(
                 self.cfg.gateway_mac,
