@@ -670,6 +670,10 @@ fn metrics(shared: &Shared) -> String {
         "# TYPE virtgate_queue_pairs_active gauge\nvirtgate_queue_pairs_active {}\n",
         snap.active_queue_pairs
     ));
+    out.push_str("# TYPE virtgate_queue_rx_itr gauge\n");
+    for (i, r) in snap.rx_itr.iter().enumerate() {
+        out.push_str(&format!("virtgate_queue_rx_itr{{pair=\"{i}\"}} {r}\n"));
+    }
     // Per impairment rule: labelled by its place and direction (the text is in GET /impair).
     crate::impair::RuleCounters::default().for_each(|name, _| {
         out.push_str(&format!("# TYPE virtgate_impair_{name} counter\n"));

@@ -122,8 +122,19 @@ pub struct Args {
     #[arg(long, value_name = "PER_SECOND", default_value_t = 0)]
     pub itr: u32,
 
-    /// Adaptive RX moderation (e1000's dynamic ITR): the RX throttle follows the traffic.
-    #[arg(long)]
+    /// Adaptive RX moderation (e1000's dynamic ITR, with a class for TSO and jumbo frames): the
+    /// RX throttle follows the traffic; a request/response or a ping after a quiet spell gets its
+    /// interrupt at once. On by default; `--adaptive-rx=false` raises every interrupt the guest
+    /// asks for as soon as its frames are written.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub adaptive_rx: bool,
 
     /// Offloads offered to the guest: `all`, `none`, or a list of csum (checksums both ways), tso
@@ -697,7 +708,20 @@ mod tests {
         assert_eq!(c.coalesce.rx.usecs, 100);
         assert_eq!(c.coalesce.rx.frames, 16);
         assert_eq!(c.coalesce.itr, 8000);
-        assert_eq!(config(&[]).unwrap().coalesce, Default::default());
+        // By default only the adaptive RX throttle; `=false` turns it off, bare means on.
+        let adaptive_only = crate::moderation::Coalesce {
+            adaptive_rx: true,
+            ..Default::default()
+        };
+        assert_eq!(config(&[]).unwrap().coalesce, adaptive_only);
+        assert_eq!(
+            config(&["--adaptive-rx=false"]).unwrap().coalesce,
+            Default::default()
+        );
+        assert_eq!(config(&["--adaptive-rx"]).unwrap().coalesce, adaptive_only);
+        assert!(config(&["--adaptive-rx=maybe"])
+            .unwrap_err()
+            .contains("--adaptive-rx"));
         for (args, needle) in [
             (&["--rx-frames", "8"][..], "--rx-frames"),
             (&["--tx-usecs-abs", "2000000"][..], "--tx-usecs-abs"),

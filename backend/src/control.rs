@@ -88,6 +88,9 @@ netstack::counters! {
         rx_interrupts_moderated,
         /// Batches that stopped because the guest had no RX buffers.
         rx_ring_full,
+        /// RX interrupts raised before moderation's time because the guest had no buffers left
+        /// (as an e1000's RXDMT0 cause): with moderation on, a sign the guest is ring-bound.
+        rx_interrupts_starved,
         /// Frames too large for a single RX chain without MRG_RXBUF.
         rx_drop_too_big,
         /// RX chains with a read-only descriptor.
@@ -183,6 +186,9 @@ pub struct Snapshot {
     pub queues: Vec<DeviceStats>,
     /// Queue pairs the guest uses (of those configured).
     pub active_queue_pairs: usize,
+    /// Each queue pair's RX interrupt throttle in force, interrupts per second (0: none): the
+    /// adaptive class's or `--itr`'s.
+    pub rx_itr: Vec<u32>,
     pub stack: netstack::Stats,
     pub guest_mac: Option<EthernetAddress>,
     /// The address of the guest's first bound DHCP lease.
@@ -226,6 +232,8 @@ pub struct ImpairRuleState {
 pub struct PairCounters {
     pub queue: DeviceStats,
     pub stack: netstack::Stats,
+    /// The RX interrupt throttle in force, interrupts per second (0: none).
+    pub rx_itr: u32,
 }
 
 /// State shared between the workers, the vhost-user relay and the main thread.
@@ -267,11 +275,13 @@ impl Shared {
             .clone();
         if let Some(pairs) = self.pairs.get() {
             snap.queues.clear();
+            snap.rx_itr.clear();
             for slot in pairs {
                 let part = slot.lock().unwrap_or_else(|e| e.into_inner());
                 snap.device.add(&part.queue);
                 snap.stack.add(&part.stack);
                 snap.queues.push(part.queue.clone());
+                snap.rx_itr.push(part.rx_itr);
             }
         }
         snap

@@ -1018,6 +1018,9 @@ impl<'d> Worker<'d> {
                 false
             }
             Decision::Now | Decision::Idle => {
+                if queue == Queue::Rx && m.due_to_starvation(now) {
+                    pair.stats.rx_interrupts_starved += 1;
+                }
                 m.signalled(now);
                 *owed = false;
                 match queue {
@@ -1292,6 +1295,7 @@ impl<'d> Worker<'d> {
             let mut slot = lock(&slots[self.p]);
             slot.queue.clone_from(&self.pair.stats);
             slot.stack.clone_from(stack.stats());
+            slot.rx_itr = self.pair.rx_mod.throttle_rate();
         }
         let link_changed = self.p == 0 && stack.link_generation() != self.pair.published_link;
         if !link_changed && self.common.is_none() {
@@ -2152,7 +2156,13 @@ impl VhostUserBackend for NetDevice {
         let mut tx_used = false;
         let before = {
             let s = &w.pair.stats;
-            (s.tx_frames, s.tx_bytes, s.rx_frames, s.rx_bytes)
+            (
+                s.tx_frames,
+                s.tx_bytes,
+                s.rx_frames,
+                s.rx_bytes,
+                s.rx_ring_full,
+            )
         };
         match device_event {
             RX_QUEUE_EVENT => {
@@ -2221,6 +2231,10 @@ impl VhostUserBackend for NetDevice {
             let frames = (pair.stats.rx_frames - before.2).max(1);
             pair.rx_mod
                 .used(now, frames, pair.stats.rx_bytes - before.3);
+        }
+        if pair.stats.rx_ring_full != before.4 {
+            // The guest has no buffers left for what waits: it needs its interrupt to make room.
+            pair.rx_mod.starved();
         }
         // Interrupts go out after the counters are published, so that whatever the guest sees after
         // an interrupt is already in the stats.

@@ -32,6 +32,7 @@ pub fn to_json(snap: &Snapshot, host_mtu: Option<u16>) -> Value {
         "queues": {
             "active_pairs": snap.active_queue_pairs,
             "pairs": snap.queues.iter().map(|q| counters(|f| q.for_each(f))).collect::<Vec<_>>(),
+            "rx_itr": snap.rx_itr,
         },
         "stack": counters(|f| snap.stack.for_each(f)),
         "impair": impair_json(&snap.impair, false),

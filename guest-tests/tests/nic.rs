@@ -62,8 +62,8 @@ fn ping_survives_moderation(vm: &mut Vm) {
     assert!(max_ms < 1000.0, "{out}");
 }
 
-/// The same 16 MiB download three times: unmoderated, with the e1000 timers, and with the
-/// throttle at 10 interrupts per second. Frames of one MSS (no TSO): the load is counted in frames,
+/// The same 16 MiB download three times: unmoderated (`--adaptive-rx=false`), with the e1000
+/// timers, and with the throttle at 10 interrupts per second. Frames of one MSS (no TSO): the load is counted in frames,
 /// as the e1000's registers count it, and is the same in every run.
 ///
 /// Asserted: the throttle's guarantee as the guest counts it (at most `itr` interrupts per second
@@ -79,7 +79,7 @@ fn moderation_cuts_rx_interrupts_at_a_fixed_load() {
     let itr_arg = itr.to_string();
     let mut results = Vec::new();
     for args in [
-        &["--offloads", "none"][..],
+        &["--offloads", "none", "--adaptive-rx=false"][..],
         &[
             "--offloads",
             "none",
@@ -272,6 +272,7 @@ fn the_control_api_agrees_with_the_guest() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(agreed, "the API's frame counts never matched the guest's");
+    adaptive_moderation_by_default(&vg, &mut vm);
     let set = vg.ctl(&["coalesce", "--rx-usecs", "200", "--rx-usecs-abs", "1000"]);
     assert!(set.contains("\"rx_usecs\": 200"), "{set}");
     vm.run("ping -c 3 10.0.2.2", Duration::from_secs(30)).ok();
@@ -281,6 +282,52 @@ fn the_control_api_agrees_with_the_guest() {
         "{stats:#}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The default moderation is adaptive: a download in TSO's 64 KiB frames is throttled to the
+/// jumbo class's 1000 interrupts per second (except where the guest ran out of buffers, which
+/// ends a hold), and pings after it each get their interrupt at once, the class back at the
+/// lowest latency.
+fn adaptive_moderation_by_default(vg: &Virtgate, vm: &mut Vm) {
+    let device = |vg: &Virtgate, name: &str| vg.stats()["device"][name].as_u64().unwrap();
+    let (irq0, starved0) = (device(vg, "rx_interrupts"), device(vg, "rx_ring_full"));
+    let started = std::time::Instant::now();
+    let (guest_irqs, frames) = download(vg, vm, 64 << 20);
+    let elapsed = started.elapsed();
+    let (irqs, starved) = (
+        device(vg, "rx_interrupts") - irq0,
+        device(vg, "rx_ring_full") - starved0,
+    );
+    eprintln!(
+        "adaptive: {irqs} RX interrupts ({guest_irqs} seen by the guest) for {frames} frames in {elapsed:?}, {starved} with the ring empty, {} batches held",
+        device(vg, "rx_interrupts_moderated")
+    );
+    // At most one interrupt per millisecond once the first batch of 64 KiB frames set the class,
+    // and one more for each time the ring ran empty.
+    let bound = (elapsed.as_secs_f64() * 1000.0).ceil() as u64 + starved + 2;
+    assert!(
+        irqs <= bound,
+        "{irqs} interrupts in {elapsed:?}: bound {bound}"
+    );
+    // The connection's last frames (the FIN's ACK) may be held, for at most a millisecond: a
+    // first ping outlasts that.
+    vm.run("ping -c 1 10.0.2.2", Duration::from_secs(30)).ok();
+    let held = device(vg, "rx_interrupts_moderated");
+    let out = vm
+        .run("ping -c 5 -i 0.2 10.0.2.2", Duration::from_secs(30))
+        .ok();
+    assert!(out.contains("5 packets received"), "{out}");
+    let stats = vg.stats();
+    assert_eq!(
+        stats["device"]["rx_interrupts_moderated"].as_u64().unwrap(),
+        held,
+        "a ping reply after a quiet spell was held"
+    );
+    assert_eq!(
+        stats["queues"]["rx_itr"][0], 70_000,
+        "{:#}",
+        stats["queues"]
+    );
 }
 
 /// A link flap through the API: down closes QEMU's connection and refuses it, so the guest sees
