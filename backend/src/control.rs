@@ -139,6 +139,9 @@ netstack::counters! {
         /// Guest frames from this pair's TX queue that belonged to another pair's stack shard
         /// (the guest sent a flow's segments from another CPU's queue).
         tx_cross_shard,
+        /// Of `tx_cross_shard`, frames left in their shard's inbox because another worker had
+        /// the shard (copied once, processed first by its next holder) instead of waiting.
+        tx_cross_shard_queued,
         /// Times this pair's worker found a stack shard's lock taken and waited for it.
         shard_lock_waits,
         /// Nanoseconds this pair's worker waited for stack shards' locks.

@@ -26,6 +26,7 @@
 //! then one shard at a time; the link's state inside the stack, the log limiter and the published
 //! counters are leaves.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -57,6 +58,7 @@ use crate::host::HostSockets;
 use crate::impair::frame::{Corruption, FrameView};
 use crate::impair::line::{DelayLines, MAX_HELD_FRAMES};
 use crate::impair::{segment, Impairment, LinkDirection, RuleSpec};
+use crate::inbox::{Inbox, Mailed};
 use crate::moderation::{Coalesce, Decision, Moderator};
 use crate::sys::Timer;
 use crate::virtio_net::{self, Negotiated, Offloads, TxHeader};
@@ -193,6 +195,10 @@ pub struct NetDevice {
     offloads: Offloads,
     /// Test-only: the fault to cause after this many more guest frames (see [`TEST_FAULT_ENV`]).
     fault_after: Option<(TestFault, AtomicU64)>,
+    /// Per shard: guest frames that crossed from another pair's queue while the shard was busy
+    /// (a leaf lock), and whether any wait (read without the lock).
+    inboxes: Vec<Mutex<Inbox>>,
+    inbox_waiting: Vec<AtomicBool>,
 }
 
 /// What other workers and the server reach of a pair without its lock.
@@ -287,6 +293,8 @@ struct Pair {
     /// Used elements of one frame, published together.
     rx_used: Vec<(u16, u32)>,
     host_events: Vec<EpollEvent>,
+    /// A shard's inbox is emptied into this.
+    inbox_scratch: VecDeque<Mailed>,
     /// The link's generation whose addresses pair 0 last published.
     published_link: u64,
 }
@@ -311,6 +319,7 @@ impl Pair {
             rx_chains: Vec::with_capacity(MAX_QUEUE_SIZE),
             rx_used: Vec::with_capacity(MAX_QUEUE_SIZE),
             host_events: vec![EpollEvent::default(); HOST_EVENTS],
+            inbox_scratch: VecDeque::with_capacity(crate::inbox::INBOX_FRAMES),
             published_link: 0,
         })
     }
@@ -357,26 +366,54 @@ fn lock_shard<'d>(
 
 /// The shard a batch of guest frames goes into, kept locked across consecutive frames of it.
 /// Never two shards at once: a worker that needs another releases this one first, so workers
-/// waiting for each other's shards cannot deadlock.
+/// waiting for each other's shards cannot deadlock. Whenever it takes a shard's lock it first
+/// processes the frames waiting in that shard's inbox ([`crate::inbox`]), so that they go before
+/// any the worker brings.
 #[derive(Default)]
 struct ShardSlot<'d> {
     held: Option<(usize, MutexGuard<'d, Stack<HostSockets>>)>,
 }
 
 impl<'d> ShardSlot<'d> {
+    /// Shard `q`, waiting for its lock if another worker has it.
     fn get(
         &mut self,
         dev: &'d NetDevice,
         q: usize,
+        now: Instant,
         stats: &mut DeviceStats,
+        scratch: &mut VecDeque<Mailed>,
     ) -> &mut Stack<HostSockets> {
         if self.held.as_ref().is_some_and(|(h, _)| *h != q) {
             self.held = None;
         }
-        let (_, guard) = self
-            .held
-            .get_or_insert_with(|| (q, lock_shard(dev, q, stats)));
-        guard
+        if self.held.is_none() {
+            let mut guard = lock_shard(dev, q, stats);
+            dev.drain_inbox(q, &mut guard, now, scratch);
+            self.held = Some((q, guard));
+        }
+        &mut self.held.as_mut().expect("held").1
+    }
+
+    /// Shard `q` if this slot holds it or its lock is free; `None` while another worker has it.
+    fn try_get(
+        &mut self,
+        dev: &'d NetDevice,
+        q: usize,
+        now: Instant,
+        scratch: &mut VecDeque<Mailed>,
+    ) -> Option<&mut Stack<HostSockets>> {
+        if self.held.as_ref().is_none_or(|(h, _)| *h != q) {
+            let mut guard = match dev.shards[q].try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return None,
+            };
+            self.held = None;
+            dev.drain_inbox(q, &mut guard, now, scratch);
+            self.held = Some((q, guard));
+        }
+        Some(&mut self.held.as_mut().expect("held").1)
     }
 }
 
@@ -439,6 +476,8 @@ impl NetDevice {
             control: EventFd::new(EFD_NONBLOCK)?,
             offloads: Offloads::ALL,
             fault_after: test_fault_from_env().map(|(f, n)| (f, AtomicU64::new(n))),
+            inboxes: (0..queue_pairs).map(|_| Mutex::default()).collect(),
+            inbox_waiting: (0..queue_pairs).map(|_| AtomicBool::new(false)).collect(),
         })
     }
 
@@ -559,6 +598,39 @@ impl NetDevice {
     /// it, else the pair in use it folds onto.
     fn delivering_pair(&self, q: usize) -> usize {
         q % self.active_pairs.load(Ordering::Acquire).max(1)
+    }
+
+    /// Processes the frames waiting in shard `q`'s inbox on the shard (whose lock the caller
+    /// holds), in the order they came, without the inbox's lock held meanwhile.
+    fn drain_inbox(
+        &self,
+        q: usize,
+        stack: &mut Stack<HostSockets>,
+        now: Instant,
+        scratch: &mut VecDeque<Mailed>,
+    ) {
+        if !self.inbox_waiting[q].load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut inbox = lock(&self.inboxes[q]);
+            inbox.take_all(scratch);
+            self.inbox_waiting[q].store(false, Ordering::Release);
+        }
+        for m in scratch.iter() {
+            stack.process_frame_meta(now, &m.frame, m.meta);
+        }
+        lock(&self.inboxes[q]).recycle(scratch);
+    }
+
+    /// Leaves a copy of a guest frame in busy shard `q`'s inbox; false when it is full.
+    fn post_to_inbox(&self, q: usize, frame: &[u8], meta: FrameMeta) -> bool {
+        let mut inbox = lock(&self.inboxes[q]);
+        if !inbox.push(frame, meta) {
+            return false;
+        }
+        self.inbox_waiting[q].store(true, Ordering::Release);
+        true
     }
 
     /// Wakes worker `q` (unless a wake-up is already on its way).
@@ -911,6 +983,7 @@ impl<'d> Worker<'d> {
                             slot: &mut slot,
                             touched: &mut self.touched,
                             stats: &mut pair.stats,
+                            scratch: &mut pair.inbox_scratch,
                         };
                         match self.common.as_deref_mut() {
                             Some(c) if c.impair.active(LinkDirection::FromGuest) => {
@@ -946,14 +1019,15 @@ impl<'d> Worker<'d> {
             return;
         };
         let mut slot = ShardSlot::default();
-        let stats = &mut self.pair.stats;
+        let pair = &mut *self.pair;
         while let Some(h) = common.lines.take_due(p, LinkDirection::FromGuest, now) {
             let mut ingress = Ingress {
                 dev,
                 p,
                 slot: &mut slot,
                 touched: &mut self.touched,
-                stats: &mut *stats,
+                stats: &mut pair.stats,
+                scratch: &mut pair.inbox_scratch,
             };
             ingress.deliver(common.capture.as_mut(), now, &h.frame, h.meta);
             common.lines.recycle(h.frame);
@@ -1325,6 +1399,9 @@ struct Ingress<'a, 'd> {
     slot: &'a mut ShardSlot<'d>,
     touched: &'a mut u32,
     stats: &'a mut DeviceStats,
+    /// Where a shard's inbox is emptied into (kept by the pair, so that nothing is allocated
+    /// per drain).
+    scratch: &'a mut VecDeque<Mailed>,
 }
 
 impl Ingress<'_, '_> {
@@ -1345,10 +1422,21 @@ impl Ingress<'_, '_> {
         let q = self.dev.shard_map.shard_of(frame);
         if q != self.p {
             self.stats.tx_cross_shard += 1;
+            // Another pair's shard: rather than wait while its worker has it, leave the frame
+            // in its inbox (its worker, or whoever takes it next, processes it first).
+            if let Some(stack) = self.slot.try_get(self.dev, q, now, self.scratch) {
+                *self.touched |= 1 << q;
+                stack.process_frame_meta(now, frame, meta);
+                return;
+            }
+            if self.dev.post_to_inbox(q, frame, meta) {
+                self.stats.tx_cross_shard_queued += 1;
+                return;
+            }
         }
         *self.touched |= 1 << q;
         self.slot
-            .get(self.dev, q, self.stats)
+            .get(self.dev, q, now, self.stats, self.scratch)
             .process_frame_meta(now, frame, meta);
     }
 }
@@ -2213,9 +2301,16 @@ impl VhostUserBackend for NetDevice {
             other => debug!("unexpected device event {other}"),
         }
         w.release_from_guest();
-        // Datagrams another shard reassembled for this one.
-        if self.shard_map.has_mail(p) {
-            lock_shard(self, p, &mut w.pair.stats).take_mail(now);
+        // Datagrams another shard reassembled for this one, guest frames other workers left
+        // while it was busy.
+        let mail = self.shard_map.has_mail(p);
+        if mail || self.inbox_waiting[p].load(Ordering::Acquire) {
+            let pair = &mut *w.pair;
+            let mut shard = lock_shard(self, p, &mut pair.stats);
+            self.drain_inbox(p, &mut shard, now, &mut pair.inbox_scratch);
+            if mail {
+                shard.take_mail(now);
+            }
             w.touched |= 1 << p;
         }
         let pending = w.flush_touched();
@@ -2261,7 +2356,7 @@ impl VhostUserBackend for NetDevice {
                 continue;
             }
             let fed = touched & (1 << q) != 0;
-            let mail = self.shard_map.has_mail(q);
+            let mail = self.shard_map.has_mail(q) || self.inbox_waiting[q].load(Ordering::Acquire);
             let deliver = (0..self.shards.len())
                 .any(|s| pending & (1 << s) != 0 && self.delivering_pair(s) == q)
                 && !self.fds[q].rx_blocked.load(Ordering::Acquire);

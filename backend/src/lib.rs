@@ -6,6 +6,8 @@
 //! - [`relay`]: the vhost-user message pre-filter between QEMU and the vhost-user daemon
 //!   (early SET_VRING_ENABLE, NET_SET_MTU, connection hand-over).
 //! - [`device`]: the virtio-net device model: TX/RX queue processing and the stack's clock.
+//! - [`inbox`]: a stack shard's inbox for guest frames that crossed from another pair's queue
+//!   while the shard was busy.
 //! - [`control`]: what the control side and the device share: the API's commands, the published
 //!   [`control::Snapshot`] of counters and state, the device counters.
 //! - [`virtio_net`]: feature negotiation and the virtio-net header.
@@ -32,6 +34,7 @@ pub mod device;
 pub mod frontend;
 pub mod host;
 pub mod impair;
+pub mod inbox;
 pub mod moderation;
 pub mod pcapfile;
 pub mod relay;

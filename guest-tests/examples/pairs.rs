@@ -1,7 +1,7 @@
 //! Queue pairs in parallel with a real guest: virtgate `--queues 2`, a 2-vCPU guest using both
 //! pairs, 8 parallel 32 MiB downloads from the host; prints each pair's frames, the guest's frames
-//! that arrived on the other pair's queue (`tx_cross_shard`) and the time its worker waited for a
-//! stack shard's lock. A measurement (docs/performance.md), not a test:
+//! that arrived on the other pair's queue (`tx_cross_shard`), those left in the busy shard's inbox
+//! (`tx_cross_shard_queued`) and the time its worker waited for a stack shard's lock. A measurement (docs/performance.md), not a test:
 //! `VIRTGATE_BIN=target/release/virtgate cargo run --release -p guest-tests --example pairs`.
 use std::io::Write;
 use std::net::TcpListener;
@@ -57,10 +57,11 @@ fn main() {
         };
         let wait_ms = moved("shard_lock_wait_ns") as f64 / 1e6;
         println!(
-            "pair {p}: frames to the guest {}, from it {} ({} on the other pair's shard), {} worker events; waited for a shard's lock {} times, {wait_ms:.1} ms ({:.1} ms per s)",
+            "pair {p}: frames to the guest {}, from it {} ({} on the other pair's shard, {} of them left in its inbox), {} worker events; waited for a shard's lock {} times, {wait_ms:.1} ms ({:.1} ms per s)",
             moved("rx_frames"),
             moved("tx_frames"),
             moved("tx_cross_shard"),
+            moved("tx_cross_shard_queued"),
             moved("worker_events"),
             moved("shard_lock_waits"),
             wait_ms / secs,
