@@ -106,6 +106,10 @@ fn main() {
         // comparable with the e1000's counts.
         let mut full = vec!["--offloads", "none"];
         full.extend_from_slice(args);
+        // Each setting alone: the default adaptive throttle only where it is the setting.
+        if !args.contains(&"--adaptive-rx") {
+            full.push("--adaptive-rx=false");
+        }
         let vg = Virtgate::start(&full);
         let mut vm = Vm::boot(&vg.socket, &VmOptions::default());
         vm.bring_up();
