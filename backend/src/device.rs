@@ -2364,11 +2364,13 @@ impl VhostUserBackend for NetDevice {
                 self.wake(q);
             }
         }
-        if tx_irq {
-            raise(tx);
-        }
+        // RX first: a reply the guest waits for (an echo, a response) is handled before the
+        // completion of the request that caused it, as passt orders them.
         if rx_irq {
             raise(rx);
+        }
+        if tx_irq {
+            raise(tx);
         }
         Ok(())
     }
