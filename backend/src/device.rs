@@ -351,16 +351,22 @@ fn lock_shard<'d>(
     q: usize,
     stats: &mut DeviceStats,
 ) -> MutexGuard<'d, Stack<HostSockets>> {
+    if let Some(g) = try_lock_shard(dev, q) {
+        return g;
+    }
+    let started = StdInstant::now();
+    let g = lock(&dev.shards[q]);
+    stats.shard_lock_waits += 1;
+    stats.shard_lock_wait_ns += started.elapsed().as_nanos() as u64;
+    g
+}
+
+/// Locks stack shard `q` unless another worker has it.
+fn try_lock_shard(dev: &NetDevice, q: usize) -> Option<MutexGuard<'_, Stack<HostSockets>>> {
     match dev.shards[q].try_lock() {
-        Ok(g) => g,
-        Err(TryLockError::Poisoned(e)) => e.into_inner(),
-        Err(TryLockError::WouldBlock) => {
-            let started = StdInstant::now();
-            let g = lock(&dev.shards[q]);
-            stats.shard_lock_waits += 1;
-            stats.shard_lock_wait_ns += started.elapsed().as_nanos() as u64;
-            g
-        }
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
     }
 }
 
@@ -384,15 +390,13 @@ impl<'d> ShardSlot<'d> {
         stats: &mut DeviceStats,
         scratch: &mut VecDeque<Mailed>,
     ) -> &mut Stack<HostSockets> {
-        if self.held.as_ref().is_some_and(|(h, _)| *h != q) {
-            self.held = None;
+        if self.held.as_ref().is_some_and(|(h, _)| *h == q) {
+            return &mut self.held.as_mut().expect("held").1;
         }
-        if self.held.is_none() {
-            let mut guard = lock_shard(dev, q, stats);
-            dev.drain_inbox(q, &mut guard, now, scratch);
-            self.held = Some((q, guard));
-        }
-        &mut self.held.as_mut().expect("held").1
+        // The shard held before is released before waiting for another.
+        self.held = None;
+        let guard = lock_shard(dev, q, stats);
+        self.hold(dev, q, guard, now, scratch)
     }
 
     /// Shard `q` if this slot holds it or its lock is free; `None` while another worker has it.
@@ -403,17 +407,24 @@ impl<'d> ShardSlot<'d> {
         now: Instant,
         scratch: &mut VecDeque<Mailed>,
     ) -> Option<&mut Stack<HostSockets>> {
-        if self.held.as_ref().is_none_or(|(h, _)| *h != q) {
-            let mut guard = match dev.shards[q].try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) => return None,
-            };
-            self.held = None;
-            dev.drain_inbox(q, &mut guard, now, scratch);
-            self.held = Some((q, guard));
+        if self.held.as_ref().is_some_and(|(h, _)| *h == q) {
+            return Some(&mut self.held.as_mut().expect("held").1);
         }
-        Some(&mut self.held.as_mut().expect("held").1)
+        let guard = try_lock_shard(dev, q)?;
+        Some(self.hold(dev, q, guard, now, scratch))
+    }
+
+    /// Keeps shard `q`'s lock (releasing any shard held before) once its inbox is processed.
+    fn hold(
+        &mut self,
+        dev: &'d NetDevice,
+        q: usize,
+        mut guard: MutexGuard<'d, Stack<HostSockets>>,
+        now: Instant,
+        scratch: &mut VecDeque<Mailed>,
+    ) -> &mut Stack<HostSockets> {
+        dev.drain_inbox(q, &mut guard, now, scratch);
+        &mut self.held.insert((q, guard)).1
     }
 }
 

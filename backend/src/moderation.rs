@@ -109,7 +109,8 @@ impl LatencyClass {
             // bulk's hysteresis.
             LatencyClass::Jumbo if bytes < 6_000 => LatencyClass::Low,
             LatencyClass::Jumbo => LatencyClass::Bulk,
-            // Jumbo frames are bulk; a few mid-sized frames are not the lowest latency any more.
+            // Frames over 8000 bytes are bulk; a few mid-sized frames are not the lowest latency
+            // any more.
             LatencyClass::Lowest if per_frame > 8_000 => LatencyClass::Bulk,
             LatencyClass::Lowest if frames < 5 && bytes > 512 => LatencyClass::Low,
             LatencyClass::Low if bytes > 10_000 => {

@@ -162,40 +162,16 @@ fn context_switches(pid: u32) -> u64 {
 
 /// The guest's own view for `VIRTGATE_BENCH_STATS`: its virtio interrupts by ring (`irq input.0`,
 /// `irq output.0` ...) and the kernel's TCP counters (`/proc/net/snmp`'s Tcp and
-/// `/proc/net/netstat`'s TcpExt rows, named as `nstat` names them).
-fn guest_counters(vm: &mut Vm) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let text = vm.sh("cat /proc/interrupts");
-    for l in text.lines().filter(|l| l.contains("virtio0-")) {
-        let name = l.split_whitespace().last().unwrap_or("");
-        let n: u64 = l
-            .split_whitespace()
-            .skip(1)
-            .map_while(|v| v.parse::<u64>().ok())
-            .sum();
-        let ring = name.trim_start_matches("virtio0-");
-        out.insert(format!("irq {ring}"), n);
-    }
-    let text = vm.sh("cat /proc/net/snmp /proc/net/netstat");
-    let lines: Vec<&str> = text.lines().collect();
-    // Each group is a header line and a value line with the same prefix.
-    for pair in lines.windows(2) {
-        let (Some((h, names)), Some((v, values))) =
-            (pair[0].split_once(':'), pair[1].split_once(':'))
-        else {
-            continue;
-        };
-        if h != v
-            || !(h == "Tcp" || h == "TcpExt")
-            || names.trim_start().starts_with(char::is_numeric)
-        {
-            continue;
-        }
-        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
-            if let Ok(value) = value.parse::<u64>() {
-                out.insert(format!("{h}{name}"), value);
-            }
-        }
+/// `/proc/net/netstat`'s TcpExt rows, named as `nstat` names them: [`Vm::counters`]).
+fn guest_counters(vm: &mut Vm) -> BTreeMap<String, i64> {
+    let mut out: BTreeMap<String, i64> = vm
+        .counters()
+        .0
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("Tcp"))
+        .collect();
+    for (ring, n) in virtio_interrupts(vm) {
+        out.insert(format!("irq {ring}"), n as i64);
     }
     out
 }
@@ -204,8 +180,8 @@ fn guest_counters(vm: &mut Vm) -> BTreeMap<String, u64> {
 fn print_guest_deltas(
     label: &str,
     reverse: bool,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
+    before: &BTreeMap<String, i64>,
+    after: &BTreeMap<String, i64>,
 ) {
     let dir = if reverse {
         "host → guest"
@@ -215,7 +191,7 @@ fn print_guest_deltas(
     let moved: Vec<String> = after
         .iter()
         .filter_map(|(k, v)| {
-            let d = v.saturating_sub(*before.get(k).unwrap_or(&0));
+            let d = v - before.get(k).copied().unwrap_or(0);
             // Gauges (CurrEstab) and the counters of every connection alike are noise here.
             (d > 0 && k != "TcpCurrEstab").then(|| format!("{k} {d}"))
         })
@@ -223,18 +199,29 @@ fn print_guest_deltas(
     eprintln!("   {label}, {dir}, guest: {}", moved.join(", "));
 }
 
+/// The guest's interrupts per ring of virtio0 (`input.0`, `output.0` ...), summed over CPUs.
+fn virtio_interrupts(vm: &mut Vm) -> Vec<(String, u64)> {
+    vm.sh("cat /proc/interrupts")
+        .lines()
+        .filter_map(|l| {
+            let ring = l.split_whitespace().last()?.strip_prefix("virtio0-")?;
+            let n = l
+                .split_whitespace()
+                .skip(1)
+                .map_while(|v| v.parse::<u64>().ok())
+                .sum();
+            Some((ring.to_string(), n))
+        })
+        .collect()
+}
+
 /// The guest's interrupts of virtio0's rings whose name contains `which` (e.g. "input"), summed
 /// over CPUs and queues.
 fn guest_interrupts(vm: &mut Vm, which: &str) -> f64 {
-    let text = vm.sh("cat /proc/interrupts");
-    text.lines()
-        .filter(|l| l.contains("virtio0-") && l.contains(which))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .map_while(|v| v.parse::<f64>().ok())
-                .sum::<f64>()
-        })
+    virtio_interrupts(vm)
+        .iter()
+        .filter(|(ring, _)| ring.contains(which))
+        .map(|(_, n)| *n as f64)
         .sum()
 }
 
