@@ -16,6 +16,8 @@
 //! | `POST /inject` | `{"frames": [HEX...]}` or `{"file": PCAP}`; optional `"interval_us"`, `"fix_checksums"` | `{"injected": N, "dropped": N}`: the frames, in order, on the guest's RX path |
 //! | `GET /path-mtu` | | `{"paths": ["PREFIX=MTU", ...]}`: the emulated path MTUs |
 //! | `PUT /path-mtu` | `{"paths": ["198.51.100.0/24=1400", ...]}` | replaces them (`[]` clears) |
+//! | `GET /tcp-options` | | `{"timestamps": BOOL, "sack": BOOL, "window_scale": BOOL}`: the TCP options new connections negotiate |
+//! | `PUT /tcp-options` | any of `timestamps`, `sack`, `window_scale` | the options now in force (open connections keep theirs) |
 //! | `GET /multicast` | | the querier's settings and the guest's group memberships per family (group, filter mode, sources, seconds left) |
 //! | `GET /probes` | | every built-in probe: name, what it drives, what proves it, its parameters |
 //! | `POST /probe` | `{"name": NAME, "params": {"count": 3, ...}}` | `{"probe": NAME, "frames": N, "dropped": N}` |
@@ -408,6 +410,28 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
                 Err(r) => r,
             }
         }
+        ("GET", "/tcp-options") => match device.ask(Command::GetTcpOptions) {
+            Ok(o) => Reply::json(&tcp_options_json(o)),
+            Err(r) => r,
+        },
+        ("PUT", "/tcp-options") => {
+            let current = match device.ask(Command::GetTcpOptions) {
+                Ok(o) => o,
+                Err(r) => return r,
+            };
+            let update = match serde_json::from_slice::<Map<String, Value>>(&req.body) {
+                Ok(m) => m,
+                Err(e) => return Reply::error(400, &format!("body: {e}")),
+            };
+            let wanted = match apply_tcp_options(current, &update) {
+                Ok(o) => o,
+                Err(e) => return Reply::error(400, &e),
+            };
+            match device.ask(|tx| Command::SetTcpOptions(wanted, tx)) {
+                Ok(o) => Reply::json(&tcp_options_json(o)),
+                Err(r) => r,
+            }
+        }
         ("POST", "/probe") => probe(&req.body, device),
         ("GET", "/impair") => match device.ask(Command::GetImpair) {
             Ok(state) => Reply::json(&stats::impair_json(&state, true)),
@@ -439,7 +463,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             _,
             "/stats" | "/metrics" | "/coalesce" | "/capture/start" | "/capture/stop" | "/link"
             | "/link/down" | "/link/up" | "/forwards" | "/inject" | "/probes" | "/probe"
-            | "/path-mtu" | "/multicast" | "/impair" | "/impair/schedule",
+            | "/path-mtu" | "/multicast" | "/impair" | "/impair/schedule" | "/tcp-options",
         ) => Reply::error(405, "method not allowed"),
         _ => Reply::error(404, "no such endpoint"),
     }
@@ -575,6 +599,34 @@ fn multicast_json(m: &MulticastState) -> Value {
 
 fn path_mtus_json(table: &[netstack::pmtu::PathMtu]) -> Value {
     json!({ "paths": table.iter().map(ToString::to_string).collect::<Vec<_>>() })
+}
+
+fn tcp_options_json(o: netstack::TcpOptions) -> Value {
+    json!({ "timestamps": o.timestamps, "sack": o.sack, "window_scale": o.window_scale })
+}
+
+/// `o` with the fields of `update` changed (each a boolean; an unknown field is an error, not
+/// ignored).
+fn apply_tcp_options(
+    mut o: netstack::TcpOptions,
+    update: &Map<String, Value>,
+) -> Result<netstack::TcpOptions, String> {
+    for (k, v) in update {
+        let field = match k.as_str() {
+            "timestamps" => &mut o.timestamps,
+            "sack" => &mut o.sack,
+            "window_scale" => &mut o.window_scale,
+            _ => {
+                return Err(format!(
+                    "unknown field {k:?} (expected timestamps, sack, window_scale)"
+                ))
+            }
+        };
+        *field = v
+            .as_bool()
+            .ok_or_else(|| format!("{k} must be true or false"))?;
+    }
+    Ok(o)
 }
 
 /// `GET /probes`.

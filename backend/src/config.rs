@@ -255,6 +255,12 @@ pub struct Args {
     #[arg(long, value_name = "IDLE,INTERVAL,PROBES", default_value = "7200,75,9")]
     pub tcp_keepalive: String,
 
+    /// TCP options the gateway negotiates with the guest: `all`, `none`, or a list of ts
+    /// (timestamps), sack, wscale (window scaling). Changed at run time with
+    /// `PUT /tcp-options`; a connection keeps what it negotiated.
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    pub tcp_options: String,
+
     /// Bytes of TCP data buffered at once over all connections (both ways), with a K, M or G
     /// suffix (powers of 1024); past it host sockets wait unread and the guest's windows stop
     /// growing. At least 512K.
@@ -293,6 +299,8 @@ pub enum ConfigError {
     Queues(usize),
     #[error("--offloads {0:?}: {1}")]
     Offloads(String, String),
+    #[error("--tcp-options {0:?}: {1}")]
+    TcpOptions(String, String),
     #[error(transparent)]
     Stack(#[from] netstack::ConfigError),
 }
@@ -418,6 +426,8 @@ impl Args {
                 .collect::<Result<_, _>>()?,
             tcp_keepalive: parse_keepalive(&self.tcp_keepalive)?,
             tcp_memory: parse_bytes("tcp-memory", &self.tcp_memory)?,
+            tcp_options: netstack::TcpOptions::parse(&self.tcp_options)
+                .map_err(|e| ConfigError::TcpOptions(self.tcp_options.clone(), e))?,
             link_announce: !self.no_link_announce,
             source_check: !self.no_source_check,
             path_mtus: parse_path_mtus(&self.path_mtus).map_err(ConfigError::PathMtu)?,
@@ -789,6 +799,29 @@ mod tests {
             assert!(e.contains(needle), "{args:?}: {e}");
         }
         assert!(config(&["--mtu", "1000", "--no-ipv6"]).is_ok());
+    }
+
+    #[test]
+    fn tcp_options_are_all_by_default_and_listed_otherwise() {
+        use netstack::TcpOptions;
+        assert_eq!(config(&[]).unwrap().stack.tcp_options, TcpOptions::ALL);
+        let opts = |v: &str| config(&["--tcp-options", v]).map(|c| c.stack.tcp_options);
+        assert_eq!(opts("none").unwrap(), TcpOptions::NONE);
+        assert_eq!(
+            opts("sack, wscale").unwrap(),
+            TcpOptions {
+                timestamps: false,
+                ..TcpOptions::ALL
+            }
+        );
+        assert_eq!(opts("ts").unwrap().to_string(), "ts");
+        for bad in ["mss", "ts,,sack", "TS"] {
+            let e = opts(bad).unwrap_err();
+            assert!(
+                e.contains("--tcp-options") && e.contains("wscale"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

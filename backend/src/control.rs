@@ -30,6 +30,9 @@ pub enum Command {
     /// The querier's settings and the guest's memberships.
     Multicast(Sender<MulticastState>),
     SetPathMtus(Vec<netstack::pmtu::PathMtu>, Sender<Result<(), String>>),
+    GetTcpOptions(Sender<netstack::TcpOptions>),
+    /// The TCP options of connections opened from now on; answers them.
+    SetTcpOptions(netstack::TcpOptions, Sender<netstack::TcpOptions>),
     /// Frames for the guest's RX path, exactly as given; answers how many were queued.
     Inject(Vec<Vec<u8>>, Sender<usize>),
     /// The impairments in force, their counters and the pending schedule.

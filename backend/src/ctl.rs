@@ -11,6 +11,7 @@
 //! virtgate ctl --api-socket PATH probe list | NAME [--PARAM VALUE]... | NAME --help
 //! virtgate ctl --api-socket PATH path-mtu [PREFIX=MTU... | --clear]
 //! virtgate ctl --api-socket PATH multicast
+//! virtgate ctl --api-socket PATH tcp-options [LIST]
 //! virtgate ctl --api-socket PATH impair [RULES | --clear] [--seed N] [--schedule AFTER=RULES|AFTER=restore]...
 //! ```
 
@@ -97,6 +98,11 @@ enum CtlCommand {
         /// Remove every emulated path MTU.
         #[arg(long, conflicts_with = "specs")]
         clear: bool,
+    },
+    /// Shows the TCP options new connections negotiate with the guest, or sets them.
+    TcpOptions {
+        /// `all`, `none`, or a list of ts, sack, wscale (as `--tcp-options`).
+        list: Option<String>,
     },
     /// Shows the link impairments and their counters, replaces them with RULES (the --impair
     /// grammar, docs/impairments.md), clears them, or schedules changes.
@@ -248,6 +254,20 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 ("PUT", "/path-mtu", Some(json!({ "paths": specs })))
             }
         }
+        CtlCommand::TcpOptions { list: None } => ("GET", "/tcp-options", None),
+        CtlCommand::TcpOptions { list: Some(list) } => match netstack::TcpOptions::parse(&list) {
+            Ok(o) => (
+                "PUT",
+                "/tcp-options",
+                Some(
+                    json!({ "timestamps": o.timestamps, "sack": o.sack, "window_scale": o.window_scale }),
+                ),
+            ),
+            Err(e) => {
+                eprintln!("virtgate ctl: tcp-options {list:?}: {e}");
+                return ExitCode::from(2);
+            }
+        },
         CtlCommand::Impair {
             rules,
             clear,

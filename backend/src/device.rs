@@ -859,6 +859,16 @@ impl<'d> Worker<'d> {
                     }
                     let _ = reply.send(set);
                 }
+                Command::GetTcpOptions(reply) => {
+                    let _ = reply.send(lock(&dev.shards[0]).tcp_options());
+                }
+                Command::SetTcpOptions(options, reply) => {
+                    for shard in &dev.shards {
+                        lock(shard).set_tcp_options(options);
+                    }
+                    log::info!("TCP options of new connections now {options}");
+                    let _ = reply.send(options);
+                }
                 Command::Inject(frames, reply) => {
                     let mut home = lock(&dev.shards[0]);
                     let queued = frames.iter().filter(|f| home.inject(f)).count();

@@ -267,6 +267,37 @@ fn inject_and_probe_through_ctl() {
     let (ok, out, _) = ctl(&api, &["path-mtu", "--clear"]);
     assert!(ok && out.contains("\"paths\": []"), "{out}");
 
+    // TCP options of new connections: shown, set from a list, refused when unknown.
+    let (ok, out, _) = ctl(&api, &["tcp-options"]);
+    assert!(
+        ok && out.contains("\"timestamps\": true") && out.contains("\"window_scale\": true"),
+        "{out}"
+    );
+    let (ok, out, err) = ctl(&api, &["tcp-options", "sack,wscale"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"timestamps\": false") && out.contains("\"sack\": true"),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(&api, &["tcp-options"]);
+    assert!(ok && out.contains("\"timestamps\": false"), "{out}");
+    let (ok, _, err) = ctl(&api, &["tcp-options", "mss"]);
+    assert!(!ok && err.contains("unknown TCP option"), "{err}");
+    let (ok, out, _) = ctl(&api, &["tcp-options", "all"]);
+    assert!(ok && out.contains("\"timestamps\": true"), "{out}");
+    // Bodies the API refuses rather than half-applies: an unknown field, a number for a boolean;
+    // and a method it does not serve.
+    for body in [r#"{"ts": false}"#, r#"{"sack": 0}"#, "[]"] {
+        let req = format!(
+            "PUT /tcp-options HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert!(status_of(&api, req.as_bytes()).contains("400"), "{body}");
+    }
+    assert!(status_of(&api, b"POST /tcp-options HTTP/1.1\r\n\r\n").contains("405"));
+    let (_, out, _) = ctl(&api, &["tcp-options"]);
+    assert!(out.contains("\"sack\": true"), "unchanged: {out}");
+
     // The multicast querier's view (off in these quiet device tests).
     let (ok, out, _) = ctl(&api, &["multicast"]);
     assert!(

@@ -160,6 +160,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("tcp_bad_checksum", tcp_bad_checksum),
     ("tcp_reset_to_a_closed_port", tcp_reset_to_a_closed_port),
     ("tcp_flow_probes", tcp_flow_probes),
+    ("tcp_options_at_run_time", tcp_options_at_run_time),
     ("nic_runt_frame", nic_runt_frame),
     ("nic_oversize_frame", nic_oversize_frame),
     ("nic_unknown_ethertype", nic_unknown_ethertype),
@@ -1230,32 +1231,7 @@ fn tcp_flow_probes(ex: &mut Ex) {
     ));
     let info = ex.vm.sh("i=0; until grep -q '^info' /tmp/flow.log || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/flow.log");
     ex.vg.ctl(&["capture", "stop"]);
-    let synack = std::process::Command::new("tshark")
-        .args([
-            "-r",
-            file.to_str().unwrap(),
-            "-Y",
-            "tcp.flags.syn == 1 && tcp.flags.ack == 1",
-        ])
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "tcp.options.mss_val",
-            "-e",
-            "tcp.options.wscale.shift",
-        ])
-        .args([
-            "-e",
-            "tcp.options.sack_perm",
-            "-e",
-            "tcp.options.timestamp.tsval",
-        ])
-        .output()
-        .expect("tshark");
-    let _ = std::fs::remove_file(&file);
-    let synack = String::from_utf8_lossy(&synack.stdout).to_string();
-    let fields: Vec<&str> = synack.trim().split('\t').collect();
+    let (synack, fields) = captured_synack(&file);
     assert_eq!(fields.len(), 4, "the SYN-ACK as captured: {synack:?}");
     let (mss, shift): (u32, u32) = (fields[0].parse().unwrap(), fields[1].parse().unwrap());
     assert!(
@@ -1314,6 +1290,96 @@ fn tcp_flow_probes(ex: &mut Ex) {
     );
     let log = ex.vm.sh("i=0; until grep -q 'wait:' /tmp/flow.log || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/flow.log");
     assert!(log.contains("wait: Connection reset by peer"), "{log}");
+}
+
+/// TCP options changed at run time: a connection opened after `tcp-options sack` negotiates
+/// SACK alone. The captured SYN-ACK carries neither window scale nor timestamps, the guest's
+/// TCP_INFO agrees (no scaling either way, segments of the whole MSS), and data flows.
+fn tcp_options_at_run_time(ex: &mut Ex) {
+    let set = ex.vg.ctl(&["tcp-options", "sack"]);
+    assert!(
+        set.contains("\"timestamps\": false")
+            && set.contains("\"sack\": true")
+            && set.contains("\"window_scale\": false"),
+        "{set}"
+    );
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let (port, sink) = sink("127.0.0.1");
+        let file = ex.vg.dir().join("kernel-paths-options.pcapng");
+        ex.vg.ctl(&["capture", "start", file.to_str().unwrap()]);
+        let info = ex.vm.sh(&format!(
+            "timeout 20 tcpclient 10.0.2.2 {port} info - send abcdef 2>&1"
+        ));
+        ex.vg.ctl(&["capture", "stop"]);
+        let (synack, fields) = captured_synack(&file);
+        assert_eq!(fields.len(), 4, "the SYN-ACK as captured: {synack:?}");
+        let mss: u32 = fields[0].parse().unwrap();
+        assert!(
+            fields[1].is_empty() && !fields[2].is_empty() && fields[3].is_empty(),
+            "SACK alone: {synack}"
+        );
+        assert!(info.contains("options=sack, "), "{info}");
+        assert!(
+            info.contains("snd_wscale=0 rcv_wscale=0 "),
+            "{info} vs {synack}"
+        );
+        let pmtu: u32 = info
+            .split("pmtu=")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{info}"));
+        // No 12 bytes of timestamps in each segment.
+        let expected = mss.min(pmtu - 40);
+        assert!(
+            info.contains(&format!("snd_mss={expected} ")),
+            "{info} vs {synack}"
+        );
+        assert_eq!(sink.join().unwrap(), 6, "{info}");
+    }));
+    let reset = ex.vg.ctl(&["tcp-options", "all"]);
+    assert!(reset.contains("\"timestamps\": true"), "{reset}");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// The first SYN-ACK of a capture file (which is removed): the line tshark printed and its fields
+/// MSS, window shift, SACK-permitted and TSval (empty when the option is absent).
+fn captured_synack(file: &std::path::Path) -> (String, Vec<String>) {
+    let synack = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            file.to_str().unwrap(),
+            "-Y",
+            "tcp.flags.syn == 1 && tcp.flags.ack == 1",
+        ])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "tcp.options.mss_val",
+            "-e",
+            "tcp.options.wscale.shift",
+        ])
+        .args([
+            "-e",
+            "tcp.options.sack_perm",
+            "-e",
+            "tcp.options.timestamp.tsval",
+        ])
+        .output()
+        .expect("tshark");
+    let _ = std::fs::remove_file(file);
+    let synack = String::from_utf8_lossy(&synack.stdout).to_string();
+    let fields = synack
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split('\t')
+        .map(str::to_string)
+        .collect();
+    (synack, fields)
 }
 
 // ---- The NIC ----

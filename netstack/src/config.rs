@@ -47,6 +47,9 @@ pub struct Config {
     pub forwards: Vec<Forward>,
     /// TCP keepalive (RFC 9293 §3.8.4) towards the guest and on the host sockets; `None`: off.
     pub tcp_keepalive: Option<Keepalive>,
+    /// The TCP options negotiated with the guest (changed at run time with
+    /// `Stack::set_tcp_options`; a connection keeps what it negotiated).
+    pub tcp_options: TcpOptions,
     /// Bytes of TCP data buffered at once across all connections (both directions and held
     /// out-of-order data); past it host sockets are not read and windows offered to the guest do
     /// not grow (see [`crate::tcp`]).
@@ -184,6 +187,82 @@ impl Ipv6Config {
     }
 }
 
+/// The TCP options (beyond MSS) the gateway negotiates with the guest: its SYN-ACK carries one
+/// only when the guest's SYN offered it and it is allowed here, and a SYN for a port forward
+/// offers only these. All on by default, as Linux; turning one off drives the guest's TCP without
+/// it (RTT estimation without timestamps, loss recovery without SACK, a 64 KiB window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// RFC 7323 timestamps (RTT samples, PAWS).
+    pub timestamps: bool,
+    /// RFC 2018 selective acknowledgements.
+    pub sack: bool,
+    /// RFC 7323 window scaling.
+    pub window_scale: bool,
+}
+
+impl TcpOptions {
+    pub const ALL: TcpOptions = TcpOptions {
+        timestamps: true,
+        sack: true,
+        window_scale: true,
+    };
+    pub const NONE: TcpOptions = TcpOptions {
+        timestamps: false,
+        sack: false,
+        window_scale: false,
+    };
+
+    /// `all`, `none`, or a comma-separated list of `ts`, `sack`, `wscale`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "all" => return Ok(TcpOptions::ALL),
+            "none" | "" => return Ok(TcpOptions::NONE),
+            _ => {}
+        }
+        let mut o = TcpOptions::NONE;
+        for name in s.split(',').map(str::trim) {
+            match name {
+                "ts" => o.timestamps = true,
+                "sack" => o.sack = true,
+                "wscale" => o.window_scale = true,
+                other => {
+                    return Err(format!(
+                        "unknown TCP option {other:?} (expected ts, sack, wscale, all or none)"
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions::ALL
+    }
+}
+
+impl std::fmt::Display for TcpOptions {
+    /// The form [`TcpOptions::parse`] reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [
+            (self.timestamps, "ts"),
+            (self.sack, "sack"),
+            (self.window_scale, "wscale"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
 /// TCP keepalive: after `idle` without a word from the peer, up to `probes` probes `interval`
 /// apart; no answer to any of them resets the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +327,7 @@ impl Default for Config {
             // On by default, unlike an endpoint (RFC 1122 §4.2.3.6): a gateway must reclaim the
             // connections of a guest that went away without a word (killed, rebooted).
             tcp_keepalive: Some(Keepalive::default()),
+            tcp_options: TcpOptions::ALL,
             tcp_memory: DEFAULT_TCP_MEMORY,
             ipv6: Some(Ipv6Config::default()),
             link_announce: true,

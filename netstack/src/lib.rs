@@ -74,7 +74,7 @@ mod udp;
 pub mod wire;
 
 pub use config::{
-    Config, ConfigError, Dhcpv6Mode, Forward, ForwardProtocol, Ipv6Config, Keepalive,
+    Config, ConfigError, Dhcpv6Mode, Forward, ForwardProtocol, Ipv6Config, Keepalive, TcpOptions,
     GATEWAY_LINK_LOCAL,
 };
 pub use host::{HostIo, NoHost, SocketId};

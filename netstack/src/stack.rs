@@ -477,6 +477,8 @@ pub struct Core<H: HostIo = NoHost> {
     pub(crate) probe_serial: u32,
     /// Emulated path MTUs by destination prefix (from the configuration, changed at run time).
     pub(crate) path_mtus: Vec<crate::pmtu::PathMtu>,
+    /// The TCP options new connections negotiate (from the configuration, changed at run time).
+    pub(crate) tcp_options: crate::config::TcpOptions,
 }
 
 impl Stack<NoHost> {
@@ -754,6 +756,16 @@ impl<H: HostIo> Stack<H> {
         crate::pmtu::validate(&table)?;
         self.path_mtus = table;
         Ok(())
+    }
+
+    /// The TCP options connections opened from now on negotiate.
+    pub fn tcp_options(&self) -> crate::config::TcpOptions {
+        self.tcp_options
+    }
+
+    /// Sets the TCP options of connections opened from now on (open ones keep theirs).
+    pub fn set_tcp_options(&mut self, options: crate::config::TcpOptions) {
+        self.tcp_options = options;
     }
 
     /// The next instant at which [`Stack::poll`] has timer work.
@@ -1054,6 +1066,7 @@ impl<H: HostIo> Core<H> {
     fn new(cfg: Arc<Config>, link: Arc<SharedLink>, shard: Shard, host: H) -> Self {
         Core {
             path_mtus: cfg.path_mtus.clone(),
+            tcp_options: cfg.tcp_options,
             cfg,
             stats: Stats::default(),
             link,

@@ -88,7 +88,7 @@ const CONFIGS: [Config; 7] = [
 ];
 
 /// With `$VIRTGATE_BENCH_ALT`: the same virtgate configurations with that binary.
-const ALT_CONFIGS: [Config; 3] = [
+const ALT_CONFIGS: [Config; 4] = [
     Config {
         label: "alt",
         backend: Backend::Alt(&[]),
@@ -100,6 +100,10 @@ const ALT_CONFIGS: [Config; 3] = [
     Config {
         label: "alt --offloads none",
         backend: Backend::Alt(&["--offloads", "none"]),
+    },
+    Config {
+        label: "alt --offloads csum",
+        backend: Backend::Alt(&["--offloads", "csum"]),
     },
 ];
 

@@ -1164,6 +1164,79 @@ mod tcp_flows {
     }
 
     #[test]
+    fn tcp_options_are_negotiated_as_far_as_allowed() {
+        use crate::config::TcpOptions;
+        let no_ts = TcpOptions {
+            timestamps: false,
+            ..TcpOptions::ALL
+        };
+        for allowed in [TcpOptions::ALL, no_ts, TcpOptions::NONE] {
+            let mut s = Stack::with_host(Config::default(), ScriptedHost::new()).unwrap();
+            // Set at run time: connections opened from now on follow it.
+            s.set_tcp_options(allowed);
+            let guest = |flags: u8, seq: u32, ack: Option<u32>, ecr: u32, payload: &[u8]| {
+                let r = TcpRepr {
+                    src_port: 40000,
+                    dst_port: 80,
+                    seq_number: SeqNumber(seq),
+                    ack_number: ack.map(SeqNumber),
+                    flags,
+                    window_len: 502,
+                    urgent_at: 0,
+                    max_seg_size: (flags & flags::SYN != 0).then_some(1460),
+                    window_scale: (flags & flags::SYN != 0).then_some(7),
+                    sack_permitted: flags & flags::SYN != 0,
+                    sack_ranges: [None; 3],
+                    timestamp: Some((100, ecr)),
+                    payload,
+                };
+                let mut t = vec![0u8; r.buffer_len()];
+                r.emit_v4(&mut t, GUEST_IP, GW);
+                ipv4_frame(GUEST_IP, GW, IpProtocol::Tcp, &t)
+            };
+            s.process_frame(Instant::ZERO, &guest(flags::SYN, GUEST_ISN, None, 0, b""));
+            let sock = s.host().find(&ScriptedSocket::Tcp(remote())).unwrap();
+            s.host_mut().tcp_connected.insert(sock, Ok(()));
+            s.host_ready(Instant::ZERO, sock);
+            let out = drain(&mut s);
+            let syn_ack = segments(&out)[0];
+            assert_eq!(syn_ack.max_seg_size, Some(1460), "{allowed}");
+            assert_eq!(syn_ack.window_scale.is_some(), allowed.window_scale);
+            assert_eq!(syn_ack.sack_permitted, allowed.sack);
+            assert_eq!(syn_ack.timestamp.is_some(), allowed.timestamps);
+            let iss = syn_ack.seq_number.0;
+            let ecr = syn_ack.timestamp.map_or(0, |t| t.0);
+            s.process_frame(
+                Instant::ZERO,
+                &guest(0, GUEST_ISN + 1, Some(iss + 1), ecr, b""),
+            );
+            s.host_mut()
+                .tcp_incoming
+                .entry(sock)
+                .or_default()
+                .push_back(Some(vec![7u8; 3000]));
+            s.host_ready(Instant::ZERO, sock);
+            let out = drain(&mut s);
+            let segs = segments(&out);
+            assert!(!segs.is_empty(), "{allowed}");
+            for seg in &segs {
+                // Timestamps in every segment once negotiated, in none otherwise (RFC 7323 §3.2).
+                assert_eq!(seg.timestamp.is_some(), allowed.timestamps, "{allowed}");
+                let payload = if allowed.timestamps { 1448 } else { 1460 };
+                assert!(
+                    seg.payload.len() <= payload,
+                    "{allowed}: {}",
+                    seg.payload.len()
+                );
+            }
+            // The guest's window field, 502, is 64 256 bytes scaled and 502 bytes unscaled.
+            let window = if allowed.window_scale { 3000 } else { 502 };
+            let sent: usize = segs.iter().map(|s| s.payload.len()).sum();
+            assert_eq!(sent, window, "{allowed}");
+        }
+    }
+
+    #[test]
     fn data_flows_both_ways_and_closes_cleanly() {
         let (mut s, iss, sock) = established();
         // Guest to host.
@@ -2166,6 +2239,32 @@ mod tcp_forwards {
         s.open_forwards().unwrap();
         let lsock = s.host().find(&ScriptedSocket::TcpListener(listen)).unwrap();
         (s, lsock)
+    }
+
+    #[test]
+    fn a_forward_syn_offers_only_the_allowed_options() {
+        let no_ts = crate::config::TcpOptions {
+            timestamps: false,
+            ..crate::config::TcpOptions::ALL
+        };
+        let (mut s, lsock) = forward_stack();
+        s.set_tcp_options(no_ts);
+        assert_eq!(s.tcp_options(), no_ts);
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b""),
+        );
+        drain(&mut s);
+        s.host_mut()
+            .tcp_pending_accepts
+            .entry(lsock)
+            .or_default()
+            .push_back("127.0.0.1:50000".parse().unwrap());
+        s.host_ready(Instant::ZERO, lsock);
+        let out = drain(&mut s);
+        let (_, _, syn) = only_segment(&out);
+        assert_eq!(syn.flags, flags::SYN);
+        assert!(syn.sack_permitted && syn.window_scale.is_some() && syn.timestamp.is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::ooo::OutOfOrder;
 use super::scoreboard::Scoreboard;
 use super::sendbuf::SendBuffer;
 use super::*;
-use crate::config::Keepalive;
+use crate::config::{Keepalive, TcpOptions};
 use crate::host::SocketId;
 use crate::time::{Duration, Instant};
 use crate::wire::{tcp, IpAddress, SeqNumber, TcpRepr};
@@ -80,6 +80,9 @@ pub(crate) struct TcpConn {
     /// The guest offered SACK (RFC 2018 §2).
     pub(super) sack_ok: bool,
     pub(super) ts: Option<Timestamps>,
+    /// The options this side takes up or offers, fixed when the connection opens (the stack's
+    /// [`TcpOptions`] then; a change at run time applies to later connections).
+    pub(super) allowed: TcpOptions,
     /// Bytes from `snd_una` on: sent or not, not yet acknowledged.
     pub(super) to_guest: SendBuffer,
     pub(super) to_host: VecDeque<u8>,
@@ -175,6 +178,7 @@ impl TcpConn {
             mss: 536,
             sack_ok: false,
             ts: None,
+            allowed: TcpOptions::ALL,
             to_guest: SendBuffer::new(TO_GUEST_CAP),
             to_host: VecDeque::new(),
             ooo: OutOfOrder::default(),
@@ -221,20 +225,27 @@ impl TcpConn {
         }
     }
 
-    /// Takes what the guest's SYN or SYN-ACK negotiated; `mss_ceiling` is what the link allows.
+    /// Takes what the guest's SYN or SYN-ACK negotiated, as far as [`TcpConn::allowed`] lets it;
+    /// `mss_ceiling` is what the link allows.
     pub(super) fn negotiate(&mut self, repr: &TcpRepr, mss_ceiling: usize) {
         self.snd_wnd = usize::from(repr.window_len);
-        self.scaling = repr.window_scale.is_some();
-        self.snd_shift = repr.window_scale.unwrap_or(0).min(14);
+        // RFC 7323 §2.2: scaling only when both SYNs carry the option, else neither side scales.
+        let scale = repr.window_scale.filter(|_| self.allowed.window_scale);
+        self.scaling = scale.is_some();
+        self.snd_shift = scale.unwrap_or(0).min(14);
         // RFC 9293 §3.7.1: without the option the peer takes 536. A floor of 64 bytes against
         // absurd offers, unless the link itself allows less (an MTU below 104).
         self.mss =
             usize::from(repr.max_seg_size.unwrap_or(536)).clamp(64.min(mss_ceiling), mss_ceiling);
-        self.sack_ok = repr.sack_permitted;
-        self.ts = repr.timestamp.map(|(val, _)| Timestamps {
-            recent: val,
-            offset: self.iss.0.rotate_left(13),
-        });
+        self.sack_ok = repr.sack_permitted && self.allowed.sack;
+        // RFC 7323 §3.2: timestamps are used only when both SYNs carried them.
+        self.ts = repr
+            .timestamp
+            .filter(|_| self.allowed.timestamps)
+            .map(|(val, _)| Timestamps {
+                recent: val,
+                offset: self.iss.0.rotate_left(13),
+            });
         self.cc.set_mss(self.seg_size());
         self.rcv_nxt = repr.seq_number + 1;
         self.last_ack_sent = self.rcv_nxt;

@@ -173,6 +173,10 @@ pub(crate) trait Env {
     fn host(&mut self) -> &mut Self::Host;
     fn stats(&mut self) -> &mut Stats;
     fn config(&self) -> &Config;
+    /// The TCP options new connections negotiate.
+    fn tcp_options(&self) -> crate::config::TcpOptions {
+        self.config().tcp_options
+    }
     /// The offload metadata of the guest frame being processed.
     fn inbound(&self) -> FrameMeta;
     /// What the guest's driver accepts in frames to it.
@@ -217,6 +221,10 @@ impl<H: HostIo> Env for Core<H> {
 
     fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    fn tcp_options(&self) -> crate::config::TcpOptions {
+        self.tcp_options
     }
 
     fn inbound(&self) -> FrameMeta {
@@ -534,6 +542,7 @@ impl<H: HostIo> Stack<H> {
         let iss = initial_seq(now, &key);
         let mut conn = TcpConn {
             deadline: Some(now + CONNECT_TIMEOUT),
+            allowed: cx.core.tcp_options(),
             ..TcpConn::new(key, cx.book.conn_id(), sock, TcpState::Connecting, iss, now)
         };
         conn.negotiate(repr, key.mss_ceiling(cx.core.config().mtu));
@@ -627,6 +636,7 @@ impl<H: HostIo> Stack<H> {
             let mut conn = TcpConn {
                 snd_nxt: iss + 1,
                 deadline: Some(now + INITIAL_RTO),
+                allowed: self.tcp_options,
                 ..TcpConn::new(key, id, sock, TcpState::SynSent, iss, now)
             };
             let (conns, mut cx) = self.tcp_parts();

@@ -204,15 +204,19 @@ impl<E: Env> Cx<'_, E> {
         self.emit(now, conn.key, &repr);
     }
 
-    /// Our SYN offers everything we do: MSS, window scale, SACK, timestamps.
+    /// Our SYN offers the MSS and the options the connection allows (all by default: window
+    /// scale, SACK, timestamps).
     pub(super) fn send_syn(&mut self, now: Instant, conn: &TcpConn) {
         let mss = conn.key.mss_ceiling(self.core.config().mtu);
         let window = conn.offer(self.budget_room()).min(usize::from(u16::MAX)) as u16;
+        let allowed = conn.allowed;
         let repr = TcpRepr {
             max_seg_size: Some(mss.min(usize::from(u16::MAX)) as u16),
-            window_scale: Some(WINDOW_SHIFT),
-            sack_permitted: true,
-            timestamp: Some((conn.ts_val(now).wrapping_add(conn.iss.0.rotate_left(13)), 0)),
+            window_scale: allowed.window_scale.then_some(WINDOW_SHIFT),
+            sack_permitted: allowed.sack,
+            timestamp: allowed
+                .timestamps
+                .then(|| (conn.ts_val(now).wrapping_add(conn.iss.0.rotate_left(13)), 0)),
             ..conn.key.segment(conn.iss, None, flags::SYN, window)
         };
         self.emit(now, conn.key, &repr);
