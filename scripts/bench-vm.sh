@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): the same guest against virtgate (defaults, --mtu 65520, --offloads
-# none, --offloads csum), passt in vhost-user mode (MTU 65520 and 1500) and QEMU's -netdev user, interleaved in
+# none, --offloads csum with and without TCP timestamps), passt in vhost-user mode (MTU 65520 and 1500) and QEMU's -netdev user, interleaved in
 # one run: iperf3 both ways, CPU per byte of the backend and of QEMU, TCP request/response and
 # ping latency, guest interrupts per MB, idle wake-ups. See docs/performance.md.
 #

@@ -147,7 +147,17 @@ impl<E: Env> Cx<'_, E> {
                 }
                 break;
             }
-            let want = conn.to_guest.room().min(READ_CHUNK).min(budget);
+            // As much as the ring has allocated room for, at least READ_CHUNK (growing it only
+            // as it fills, so a ring stays within twice its data). Few large reads rather than
+            // many small ones: every read that frees the socket's buffer sends the host peer an
+            // ACK, and on the host's loopback the peer's answer to it (its next segments, their
+            // delivery into our socket) runs in our context: with 64 KiB reads, a fifth of
+            // virtgate's CPU host → guest (docs/performance.md).
+            let want = conn
+                .to_guest
+                .room()
+                .min(conn.to_guest.allocated_room().max(READ_CHUNK))
+                .min(budget);
             // The kernel stops a read at the urgent mark: the byte at the mark comes first in the
             // next read, inline (SO_OOBINLINE).
             if self.core.host().tcp_at_mark(sock).unwrap_or(false) && conn.guest_urgent.is_none() {

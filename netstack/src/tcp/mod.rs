@@ -105,7 +105,8 @@ const DELAYED_ACK: Duration = Duration::from_millis(40);
 const QUICK_ACKS: u32 = 16;
 /// Timestamp option bytes (RFC 7323 §3: 10, with two NOPs for alignment).
 const TIMESTAMP_OPTION_LEN: usize = 12;
-/// Host bytes read per readiness event.
+/// The least a read from a host socket asks for (more when the send ring has more room allocated
+/// already: see `Cx::host_ready`).
 const READ_CHUNK: usize = 65536;
 /// Guest data of at least this much in one segment goes to the host socket straight from the
 /// guest's frame when nothing waits before it; smaller pieces gather in `to_host` and go in one

@@ -43,6 +43,11 @@ impl SendBuffer {
         self.limit - self.len
     }
 
+    /// Room already allocated: what a read can fill without growing the ring.
+    pub(crate) fn allocated_room(&self) -> usize {
+        self.storage.len().min(self.limit) - self.len
+    }
+
     /// Drops the first `n` bytes (acknowledged by the guest).
     pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
@@ -191,6 +196,23 @@ mod tests {
         assert!(y.iter().all(|&v| v == 2));
         // Nothing is allocated until something is written.
         assert!(SendBuffer::new(1 << 20).storage.is_empty());
+    }
+
+    #[test]
+    fn allocated_room_is_what_a_read_fills_without_growing() {
+        let mut b = SendBuffer::new(1 << 20);
+        assert_eq!(b.allocated_room(), 0, "nothing allocated yet");
+        b.extend(&[1u8; 100]);
+        assert_eq!(b.allocated_room(), INITIAL - 100);
+        // Asking for the allocated room does not grow the ring; asking for more does (doubling).
+        let n = b.free_mut(b.allocated_room()).len();
+        b.commit(n);
+        assert_eq!((b.allocated(), b.allocated_room()), (INITIAL, 0));
+        b.free_mut(1);
+        assert_eq!(b.allocated(), 2 * INITIAL);
+        assert_eq!(b.allocated_room(), INITIAL);
+        b.consume(INITIAL - 1);
+        assert_eq!(b.allocated_room(), 2 * INITIAL - 1);
     }
 
     #[test]
