@@ -96,6 +96,11 @@ def test_moderation_link_forwards_and_path_mtus(vg):
     assert c.set_path_mtus(["198.51.100.0/24=1400"]) == ["198.51.100.0/24=1400"]
     assert c.path_mtus() == ["198.51.100.0/24=1400"]
     assert c.set_path_mtus([]) == []
+    assert c.tcp_options() == {"timestamps": True, "sack": True, "window_scale": True}
+    assert c.tcp_options(timestamps=False)["timestamps"] is False
+    assert c.tcp_options() == {"timestamps": False, "sack": True, "window_scale": True}
+    with pytest.raises(VirtgateError, match="mss"):
+        c.tcp_options(mss=True)
 
 
 class FakePacket:

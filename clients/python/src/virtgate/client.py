@@ -272,5 +272,13 @@ class VirtgateClient:
         """Replaces the emulated path MTUs (``["198.51.100.0/24=1400"]``; empty clears)."""
         return list(self._object("PUT", "/path-mtu", {"paths": list(paths)})["paths"])
 
+    # TCP options negotiated with the guest (docs/gateway.md).
+    def tcp_options(self, **options: bool) -> Dict[str, bool]:
+        """``{"timestamps", "sack", "window_scale"}``; with keyword arguments (``timestamps=False``),
+        changes those for connections opened from now on."""
+        if not options:
+            return dict(self._object("GET", "/tcp-options"))
+        return dict(self._object("PUT", "/tcp-options", options))
+
     def multicast(self) -> Dict[str, Any]:
         return self._object("GET", "/multicast")
