@@ -24,21 +24,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::cpu_seconds;
+use common::{cpu_seconds, thread_cpu};
 use virtgate::frontend::frames::echo_request;
 use virtgate::frontend::guest_tcp::{GuestTcp, GATEWAY_IP};
 use virtgate::frontend::{TestFrontend, QUEUE_SIZE};
-
-/// CPU seconds the calling thread has used.
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
 
 struct Row {
     name: String,

@@ -24,20 +24,13 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::thread_cpu;
+
 const SEGMENT: usize = 64 * 1024;
 const GUEST_MEMORY: usize = 64 << 20;
 const RING: usize = 4 << 20;
-
-/// CPU seconds the calling thread has used.
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -1245,12 +1245,7 @@ fn tcp_flow_probes(ex: &mut Ex) {
     );
     // The segment size: the MSS virtgate offered or the path MTU the guest knows (an earlier
     // scenario may have lowered it), less 12 bytes of timestamps.
-    let pmtu: u32 = info
-        .split("pmtu=")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{info}"));
+    let pmtu = info_value(&info, "pmtu");
     let expected = mss.min(pmtu - 40) - 12;
     assert!(
         info.contains(&format!("snd_mss={expected} ")),
@@ -1323,12 +1318,7 @@ fn tcp_options_at_run_time(ex: &mut Ex) {
             info.contains("snd_wscale=0 rcv_wscale=0 "),
             "{info} vs {synack}"
         );
-        let pmtu: u32 = info
-            .split("pmtu=")
-            .nth(1)
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{info}"));
+        let pmtu = info_value(&info, "pmtu");
         // No 12 bytes of timestamps in each segment.
         let expected = mss.min(pmtu - 40);
         assert!(
@@ -1342,6 +1332,15 @@ fn tcp_options_at_run_time(ex: &mut Ex) {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// A number `tcpclient info` printed as `KEY=N`.
+fn info_value(info: &str, key: &str) -> u32 {
+    info.split(&format!(" {key}="))
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {info}"))
 }
 
 /// The first SYN-ACK of a capture file (which is removed): the line tshark printed and its fields

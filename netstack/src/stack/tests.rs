@@ -2241,6 +2241,27 @@ mod tcp_forwards {
         (s, lsock)
     }
 
+    /// The guest known (it pinged the DNS address) and `peer` accepted on the forward's listener:
+    /// the frames to the guest (our SYN).
+    fn accept_with_guest_known(
+        s: &mut Stack<ScriptedHost>,
+        lsock: crate::host::SocketId,
+        peer: &str,
+    ) -> Vec<Vec<u8>> {
+        s.process_frame(
+            Instant::ZERO,
+            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b""),
+        );
+        drain(s);
+        s.host_mut()
+            .tcp_pending_accepts
+            .entry(lsock)
+            .or_default()
+            .push_back(peer.parse().unwrap());
+        s.host_ready(Instant::ZERO, lsock);
+        drain(s)
+    }
+
     #[test]
     fn a_forward_syn_offers_only_the_allowed_options() {
         let no_ts = crate::config::TcpOptions {
@@ -2250,18 +2271,7 @@ mod tcp_forwards {
         let (mut s, lsock) = forward_stack();
         s.set_tcp_options(no_ts);
         assert_eq!(s.tcp_options(), no_ts);
-        s.process_frame(
-            Instant::ZERO,
-            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b""),
-        );
-        drain(&mut s);
-        s.host_mut()
-            .tcp_pending_accepts
-            .entry(lsock)
-            .or_default()
-            .push_back("127.0.0.1:50000".parse().unwrap());
-        s.host_ready(Instant::ZERO, lsock);
-        let out = drain(&mut s);
+        let out = accept_with_guest_known(&mut s, lsock, "127.0.0.1:50000");
         let (_, _, syn) = only_segment(&out);
         assert_eq!(syn.flags, flags::SYN);
         assert!(syn.sack_permitted && syn.window_scale.is_some() && syn.timestamp.is_none());
@@ -2270,20 +2280,7 @@ mod tcp_forwards {
     #[test]
     fn forwarded_connection_opens_the_guest_side() {
         let (mut s, lsock) = forward_stack();
-        // The guest is known (it pinged the DNS address).
-        s.process_frame(
-            Instant::ZERO,
-            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b""),
-        );
-        drain(&mut s);
-        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-        s.host_mut()
-            .tcp_pending_accepts
-            .entry(lsock)
-            .or_default()
-            .push_back(peer);
-        s.host_ready(Instant::ZERO, lsock);
-        let out = drain(&mut s);
+        let out = accept_with_guest_known(&mut s, lsock, "127.0.0.1:50000");
         let (src, dst, syn) = only_segment(&out);
         assert_eq!((src, dst), (GW, GUEST_IP));
         assert_eq!(
@@ -2339,18 +2336,7 @@ mod tcp_forwards {
     #[test]
     fn a_stray_ack_for_our_syn_is_reset() {
         let (mut s, lsock) = forward_stack();
-        s.process_frame(
-            Instant::ZERO,
-            &echo_request(Ipv4Address::new(10, 0, 2, 3), 1, b""),
-        );
-        drain(&mut s);
-        s.host_mut()
-            .tcp_pending_accepts
-            .entry(lsock)
-            .or_default()
-            .push_back("127.0.0.1:50002".parse().unwrap());
-        s.host_ready(Instant::ZERO, lsock);
-        let out = drain(&mut s);
+        let out = accept_with_guest_known(&mut s, lsock, "127.0.0.1:50002");
         let (_, _, syn) = only_segment(&out);
         // An old connection's ACK (not acknowledging our SYN): RFC 9293 §3.10.7.3 asks
         // <SEQ=SEG.ACK><CTL=RST>; our SYN stays outstanding.
