@@ -581,8 +581,10 @@ fn main() {
     );
     let rounds = env_u32("VIRTGATE_BENCH_ROUNDS", 3).max(1);
     let seconds = env_u32("VIRTGATE_BENCH_SECONDS", 8).max(1);
+    // Labels separated by commas (so no label has one); empty or unset: every configuration.
     let only: Option<Vec<String>> = std::env::var("VIRTGATE_BENCH_ONLY")
         .ok()
+        .filter(|v| !v.trim().is_empty())
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let passt = std::env::var_os("VIRTGATE_PASST")
         .map(PathBuf::from)
