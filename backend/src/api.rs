@@ -316,24 +316,14 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             Ok(c) => Reply::json(&coalesce_json(&c)),
             Err(r) => r,
         },
-        ("PUT", "/coalesce") => {
-            let current = match device.ask(Command::GetCoalesce) {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
-            let update = match serde_json::from_slice::<Map<String, Value>>(&req.body) {
-                Ok(m) => m,
-                Err(e) => return Reply::error(400, &format!("body: {e}")),
-            };
-            let wanted = match apply_update(current, &update) {
-                Ok(c) => c,
-                Err(e) => return Reply::error(400, &e),
-            };
-            match device.ask(|tx| Command::SetCoalesce(wanted, tx)) {
-                Ok(c) => Reply::json(&coalesce_json(&c)),
-                Err(r) => r,
-            }
-        }
+        ("PUT", "/coalesce") => put_fields(
+            device,
+            &req.body,
+            Command::GetCoalesce,
+            apply_update,
+            Command::SetCoalesce,
+            |c| coalesce_json(&c),
+        ),
         ("POST", "/capture/start") => {
             let file = serde_json::from_slice::<Value>(&req.body)
                 .ok()
@@ -414,24 +404,14 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
             Ok(o) => Reply::json(&tcp_options_json(o)),
             Err(r) => r,
         },
-        ("PUT", "/tcp-options") => {
-            let current = match device.ask(Command::GetTcpOptions) {
-                Ok(o) => o,
-                Err(r) => return r,
-            };
-            let update = match serde_json::from_slice::<Map<String, Value>>(&req.body) {
-                Ok(m) => m,
-                Err(e) => return Reply::error(400, &format!("body: {e}")),
-            };
-            let wanted = match apply_tcp_options(current, &update) {
-                Ok(o) => o,
-                Err(e) => return Reply::error(400, &e),
-            };
-            match device.ask(|tx| Command::SetTcpOptions(wanted, tx)) {
-                Ok(o) => Reply::json(&tcp_options_json(o)),
-                Err(r) => r,
-            }
-        }
+        ("PUT", "/tcp-options") => put_fields(
+            device,
+            &req.body,
+            Command::GetTcpOptions,
+            apply_tcp_options,
+            Command::SetTcpOptions,
+            tcp_options_json,
+        ),
         ("POST", "/probe") => probe(&req.body, device),
         ("GET", "/impair") => match device.ask(Command::GetImpair) {
             Ok(state) => Reply::json(&stats::impair_json(&state, true)),
@@ -601,7 +581,37 @@ fn path_mtus_json(table: &[netstack::pmtu::PathMtu]) -> Value {
     json!({ "paths": table.iter().map(ToString::to_string).collect::<Vec<_>>() })
 }
 
-fn tcp_options_json(o: netstack::TcpOptions) -> Value {
+/// A `PUT` of some fields of a setting: the setting in force, the body's fields applied to it
+/// (a body that is no JSON object, or a bad field, is a 400 and changes nothing), the result set;
+/// answers what is in force then.
+fn put_fields<T>(
+    device: &DeviceHandle,
+    body: &[u8],
+    get: impl FnOnce(Sender<T>) -> Command,
+    apply: impl FnOnce(T, &Map<String, Value>) -> Result<T, String>,
+    set: impl FnOnce(T, Sender<T>) -> Command,
+    to_json: impl FnOnce(T) -> Value,
+) -> Reply {
+    let current = match device.ask(get) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let update = match serde_json::from_slice::<Map<String, Value>>(body) {
+        Ok(m) => m,
+        Err(e) => return Reply::error(400, &format!("body: {e}")),
+    };
+    let wanted = match apply(current, &update) {
+        Ok(c) => c,
+        Err(e) => return Reply::error(400, &e),
+    };
+    match device.ask(|tx| set(wanted, tx)) {
+        Ok(c) => Reply::json(&to_json(c)),
+        Err(r) => r,
+    }
+}
+
+/// The body of `GET /tcp-options`, and of the `PUT` that sets all three.
+pub(crate) fn tcp_options_json(o: netstack::TcpOptions) -> Value {
     json!({ "timestamps": o.timestamps, "sack": o.sack, "window_scale": o.window_scale })
 }
 

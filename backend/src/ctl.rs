@@ -256,13 +256,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
         CtlCommand::TcpOptions { list: None } => ("GET", "/tcp-options", None),
         CtlCommand::TcpOptions { list: Some(list) } => match netstack::TcpOptions::parse(&list) {
-            Ok(o) => (
-                "PUT",
-                "/tcp-options",
-                Some(
-                    json!({ "timestamps": o.timestamps, "sack": o.sack, "window_scale": o.window_scale }),
-                ),
-            ),
+            Ok(o) => ("PUT", "/tcp-options", Some(crate::api::tcp_options_json(o))),
             Err(e) => {
                 eprintln!("virtgate ctl: tcp-options {list:?}: {e}");
                 return ExitCode::from(2);

@@ -45,7 +45,7 @@ impl SendBuffer {
 
     /// Room already allocated: what a read can fill without growing the ring.
     pub(crate) fn allocated_room(&self) -> usize {
-        self.storage.len().min(self.limit) - self.len
+        self.storage.len() - self.len
     }
 
     /// Drops the first `n` bytes (acknowledged by the guest).
