@@ -126,6 +126,14 @@ impl DeviceStats {
             (Queue::Tx, ChainFault::Structure) => self.tx_bad_chain += 1,
         }
     }
+
+    /// A frame of `len` bytes taken from the guest.
+    fn count_tx(&mut self, len: usize, meta: FrameMeta) {
+        self.tx_frames += 1;
+        self.tx_bytes += len as u64;
+        self.tx_csum_partial += u64::from(meta.checksum.is_some());
+        self.tx_gso_frames += u64::from(meta.gso.is_some());
+    }
 }
 
 /// Whether a frame is a TCP segment with payload (what a lossy link's counters single out).
@@ -983,20 +991,58 @@ impl<'d> Worker<'d> {
                     dev.count_fault(&mut pair.stats, now, Queue::Tx, head, ChainFault::Structure);
                     continue;
                 }
-                let result = read_tx_chain(mem, chain, &mut pair.tx_buf, &pair.negotiated);
+                // The frame is read into this pair's shard's ingress buffer, from where its TCP
+                // payload reaches the host socket without another copy (netstack's
+                // `Stack::ingress_buffer`), unless the impairments take it first (they hold,
+                // duplicate and rewrite frames: the pair's own buffer).
+                let impaired = self
+                    .common
+                    .as_deref()
+                    .is_some_and(|c| c.impair.active(LinkDirection::FromGuest));
+                let hdr = pair.negotiated.header_len;
+                let result = if impaired {
+                    read_tx_chain(mem, chain, &mut pair.tx_buf, &pair.negotiated)
+                } else {
+                    let stack = slot.get(dev, p, now, &mut pair.stats, &mut pair.inbox_scratch);
+                    let room = stack.ingress_buffer(pair.tx_buf.len());
+                    read_tx_chain(mem, chain, room, &pair.negotiated)
+                };
                 if let Err(e) = tx.add_used(head, 0) {
                     dev.queue_error(&mut pair.stats, now, Queue::Tx, e);
                     break 'outer;
                 }
                 returned += 1;
                 match result {
+                    Ok((len, meta)) if !impaired => {
+                        dev.count_towards_fault();
+                        pair.stats.count_tx(len - hdr, meta);
+                        let stack = slot.get(dev, p, now, &mut pair.stats, &mut pair.inbox_scratch);
+                        let capture = self.common.as_deref_mut().and_then(|c| c.capture.as_mut());
+                        let frame = stack.ingress_frame(hdr..len);
+                        if let Some(c) = capture {
+                            record_outbound(c, &mut pair.stats, frame, meta);
+                        }
+                        if dev.shard_map.shard_of(frame) == p {
+                            self.touched |= 1 << p;
+                            stack.process_ingress(now, hdr..len, meta);
+                            continue;
+                        }
+                        // Another pair's shard: from the pair's own buffer, as an impaired frame.
+                        let n = frame.len();
+                        pair.tx_buf[..n].copy_from_slice(frame);
+                        let mut ingress = Ingress {
+                            dev,
+                            p,
+                            slot: &mut slot,
+                            touched: &mut self.touched,
+                            stats: &mut pair.stats,
+                            scratch: &mut pair.inbox_scratch,
+                        };
+                        ingress.deliver(None, now, &pair.tx_buf[..n], meta);
+                    }
                     Ok((len, meta)) => {
                         dev.count_towards_fault();
-                        let hdr = pair.negotiated.header_len;
-                        pair.stats.tx_frames += 1;
-                        pair.stats.tx_bytes += (len - hdr) as u64;
-                        pair.stats.tx_csum_partial += u64::from(meta.checksum.is_some());
-                        pair.stats.tx_gso_frames += u64::from(meta.gso.is_some());
+                        pair.stats.count_tx(len - hdr, meta);
                         let frame = &pair.tx_buf[hdr..len];
                         let mut ingress = Ingress {
                             dev,
@@ -1434,11 +1480,7 @@ impl Ingress<'_, '_> {
         meta: FrameMeta,
     ) {
         if let Some(c) = capture {
-            if c.record(CaptureDirection::Outbound, frame, meta.checksum) {
-                self.stats.capture_frames += 1;
-            } else {
-                self.stats.capture_drops += 1;
-            }
+            record_outbound(c, self.stats, frame, meta);
         }
         let q = self.dev.shard_map.shard_of(frame);
         if q != self.p {
@@ -1459,6 +1501,15 @@ impl Ingress<'_, '_> {
         self.slot
             .get(self.dev, q, now, self.stats, self.scratch)
             .process_frame_meta(now, frame, meta);
+    }
+}
+
+/// Records a frame from the guest in the capture.
+fn record_outbound(capture: &mut Capture, stats: &mut DeviceStats, frame: &[u8], meta: FrameMeta) {
+    if capture.record(CaptureDirection::Outbound, frame, meta.checksum) {
+        stats.capture_frames += 1;
+    } else {
+        stats.capture_drops += 1;
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -495,8 +495,8 @@ impl HostIo for HostSockets {
         }
     }
 
-    fn tcp_send(&mut self, sock: SocketId, data: &[u8]) -> io::Result<usize> {
-        self.tcp(sock)?.write(data)
+    fn tcp_send(&mut self, sock: SocketId, data: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.tcp(sock)?.write_vectored(data)
     }
 
     fn tcp_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<usize> {

@@ -6,7 +6,7 @@
 //! are deterministic.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
 /// A host socket, named by the [`HostIo`] that opened it.
@@ -93,8 +93,9 @@ pub trait HostIo {
     fn tcp_connect(&mut self, remote: SocketAddr) -> io::Result<SocketId>;
     /// `Ok` once the connection is established, `WouldBlock` while pending, the error if it failed.
     fn tcp_connect_result(&mut self, sock: SocketId) -> io::Result<()>;
-    /// Writes what fits; `WouldBlock` when nothing does.
-    fn tcp_send(&mut self, sock: SocketId, data: &[u8]) -> io::Result<usize>;
+    /// Writes what fits of the buffers, in order, in one call (`writev`); `WouldBlock` when
+    /// nothing does.
+    fn tcp_send(&mut self, sock: SocketId, data: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Reads what is there; `Ok(0)` is the peer's FIN.
     fn tcp_recv(&mut self, sock: SocketId, buf: &mut [u8]) -> io::Result<usize>;
     /// Sends one byte as urgent data (`send(..., MSG_OOB)`).
@@ -157,7 +158,7 @@ impl HostIo for NoHost {
     fn tcp_connect_result(&mut self, _: SocketId) -> io::Result<()> {
         Err(unsupported())
     }
-    fn tcp_send(&mut self, _: SocketId, _: &[u8]) -> io::Result<usize> {
+    fn tcp_send(&mut self, _: SocketId, _: &[IoSlice<'_>]) -> io::Result<usize> {
         Err(unsupported())
     }
     fn tcp_recv(&mut self, _: SocketId, _: &mut [u8]) -> io::Result<usize> {
@@ -224,6 +225,8 @@ pub struct ScriptedHost {
     pub tcp_connected: HashMap<SocketId, Result<(), io::ErrorKind>>,
     /// TCP: bytes the host side received from the stack, per socket.
     pub tcp_written: HashMap<SocketId, Vec<u8>>,
+    /// TCP: calls of `tcp_send` that wrote something (a gathered write is one).
+    pub tcp_writes: usize,
     /// TCP: bytes (and, as `None`, the FIN) the host side will deliver to the stack.
     pub tcp_incoming: HashMap<SocketId, VecDeque<Option<Vec<u8>>>>,
     /// TCP: how many bytes a `tcp_send` accepts at most (a full socket buffer when 0).
@@ -386,20 +389,23 @@ impl HostIo for ScriptedHost {
         }
     }
 
-    fn tcp_send(&mut self, sock: SocketId, data: &[u8]) -> io::Result<usize> {
+    fn tcp_send(&mut self, sock: SocketId, data: &[IoSlice<'_>]) -> io::Result<usize> {
         if let Some(kind) = self.tcp_send_error {
             return Err(io::Error::from(kind));
         }
-        let n = self
-            .tcp_send_limit
-            .map_or(data.len(), |l| l.min(data.len()));
-        if n == 0 && !data.is_empty() {
+        let total: usize = data.iter().map(|d| d.len()).sum();
+        let n = self.tcp_send_limit.map_or(total, |l| l.min(total));
+        if n == 0 && total > 0 {
             return Err(io::Error::from(io::ErrorKind::WouldBlock));
         }
-        self.tcp_written
-            .entry(sock)
-            .or_default()
-            .extend_from_slice(&data[..n]);
+        let written = self.tcp_written.entry(sock).or_default();
+        let mut left = n;
+        for d in data {
+            let k = left.min(d.len());
+            written.extend_from_slice(&d[..k]);
+            left -= k;
+        }
+        self.tcp_writes += usize::from(n > 0);
         if let Some(l) = self.tcp_send_limit.as_mut() {
             *l -= n;
         }

@@ -620,6 +620,41 @@ impl<H: HostIo> Stack<H> {
         if self.tcp.has_batch() {
             self.tcp_flush_batch(now);
         }
+        // Every connection wrote or copied what it was lent.
+        self.tcp.end_lending();
+    }
+
+    /// A buffer of `len` bytes to read the guest's next frame into, to be processed with
+    /// [`Stack::process_ingress`]. TCP data in frames processed so is written to the host from
+    /// where it lies, at the end of the batch ([`Stack::flush`]), rather than copied first; the
+    /// buffer holds at most `INGRESS_CAPACITY` bytes of a batch's frames (512 KiB, or one frame
+    /// if larger) and makes the connections copy what they hold when a frame would not fit.
+    pub fn ingress_buffer(&mut self, len: usize) -> &mut [u8] {
+        if !self.tcp.ingress().fits(len) {
+            self.tcp_spill_lent();
+        }
+        self.tcp.ingress().room(len)
+    }
+
+    /// The bytes at `range` of the buffer the last [`Stack::ingress_buffer`] gave (to look at a
+    /// frame read there before it is processed).
+    pub fn ingress_frame(&self, range: core::ops::Range<usize>) -> &[u8] {
+        self.tcp.ingress_ref().read(range)
+    }
+
+    /// Processes the frame at `range` of the buffer the last [`Stack::ingress_buffer`] gave, as
+    /// [`Stack::process_frame_meta`] does.
+    pub fn process_ingress(
+        &mut self,
+        now: Instant,
+        range: core::ops::Range<usize>,
+        meta: FrameMeta,
+    ) {
+        let Some((bytes, at)) = self.tcp.ingress().begin_frame(range) else {
+            return;
+        };
+        self.process_frame_meta(now, &bytes[at], meta);
+        self.tcp.ingress().end_frame();
     }
 
     /// [`Stack::dispatch`] for the frames of one queue.

@@ -406,6 +406,11 @@ crate::counters! {
         tcp_window_probes,
         /// Guest bytes written to host sockets.
         tcp_tx_host_bytes,
+        /// Guest data copied into a connection's own buffer on its way to the host: what the
+        /// host socket did not take at the end of its batch, or what did not come from the
+        /// ingress buffer (a reassembled datagram, an impaired frame); the rest is written from
+        /// where the device read it.
+        tcp_tx_host_buffered_bytes,
         /// Host bytes read for the guest.
         tcp_rx_host_bytes,
         /// Urgent bytes from the guest sent to the host with MSG_OOB.

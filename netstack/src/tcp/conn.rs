@@ -2,8 +2,6 @@
 //! it: negotiated options, windows, RTT estimation (RFC 6298), the loss-recovery arithmetic
 //! (RFC 6675 pipe, RFC 6582), which timer fires next.
 
-use std::collections::VecDeque;
-
 use log::trace;
 
 use super::congestion::NewReno;
@@ -85,7 +83,8 @@ pub(crate) struct TcpConn {
     pub(super) allowed: TcpOptions,
     /// Bytes from `snd_una` on: sent or not, not yet acknowledged.
     pub(super) to_guest: SendBuffer,
-    pub(super) to_host: VecDeque<u8>,
+    /// Guest data not yet written to the host (lent from the ingress buffer, or copied).
+    pub(super) to_host: ToHost,
     /// Guest data beyond a gap, and a FIN that came with it.
     pub(super) ooo: OutOfOrder,
     pub(super) ooo_fin: Option<SeqNumber>,
@@ -180,7 +179,7 @@ impl TcpConn {
             ts: None,
             allowed: TcpOptions::ALL,
             to_guest: SendBuffer::new(TO_GUEST_CAP),
-            to_host: VecDeque::new(),
+            to_host: ToHost::default(),
             ooo: OutOfOrder::default(),
             ooo_fin: None,
             host_eof: false,

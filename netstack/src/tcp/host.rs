@@ -27,10 +27,18 @@ impl<E: Env> Cx<'_, E> {
     }
 
     /// Writes buffered guest data to the host; after the guest's FIN, shuts the host side down.
+    /// What the socket does not take stays in the connection's own buffer: nothing stays lent
+    /// from the ingress buffer past this call (see `tohost`).
     pub(super) fn flush_to_host(&mut self, conn: &mut TcpConn) {
+        if conn.host_urgent.is_some() {
+            // The urgent byte goes alone (MSG_OOB): the rare path works on copied bytes.
+            self.spill(conn);
+        }
         while !conn.to_host.is_empty() {
             if conn.host_urgent == Some(0) {
-                let byte = conn.to_host[0];
+                let Some(byte) = conn.to_host.front() else {
+                    break;
+                };
                 match self.core.host().tcp_send_urgent(conn.sock, byte) {
                     Ok(()) => {
                         conn.to_host.pop_front();
@@ -46,12 +54,15 @@ impl<E: Env> Cx<'_, E> {
                     }
                 }
             }
-            let (a, _) = conn.to_host.as_slices();
             // Ordinary bytes stop short of the urgent one.
-            let a = &a[..conn.host_urgent.map_or(a.len(), |u| u.min(a.len()))];
-            match self.core.host().tcp_send(conn.sock, a) {
+            let limit = conn.host_urgent.unwrap_or(usize::MAX);
+            let (sock, host) = (conn.sock, self.core.host());
+            let written = conn
+                .to_host
+                .write(&self.book.ingress, limit, |bufs| host.tcp_send(sock, bufs));
+            match written {
+                Ok(0) => break,
                 Ok(n) => {
-                    conn.to_host.drain(..n);
                     if let Some(u) = conn.host_urgent.as_mut() {
                         *u -= n;
                     }
@@ -68,10 +79,17 @@ impl<E: Env> Cx<'_, E> {
                 }
             }
         }
+        self.spill(conn);
         if conn.guest_fin && conn.to_host.is_empty() && !conn.host_shut {
             let _ = self.core.host().tcp_shutdown_write(conn.sock);
             conn.host_shut = true;
         }
+    }
+
+    /// Copies what the connection was lent from the ingress buffer into its own buffer.
+    pub(super) fn spill(&mut self, conn: &mut TcpConn) {
+        let n = conn.to_host.spill(&self.book.ingress);
+        self.core.stats().tcp_tx_host_buffered_bytes += n as u64;
     }
 
     /// After a failed host write: reset the guest's side and abort the host socket.

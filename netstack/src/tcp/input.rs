@@ -357,7 +357,11 @@ impl<E: Env> Cx<'_, E> {
         {
             // Nothing waits before these bytes: straight to the host socket from the guest's
             // frame (its TSO); only what the socket does not take now is buffered.
-            match self.core.host().tcp_send(conn.sock, data) {
+            match self
+                .core
+                .host()
+                .tcp_send(conn.sock, &[io::IoSlice::new(data)])
+            {
                 Ok(n) => {
                     data = &data[n..];
                     self.core.stats().tcp_tx_host_bytes += n as u64;
@@ -371,14 +375,30 @@ impl<E: Env> Cx<'_, E> {
                 }
             }
         }
-        conn.to_host.extend(data);
+        if !data.is_empty() {
+            // From a frame in the ingress buffer: lent until the batch's write (see `tohost`).
+            let lent = self
+                .book
+                .ingress
+                .offset_of(data)
+                .is_some_and(|at| conn.to_host.lend(at, data.len()));
+            if lent {
+                self.book.ingress.keep_current();
+            } else {
+                conn.to_host.copy(data);
+                self.core.stats().tcp_tx_host_buffered_bytes += data.len() as u64;
+            }
+        }
         conn.rcv_nxt = conn.rcv_nxt + take;
         conn.rcv_unacked += take;
         if !conn.ooo.is_empty() {
             // Filling a gap is acknowledged at once (RFC 5681 §4.2).
-            let moved = conn.ooo.drain_contiguous(conn.rcv_nxt, &mut conn.to_host);
+            let moved = conn
+                .ooo
+                .drain_contiguous(conn.rcv_nxt, conn.to_host.copied_mut());
             conn.rcv_nxt = conn.rcv_nxt + moved;
             conn.ack_now = true;
+            self.core.stats().tcp_tx_host_buffered_bytes += moved as u64;
         }
         let fin_at = match conn.ooo_fin {
             Some(f) if f == conn.rcv_nxt => Some(f),

@@ -14,7 +14,9 @@
 //! segment, at most 40 ms later, at once for anything out of order) except for the first segments
 //! of a connection (quick ACKs, as Linux does). The guest's segments of one queue notification
 //! form a batch: what follows them (the write to the host, the ACK, new data for the guest) is
-//! done once per connection when the device ends the batch ([`Stack::flush`]).
+//! done once per connection when the device ends the batch ([`Stack::flush`]). Until then their
+//! payload stays where the device read it, in the ingress buffer (`tohost`): one copy in
+//! userspace.
 //!
 //! Host → guest. The host socket is read only while the bytes the guest has not acknowledged fit
 //! `TO_GUEST_CAP`; they are sent within the guest's window and NewReno's congestion window
@@ -45,6 +47,7 @@ mod sendbuf;
 #[cfg(test)]
 mod tests;
 mod timer;
+mod tohost;
 
 use std::collections::HashMap;
 use std::io;
@@ -62,6 +65,9 @@ use crate::time::{Duration, Instant};
 use crate::udp::Unreachable;
 use crate::wire::tcp::flags;
 use crate::wire::{IpAddress, IpProtocol, Ipv6Address, SeqNumber, TcpPacket, TcpRepr};
+pub(crate) use tohost::IngressBuffer;
+use tohost::ToHost;
+pub use tohost::INGRESS_CAPACITY;
 
 pub(crate) use conn::ConnKey;
 pub use conn::TcpState;
@@ -150,6 +156,9 @@ pub(crate) struct Book {
     due: Vec<ConnKey>,
     /// The id the next connection gets ([`TcpConn::id`]).
     next_id: u64,
+    /// The buffer guest frames are read into, whose payload connections borrow until the end of
+    /// the batch (see `tohost`).
+    pub(crate) ingress: IngressBuffer,
 }
 
 /// Data of a queued segment that stays in its connection's send buffer until the device takes
@@ -330,6 +339,22 @@ impl TcpTable {
         !self.book.batch.is_empty()
     }
 
+    /// The buffer guest frames are read into (see `tohost`).
+    pub(crate) fn ingress(&mut self) -> &mut IngressBuffer {
+        &mut self.book.ingress
+    }
+
+    pub(crate) fn ingress_ref(&self) -> &IngressBuffer {
+        &self.book.ingress
+    }
+
+    /// The batch is over and every connection wrote or copied what it was lent: the ingress
+    /// buffer's next frame goes at its start.
+    pub(crate) fn end_lending(&mut self) {
+        debug_assert!(self.conns.values().all(|c| !c.to_host.has_lent()));
+        self.book.ingress.reset();
+    }
+
     /// Whether some connection waits for room on egress queue `q`.
     pub(crate) fn waits_on(&self, q: usize) -> bool {
         self.book.blocked_queues & (1 << q) != 0
@@ -503,6 +528,20 @@ impl<H: HostIo> Stack<H> {
         if self.tcp.book.batch.is_empty() {
             self.tcp.book.batch = batch;
         }
+    }
+
+    /// The ingress buffer is full: the connections of the batch copy what they were lent (the
+    /// only ones that hold any: see `Cx::flush_to_host`), and it starts again.
+    pub(crate) fn tcp_spill_lent(&mut self) {
+        let (conns, mut cx) = self.tcp_parts();
+        let batch = core::mem::take(&mut cx.book.batch);
+        for key in &batch {
+            if let Some(conn) = conns.get_mut(key) {
+                cx.spill(conn);
+            }
+        }
+        cx.book.batch = batch;
+        self.tcp.end_lending();
     }
 
     /// A segment for no connection: a SYN opens one, anything else but a RST is answered with RST
