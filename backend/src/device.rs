@@ -1013,36 +1013,27 @@ impl<'d> Worker<'d> {
                 }
                 returned += 1;
                 match result {
-                    Ok((len, meta)) if !impaired => {
-                        dev.count_towards_fault();
-                        pair.stats.count_tx(len - hdr, meta);
-                        let stack = slot.get(dev, p, now, &mut pair.stats, &mut pair.inbox_scratch);
-                        let capture = self.common.as_deref_mut().and_then(|c| c.capture.as_mut());
-                        let frame = stack.ingress_frame(hdr..len);
-                        if let Some(c) = capture {
-                            record_outbound(c, &mut pair.stats, frame, meta);
-                        }
-                        if dev.shard_map.shard_of(frame) == p {
-                            self.touched |= 1 << p;
-                            stack.process_ingress(now, hdr..len, meta);
-                            continue;
-                        }
-                        // Another pair's shard: from the pair's own buffer, as an impaired frame.
-                        let n = frame.len();
-                        pair.tx_buf[..n].copy_from_slice(frame);
-                        let mut ingress = Ingress {
-                            dev,
-                            p,
-                            slot: &mut slot,
-                            touched: &mut self.touched,
-                            stats: &mut pair.stats,
-                            scratch: &mut pair.inbox_scratch,
-                        };
-                        ingress.deliver(None, now, &pair.tx_buf[..n], meta);
-                    }
                     Ok((len, meta)) => {
                         dev.count_towards_fault();
                         pair.stats.count_tx(len - hdr, meta);
+                        if !impaired {
+                            let stack =
+                                slot.get(dev, p, now, &mut pair.stats, &mut pair.inbox_scratch);
+                            let frame = stack.ingress_frame(hdr..len);
+                            if let Some(c) = self.common.as_deref_mut() {
+                                if let Some(capture) = c.capture.as_mut() {
+                                    record_outbound(capture, &mut pair.stats, frame, meta);
+                                }
+                            }
+                            if dev.shard_map.shard_of(frame) == p {
+                                self.touched |= 1 << p;
+                                stack.process_ingress(now, hdr..len, meta);
+                                continue;
+                            }
+                            // Another pair's shard: through the pair's own buffer, as an
+                            // impaired frame goes.
+                            pair.tx_buf[hdr..len].copy_from_slice(frame);
+                        }
                         let frame = &pair.tx_buf[hdr..len];
                         let mut ingress = Ingress {
                             dev,
@@ -1053,15 +1044,11 @@ impl<'d> Worker<'d> {
                             scratch: &mut pair.inbox_scratch,
                         };
                         match self.common.as_deref_mut() {
-                            Some(c) if c.impair.active(LinkDirection::FromGuest) => {
+                            Some(c) if impaired => {
                                 impair_from_guest(c, &mut ingress, p, now, frame, meta)
                             }
-                            c => ingress.deliver(
-                                c.and_then(|c| c.capture.as_mut()),
-                                now,
-                                frame,
-                                meta,
-                            ),
+                            // Captured already, from the ingress buffer.
+                            _ => ingress.deliver(None, now, frame, meta),
                         }
                     }
                     Err(fault) => dev.count_fault(&mut pair.stats, now, Queue::Tx, head, fault),
