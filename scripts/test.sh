@@ -53,6 +53,36 @@ else
     echo "== QEMU 7.2 matrix not run: no runnable QEMU 7.2 under $qemu72"
 fi
 
+# The Debian package (scripts/package-deb.sh): installed into a scratch root with dpkg, and run
+# from there.
+echo "== package"
+deb=$(scripts/package-deb.sh)
+scratch=$(mktemp -d)
+mkdir -p "$scratch/var/lib/dpkg/info" "$scratch/var/lib/dpkg/updates"
+touch "$scratch/var/lib/dpkg/status"
+# libc6 is the host's, not the scratch root's.
+dpkg --root="$scratch" --force-depends --force-not-root -i "$deb" >/dev/null
+# Each output is taken whole before grep looks at it (grep -q stopping early would fail the
+# writer under pipefail).
+status=$(dpkg --root="$scratch" -s virtgate)
+grep -qx "Status: install ok installed" <<<"$status"
+version=$("$scratch/usr/bin/virtgate" --version)
+grep -Eqx "virtgate [0-9.]+ \(git [0-9a-f]{12}\)" <<<"$version"
+help=$("$scratch/usr/bin/virtgate" --help)
+grep -q -- "--socket" <<<"$help"
+help=$("$scratch/usr/bin/virtgate" ctl --help)
+grep -q -- "--api-socket" <<<"$help"
+for f in usr/share/man/man1/virtgate.1.gz usr/share/man/man1/virtgate-ctl.1.gz \
+    usr/share/bash-completion/completions/virtgate usr/share/zsh/vendor-completions/_virtgate \
+    usr/share/fish/vendor_completions.d/virtgate.fish usr/lib/systemd/system/virtgate@.service \
+    usr/share/doc/virtgate/README.md usr/share/doc/virtgate/copyright; do
+    test -s "$scratch/$f" || { echo "package: $f missing" >&2; exit 1; }
+done
+bash -n "$scratch/usr/share/bash-completion/completions/virtgate"
+page=$(zcat "$scratch/usr/share/man/man1/virtgate.1.gz")
+grep -q '^\.TH virtgate 1' <<<"$page"
+rm -rf "$scratch"
+
 # Every fuzz target for a bounded time (docs/fuzzing.md; under 3 minutes in all): a crash fails.
 echo "== fuzz"
 FUZZ_SECONDS=20 scripts/fuzz.sh

@@ -7,9 +7,17 @@ use clap::Parser;
 use netstack::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 use netstack::Duration;
 
+/// What `virtgate --version` prints after the name: the version and the git revision built.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("VIRTGATE_GIT_REV"),
+    ")"
+);
+
 /// A vhost-user-net backend with an in-process gateway: QEMU attaches with `-netdev vhost-user`.
 #[derive(Debug, Parser)]
-#[command(name = "virtgate", version, about, long_about = None)]
+#[command(name = "virtgate", version = VERSION, about, long_about = None)]
 pub struct Args {
     /// The unix socket QEMU connects to (`-chardev socket,path=...`).
     #[arg(long, value_name = "PATH")]

@@ -24,6 +24,8 @@
 //! - [`api`]: the control API (HTTP and JSON on a unix socket); [`ctl`]: `virtgate ctl`, its client.
 //! - [`pcapfile`]: reading pcap and pcapng files for `inject`.
 //! - [`sandbox`]: privileges, Landlock and the seccomp allow-list applied after start-up.
+//! - [`notify`]: readiness for a service manager (systemd's `NOTIFY_SOCKET`).
+//! - [`generate`]: `virtgate generate`: man pages and shell completions from the clap definitions.
 
 pub mod api;
 pub mod capture;
@@ -32,10 +34,12 @@ pub mod control;
 pub mod ctl;
 pub mod device;
 pub mod frontend;
+pub mod generate;
 pub mod host;
 pub mod impair;
 pub mod inbox;
 pub mod moderation;
+pub mod notify;
 pub mod pcapfile;
 pub mod relay;
 pub mod sandbox;

@@ -1,5 +1,5 @@
 //! The `virtgate` binary: arguments in, `server::run` out; `virtgate ctl ...` talks to a running
-//! one's control API.
+//! one's control API; `virtgate generate ...` writes the man pages and shell completions.
 
 use std::process::ExitCode;
 
@@ -26,9 +26,16 @@ fn abort_on_panic() {
 fn main() -> ExitCode {
     abort_on_panic();
     let mut argv = std::env::args_os();
-    if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
-        argv.nth(1);
-        return virtgate::ctl::main(argv);
+    match std::env::args_os().nth(1) {
+        Some(a) if a == "ctl" => {
+            argv.nth(1);
+            return virtgate::ctl::main(argv);
+        }
+        Some(a) if a == "generate" => {
+            argv.nth(1);
+            return virtgate::generate::main(argv);
+        }
+        _ => {}
     }
     let args = Args::parse();
     let default_level = match args.verbose {

@@ -197,6 +197,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     })?;
     let (private, private_addr) = bind_private().map_err(ServerError::PrivateSocket)?;
     let mut private: Listener = private.into();
+    // A service manager's socket is connected before the sandbox closes the file system; one
+    // that cannot be reached is a warning, not a reason to refuse to serve.
+    let notifier = crate::notify::Notifier::from_env().unwrap_or_else(|e| {
+        warn!("NOTIFY_SOCKET: {e}; readiness is not reported");
+        None
+    });
     config.sandbox.apply()?;
     let device = NetDevice::new(shards, Arc::clone(&shared))
         .map_err(ServerError::Device)?
@@ -306,6 +312,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             "off"
         }
     );
+    if let Some(n) = &notifier {
+        let status = format!("serving a virtio-net NIC on {}", config.socket.display());
+        if let Err(e) = n.ready(&status) {
+            warn!("NOTIFY_SOCKET: {e}; readiness is not reported");
+        }
+    }
     let result = serve(
         &config,
         &control,
@@ -315,6 +327,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         &mut daemon,
     );
 
+    if let Some(n) = &notifier {
+        let _ = n.stopping();
+    }
     // Stop the worker, then the signal thread; remove the socket only if it is still ours.
     handlers[0].send_exit_event();
     drop(handlers);
