@@ -65,8 +65,8 @@ fi
 missing=()
 # tshark reads back the packet captures in the capture tests; python3-venv makes the virtual
 # environment the Python client's tests run in; systemd's systemd-analyze checks the unit in
-# dist/systemd, binutils strips the packaged binary.
-for p in busybox-static cpio tshark python3-venv systemd binutils; do have_pkg "$p" || missing+=("$p"); done
+# dist/systemd, binutils strips the packaged binary, tmux is the terminal `ctl watch` is tested in.
+for p in busybox-static cpio tshark python3-venv systemd binutils tmux; do have_pkg "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
     apt_update
     log "installing ${missing[*]}"

@@ -1,7 +1,8 @@
 //! `virtgate ctl`: the control API (see [`crate::api`]) for people.
 //!
 //! ```text
-//! virtgate ctl --api-socket PATH stats
+//! virtgate ctl --api-socket PATH stats [--json]
+//! virtgate ctl --api-socket PATH watch [--interval SECS] [--count N]
 //! virtgate ctl --api-socket PATH metrics
 //! virtgate ctl --api-socket PATH coalesce [--rx-usecs N] [--rx-frames N] ... [--adaptive-rx BOOL]
 //! virtgate ctl --api-socket PATH capture start FILE | capture stop
@@ -36,8 +37,23 @@ pub struct CtlArgs {
 
 #[derive(Debug, Subcommand)]
 enum CtlCommand {
-    /// Prints every counter (the stats document, JSON).
-    Stats,
+    /// Prints a summary: the guest, each queue pair's traffic, drops and interrupts, the stack's
+    /// connections, flows and leases, the most frequent drop reasons.
+    Stats {
+        /// Print the whole stats document (JSON) instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows live per-second rates (per queue pair: frames, bytes, drops and interrupts each
+    /// way; the stack: connections, flows, drops), refreshed in the terminal like top.
+    Watch {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes (0: until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
     /// Prints every counter in the Prometheus text format.
     Metrics,
     /// Shows the interrupt moderation settings, or changes the ones given.
@@ -173,7 +189,22 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     let socket = args.api_socket.clone();
     let (method, path, body) = match args.command {
-        CtlCommand::Stats => ("GET", "/stats", None),
+        CtlCommand::Stats { json: false } => {
+            return match crate::api::request(&socket, "GET", "/stats", None)
+                .and_then(|b| serde_json::from_str::<Value>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(doc) => {
+                    print!("{}", summary(&doc));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("virtgate ctl: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        CtlCommand::Stats { json: true } => ("GET", "/stats", None),
+        CtlCommand::Watch { interval, count } => return watch(&socket, interval, count),
         CtlCommand::Metrics => ("GET", "/metrics", None),
         CtlCommand::Coalesce {
             rx_usecs,
@@ -297,6 +328,250 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Bytes for people: B, KiB, MiB, GiB, TiB.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The reasons frames were dropped, most frequent first: the stack's `drop_*` counters and the
+/// device's counters of frames it could not take or deliver, those that moved.
+fn drop_reasons(doc: &Value) -> Vec<(String, u64)> {
+    let mut reasons: Vec<(String, u64)> = Vec::new();
+    for (section, keep) in [
+        (
+            "stack",
+            (|n: &str| n.starts_with("drop_")) as fn(&str) -> bool,
+        ),
+        ("device", |n: &str| {
+            n.contains("drop") || n.contains("_bad_")
+        }),
+    ] {
+        if let Some(m) = doc[section].as_object() {
+            for (name, v) in m {
+                match v.as_u64() {
+                    Some(v) if v > 0 && keep(name) => reasons.push((name.clone(), v)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    reasons
+}
+
+/// `virtgate ctl stats`: the stats document (`GET /stats`) at a glance.
+pub fn summary(doc: &Value) -> String {
+    use std::fmt::Write as _;
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let mut out = String::new();
+    let guest = &doc["guest"];
+    let addr = |k: &str| guest[k].as_str().unwrap_or("-").to_string();
+    let _ = writeln!(
+        out,
+        "guest        mac {}  ipv4 {}  ipv6 {}",
+        addr("mac"),
+        addr("ipv4"),
+        addr("ipv6")
+    );
+    let pairs = doc["queues"]["pairs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "queue pairs  {} of {} in use",
+        n(&doc["queues"], "active_pairs"),
+        pairs.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<5}{:>12}{:>12}{:>12}{:>12}{:>9}{:>12}{:>12}",
+        "pair", "rx frames", "rx bytes", "tx frames", "tx bytes", "drops", "rx irqs", "tx irqs"
+    );
+    for (i, q) in pairs.iter().enumerate() {
+        let drops: u64 = q
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.contains("drop") || k.contains("_bad_"))
+                    .filter_map(|(_, v)| v.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{:<5}{:>12}{:>12}{:>12}{:>12}{:>9}{:>12}{:>12}",
+            i,
+            n(q, "rx_frames"),
+            human_bytes(n(q, "rx_bytes")),
+            n(q, "tx_frames"),
+            human_bytes(n(q, "tx_bytes")),
+            drops,
+            n(q, "rx_interrupts"),
+            n(q, "tx_interrupts")
+        );
+    }
+    let stack = &doc["stack"];
+    let v6_leases = guest["dhcpv6_leases"].as_array().map_or(0, Vec::len);
+    let _ =
+        writeln!(
+        out,
+        "stack        {} TCP connections ({} buffered), {} flows, DHCP lease {}, {} DHCPv6 leases",
+        n(stack, "tcp_connections"),
+        human_bytes(n(stack, "tcp_buffered_bytes")),
+        n(stack, "flows_active"),
+        if guest["ipv4"].is_string() { "held" } else { "none" },
+        v6_leases
+    );
+    let reasons = drop_reasons(doc);
+    if reasons.is_empty() {
+        let _ = writeln!(out, "drops        none");
+    } else {
+        let top: Vec<String> = reasons
+            .iter()
+            .take(5)
+            .map(|(name, v)| format!("{name} {v}"))
+            .collect();
+        let _ = writeln!(out, "top drops    {}", top.join(", "));
+    }
+    let rules = doc["impair"]["rules"].as_array().map_or(0, Vec::len);
+    if rules > 0 {
+        let _ = writeln!(out, "impairments  {rules} rules (virtgate ctl impair)");
+    }
+    out
+}
+
+/// `virtgate ctl watch`: the stats document every `interval` seconds, shown as rates over the
+/// last interval, the screen redrawn in place (ANSI: cursor home, clear) as top does.
+fn watch(socket: &std::path::Path, interval: f64, count: u64) -> ExitCode {
+    use std::io::Write as _;
+    if !(0.05..=3600.0).contains(&interval) {
+        eprintln!("virtgate ctl watch: --interval is 0.05 to 3600 seconds");
+        return ExitCode::from(2);
+    }
+    let fetch = || {
+        crate::api::request(socket, "GET", "/stats", None)
+            .and_then(|b| serde_json::from_str::<Value>(&b).map_err(|e| e.to_string()))
+    };
+    let mut before = match fetch() {
+        Ok(d) => (d, std::time::Instant::now()),
+        Err(e) => {
+            eprintln!("virtgate ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut shown = 0u64;
+    while count == 0 || shown < count {
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+        let now = match fetch() {
+            Ok(d) => (d, std::time::Instant::now()),
+            Err(e) => {
+                eprintln!("virtgate ctl: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let secs = now.1.duration_since(before.1).as_secs_f64();
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "\x1b[H\x1b[2J{}",
+            rates(&before.0, &now.0, secs, interval)
+        );
+        let _ = out.flush();
+        before = now;
+        shown += 1;
+    }
+    ExitCode::SUCCESS
+}
+
+/// What moved between two stats documents `secs` apart, per second.
+fn rates(before: &Value, now: &Value, secs: f64, interval: f64) -> String {
+    use std::fmt::Write as _;
+    let secs = secs.max(1e-3);
+    let per_s = |a: &Value, b: &Value, k: &str| {
+        b[k].as_u64()
+            .unwrap_or(0)
+            .saturating_sub(a[k].as_u64().unwrap_or(0)) as f64
+            / secs
+    };
+    let drops = |v: &Value| -> u64 {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.contains("drop") || k.contains("_bad_"))
+                    .filter_map(|(_, v)| v.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "virtgate ctl watch: rates per second over {interval} s (Ctrl-C ends)"
+    );
+    let _ = writeln!(
+        out,
+        "{:<5}{:>12}{:>12}{:>12}{:>12}{:>10}{:>10}{:>10}",
+        "pair",
+        "rx frames/s",
+        "rx Mbit/s",
+        "tx frames/s",
+        "tx Mbit/s",
+        "drops/s",
+        "rx irq/s",
+        "tx irq/s"
+    );
+    let empty = Vec::new();
+    let old_pairs = before["queues"]["pairs"].as_array().unwrap_or(&empty);
+    for (i, q) in now["queues"]["pairs"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
+        let p = old_pairs.get(i).unwrap_or(&Value::Null);
+        let mbit = |k: &str| per_s(p, q, k) * 8.0 / 1e6;
+        let _ = writeln!(
+            out,
+            "{:<5}{:>12.0}{:>12.2}{:>12.0}{:>12.2}{:>10.0}{:>10.0}{:>10.0}",
+            i,
+            per_s(p, q, "rx_frames"),
+            mbit("rx_bytes"),
+            per_s(p, q, "tx_frames"),
+            mbit("tx_bytes"),
+            drops(q).saturating_sub(drops(p)) as f64 / secs,
+            per_s(p, q, "rx_interrupts"),
+            per_s(p, q, "tx_interrupts")
+        );
+    }
+    let (s0, s1) = (&before["stack"], &now["stack"]);
+    let _ = writeln!(
+        out,
+        "stack        {} TCP connections, {} flows, {:.0} flows opened/s, {:.0} drops/s",
+        s1["tcp_connections"].as_u64().unwrap_or(0),
+        s1["flows_active"].as_u64().unwrap_or(0),
+        per_s(s0, s1, "flows_opened"),
+        drop_reasons(now)
+            .iter()
+            .map(|r| r.1)
+            .sum::<u64>()
+            .saturating_sub(drop_reasons(before).iter().map(|r| r.1).sum::<u64>()) as f64
+            / secs
+    );
+    out
 }
 
 /// The request of `ctl impair`; rules are checked here too, so mistakes are reported before
@@ -444,4 +719,59 @@ fn probe_help(socket: &std::path::Path, name: &str) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_shows_pairs_the_stack_and_the_top_drops() {
+        let doc = json!({
+            "guest": { "mac": "52:54:00:12:34:56", "ipv4": "10.0.2.15", "ipv6": null,
+                       "dhcpv6_leases": ["fd00::f"] },
+            "queues": { "active_pairs": 2, "pairs": [
+                { "rx_frames": 10, "rx_bytes": 1536, "tx_frames": 7, "tx_bytes": 512,
+                  "tx_drop_runt": 2, "tx_bad_chain": 1, "rx_interrupts": 4, "tx_interrupts": 3 },
+                { "rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0 }
+            ]},
+            "device": { "tx_drop_runt": 2, "tx_bad_chain": 1, "rx_frames": 10 },
+            "stack": { "tcp_connections": 3, "tcp_buffered_bytes": 2_097_152, "flows_active": 5,
+                       "drop_tcp_checksum": 9, "drop_eth_foreign_destination": 1, "eth_rx_frames": 99 },
+            "impair": { "rules": [] }
+        });
+        let text = summary(&doc);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "guest        mac 52:54:00:12:34:56  ipv4 10.0.2.15  ipv6 -"
+        );
+        assert_eq!(lines[1], "queue pairs  2 of 2 in use");
+        let pair0: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            pair0,
+            ["0", "10", "1.5", "KiB", "7", "512", "B", "3", "4", "3"]
+        );
+        assert!(
+            lines[5].contains("3 TCP connections (2.0 MiB buffered), 5 flows"),
+            "{text}"
+        );
+        assert!(
+            lines[5].contains("DHCP lease held, 1 DHCPv6 leases"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[6],
+            "top drops    drop_tcp_checksum 9, tx_drop_runt 2, drop_eth_foreign_destination 1, tx_bad_chain 1"
+        );
+        assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn bytes_read_as_people_write_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
 }

@@ -47,10 +47,19 @@ fn stats_metrics_coalescing_and_capture_through_ctl() {
     ping(&mut fe, 0);
 
     // Stats as JSON, and the same counters for Prometheus.
-    let (ok, out, err) = ctl(&api, &["stats"]);
+    let (ok, out, err) = ctl(&api, &["stats", "--json"]);
     assert!(ok, "{err}");
     let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stats["device"]["rx_frames"], 1);
+    // The same at a glance: pair 0 wrote the one echo reply into the guest's buffers.
+    let (ok, text, err) = ctl(&api, &["stats"]);
+    assert!(ok, "{err}");
+    let pair0 = text
+        .lines()
+        .find(|l| l.starts_with("0 "))
+        .unwrap_or_else(|| panic!("no row for pair 0: {text}"));
+    assert_eq!(pair0.split_whitespace().nth(1), Some("1"), "{text}");
+    assert!(text.starts_with("guest        mac "), "{text}");
     let (ok, metrics, _) = ctl(&api, &["metrics"]);
     assert!(ok);
     assert!(
@@ -380,7 +389,7 @@ fn slow_and_hostile_api_clients_cannot_hold_the_api() {
             s
         })
         .collect();
-    let (ok, out, err) = ctl(&api, &["stats"]);
+    let (ok, out, err) = ctl(&api, &["stats", "--json"]);
     assert!(ok, "{err}");
     assert!(out.contains("\"device\""));
     // ...while the idle clients are still waiting for their answers: nothing was served in turn.
@@ -486,4 +495,84 @@ fn captures_are_written_only_where_the_sandbox_allows() {
     for d in [&dir, &elsewhere, &extra] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// `ctl watch` in a real terminal (tmux: the test types nothing, it reads the screen with
+/// capture-pane): the table appears, is redrawn in place, and shows the echo replies of a ping
+/// loop as a rate on pair 0.
+#[test]
+fn watch_redraws_live_rates_in_a_terminal() {
+    let dir = std::env::temp_dir().join(format!("virtgate-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("api.sock");
+    let vg = Virtgate::start(&["--api-socket", api.to_str().unwrap()]);
+    let features = TestFrontend::qemu_features() & !(1 << VIRTIO_RING_F_EVENT_IDX);
+    let mut fe = TestFrontend::connect(&vg.socket, features, EnableOrder::AfterSetup).unwrap();
+    fe.post_rx_buffers(256);
+    let session = format!("virtgate-watch-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &session])
+            .args(args)
+            .output()
+            .expect("tmux (Debian's tmux package; scripts/setup.sh installs it)")
+    };
+    let watch = format!(
+        "{} ctl --api-socket {} watch --interval 0.2 --count 150",
+        env!("CARGO_BIN_EXE_virtgate"),
+        api.display()
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "20",
+        "-s",
+        &session,
+        &watch,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
+    };
+    // Pings until the screen shows pair 0 receiving (bounded: 200 pings, within the 256 RX
+    // buffers posted, and 30 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    for seq in 0..200u16 {
+        ping(&mut fe, seq);
+        std::thread::sleep(Duration::from_millis(20));
+        seen = screen();
+        let rx_rate = seen
+            .lines()
+            .find(|l| l.starts_with("0 "))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .and_then(|v| v.parse::<f64>().ok());
+        if rx_rate.is_some_and(|r| r > 0.0) || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    let _ = tmux(&["kill-server"]);
+    // Redrawn in place: one header, not a scroll of them.
+    assert_eq!(seen.matches("virtgate ctl watch:").count(), 1, "{seen}");
+    assert!(seen.contains("rx frames/s"), "{seen}");
+    let row = seen
+        .lines()
+        .find(|l| l.starts_with("0 "))
+        .unwrap_or_else(|| panic!("{seen}"));
+    let rx: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(rx > 0.0, "no rate for the echo replies: {seen}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn watch_refuses_a_bad_interval() {
+    let (ok, _, err) = ctl(
+        Path::new("/nonexistent/api.sock"),
+        &["watch", "--interval", "0"],
+    );
+    assert!(!ok);
+    assert!(err.contains("--interval"), "{err}");
 }

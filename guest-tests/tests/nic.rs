@@ -264,7 +264,7 @@ fn the_control_api_agrees_with_the_guest() {
             counter(&mut vm, "rx_packets"),
             counter(&mut vm, "tx_packets"),
         );
-        let stats: serde_json::Value = serde_json::from_str(&vg.ctl(&["stats"])).unwrap();
+        let stats: serde_json::Value = serde_json::from_str(&vg.ctl(&["stats", "--json"])).unwrap();
         if stats["device"]["rx_frames"] == rx && stats["device"]["tx_frames"] == tx {
             agreed = true;
             break;
@@ -276,7 +276,7 @@ fn the_control_api_agrees_with_the_guest() {
     let set = vg.ctl(&["coalesce", "--rx-usecs", "200", "--rx-usecs-abs", "1000"]);
     assert!(set.contains("\"rx_usecs\": 200"), "{set}");
     vm.run("ping -c 3 10.0.2.2", Duration::from_secs(30)).ok();
-    let stats: serde_json::Value = serde_json::from_str(&vg.ctl(&["stats"])).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&vg.ctl(&["stats", "--json"])).unwrap();
     assert!(
         stats["device"]["rx_interrupts_moderated"].as_u64().unwrap() >= 1,
         "{stats:#}"
