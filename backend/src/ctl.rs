@@ -173,19 +173,26 @@ enum CaptureAction {
 }
 
 /// Runs `virtgate ctl` with `args` (after the `ctl` word).
-pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let args = match CtlArgs::try_parse_from(
-        std::iter::once(OsString::from("virtgate ctl")).chain(args),
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+/// Parses `args` as the command line of `name`, one of virtgate's subcommands: its arguments,
+/// or the exit code once clap printed the help (0) or the mistake (2).
+pub(crate) fn parse_subcommand<P: Parser>(
+    name: &str,
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<P, ExitCode> {
+    P::try_parse_from(std::iter::once(OsString::from(name)).chain(args)).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
         }
+    })
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: CtlArgs = match parse_subcommand("virtgate ctl", args) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let socket = args.api_socket.clone();
     let (method, path, body) = match args.command {

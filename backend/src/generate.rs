@@ -56,18 +56,9 @@ fn write_man(dir: &Path) -> io::Result<()> {
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let args = match GenerateArgs::try_parse_from(
-        std::iter::once(OsString::from("virtgate generate")).chain(args),
-    ) {
+    let args: GenerateArgs = match crate::ctl::parse_subcommand("virtgate generate", args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let result = match args.what {
         What::Man { dir } => write_man(&dir),
