@@ -172,7 +172,6 @@ enum CaptureAction {
     Stop,
 }
 
-/// Runs `virtgate ctl` with `args` (after the `ctl` word).
 /// Parses `args` as the command line of `name`, one of virtgate's subcommands: its arguments,
 /// or the exit code once clap printed the help (0) or the mistake (2).
 pub(crate) fn parse_subcommand<P: Parser>(
@@ -189,6 +188,7 @@ pub(crate) fn parse_subcommand<P: Parser>(
     })
 }
 
+/// Runs `virtgate ctl` with `args` (after the `ctl` word).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: CtlArgs = match parse_subcommand("virtgate ctl", args) {
         Ok(a) => a,
@@ -197,9 +197,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let socket = args.api_socket.clone();
     let (method, path, body) = match args.command {
         CtlCommand::Stats { json: false } => {
-            return match crate::api::request(&socket, "GET", "/stats", None)
-                .and_then(|b| serde_json::from_str::<Value>(&b).map_err(|e| e.to_string()))
-            {
+            return match fetch_stats(&socket) {
                 Ok(doc) => {
                     print!("{}", summary(&doc));
                     ExitCode::SUCCESS
@@ -353,6 +351,27 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The stats document, `GET /stats`.
+fn fetch_stats(socket: &std::path::Path) -> Result<Value, String> {
+    crate::api::request(socket, "GET", "/stats", None)
+        .and_then(|b| serde_json::from_str(&b).map_err(|e| e.to_string()))
+}
+
+/// Whether a device counter counts frames the device could not take or deliver.
+fn is_drop_counter(name: &str) -> bool {
+    name.contains("drop") || name.contains("_bad_")
+}
+
+/// A queue pair's drops: its counters of frames it could not take or deliver, summed.
+fn pair_drops(pair: &Value) -> u64 {
+    pair.as_object().map_or(0, |m| {
+        m.iter()
+            .filter(|(k, _)| is_drop_counter(k))
+            .filter_map(|(_, v)| v.as_u64())
+            .sum()
+    })
+}
+
 /// The reasons frames were dropped, most frequent first: the stack's `drop_*` counters and the
 /// device's counters of frames it could not take or deliver, those that moved.
 fn drop_reasons(doc: &Value) -> Vec<(String, u64)> {
@@ -362,9 +381,7 @@ fn drop_reasons(doc: &Value) -> Vec<(String, u64)> {
             "stack",
             (|n: &str| n.starts_with("drop_")) as fn(&str) -> bool,
         ),
-        ("device", |n: &str| {
-            n.contains("drop") || n.contains("_bad_")
-        }),
+        ("device", is_drop_counter),
     ] {
         if let Some(m) = doc[section].as_object() {
             for (name, v) in m {
@@ -409,15 +426,6 @@ pub fn summary(doc: &Value) -> String {
         "pair", "rx frames", "rx bytes", "tx frames", "tx bytes", "drops", "rx irqs", "tx irqs"
     );
     for (i, q) in pairs.iter().enumerate() {
-        let drops: u64 = q
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, _)| k.contains("drop") || k.contains("_bad_"))
-                    .filter_map(|(_, v)| v.as_u64())
-                    .sum()
-            })
-            .unwrap_or(0);
         let _ = writeln!(
             out,
             "{:<5}{:>12}{:>12}{:>12}{:>12}{:>9}{:>12}{:>12}",
@@ -426,7 +434,7 @@ pub fn summary(doc: &Value) -> String {
             human_bytes(n(q, "rx_bytes")),
             n(q, "tx_frames"),
             human_bytes(n(q, "tx_bytes")),
-            drops,
+            pair_drops(q),
             n(q, "rx_interrupts"),
             n(q, "tx_interrupts")
         );
@@ -469,11 +477,7 @@ fn watch(socket: &std::path::Path, interval: f64, count: u64) -> ExitCode {
         eprintln!("virtgate ctl watch: --interval is 0.05 to 3600 seconds");
         return ExitCode::from(2);
     }
-    let fetch = || {
-        crate::api::request(socket, "GET", "/stats", None)
-            .and_then(|b| serde_json::from_str::<Value>(&b).map_err(|e| e.to_string()))
-    };
-    let mut before = match fetch() {
+    let mut before = match fetch_stats(socket) {
         Ok(d) => (d, std::time::Instant::now()),
         Err(e) => {
             eprintln!("virtgate ctl: {e}");
@@ -483,7 +487,7 @@ fn watch(socket: &std::path::Path, interval: f64, count: u64) -> ExitCode {
     let mut shown = 0u64;
     while count == 0 || shown < count {
         std::thread::sleep(std::time::Duration::from_secs_f64(interval));
-        let now = match fetch() {
+        let now = match fetch_stats(socket) {
             Ok(d) => (d, std::time::Instant::now()),
             Err(e) => {
                 eprintln!("virtgate ctl: {e}");
@@ -513,16 +517,6 @@ fn rates(before: &Value, now: &Value, secs: f64, interval: f64) -> String {
             .unwrap_or(0)
             .saturating_sub(a[k].as_u64().unwrap_or(0)) as f64
             / secs
-    };
-    let drops = |v: &Value| -> u64 {
-        v.as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, _)| k.contains("drop") || k.contains("_bad_"))
-                    .filter_map(|(_, v)| v.as_u64())
-                    .sum()
-            })
-            .unwrap_or(0)
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -559,7 +553,7 @@ fn rates(before: &Value, now: &Value, secs: f64, interval: f64) -> String {
             mbit("rx_bytes"),
             per_s(p, q, "tx_frames"),
             mbit("tx_bytes"),
-            drops(q).saturating_sub(drops(p)) as f64 / secs,
+            pair_drops(q).saturating_sub(pair_drops(p)) as f64 / secs,
             per_s(p, q, "rx_interrupts"),
             per_s(p, q, "tx_interrupts")
         );

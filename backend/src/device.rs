@@ -1020,10 +1020,10 @@ impl<'d> Worker<'d> {
                             let stack =
                                 slot.get(dev, p, now, &mut pair.stats, &mut pair.inbox_scratch);
                             let frame = stack.ingress_frame(hdr..len);
-                            if let Some(c) = self.common.as_deref_mut() {
-                                if let Some(capture) = c.capture.as_mut() {
-                                    record_outbound(capture, &mut pair.stats, frame, meta);
-                                }
+                            let capture =
+                                self.common.as_deref_mut().and_then(|c| c.capture.as_mut());
+                            if let Some(capture) = capture {
+                                record_outbound(capture, &mut pair.stats, frame, meta);
                             }
                             if dev.shard_map.shard_of(frame) == p {
                                 self.touched |= 1 << p;
