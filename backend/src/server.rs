@@ -167,6 +167,10 @@ impl Control {
 
 /// Runs virtgate until a signal (or, with `--once`, the first disconnect).
 pub fn run(config: Config) -> Result<(), ServerError> {
+    // Signals are caught before any socket appears: whoever sees QEMU's socket (a test, a
+    // service manager) may send SIGTERM at once, and gets the orderly shutdown rather than the
+    // default action. What arrives before the signal thread starts waits for it.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ServerError::Signals)?;
     let shared = Arc::new(Shared::default());
     // One stack shard per queue pair, each with its own host sockets (see docs/architecture.md,
     // "Queue pairs in parallel").
@@ -276,7 +280,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             source,
         })?;
     }
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ServerError::Signals)?;
     let signal_handle = signals.handle();
     let signal_control = Arc::clone(&control);
     let signal_thread = std::thread::Builder::new()
