@@ -30,6 +30,6 @@ parts = [head, "## device: per queue pair, like `ethtool -S`\n\n`device` holds e
 parts += [f"| `{n}` | {d} |\n" for n, d in extract("backend/src/control.rs", "DeviceStats")]
 parts.append("\n## stack: per protocol, and one `drop_*` counter per reason\n\n| counter | meaning |\n| --- | --- |\n")
 parts += [f"| `{n}` | {d} |\n" for n, d in extract("netstack/src/stats.rs", "Stats")]
-parts.append("\n## impair: per link impairment rule\n\n`impair.rules[N].counters` in the stats document and `GET /impair`; `virtgate_impair_<name>{rule=\"N\",direction=\"to-guest\"}` in `/metrics` (docs/impairments.md). They start from zero whenever the rules are replaced; the `device` counters `*_loss_injected*` and `*_impair_*` keep the totals.\n\n| counter | meaning |\n| --- | --- |\n")
+parts.append("\n## impair: per link impairment rule\n\n`impair.rules[N].counters` in the stats document and `GET /impair`; `virtgate_impair_<name>_total{rule=\"N\",direction=\"to-guest\"}` in `/metrics` (docs/impairments.md). They start from zero whenever the rules are replaced; the `device` counters `*_loss_injected*` and `*_impair_*` keep the totals.\n\n| counter | meaning |\n| --- | --- |\n")
 parts += [f"| `{n}` | {d} |\n" for n, d in extract("backend/src/impair/mod.rs", "RuleCounters")]
 doc.write_text("".join(parts))

@@ -2,6 +2,7 @@
 # Idempotent install of what virtgate's demo and tests need:
 #   - Debian packages: qemu-system-x86 (10.x from bookworm-backports on Debian 12), busybox-static, cpio
 #   - the guest kernel: Debian's linux-image-amd64 (6.1 on bookworm), unpacked into $VIRTGATE_GUEST_CACHE
+#   - promtool (Debian's prometheus package), unpacked into target/tools
 # Nothing downloaded here is ever committed; it all lives under target/.
 set -euo pipefail
 
@@ -106,6 +107,21 @@ if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -d "$cache/kernel/modules" ] ||
     echo "$kver" >"$cache/kernel/version"
     rm -rf "$tmp"
     trap - EXIT
+fi
+
+# promtool, Prometheus's checker of /metrics and of queries (backend/tests/metrics.rs): unpacked from
+# Debian's prometheus package into target/tools, not installed (the package would start a server).
+tools=$repo/target/tools
+if [ ! -x "$tools/promtool" ]; then
+    apt_update
+    log "fetching promtool from Debian's prometheus package"
+    mkdir -p "$tools"
+    tmp=$(mktemp -d "$tools/dl.XXXXXX")
+    chmod a+rwx "$tmp"
+    (cd "$tmp" && apt-get download -qq prometheus >&2)
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+    mv "$tmp/root/usr/bin/promtool" "$tools/promtool"
+    rm -rf "$tmp"
 fi
 
 # Optionally, Debian 12's own QEMU 7.2 unpacked beside the system one (not installed), so that the

@@ -27,13 +27,17 @@
 //! | `DELETE /impair` | | clears the rules and the schedule |
 //! | `POST /impair/schedule` | `{"steps": [{"after_ms": N, "rules": RULES} or {"after_ms": N, "restore": true}]}` | schedules changes |
 //!
+//! `--metrics-address` serves `GET /metrics` alone over TCP, for Prometheus ([`serve_metrics`]).
+//!
 //! One request per connection (`Connection: close`); requests are bounded (16 MiB, which holds
 //! an inject of 8 MiB of frames as hex; 5 s to arrive).
 //! Whatever the device must do is sent to the vring worker as a [`Command`] and waited for (2 s),
 //! so the datapath has no locks shared with this thread.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,6 +126,14 @@ impl Reply {
             body: format!("{:#}\n", json!({ "error": message })),
         }
     }
+
+    fn metrics(shared: &Shared) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: metrics(shared),
+        }
+    }
 }
 
 /// Binds the API socket (replacing a stale file); [`serve`] it once the sandbox is on.
@@ -135,13 +147,73 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// its own, at most `MAX_CLIENTS` at once.
 pub fn serve(listener: UnixListener, device: DeviceHandle) -> io::Result<()> {
     let device = Arc::new(device);
+    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s)));
+    serve_clients("virtgate-api", incoming, move |req| route(req, &device))
+}
+
+/// Binds `--metrics-address`: Prometheus scrapes TCP, not a unix socket. [`serve_metrics`] it
+/// once the sandbox is on.
+pub fn bind_metrics(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(address)?;
+    info!("metrics on http://{}/metrics", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// Serves `GET /metrics` alone on the metrics address, read-only: the address may be reachable
+/// by more than the API's socket is, so nothing else of the API is there.
+pub fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
+    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s)));
+    serve_clients("virtgate-metrics", incoming, move |req| {
+        match (
+            req.method.as_str(),
+            req.path.split('?').next().unwrap_or(""),
+        ) {
+            ("GET", "/metrics") => Reply::metrics(&shared),
+            (_, "/metrics") => Reply::error(405, "only GET /metrics is served here"),
+            _ => Reply::error(404, "only GET /metrics is served here"),
+        }
+    })
+}
+
+/// A connected client: of the API's unix socket or of the metrics address.
+trait Client: Read + Write + Send + 'static {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+}
+
+impl Client for UnixStream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, t)
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_write_timeout(self, t)
+    }
+}
+
+impl Client for TcpStream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, t)
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, t)
+    }
+}
+
+/// A thread named `name` accepts; each client is answered by `answer` on a thread of its own, at
+/// most `MAX_CLIENTS` at once.
+fn serve_clients<S: Client>(
+    name: &str,
+    incoming: impl Iterator<Item = io::Result<S>> + Send + 'static,
+    answer: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+) -> io::Result<()> {
+    let answer: Answer = Arc::new(answer);
     let clients = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
-        .name("virtgate-api".into())
+        .name(name.into())
         .spawn(move || {
-            for conn in listener.incoming() {
+            for conn in incoming {
                 match conn {
-                    Ok(s) => serve_on_thread(s, &device, &clients),
+                    Ok(s) => serve_on_thread(s, &answer, &clients),
                     Err(e) => {
                         warn!("api: accept failed: {e}");
                         std::thread::sleep(Duration::from_millis(100));
@@ -152,6 +224,9 @@ pub fn serve(listener: UnixListener, device: DeviceHandle) -> io::Result<()> {
     Ok(())
 }
 
+/// What answers a request: the API's router or the metrics address's.
+type Answer = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
 /// Counts a client while it is served (also when its thread panics).
 struct ClientSlot(Arc<AtomicUsize>);
 
@@ -161,7 +236,7 @@ impl Drop for ClientSlot {
     }
 }
 
-fn serve_on_thread(s: UnixStream, device: &Arc<DeviceHandle>, clients: &Arc<AtomicUsize>) {
+fn serve_on_thread<S: Client>(s: S, answer: &Answer, clients: &Arc<AtomicUsize>) {
     let _ = s.set_write_timeout(Some(REPLY_TIMEOUT));
     if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
         clients.fetch_sub(1, Ordering::AcqRel);
@@ -170,12 +245,12 @@ fn serve_on_thread(s: UnixStream, device: &Arc<DeviceHandle>, clients: &Arc<Atom
         return;
     }
     let slot = ClientSlot(Arc::clone(clients));
-    let device = Arc::clone(device);
+    let answer = Arc::clone(answer);
     let spawned = std::thread::Builder::new()
         .name("virtgate-api-client".into())
         .spawn(move || {
             let _slot = slot;
-            if let Err(e) = serve_one(s, &device) {
+            if let Err(e) = serve_one(s, &*answer) {
                 debug!("api: {e}");
             }
         });
@@ -192,12 +267,12 @@ struct Request {
 }
 
 /// Reads from a client until a fixed deadline, however the bytes trickle in.
-struct DeadlineReader<'a> {
-    s: &'a UnixStream,
+struct DeadlineReader<'a, S: Client> {
+    s: &'a mut S,
     deadline: Instant,
 }
 
-impl Read for DeadlineReader<'_> {
+impl<S: Client> Read for DeadlineReader<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -207,7 +282,7 @@ impl Read for DeadlineReader<'_> {
             ));
         }
         self.s.set_read_timeout(Some(left))?;
-        (&mut &*self.s).read(buf)
+        self.s.read(buf)
     }
 }
 
@@ -224,7 +299,7 @@ fn read_line(r: &mut impl BufRead) -> io::Result<String> {
     Ok(line)
 }
 
-fn read_request(s: &UnixStream) -> io::Result<Request> {
+fn read_request<S: Client>(s: &mut S) -> io::Result<Request> {
     parse_request(DeadlineReader {
         s,
         deadline: Instant::now() + REQUEST_DEADLINE,
@@ -275,15 +350,15 @@ fn parse_request(reader: impl Read) -> io::Result<Request> {
     Ok(Request { method, path, body })
 }
 
-fn serve_one(s: UnixStream, device: &DeviceHandle) -> io::Result<()> {
-    let reply = match read_request(&s) {
-        Ok(req) => route(&req, device),
+fn serve_one<S: Client>(mut s: S, answer: &dyn Fn(&Request) -> Reply) -> io::Result<()> {
+    let reply = match read_request(&mut s) {
+        Ok(req) => answer(&req),
         Err(e) => Reply::error(400, &e.to_string()),
     };
     write_reply(s, &reply)
 }
 
-fn write_reply(mut s: UnixStream, reply: &Reply) -> io::Result<()> {
+fn write_reply<S: Client>(mut s: S, reply: &Reply) -> io::Result<()> {
     let reason = match reply.status {
         200 => "OK",
         400 => "Bad Request",
@@ -307,11 +382,7 @@ fn route(req: &Request, device: &DeviceHandle) -> Reply {
     let path = req.path.split('?').next().unwrap_or("");
     match (req.method.as_str(), path) {
         ("GET", "/stats") => Reply::json(&stats_document(&device.shared)),
-        ("GET", "/metrics") => Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: metrics(&device.shared),
-        },
+        ("GET", "/metrics") => Reply::metrics(&device.shared),
         ("GET", "/coalesce") => match device.ask(Command::GetCoalesce) {
             Ok(c) => Reply::json(&coalesce_json(&c)),
             Err(r) => r,
@@ -702,55 +773,101 @@ const GAUGES: [&str; 4] = [
     "multicast_groups",
 ];
 
-/// The Prometheus text exposition format (version 0.0.4): `virtgate_<group>_<counter>`.
+/// A metric family's samples: (labels, value), the labels written out (`{pair="0"}`) or empty.
+type Samples = Vec<(String, u64)>;
+
+/// The Prometheus text exposition format (version 0.0.4), as `promtool check metrics` lints it:
+/// running totals are counters called `virtgate_<group>_<name>_total`, levels are gauges called
+/// `virtgate_<group>_<name>`, and every family has its counter's doc comment as `# HELP`.
 fn metrics(shared: &Shared) -> String {
+    use crate::control::DeviceStats;
+    use crate::impair::RuleCounters;
+    use netstack::stats::Stats;
+
     let snap = shared.snapshot();
     let mut out = String::new();
-    let mut add = |group: &str, name: &str, v: u64| {
-        let kind = if GAUGES.contains(&name) {
-            "gauge"
-        } else {
-            "counter"
-        };
-        out.push_str(&format!(
-            "# TYPE virtgate_{group}_{name} {kind}\nvirtgate_{group}_{name} {v}\n"
-        ));
-    };
-    snap.device.for_each(|n, v| add("device", n, v));
-    snap.stack.for_each(|n, v| add("stack", n, v));
-    // Per queue pair: one labelled series per counter (`ethtool -S`'s per-queue lines).
-    if let Some(first) = snap.queues.first() {
-        first.for_each(|name, _| {
-            out.push_str(&format!("# TYPE virtgate_queue_{name} counter\n"));
-            for (i, q) in snap.queues.iter().enumerate() {
-                let v = q.get(name).unwrap_or(0);
-                out.push_str(&format!("virtgate_queue_{name}{{pair=\"{i}\"}} {v}\n"));
+    let mut family =
+        |group: &str, name: &str, gauge: bool, help: Option<&str>, samples: Samples| {
+            let (kind, suffix) = if gauge || GAUGES.contains(&name) {
+                ("gauge", "")
+            } else {
+                ("counter", "_total")
+            };
+            // HELP escapes a backslash and a line break, the format's only escapes there.
+            let help = help
+                .unwrap_or_default()
+                .replace('\\', "\\\\")
+                .replace('\n', "\\n");
+            // Prometheus wants base units: a count of nanoseconds is exported as seconds, exactly.
+            let (name, nanoseconds) = match name.strip_suffix("_ns") {
+                Some(stem) => (format!("virtgate_{group}_{stem}_seconds{suffix}"), true),
+                None => (format!("virtgate_{group}_{name}{suffix}"), false),
+            };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                if nanoseconds {
+                    let (s, ns) = (v / 1_000_000_000, v % 1_000_000_000);
+                    let _ = writeln!(out, "{name}{labels} {s}.{ns:09}");
+                } else {
+                    let _ = writeln!(out, "{name}{labels} {v}");
+                }
             }
-        });
-    }
-    out.push_str(&format!(
-        "# TYPE virtgate_queue_pairs_active gauge\nvirtgate_queue_pairs_active {}\n",
-        snap.active_queue_pairs
-    ));
-    out.push_str("# TYPE virtgate_queue_rx_itr gauge\n");
-    for (i, r) in snap.rx_itr.iter().enumerate() {
-        out.push_str(&format!("virtgate_queue_rx_itr{{pair=\"{i}\"}} {r}\n"));
-    }
-    // Per impairment rule: labelled by its place and direction (the text is in GET /impair).
-    crate::impair::RuleCounters::default().for_each(|name, _| {
-        out.push_str(&format!("# TYPE virtgate_impair_{name} counter\n"));
-        for (i, r) in snap.impair.rules.iter().enumerate() {
-            let v = r.counters.get(name).unwrap_or(0);
-            out.push_str(&format!(
-                "virtgate_impair_{name}{{rule=\"{i}\",direction=\"{}\"}} {v}\n",
-                r.direction.name()
-            ));
-        }
+        };
+    let one = |v: u64| vec![(String::new(), v)];
+    snap.device
+        .for_each(|n, v| family("device", n, false, DeviceStats::help(n), one(v)));
+    snap.stack
+        .for_each(|n, v| family("stack", n, false, Stats::help(n), one(v)));
+    // Per queue pair: one labelled series per counter (`ethtool -S`'s per-queue lines).
+    let pair = |i: usize| format!("{{pair=\"{i}\"}}");
+    DeviceStats::default().for_each(|n, _| {
+        let samples = (snap.queues.iter().enumerate())
+            .map(|(i, q)| (pair(i), q.get(n).unwrap_or(0)))
+            .collect();
+        family("queue", n, false, DeviceStats::help(n), samples);
     });
-    out.push_str(&format!(
-        "# TYPE virtgate_impair_held_frames gauge\nvirtgate_impair_held_frames{{direction=\"to-guest\"}} {}\nvirtgate_impair_held_frames{{direction=\"from-guest\"}} {}\n",
-        snap.impair.held[0], snap.impair.held[1]
-    ));
+    family(
+        "queue",
+        "pairs_active",
+        true,
+        Some("Queue pairs the guest uses, of those configured (--queues)."),
+        one(snap.active_queue_pairs as u64),
+    );
+    family(
+        "queue",
+        "rx_itr",
+        true,
+        Some("The pair's RX interrupt throttle in force, interrupts per second (0: none)."),
+        (snap.rx_itr.iter().enumerate())
+            .map(|(i, r)| (pair(i), u64::from(*r)))
+            .collect(),
+    );
+    // Per impairment rule: labelled by its place and direction (the text is in GET /impair).
+    RuleCounters::default().for_each(|n, _| {
+        let samples = (snap.impair.rules.iter().enumerate())
+            .map(|(i, r)| {
+                let labels = format!("{{rule=\"{i}\",direction=\"{}\"}}", r.direction.name());
+                (labels, r.counters.get(n).unwrap_or(0))
+            })
+            .collect();
+        family("impair", n, false, RuleCounters::help(n), samples);
+    });
+    family(
+        "impair",
+        "held_frames",
+        true,
+        Some("Frames the impairments hold now: delayed, reordered or queued behind a rate."),
+        vec![
+            (
+                "{direction=\"to-guest\"}".into(),
+                snap.impair.held[0] as u64,
+            ),
+            (
+                "{direction=\"from-guest\"}".into(),
+                snap.impair.held[1] as u64,
+            ),
+        ],
+    );
     out
 }
 

@@ -161,6 +161,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
 
+    /// Serve Prometheus metrics (`GET /metrics`, nothing else of the API) over HTTP on this TCP
+    /// address, e.g. 127.0.0.1:9591; the control API stays on its unix socket.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+
     /// Capture every frame at the guest boundary, both directions, into this pcapng file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -328,6 +333,7 @@ pub struct Config {
     pub queue_pairs: usize,
     pub pcap: Option<PathBuf>,
     pub api_socket: Option<PathBuf>,
+    pub metrics_address: Option<std::net::SocketAddr>,
     pub verbose: u8,
     pub sandbox: crate::sandbox::Sandbox,
 }
@@ -532,6 +538,7 @@ impl Args {
             queue_pairs: self.queues,
             pcap: self.pcap,
             api_socket: self.api_socket,
+            metrics_address: self.metrics_address,
             impair,
             impair_seed: self.impair_seed,
             socket: self.socket,

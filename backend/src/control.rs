@@ -147,7 +147,7 @@ netstack::counters! {
         tx_cross_shard_queued,
         /// Times this pair's worker found a stack shard's lock taken and waited for it.
         shard_lock_waits,
-        /// Nanoseconds this pair's worker waited for stack shards' locks.
+        /// Time this pair's worker waited for stack shards' locks, in nanoseconds (seconds in `/metrics`).
         shard_lock_wait_ns,
         /// Errors reading ring indices (a guest that corrupts its rings).
         queue_errors,

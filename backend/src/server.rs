@@ -52,6 +52,12 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot serve metrics on {address}")]
+    BindMetrics {
+        address: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot set up the internal daemon socket")]
     PrivateSocket(#[source] io::Error),
     #[error("cannot install signal handlers")]
@@ -186,7 +192,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     shards[0].open_forwards().map_err(ServerError::Forward)?;
     // Everything that needs a path or a privilege is opened now; then the sandbox, before the
     // first thread, so that every thread has it (crate::sandbox).
-    // The API's socket first: once QEMU's socket appears, everything is ready.
+    // The metrics address and the API's socket first (a metrics address in use leaves no socket
+    // file behind): once QEMU's socket appears, everything is ready.
+    let metrics_listener = match config.metrics_address {
+        Some(address) => Some(
+            crate::api::bind_metrics(address)
+                .map_err(|source| ServerError::BindMetrics { address, source })?,
+        ),
+        None => None,
+    };
     let api_listener = match &config.api_socket {
         Some(path) => Some(crate::api::bind(path).map_err(|source| ServerError::Bind {
             path: path.clone(),
@@ -279,6 +293,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             path: path.clone(),
             source,
         })?;
+    }
+    if let Some(listener) = metrics_listener {
+        crate::api::serve_metrics(listener, Arc::clone(&shared)).map_err(ServerError::Device)?;
     }
     let signal_handle = signals.handle();
     let signal_control = Arc::clone(&control);

@@ -62,14 +62,14 @@ fn stats_metrics_coalescing_and_capture_through_ctl() {
     assert!(text.starts_with("guest        mac "), "{text}");
     let (ok, metrics, _) = ctl(&api, &["metrics"]);
     assert!(ok);
-    assert!(
-        metrics.contains("# TYPE virtgate_device_rx_frames counter\nvirtgate_device_rx_frames 1\n")
-    );
+    assert!(metrics.contains(
+        "# TYPE virtgate_device_rx_frames_total counter\nvirtgate_device_rx_frames_total 1\n"
+    ));
     assert!(metrics.contains("# TYPE virtgate_stack_tcp_connections gauge\n"));
     // Per queue pair, labelled; and how many pairs are in use.
     assert!(
         metrics.contains(
-            "# TYPE virtgate_queue_rx_frames counter\nvirtgate_queue_rx_frames{pair=\"0\"} 1\n"
+            "# TYPE virtgate_queue_rx_frames_total counter\nvirtgate_queue_rx_frames_total{pair=\"0\"} 1\n"
         ),
         "{metrics}"
     );

@@ -228,7 +228,7 @@ impl<H: HostIo> Core<H> {
             return;
         }
         if !self.cfg.is_gateway_address(repr.target_protocol_addr) {
-            self.stats.drop_arp_not_for_us += 1;
+            self.stats.drop_arp_foreign_target += 1;
             trace!("drop: ARP who-has {}: not ours", repr.target_protocol_addr);
             return;
         }

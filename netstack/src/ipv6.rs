@@ -224,11 +224,11 @@ impl<H: HostIo> Stack<H> {
         let body = &packet.payload()[upper.offset..];
         match dest {
             Destination::OnLink => {
-                self.stats.drop_ipv6_not_for_us += 1;
+                self.stats.drop_ipv6_foreign_destination += 1;
                 return;
             }
             Destination::OtherGroup if upper.protocol != IpProtocol::Icmpv6 => {
-                self.stats.drop_ipv6_not_for_us += 1;
+                self.stats.drop_ipv6_foreign_destination += 1;
                 return;
             }
             Destination::Routed => {
@@ -243,7 +243,7 @@ impl<H: HostIo> Stack<H> {
             IpProtocol::Tcp if dest == Destination::Gateway => {
                 self.process_tcp(now, repr.src.into(), repr.dst.into(), body)
             }
-            IpProtocol::Tcp => self.stats.drop_ipv6_not_for_us += 1,
+            IpProtocol::Tcp => self.stats.drop_ipv6_foreign_destination += 1,
             _ => {
                 self.stats.drop_ipv6_unknown_next_header += 1;
                 if dest == Destination::Gateway {
@@ -486,7 +486,7 @@ impl<H: HostIo> Core<H> {
                 Icmpv6Repr::MldReport { .. } | Icmpv6Repr::NeighborSolicit { .. }
             )
         {
-            self.stats.drop_ipv6_not_for_us += 1;
+            self.stats.drop_ipv6_foreign_destination += 1;
             return;
         }
         match msg {
@@ -655,7 +655,7 @@ impl<H: HostIo> Core<H> {
             return;
         }
         if dest != Destination::Gateway {
-            self.stats.drop_ipv6_not_for_us += 1;
+            self.stats.drop_ipv6_foreign_destination += 1;
             return;
         }
         // The gateway's addresses: the host's loopback and the DNS upstream, as over IPv4.
@@ -711,7 +711,7 @@ impl<H: HostIo> Core<H> {
             rapid_commit,
         } = answer
         else {
-            self.stats.drop_dhcpv6_not_for_us += 1;
+            self.stats.drop_dhcpv6_foreign_server += 1;
             return;
         };
         let dns = cfg.dns.0;

@@ -33,6 +33,15 @@ macro_rules! counters {
                     _ => None,
                 }
             }
+
+            /// What the counter called `name` counts: its doc comment, lines joined (the
+            /// `# HELP` text of `/metrics`).
+            pub fn help(name: &str) -> Option<&'static str> {
+                match name {
+                    $(stringify!($field) => Some(concat!($($doc),*).trim_ascii()),)*
+                    _ => None,
+                }
+            }
         }
     };
 }
@@ -72,7 +81,7 @@ crate::counters! {
         /// Not Ethernet/IPv4 ARP, or shorter than 28 bytes.
         drop_arp_malformed,
         /// A request for an address the gateway does not own.
-        drop_arp_not_for_us,
+        drop_arp_foreign_target,
         /// Packets waiting for an ARP reply that never came.
         drop_arp_unresolved,
         /// IPv4 packets from the guest (before validation).
@@ -238,7 +247,7 @@ crate::counters! {
         /// Too Big and the path\'s MTU.
         drop_ipv6_path_mtu,
         /// IPv6 packets for another address on the link or a group we do not listen to.
-        drop_ipv6_not_for_us,
+        drop_ipv6_foreign_destination,
         /// Extension headers that are truncated, say "discard", or earned a Parameter Problem.
         drop_ipv6_ext_header,
         /// Upper-layer protocols the gateway does not serve (Parameter Problem code 1).
@@ -299,6 +308,7 @@ crate::counters! {
         icmpv6_tx_errors,
         /// ICMPv6 errors not sent because of the rate limit (RFC 4443 §2.4(f)).
         drop_icmpv6_rate_limited,
+        /// ICMPv6 messages with a bad checksum (RFC 4443 §2.3).
         drop_icmpv6_checksum,
         /// ICMPv6 messages too short or with invalid options.
         drop_icmpv6_malformed,
@@ -338,9 +348,10 @@ crate::counters! {
         dhcpv6_addresses_bound,
         /// DHCPv6 messages while DHCPv6 is off.
         drop_dhcpv6_off,
+        /// DHCPv6 messages too short or with a truncated option.
         drop_dhcpv6_malformed,
         /// DHCPv6 messages for another server or that this mode does not answer.
-        drop_dhcpv6_not_for_us,
+        drop_dhcpv6_foreign_server,
         /// Flows currently in the table (a gauge).
         flows_active,
         /// Flows created.
@@ -423,6 +434,7 @@ crate::counters! {
         tcp_forward_no_guest,
         /// Segments too short, with a bad header length or bad options.
         drop_tcp_malformed,
+        /// Segments with a bad checksum (not checked when the guest offloaded it: its own bytes).
         drop_tcp_checksum,
         /// Segments for no connection (answered with RST).
         drop_tcp_no_connection,
@@ -455,5 +467,23 @@ mod tests {
             assert_eq!(s.get(name), Some(v));
         }
         assert_eq!(s.get("no_such_counter"), None);
+    }
+
+    #[test]
+    fn every_counter_has_its_doc_comment_as_help() {
+        assert_eq!(
+            Stats::help("eth_rx_frames"),
+            Some("Frames handed to the stack by the device.")
+        );
+        // A comment over two lines is one line of help, a space where the line broke.
+        assert_eq!(
+            Stats::help("drop_ipv6_unsupported"),
+            Some("IPv6 frames while IPv6 is off, and IPv6 TCP/UDP for the gateway itself (served with the IPv6 gateway).")
+        );
+        Stats::default().for_each(|name, _| {
+            let help = Stats::help(name).unwrap();
+            assert!(!help.is_empty() && !help.contains('\n'), "{name}: {help:?}");
+        });
+        assert_eq!(Stats::help("no_such_counter"), None);
     }
 }

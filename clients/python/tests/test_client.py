@@ -21,7 +21,7 @@ def test_a_process_starts_serves_and_stops(vg):
     stats = vg.client.stats()
     assert {"guest", "virtio", "device", "queues", "stack", "impair"} <= stats.keys()
     assert vg.client.counter("device", "rx_frames") == 0
-    assert "# TYPE virtgate_device_rx_frames counter" in vg.client.metrics()
+    assert "# TYPE virtgate_device_rx_frames_total counter" in vg.client.metrics()
     code = vg.shutdown()
     assert code == 0, vg.log()
     assert not vg.is_running()
@@ -45,7 +45,7 @@ def test_impairments_are_set_listed_cleared_and_refused_with_the_reason(vg):
     ]
     assert state["seed"] == 9
     assert state["rules"][0]["counters"]["matched"] == 0
-    assert 'virtgate_impair_dropped{rule="2",direction="from-guest"} 0' in c.metrics()
+    assert 'virtgate_impair_dropped_total{rule="2",direction="from-guest"} 0' in c.metrics()
     with pytest.raises(VirtgateError) as e:
         c.impair("to-guest: los 5%")
     assert e.value.status == 400 and "not an action" in e.value.message

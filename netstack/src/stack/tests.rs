@@ -277,7 +277,7 @@ mod arp_layer {
         assert!(drain(&mut s).is_empty());
         assert_eq!(s.stats().arp_rx_requests, 3);
         assert_eq!(s.stats().arp_tx_replies, 2);
-        assert_eq!(s.stats().drop_arp_not_for_us, 1);
+        assert_eq!(s.stats().drop_arp_foreign_target, 1);
     }
 
     #[test]
