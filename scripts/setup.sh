@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Idempotent install of what virtgate's demo and tests need:
 #   - Debian packages: qemu-system-x86 (10.x from bookworm-backports on Debian 12), busybox-static, cpio
-#   - the guest kernel: Debian's linux-image-amd64 (6.1 on bookworm), unpacked into $VIRTGATE_GUEST_CACHE
+#   - the guest kernel: Debian's linux-image-amd64 (6.1 on bookworm), unpacked into $VIRTGATE_GUEST_CACHE;
+#     with --all-kernels also 6.12 (bookworm-backports) and 5.10 (bullseye), the guest-kernel matrix
+#   - with --distro, mmdebstrap and libarchive-tools, and the Debian guest image of
+#     guest-tests/tests/distro.rs (scripts/distro-image.sh)
 #   - promtool (Debian's prometheus package), unpacked into target/tools
 # Nothing downloaded here is ever committed; it all lives under target/.
 set -euo pipefail
 
 with_qemu72=0
+all_kernels=0
+distro=0
 for arg in "$@"; do
     case "$arg" in
         --qemu-7.2) with_qemu72=1 ;;
-        *) echo "usage: $0 [--qemu-7.2]" >&2; exit 2 ;;
+        --all-kernels) all_kernels=1 ;;
+        --distro) distro=1 ;;
+        *) echo "usage: $0 [--qemu-7.2] [--all-kernels] [--distro]" >&2; exit 2 ;;
     esac
 done
 
@@ -67,46 +74,114 @@ missing=()
 # tshark reads back the packet captures in the capture tests; python3-venv makes the virtual
 # environment the Python client's tests run in; systemd's systemd-analyze checks the unit in
 # dist/systemd, binutils strips the packaged binary, tmux is the terminal `ctl watch` is tested in.
-for p in busybox-static cpio tshark python3-venv systemd binutils tmux; do have_pkg "$p" || missing+=("$p"); done
+for p in busybox-static cpio xz-utils tshark python3-venv systemd binutils tmux; do have_pkg "$p" || missing+=("$p"); done
+# The distribution guests' image is built by mmdebstrap and turned into a newc archive by bsdtar.
+if [ "$distro" = 1 ]; then
+    for p in mmdebstrap libarchive-tools; do have_pkg "$p" || missing+=("$p"); done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     apt_update
     log "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# The guest kernel: the image package linux-image-amd64 depends on (the distribution's default, not
-# backports). Unpacked once; later runs find $cache/kernel/vmlinuz and the modules (a cache from
-# before a module was added to the list is unpacked again).
-if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -d "$cache/kernel/modules" ] ||
-    ! ls "$cache"/kernel/modules/tun.ko* >/dev/null 2>&1; then
-    apt_update
-    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+# Guest kernels: Debian's image packages, each unpacked into its own directory of the cache:
+#   kernel/         the default, the package linux-image-amd64 depends on (6.1 on bookworm)
+#   kernel-6.12/    bookworm-backports' linux-image-amd64 (--all-kernels)
+#   kernel-5.10/    bullseye's linux-image-amd64, through an apt configuration of its own that
+#                   leaves the system's sources alone (--all-kernels)
+# Each holds vmlinuz, version, modules/NAME.ko (decompressed) and modules.load: the NIC's modules
+# this kernel has as files, in load order (the others are built in, or do not exist yet: 5.10
+# has no virtio_pci_*_dev). Unpacked once; a cache without modules.load is unpacked again.
+# The modules the harness loads, in order (guest-tests/src/lib.rs reads modules.load).
+nic_modules="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev
+    drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover
+    drivers/net/net_failover drivers/net/virtio_net drivers/net/tun"
+
+# unpack_kernel DEB DIR: the kernel and the NIC's modules of the image package DEB into DIR.
+unpack_kernel() {
+    local deb=$1 dir=$2 root kver mods m f name
+    root=$(mktemp -d "$cache/unpack.XXXXXX")
+    dpkg-deb -x "$deb" "$root"
+    kver=$(ls "$root/lib/modules")
+    mods="$root/lib/modules/$kver"
+    rm -rf "$dir"
+    mkdir -p "$dir/modules"
+    cp "$root"/boot/vmlinuz-* "$dir/vmlinuz"
+    : >"$dir/modules.load.tmp"
+    for m in $nic_modules; do
+        name=${m##*/}
+        f=$(ls "$mods/kernel/$m.ko"* 2>/dev/null | head -1 || true)
+        if [ -n "$f" ]; then
+            # Compressed as the release ships them (xz on 6.12); busybox's insmod takes plain ones.
+            case "$f" in
+                *.xz) xz -dc "$f" >"$dir/modules/$name.ko" ;;
+                *.zst) zstd -qdc "$f" >"$dir/modules/$name.ko" ;;
+                *) cp "$f" "$dir/modules/$name.ko" ;;
+            esac
+            echo "$name" >>"$dir/modules.load.tmp"
+        elif grep -q "/$name.ko$" "$mods/modules.builtin"; then
+            log "$kver: $name is built in"
+        else
+            case "$name" in
+                virtio_pci_modern_dev | virtio_pci_legacy_dev) log "$kver: no $name (part of virtio_pci)" ;;
+                *) log "module $m missing from $deb"; rm -rf "$root"; exit 1 ;;
+            esac
+        fi
+    done
+    mv "$dir/modules.load.tmp" "$dir/modules.load"
+    echo "$kver" >"$dir/version"
+    rm -rf "$root"
+}
+
+# fetch_kernel DIR [APT OPTIONS...]: the image package behind linux-image-amd64 (the candidate of
+# those options' sources) into DIR, unless it is there.
+fetch_kernel() {
+    local dir=$1 pkg tmp
+    shift
+    [ -s "$dir/vmlinuz" ] && [ -s "$dir/modules.load" ] && return 0
+    pkg=$(apt-cache "$@" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
     if [ -z "$pkg" ]; then
-        log "cannot resolve the package behind linux-image-amd64"; exit 1
+        log "cannot resolve the package behind linux-image-amd64 ($*)"; exit 1
     fi
-    log "fetching guest kernel $pkg"
+    log "fetching guest kernel $pkg into $dir"
     tmp=$(mktemp -d "$cache/dl.XXXXXX")
     chmod a+rwx "$tmp" # apt's download user writes here
-    trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && apt-get download -qq "$pkg" >&2)
-    dpkg-deb -x "$tmp"/*.deb "$tmp/root"
-    rm -rf "$cache/kernel"
-    mkdir -p "$cache/kernel/modules"
-    cp "$tmp"/root/boot/vmlinuz-* "$cache/kernel/vmlinuz"
-    kver=$(ls "$tmp/root/lib/modules")
-    mods="$tmp/root/lib/modules/$kver/kernel"
-    for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko \
-        drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci_legacy_dev.ko \
-        drivers/virtio/virtio_pci.ko net/core/failover.ko drivers/net/net_failover.ko \
-        drivers/net/virtio_net.ko drivers/net/tun.ko; do
-        # Debian compresses modules on some releases; keep whatever form the package has.
-        f=$(ls "$mods/$m"* 2>/dev/null | head -1)
-        if [ -z "$f" ]; then log "module $m missing from $pkg"; exit 1; fi
-        cp "$f" "$cache/kernel/modules/"
-    done
-    echo "$kver" >"$cache/kernel/version"
+    (cd "$tmp" && apt-get "$@" download -qq "$pkg" >&2)
+    unpack_kernel "$tmp"/*.deb "$dir"
     rm -rf "$tmp"
-    trap - EXIT
+}
+
+if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -s "$cache/kernel/modules.load" ]; then
+    apt_update
+fi
+fetch_kernel "$cache/kernel"
+if [ "$all_kernels" = 1 ]; then
+    if [ "$codename" = bookworm ] && [ ! -s "$cache/kernel-6.12/modules.load" ]; then
+        apt_update
+        v=$(apt-cache madison linux-image-amd64 | awk '$3 ~ /^6\.12\./ {print $3; exit}')
+        if [ -z "$v" ]; then log "no 6.12 linux-image-amd64 in bookworm-backports"; exit 1; fi
+        pkg=$(apt-cache depends "linux-image-amd64=$v" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+        log "fetching guest kernel $pkg into $cache/kernel-6.12"
+        tmp=$(mktemp -d "$cache/dl.XXXXXX")
+        chmod a+rwx "$tmp"
+        (cd "$tmp" && apt-get download -qq "$pkg" >&2)
+        unpack_kernel "$tmp"/*.deb "$cache/kernel-6.12"
+        rm -rf "$tmp"
+    fi
+    if [ ! -s "$cache/kernel-5.10/modules.load" ]; then
+        # bullseye's lists in the cache, not the system's: nothing of the host's apt changes.
+        bullseye="$cache/apt-bullseye"
+        mkdir -p "$bullseye/lists/partial" "$bullseye/archives/partial"
+        printf '%s\n' "deb http://deb.debian.org/debian bullseye main" \
+            "deb http://deb.debian.org/debian-security bullseye-security main" >"$bullseye/sources.list"
+        apt_bullseye=(-o "Dir::Etc::SourceList=$bullseye/sources.list" -o Dir::Etc::SourceParts=/dev/null
+            -o "Dir::State::Lists=$bullseye/lists" -o "Dir::Cache=$bullseye" -o Dir::Cache::pkgcache=
+            -o Dir::Cache::srcpkgcache= -o "Dir::Cache::archives=$bullseye/archives")
+        log "apt-get update (bullseye, for the 5.10 guest kernel)"
+        $SUDO apt-get "${apt_bullseye[@]}" update -qq >&2
+        fetch_kernel "$cache/kernel-5.10" "${apt_bullseye[@]}"
+    fi
 fi
 
 # promtool, Prometheus's checker of /metrics and of queries (backend/tests/metrics.rs): unpacked from
@@ -147,4 +222,9 @@ if [ "$with_qemu72" = 1 ] && [ "$codename" = bookworm ] && [ ! -x "$cache/qemu-7
     fi
 fi
 
-log "ready: $(qemu-system-x86_64 --version | head -1); guest kernel $(cat "$cache/kernel/version")"
+if [ "$distro" = 1 ]; then
+    VIRTGATE_GUEST_CACHE=$cache "$repo/scripts/distro-image.sh" >/dev/null
+fi
+
+kernels=$(cat "$cache"/kernel*/version 2>/dev/null | tr '\n' ' ')
+log "ready: $(qemu-system-x86_64 --version | head -1); guest kernels $kernels"

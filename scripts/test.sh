@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh --qemu-7.2
+# Every guest kernel of the matrix and the distribution guests' image (docs/testing.md).
+scripts/setup.sh --qemu-7.2 --all-kernels --distro
 
 echo "== format and lints"
 cargo fmt --all -- --check

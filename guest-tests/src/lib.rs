@@ -1,9 +1,10 @@
 //! The VM harness: boots a real Linux guest on a virtgate NIC under QEMU and drives it over the serial
 //! console.
 //!
-//! - [`GuestImage`]: the guest, prepared once per test run and cached under `target/guest/`: Debian's
-//!   kernel (fetched by `scripts/setup.sh`), its virtio modules, busybox-static, the guest programs
-//!   and an init script, packed into an uncompressed initramfs built here.
+//! - [`GuestImage`]: the guest, prepared once per test run and cached under `target/guest/`: a
+//!   Debian kernel ([`GuestKernel`], fetched by `scripts/setup.sh`: 6.1 by default, 6.12 and 5.10
+//!   for the matrix), its virtio modules, busybox-static, the guest programs and an init script,
+//!   packed into an uncompressed initramfs built here.
 //! - [`Virtgate`]: a virtgate process on a private socket with a stats file.
 //! - [`Vm`]: QEMU under TCG (`VIRTGATE_ACCEL=kvm` to opt in) attached to a [`Virtgate`]. Commands are
 //!   framed by unique markers and return the exit status; every wait has a timeout; both processes
@@ -21,6 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod cpio;
+pub mod dns;
 pub mod exerciser;
 pub mod transfer;
 
@@ -29,19 +31,110 @@ pub use exerciser::{CallChain, Counters};
 /// The MAC the harness gives the guest NIC (`-device virtio-net-pci,mac=`).
 pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 
-/// Kernel modules in load order: virtio's (DEVELOPERS.md), then TUN (an inner link for the
-/// forwarding scenarios).
-const MODULES: [&str; 9] = [
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-    "tun",
+/// The guest kernels scripts/setup.sh unpacks (`--all-kernels` for all but the first): the
+/// name a test binary or `VIRTGATE_GUEST_KERNEL` uses, and the cache directory.
+pub const GUEST_KERNELS: [(&str, &str); 3] = [
+    ("6.1", "kernel"),
+    ("6.12", "kernel-6.12"),
+    ("5.10", "kernel-5.10"),
 ];
+
+/// A guest kernel: Debian's image unpacked by scripts/setup.sh into a directory holding
+/// `vmlinuz`, `version`, `modules/NAME.ko` and `modules.load` (the NIC's modules this kernel
+/// has as files, in load order: virtio's, then TUN for the forwarding scenarios; the rest are
+/// built in).
+#[derive(Debug, Clone)]
+pub struct GuestKernel {
+    /// `6.1`, `6.12`, `5.10`, or the directory given.
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl GuestKernel {
+    /// The kernel this test process boots. A test binary named `linux_X_Y_*` (the matrix:
+    /// `tests/linux_6_12_foundation.rs`) boots Linux X.Y whatever the environment says, so that
+    /// its test names say which kernel ran; the other binaries boot `VIRTGATE_GUEST_KERNEL` (a
+    /// name above or a directory laid out the same way), 6.1 by default.
+    pub fn current() -> &'static GuestKernel {
+        static KERNEL: OnceLock<GuestKernel> = OnceLock::new();
+        KERNEL.get_or_init(|| {
+            let named = std::env::current_exe()
+                .ok()
+                .and_then(|exe| kernel_of_binary(&exe.file_name()?.to_string_lossy()));
+            let chosen = named
+                .or_else(|| std::env::var("VIRTGATE_GUEST_KERNEL").ok())
+                .unwrap_or_else(|| GUEST_KERNELS[0].0.to_string());
+            GuestKernel::named(&chosen).unwrap_or_else(|e| panic!("guest kernel: {e}"))
+        })
+    }
+
+    /// A kernel by its name in [`GUEST_KERNELS`], or a directory.
+    pub fn named(name: &str) -> Result<GuestKernel, String> {
+        let dir = match GUEST_KERNELS.iter().find(|(n, _)| *n == name) {
+            Some((_, dir)) => guest_cache().join(dir),
+            None if name.contains('/') => PathBuf::from(name),
+            None => {
+                let names: Vec<_> = GUEST_KERNELS.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "{name:?} is neither one of {names:?} nor a directory"
+                ));
+            }
+        };
+        if !dir.join("vmlinuz").is_file() || !dir.join("modules.load").is_file() {
+            let hint = if name == GUEST_KERNELS[0].0 {
+                "scripts/setup.sh"
+            } else {
+                "scripts/setup.sh --all-kernels"
+            };
+            return Err(format!(
+                "Linux {name}: {} has no vmlinuz or modules.load: run {hint}",
+                dir.display()
+            ));
+        }
+        Ok(GuestKernel {
+            name: name.to_string(),
+            dir,
+        })
+    }
+
+    /// The kernel's release (`uname -r` in the guest), as setup recorded it.
+    pub fn release(&self) -> String {
+        std::fs::read_to_string(self.dir.join("version"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Major and minor version, from the release (`6.12.95+deb12-amd64` is (6, 12)).
+    pub fn version(&self) -> (u32, u32) {
+        let release = self.release();
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
+    /// At least this version.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        self.version() >= (major, minor)
+    }
+
+    fn modules(&self) -> Result<Vec<String>, String> {
+        let path = self.dir.join("modules.load");
+        let list =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(list.split_whitespace().map(str::to_string).collect())
+    }
+}
+
+/// The kernel a test binary's name asks for: `linux_6_12_foundation-0123abcd` is 6.12.
+fn kernel_of_binary(file_name: &str) -> Option<String> {
+    let rest = file_name.strip_prefix("linux_")?;
+    let numbers: Vec<&str> = rest
+        .split('_')
+        .take_while(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    (numbers.len() >= 2).then(|| numbers.join("."))
+}
 
 /// The workspace root (guest-tests/..).
 pub fn workspace_root() -> PathBuf {
@@ -83,6 +176,7 @@ ip link set lo up
 i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 stty -echo 2>/dev/null
+echo "VIRTGATE""-GUEST-KERNEL $(uname -r)"
 echo "VIRTGATE""-GUEST-READY"
 export PS1=''
 # The command shell reads the console as a script file, so it is not interactive: an interactive ash
@@ -96,11 +190,12 @@ while :; do sleep 3600; done
 "#;
 
 /// udhcpc's event script: apply the lease (address, router, DNS, MTU) and record it for tests.
+/// Only IPv4 addresses are flushed: the IPv6 ones, the link-local first, are the kernel's.
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 case "$1" in
-  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
   bound|renew)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip addr add "$ip/${mask:-24}" dev "$interface"
     [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
     [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
@@ -118,11 +213,12 @@ pub const KERNEL_APPEND: &str = "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=
 /// What the guest's init prints on the console when its shell is ready for commands.
 pub const READY_MARKER: &str = "VIRTGATE-GUEST-READY";
 
-/// The prepared guest: kernel and initramfs.
-#[derive(Debug)]
+/// The prepared guest: kernel, initramfs and the kernel command line they boot with.
+#[derive(Debug, Clone)]
 pub struct GuestImage {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    pub append: String,
 }
 
 impl GuestImage {
@@ -141,13 +237,9 @@ impl GuestImage {
 
     fn build(host_programs: &[PathBuf]) -> Result<GuestImage, String> {
         let cache = guest_cache();
-        let kernel = cache.join("kernel/vmlinuz");
-        if !kernel.is_file() {
-            return Err(format!(
-                "{} missing: run scripts/setup.sh to fetch the guest kernel",
-                kernel.display()
-            ));
-        }
+        let guest_kernel = GuestKernel::current();
+        let kernel = guest_kernel.dir.join("vmlinuz");
+        let modules = guest_kernel.modules()?;
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .iter()
             .map(PathBuf::from)
@@ -173,12 +265,12 @@ impl GuestImage {
         }
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         archive.file("bin/busybox", 0o755, &read(&busybox)?);
-        let init = INIT.replace("MODULE_LIST", &MODULES.join(" "));
+        let init = INIT.replace("MODULE_LIST", &modules.join(" "));
         archive.file("init", 0o755, init.as_bytes());
         archive.file("etc/udhcpc/default.script", 0o755, UDHCPC_SCRIPT.as_bytes());
         archive.file("etc/resolv.conf", 0o644, b"");
-        for m in MODULES {
-            let path = cache.join(format!("kernel/modules/{m}.ko"));
+        for m in &modules {
+            let path = guest_kernel.dir.join(format!("modules/{m}.ko"));
             archive.file(&format!("lib/modules/{m}.ko"), 0o644, &read(&path)?);
         }
         for (name, bytes) in guest_programs()? {
@@ -203,7 +295,89 @@ impl GuestImage {
             std::fs::rename(&tmp, &initramfs)
                 .map_err(|e| format!("{}: {e}", initramfs.display()))?;
         }
-        Ok(GuestImage { kernel, initramfs })
+        Ok(GuestImage {
+            kernel,
+            initramfs,
+            append: KERNEL_APPEND.to_string(),
+        })
+    }
+
+    /// A Debian 12 guest with systemd as init and its own network stack (`virtgate.net=`:
+    /// `networkd`, `ifupdown` or `dhcpcd`): the image scripts/distro-image.sh builds (from
+    /// Debian's archive, cached) with, appended, this kernel's NIC modules and an `/init` that
+    /// loads them with busybox and hands over to systemd. The console shell is a systemd service
+    /// of the image (guest-tests/distro/files), so [`Vm::run`] works as with the busybox guest.
+    pub fn distro(stack: &str) -> GuestImage {
+        GuestImage::build_distro(stack).unwrap_or_else(|e| panic!("distribution image: {e}"))
+    }
+
+    fn build_distro(stack: &str) -> Result<GuestImage, String> {
+        let script = workspace_root().join("scripts/distro-image.sh");
+        let out = Command::new(&script)
+            .env("VIRTGATE_GUEST_CACHE", guest_cache())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed ({}): run scripts/setup.sh --distro",
+                script.display(),
+                out.status
+            ));
+        }
+        let rootfs = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let kernel = GuestKernel::current();
+        let modules = kernel.modules()?;
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or("busybox-static is not installed: run scripts/setup.sh")?;
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        // The overlay: a second newc archive after the image's (the kernel unpacks both).
+        let mut overlay = cpio::Archive::new();
+        overlay.dir("virtgate");
+        overlay.dir("virtgate/modules");
+        overlay.file("virtgate/busybox", 0o755, &read(&busybox)?);
+        for m in &modules {
+            let ko = read(&kernel.dir.join(format!("modules/{m}.ko")))?;
+            overlay.file(&format!("virtgate/modules/{m}.ko"), 0o644, &ko);
+        }
+        let init = format!(
+            "#!/virtgate/busybox sh\n\
+             # The NIC's modules of the booted kernel (the image has no kernel), then systemd.\n\
+             for m in {}; do /virtgate/busybox insmod /virtgate/modules/$m.ko; done\n\
+             exec /sbin/init\n",
+            modules.join(" ")
+        );
+        overlay.file("init", 0o755, init.as_bytes());
+        let overlay = overlay.finish();
+        let name = rootfs
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let initramfs = guest_cache().join(format!(
+            "{name}-{:016x}.cpio",
+            fnv1a(&overlay) ^ fnv1a(kernel.release().as_bytes())
+        ));
+        if !initramfs.is_file() {
+            let tmp = guest_cache().join(format!("distro.{}.tmp", std::process::id()));
+            let mut bytes = read(&rootfs)?;
+            // newc archives are padded to 4 bytes; the kernel skips the zeros between archives.
+            bytes.resize(bytes.len().next_multiple_of(512), 0);
+            bytes.extend_from_slice(&overlay);
+            std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &initramfs)
+                .map_err(|e| format!("{}: {e}", initramfs.display()))?;
+        }
+        Ok(GuestImage {
+            kernel: kernel.dir.join("vmlinuz"),
+            initramfs,
+            append: format!(
+                "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init net.ifnames=0 \
+                 systemd.show_status=0 virtgate.net={stack}"
+            ),
+        })
     }
 }
 
@@ -634,6 +808,8 @@ pub struct VmOptions {
     pub queue_pairs: u32,
     /// Guest CPUs (Linux's virtio-net uses as many queue pairs as CPUs by default).
     pub cpus: u32,
+    /// Another guest than the busybox one (e.g. [`GuestImage::distro`]).
+    pub image: Option<GuestImage>,
 }
 
 impl Default for VmOptions {
@@ -647,6 +823,7 @@ impl Default for VmOptions {
             boot_timeout: Duration::from_secs(120),
             queue_pairs: 1,
             cpus: 1,
+            image: None,
         }
     }
 }
@@ -823,7 +1000,9 @@ impl Vm {
     /// [`Vm::boot`], or why not: QEMU exited (with its output) or the guest did not boot in time.
     pub fn try_boot(socket: &Path, opts: &VmOptions) -> Result<Vm, String> {
         let owned;
-        let image = if opts.host_programs.is_empty() {
+        let image = if let Some(image) = &opts.image {
+            image
+        } else if opts.host_programs.is_empty() {
             GuestImage::get()
         } else {
             owned = GuestImage::with_host_programs(&opts.host_programs);
@@ -871,7 +1050,7 @@ impl Vm {
             .arg(&image.kernel)
             .arg("-initrd")
             .arg(&image.initramfs)
-            .args(["-append", KERNEL_APPEND])
+            .args(["-append", &image.append])
             .args([
                 "-object",
                 &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
@@ -909,6 +1088,20 @@ impl Vm {
                 t.contains(READY_MARKER).then_some(())
             });
             if ready.is_some() {
+                // The kernel that booted is the one the test binary asked for (a test name that
+                // says 6.12 ran on 6.12).
+                let booted = vm.console.wait_for(0, Duration::ZERO, |t| {
+                    let line = t.split("VIRTGATE-GUEST-KERNEL ").nth(1)?.lines().next()?;
+                    Some(line.trim().to_string())
+                });
+                let expected = GuestKernel::current().release();
+                if booted.as_deref() != Some(expected.as_str()) {
+                    return Err(format!(
+                        "the guest booted {booted:?}, not Linux {} ({expected}):\n{}",
+                        GuestKernel::current().name,
+                        vm.console()
+                    ));
+                }
                 return Ok(vm);
             }
             if let Some(status) = vm.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -1092,6 +1285,57 @@ pub(crate) fn snmp_values(text: &str) -> impl Iterator<Item = (&str, &str, i64)>
     out.into_iter()
 }
 
+/// A named scenario of a test that shares one booted guest ([`run_scenarios`]).
+pub type Scenario<C> = (&'static str, fn(&mut C));
+
+/// Runs scenarios one after the other on one booted guest (`ctx` holds it): a guest boot under
+/// TCG costs more than most scenarios, so scenarios that need the same virtgate options share
+/// one, each asserting only the deltas of the counters it reads. Every scenario runs even when an
+/// earlier one failed, unless the guest died (`alive`); the test fails at the end naming each
+/// failed scenario. `VIRTGATE_SCENARIOS=name,name` runs only those (a test none of whose
+/// scenarios is named fails, so that a misspelt name is not a pass).
+pub fn run_scenarios<C>(
+    scenarios: &[Scenario<C>],
+    ctx: &mut C,
+    alive: impl Fn(&mut C) -> bool,
+) {
+    let only: Option<Vec<String>> = std::env::var("VIRTGATE_SCENARIOS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    if let Some(names) = &only {
+        assert!(
+            scenarios.iter().any(|(s, _)| names.iter().any(|n| n == s)),
+            "VIRTGATE_SCENARIOS={names:?} names none of this test's scenarios"
+        );
+    }
+    let mut failed = Vec::new();
+    for (name, scenario) in scenarios {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(ctx)));
+        let took = start.elapsed();
+        match result {
+            Ok(()) => eprintln!("scenario {name}: ok ({took:.1?})"),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                eprintln!("scenario {name}: FAILED ({took:.1?}): {msg}");
+                failed.push(*name);
+                if !alive(ctx) {
+                    eprintln!("the guest is gone: the remaining scenarios are not run");
+                    break;
+                }
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
+}
+
 /// A loopback UDP port nobody listens on (bound once and released).
 pub fn unused_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -1113,4 +1357,32 @@ pub fn make_executable(path: &Path) {
     let mut p = std::fs::metadata(path).unwrap().permissions();
     p.set_mode(0o755);
     std::fs::set_permissions(path, p).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_matrix_binary_names_its_kernel() {
+        assert_eq!(
+            kernel_of_binary("linux_6_12_foundation-0123abcd").as_deref(),
+            Some("6.12")
+        );
+        assert_eq!(
+            kernel_of_binary("linux_5_10_foundation").as_deref(),
+            Some("5.10")
+        );
+        assert_eq!(kernel_of_binary("foundation-0123abcd"), None);
+        assert_eq!(kernel_of_binary("linux_paths-01"), None);
+        assert_eq!(kernel_of_binary("linux_6_foundation"), None);
+    }
+
+    #[test]
+    fn an_unknown_kernel_name_is_explained() {
+        let e = GuestKernel::named("4.19").unwrap_err();
+        assert!(e.contains("\"4.19\" is neither one of"), "{e}");
+        let e = GuestKernel::named("/nonexistent/kernel").unwrap_err();
+        assert!(e.contains("no vmlinuz or modules.load"), "{e}");
+    }
 }

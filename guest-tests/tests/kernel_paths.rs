@@ -177,17 +177,6 @@ const SCENARIOS: &[(&str, Scenario)] = &[
 
 #[test]
 fn kernel_paths() {
-    let only: Option<Vec<String>> = std::env::var("VIRTGATE_SCENARIOS")
-        .ok()
-        .map(|v| v.split(',').map(str::to_string).collect());
-    if let Some(names) = &only {
-        for n in names {
-            assert!(
-                SCENARIOS.iter().any(|(s, _)| s == n),
-                "no scenario called {n}"
-            );
-        }
-    }
     // The inner networks of the forwarding scenarios are routed via the guest.
     let vg = Virtgate::start(&[
         "--route-via-guest",
@@ -199,31 +188,7 @@ fn kernel_paths() {
     vm.bring_up_dual_stack();
     vm.prepare_for_probes(FRAG_TIMEOUT_S);
     let mut ex = Ex { vg, vm };
-    let mut failed = Vec::new();
-    for (name, scenario) in SCENARIOS {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
-            continue;
-        }
-        let start = std::time::Instant::now();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| scenario(&mut ex)));
-        let took = start.elapsed();
-        match result {
-            Ok(()) => eprintln!("scenario {name}: ok ({took:.1?})"),
-            Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                eprintln!("scenario {name}: FAILED ({took:.1?}): {msg}");
-                failed.push(*name);
-                if !ex.vm.is_running() {
-                    break;
-                }
-            }
-        }
-    }
-    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
+    guest_tests::run_scenarios(SCENARIOS, &mut ex, |ex| ex.vm.is_running());
 }
 
 /// Every row of docs/kernel-paths.md names scenarios of this file or tests of the other guest

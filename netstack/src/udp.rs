@@ -535,7 +535,7 @@ impl<H: HostIo> Core<H> {
 
     /// The address a host peer of a forward has for the guest: the gateway for the host's own
     /// loopback (127.0.0.0/8 or ::1), the peer itself for other IPv4 (or IPv4-mapped) peers; `None`
-    /// for other IPv6 peers (no IPv6 guest path yet).
+    /// for other IPv6 peers, which reach the guest over IPv6 instead ([`Self::forward_endpoints`]).
     pub(crate) fn peer_as_seen_by_guest(&self, peer: SocketAddr) -> Option<Ipv4Address> {
         let v4 = match peer.ip() {
             std::net::IpAddr::V4(a) => Some(a),

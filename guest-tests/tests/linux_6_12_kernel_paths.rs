@@ -1,0 +1,7 @@
+//! The kernel_paths suite (tests/kernel_paths.rs) on Debian's Linux 6.12: the guest-kernel matrix
+//! (docs/testing.md, "Guest kernels"). This binary's name selects the kernel
+//! (`guest_tests::GuestKernel::current`), so every test name here says which kernel ran.
+//! `scripts/setup.sh --all-kernels` fetches it.
+
+#[path = "kernel_paths.rs"]
+mod suite;
