@@ -14,10 +14,15 @@
  *       prints "mtu N": the path MTU towards HOST as a connected socket sees it (IP_MTU or
  *       IPV6_MTU: the route's MTU, lowered by Packet Too Big / Fragmentation Needed). Sends
  *       nothing.
+ *   udptool gso HOST PORT SIZE SEGMENT
+ *       sends SIZE bytes (byte i is i % 251) in one send with UDP_SEGMENT=SEGMENT: the kernel
+ *       makes one segmentation request of it, which the NIC splits (USO) or the stack does
+ *       before it (software GSO); the peer gets SIZE/SEGMENT datagrams. Prints "sent N".
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +34,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: udptool send HOST PORT MESSAGE [TIMEOUT_S] | udptool echo PORT COUNT | "
 			"udptool burst HOST PORT COUNT SIZE | "
-			"udptool mtu HOST\n");
+			"udptool mtu HOST | udptool gso HOST PORT SIZE SEGMENT\n");
 	return 64;
 }
 
@@ -195,6 +200,31 @@ static int do_mtu(const char *host)
 	return 0;
 }
 
+/* One send of `size` bytes with UDP_SEGMENT (Linux 4.18): one GSO packet of `segment`-byte
+ * datagrams. */
+static int do_gso(const char *host, int port, int size, int segment)
+{
+	int fd = connect_to(host, port);
+	char *buf = malloc(size > 0 ? size : 1);
+	ssize_t n;
+
+	if (fd < 0 || !buf || size <= 0 || segment <= 0)
+		return 1;
+	if (setsockopt(fd, SOL_UDP, UDP_SEGMENT, &segment, sizeof(segment)) < 0) {
+		perror("setsockopt UDP_SEGMENT");
+		return 1;
+	}
+	for (int i = 0; i < size; i++)
+		buf[i] = (char)(i % 251);
+	n = send(fd, buf, size, 0);
+	if (n < 0) {
+		perror("send");
+		return 1;
+	}
+	printf("sent %zd\n", n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "mtu"))
@@ -203,6 +233,8 @@ int main(int argc, char **argv)
 		return do_send(argv[2], atoi(argv[3]), argv[4], argc > 5 ? atoi(argv[5]) : 5);
 	if (argc == 6 && !strcmp(argv[1], "burst"))
 		return do_burst(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+	if (argc == 6 && !strcmp(argv[1], "gso"))
+		return do_gso(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
 	if (argc == 4 && !strcmp(argv[1], "echo"))
 		return do_echo(atoi(argv[2]), atoi(argv[3]));
 	return usage();

@@ -852,6 +852,11 @@ fn qemu() -> (PathBuf, u32) {
     (bin, major)
 }
 
+/// The major version of the QEMU the guests boot with (`VIRTGATE_QEMU`).
+pub fn qemu_major() -> u32 {
+    qemu().1
+}
+
 /// Extra QEMU arguments from `$VIRTGATE_QEMU_ARGS` (split on white space), e.g. `-L DIR` for a QEMU
 /// unpacked outside the system paths.
 fn extra_qemu_args() -> Vec<String> {
@@ -1294,11 +1299,7 @@ pub type Scenario<C> = (&'static str, fn(&mut C));
 /// earlier one failed, unless the guest died (`alive`); the test fails at the end naming each
 /// failed scenario. `VIRTGATE_SCENARIOS=name,name` runs only those (a test none of whose
 /// scenarios is named fails, so that a misspelt name is not a pass).
-pub fn run_scenarios<C>(
-    scenarios: &[Scenario<C>],
-    ctx: &mut C,
-    alive: impl Fn(&mut C) -> bool,
-) {
+pub fn run_scenarios<C>(scenarios: &[Scenario<C>], ctx: &mut C, alive: impl Fn(&mut C) -> bool) {
     let only: Option<Vec<String>> = std::env::var("VIRTGATE_SCENARIOS")
         .ok()
         .map(|v| v.split(',').map(str::to_string).collect());
