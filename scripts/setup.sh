@@ -5,6 +5,8 @@
 #     with --all-kernels also 6.12 (bookworm-backports) and 5.10 (bullseye), the guest-kernel matrix
 #   - with --distro, mmdebstrap and libarchive-tools, and the Debian guest image of
 #     guest-tests/tests/distro.rs (scripts/distro-image.sh)
+#   - with --libvirt, Debian's libvirt daemon, QEMU driver and clients (virsh, virt-xml-validate
+#     with xmllint) for guest-tests/tests/libvirt.rs, which runs a libvirtd of its own
 #   - promtool (Debian's prometheus package), unpacked into target/tools
 # Nothing downloaded here is ever committed; it all lives under target/.
 set -euo pipefail
@@ -12,12 +14,14 @@ set -euo pipefail
 with_qemu72=0
 all_kernels=0
 distro=0
+libvirt=0
 for arg in "$@"; do
     case "$arg" in
         --qemu-7.2) with_qemu72=1 ;;
         --all-kernels) all_kernels=1 ;;
         --distro) distro=1 ;;
-        *) echo "usage: $0 [--qemu-7.2] [--all-kernels] [--distro]" >&2; exit 2 ;;
+        --libvirt) libvirt=1 ;;
+        *) echo "usage: $0 [--qemu-7.2] [--all-kernels] [--distro] [--libvirt]" >&2; exit 2 ;;
     esac
 done
 
@@ -78,6 +82,13 @@ for p in busybox-static cpio xz-utils tshark python3-venv systemd binutils tmux;
 # The distribution guests' image is built by mmdebstrap and turned into a newc archive by bsdtar.
 if [ "$distro" = 1 ]; then
     for p in mmdebstrap libarchive-tools; do have_pkg "$p" || missing+=("$p"); done
+fi
+# libvirt without libvirt-daemon-system (which would bring systemd-sysv and start services): the
+# test runs its own libvirtd.
+if [ "$libvirt" = 1 ]; then
+    for p in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libxml2-utils; do
+        have_pkg "$p" || missing+=("$p")
+    done
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     apt_update
@@ -220,6 +231,15 @@ if [ "$with_qemu72" = 1 ] && [ "$codename" = bookworm ] && [ ! -x "$cache/qemu-7
     else
         log "QEMU 7.2 is not in the package lists; the 7.2 matrix will not run"
     fi
+fi
+
+# The user and groups libvirt's QEMU driver resolves at start-up even when its qemu.conf names
+# others (what libvirt-daemon-system's postinst creates).
+if [ "$libvirt" = 1 ]; then
+    getent group kvm >/dev/null || $SUDO groupadd --system kvm
+    getent group libvirt-qemu >/dev/null || $SUDO groupadd --system libvirt-qemu
+    getent passwd libvirt-qemu >/dev/null || $SUDO useradd --system --no-create-home \
+        --home-dir /var/lib/libvirt --shell /usr/sbin/nologin --gid kvm libvirt-qemu
 fi
 
 if [ "$distro" = 1 ]; then

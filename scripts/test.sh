@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Every guest kernel of the matrix and the distribution guests' image (docs/testing.md).
-scripts/setup.sh --qemu-7.2 --all-kernels --distro
+# Every guest kernel of the matrix, the distribution guests' image and libvirt (docs/testing.md).
+scripts/setup.sh --qemu-7.2 --all-kernels --distro --libvirt
 
 echo "== format and lints"
 cargo fmt --all -- --check

@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,6 +178,12 @@ while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); 
 stty -echo 2>/dev/null
 echo "VIRTGATE""-GUEST-KERNEL $(uname -r)"
 echo "VIRTGATE""-GUEST-READY"
+# Booted by something other than the harness (libvirt in guest-tests/tests/libvirt.rs), nobody
+# types the lease request: virtgate.dhcp on the command line asks for it here.
+if grep -qw virtgate.dhcp /proc/cmdline; then
+    ip link set eth0 up
+    udhcpc -i eth0 -n -q -t 10 -T 2 >/dev/console 2>&1 &
+fi
 export PS1=''
 # The command shell reads the console as a script file, so it is not interactive: an interactive ash
 # exits when a background job ends while its line editor waits for input. It is not PID 1 either,
@@ -602,6 +608,9 @@ impl Virtgate {
     fn spawn(dir: &Path, mut cmd: Command, extra: &[&str]) -> Virtgate {
         let dir = dir.to_path_buf();
         let socket = dir.join("vm.sock");
+        // A socket file left by a virtgate that was killed is not this one's: wait for the new
+        // file (virtgate replaces a stale one), whose inode differs.
+        let stale = std::fs::metadata(&socket).ok().map(|m| m.ino());
         let stats_file = dir.join("stats.json");
         let api = match extra.iter().position(|a| *a == "--api-socket") {
             Some(i) => PathBuf::from(extra[i + 1]),
@@ -637,7 +646,7 @@ impl Virtgate {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !vg.socket.exists() {
+        while std::fs::metadata(&vg.socket).map_or(true, |m| Some(m.ino()) == stale) {
             if let Some(status) = vg.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("virtgate exited early ({status}):\n{}", vg.log.text());
             }
