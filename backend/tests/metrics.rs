@@ -61,16 +61,8 @@ fn run_promtool(args: &[&str], input: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// `/metrics` of a virtgate that has answered a ping and holds two impairment rules.
-fn metrics_with_traffic(dir: &Path) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let api = dir.join("api.sock");
-    let vg = Virtgate::start(&[
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--impair",
-        "to-guest: delay 1ms; from-guest: icmp: delay 2ms",
-    ]);
+/// A frontend on `vg` whose one ping virtgate answered (one frame in each direction, counted).
+fn answered_ping(vg: &Virtgate) -> TestFrontend {
     let mut fe = TestFrontend::connect(
         &vg.socket,
         TestFrontend::qemu_features(),
@@ -82,6 +74,20 @@ fn metrics_with_traffic(dir: &Path) -> String {
     let reply = fe.recv(T).expect("echo reply");
     assert_eq!(parse_echo_reply(&reply).map(|r| r.0), Some(1));
     vg.stats_when(|s| s["device"]["rx_frames"] == 1);
+    fe
+}
+
+/// `/metrics` of a virtgate that has answered a ping and holds two impairment rules.
+fn metrics_with_traffic(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let api = dir.join("api.sock");
+    let vg = Virtgate::start(&[
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--impair",
+        "to-guest: delay 1ms; from-guest: icmp: delay 2ms",
+    ]);
+    let _fe = answered_ping(&vg);
     let out = Command::new(env!("CARGO_BIN_EXE_virtgate"))
         .args(["ctl", "--api-socket", api.to_str().unwrap(), "metrics"])
         .output()
@@ -258,16 +264,7 @@ fn the_metrics_address_serves_metrics_and_nothing_else() {
         address.is_some()
     });
     let address = address.unwrap();
-    let mut fe = TestFrontend::connect(
-        &vg.socket,
-        TestFrontend::qemu_features(),
-        EnableOrder::AfterSetup,
-    )
-    .unwrap();
-    fe.post_rx_buffers(16);
-    fe.send(&echo_request(7, b"scrape"));
-    assert!(fe.recv(T).is_some());
-    vg.stats_when(|s| s["device"]["rx_frames"] == 1);
+    let mut fe = answered_ping(&vg);
 
     let (status, body) = http(&address, "GET", "/metrics");
     assert_eq!(status, 200, "{body}");

@@ -246,11 +246,7 @@ impl GuestImage {
         let guest_kernel = GuestKernel::current();
         let kernel = guest_kernel.dir.join("vmlinuz");
         let modules = guest_kernel.modules()?;
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or("busybox-static is not installed: run scripts/setup.sh")?;
+        let busybox = host_busybox()?;
         let mut archive = cpio::Archive::new();
         for dir in [
             "bin",
@@ -334,11 +330,7 @@ impl GuestImage {
         let rootfs = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         let kernel = GuestKernel::current();
         let modules = kernel.modules()?;
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or("busybox-static is not installed: run scripts/setup.sh")?;
+        let busybox = host_busybox()?;
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         // The overlay: a second newc archive after the image's (the kernel unpacks both).
         let mut overlay = cpio::Archive::new();
@@ -385,6 +377,16 @@ impl GuestImage {
             ),
         })
     }
+}
+
+/// The host's busybox-static, which the guests run as their tools (and the distribution guest's
+/// `/init`).
+fn host_busybox() -> Result<PathBuf, String> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| "busybox-static is not installed: run scripts/setup.sh".to_string())
 }
 
 /// The programs and the shared libraries they load (from `ldd`), as absolute host paths.

@@ -297,29 +297,41 @@ fn host_reset_resets_the_guest_connection(t: &mut Tcp) {
     t.wait_no_connections();
 }
 
-/// A forward `tcp:PORT:7`: a host client reaches a server in the guest (busybox nc running cat)
-/// and sees it from the gateway's side.
-fn host_client_reaches_guest_server_through_a_forward(t: &mut Tcp) {
-    let port = guest_tests::unused_tcp_port();
-    let spec = format!("tcp:{port}:7");
-    t.forward(&spec);
-    let forwarded = t.ours("tcp_forwarded");
+/// Through the forward `spec` (to guest port 7), a host client at `host` (the forward's address)
+/// has `msg` echoed by the guest's server (busybox nc running cat) and is seen by the guest from
+/// `seen_from` (a gateway address). Returns once the client is gone and the forward closed.
+fn echo_through_forward(t: &mut Tcp, spec: &str, host: (&str, u16), msg: &[u8], seen_from: &str) {
+    t.forward(spec);
     t.vm.sh("nc -l -p 7 -e cat </dev/null >/dev/null 2>&1 &");
     t.vm.sh(
         "i=0; until netstat -ltn | grep -q ':7 ' || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done",
     );
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = TcpStream::connect(host).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(b"through the forward\n").unwrap();
-    let mut got = [0u8; 20];
+    c.write_all(msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
     c.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"through the forward\n");
-    // The guest saw the client arrive from the gateway address.
+    assert_eq!(got, msg);
     let conns = t.vm.sh("netstat -tn");
-    assert!(conns.contains("10.0.2.2:"), "{conns}");
+    assert!(conns.contains(seen_from), "{conns}");
     drop(c);
+    t.unforward(spec);
+}
+
+/// A forward `tcp:PORT:7`: a host client reaches a server in the guest and is seen from the
+/// gateway's side.
+fn host_client_reaches_guest_server_through_a_forward(t: &mut Tcp) {
+    let port = guest_tests::unused_tcp_port();
+    let forwarded = t.ours("tcp_forwarded");
+    let spec = format!("tcp:{port}:7");
+    echo_through_forward(
+        t,
+        &spec,
+        ("127.0.0.1", port),
+        b"through the forward\n",
+        "10.0.2.2:",
+    );
     assert_eq!(t.ours("tcp_forwarded") - forwarded, 1);
-    t.unforward(&spec);
 }
 
 fn forward_to_a_closed_guest_port_resets_the_host_client(t: &mut Tcp) {
@@ -347,21 +359,7 @@ fn forward_on_the_ipv6_loopback(t: &mut Tcp) {
         .expect("IPv6 loopback")
         .port();
     let spec = format!("tcp:[::1]:{port}:7");
-    t.forward(&spec);
-    t.vm.sh("nc -l -p 7 -e cat </dev/null >/dev/null 2>&1 &");
-    t.vm.sh(
-        "i=0; until netstat -ltn | grep -q ':7 ' || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done",
-    );
-    let mut c = TcpStream::connect(("::1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(b"over ::1\n").unwrap();
-    let mut got = [0u8; 9];
-    c.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"over ::1\n");
-    let conns = t.vm.sh("netstat -tn");
-    assert!(conns.contains(" fd00::2:"), "{conns}");
-    drop(c);
-    t.unforward(&spec);
+    echo_through_forward(t, &spec, ("::1", port), b"over ::1\n", " fd00::2:");
 }
 
 /// A small HTTP server for many connections: each gets the same short page.
