@@ -145,15 +145,16 @@ unpack_kernel() {
     rm -rf "$root"
 }
 
-# fetch_kernel DIR [APT OPTIONS...]: the image package behind linux-image-amd64 (the candidate of
-# those options' sources) into DIR, unless it is there.
+# fetch_kernel DIR META [APT OPTIONS...]: the image package the metapackage META (e.g.
+# linux-image-amd64, or linux-image-amd64=VERSION) depends on, as those options' sources have it,
+# into DIR, unless it is there.
 fetch_kernel() {
-    local dir=$1 pkg tmp
-    shift
+    local dir=$1 meta=$2 pkg tmp
+    shift 2
     [ -s "$dir/vmlinuz" ] && [ -s "$dir/modules.load" ] && return 0
-    pkg=$(apt-cache "$@" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    pkg=$(apt-cache "$@" depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
     if [ -z "$pkg" ]; then
-        log "cannot resolve the package behind linux-image-amd64 ($*)"; exit 1
+        log "cannot resolve the package behind $meta ($*)"; exit 1
     fi
     log "fetching guest kernel $pkg into $dir"
     tmp=$(mktemp -d "$cache/dl.XXXXXX")
@@ -166,19 +167,13 @@ fetch_kernel() {
 if [ ! -s "$cache/kernel/vmlinuz" ] || [ ! -s "$cache/kernel/modules.load" ]; then
     apt_update
 fi
-fetch_kernel "$cache/kernel"
+fetch_kernel "$cache/kernel" linux-image-amd64
 if [ "$all_kernels" = 1 ]; then
     if [ "$codename" = bookworm ] && [ ! -s "$cache/kernel-6.12/modules.load" ]; then
         apt_update
         v=$(apt-cache madison linux-image-amd64 | awk '$3 ~ /^6\.12\./ {print $3; exit}')
         if [ -z "$v" ]; then log "no 6.12 linux-image-amd64 in bookworm-backports"; exit 1; fi
-        pkg=$(apt-cache depends "linux-image-amd64=$v" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-        log "fetching guest kernel $pkg into $cache/kernel-6.12"
-        tmp=$(mktemp -d "$cache/dl.XXXXXX")
-        chmod a+rwx "$tmp"
-        (cd "$tmp" && apt-get download -qq "$pkg" >&2)
-        unpack_kernel "$tmp"/*.deb "$cache/kernel-6.12"
-        rm -rf "$tmp"
+        fetch_kernel "$cache/kernel-6.12" "linux-image-amd64=$v"
     fi
     if [ ! -s "$cache/kernel-5.10/modules.load" ]; then
         # bullseye's lists in the cache, not the system's: nothing of the host's apt changes.
@@ -191,7 +186,7 @@ if [ "$all_kernels" = 1 ]; then
             -o Dir::Cache::srcpkgcache= -o "Dir::Cache::archives=$bullseye/archives")
         log "apt-get update (bullseye, for the 5.10 guest kernel)"
         $SUDO apt-get "${apt_bullseye[@]}" update -qq >&2
-        fetch_kernel "$cache/kernel-5.10" "${apt_bullseye[@]}"
+        fetch_kernel "$cache/kernel-5.10" linux-image-amd64 "${apt_bullseye[@]}"
     fi
 fi
 
