@@ -944,10 +944,21 @@ impl<'d> Worker<'d> {
     /// shard's frames leave on the pair it folds onto.
     fn sync_active_pairs(&mut self) {
         let dev = self.dev;
-        let active = dev.shared.active_queue_pairs(dev.pairs.len());
+        let pairs = dev.pairs.len();
+        if dev.active_pairs.load(Ordering::Acquire) == dev.shared.active_queue_pairs(pairs) {
+            return;
+        }
+        // Two workers can see the enables change at once: the count is read again, swapped and
+        // published under the snapshot's lock, so that the last one to publish has read the
+        // newest enables and the stats say what the device uses. (Read and published apart, a
+        // worker that read 3 of 4 pairs could publish after one that read 4, and the stats kept
+        // saying 3 while the device used 4.)
+        let mut snapshot = lock(&dev.shared.snapshot);
+        let active = dev.shared.active_queue_pairs(pairs);
         if dev.active_pairs.swap(active, Ordering::AcqRel) != active {
-            log::info!("guest uses {active} of {} queue pairs", dev.pairs.len());
-            lock(&dev.shared.snapshot).active_queue_pairs = active;
+            log::info!("guest uses {active} of {pairs} queue pairs");
+            snapshot.active_queue_pairs = active;
+            drop(snapshot);
             // The pairs that now deliver other shards' frames look at once.
             for q in 0..dev.pairs.len() {
                 if q != self.p {
