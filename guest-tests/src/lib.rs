@@ -741,6 +741,21 @@ impl Virtgate {
             .unwrap_or_else(|| panic!("no counter {section}.{name}"))
     }
 
+    /// The counter once it has reached `at_least` (polled for up to 10 s; its value then, or
+    /// what it is at the deadline): a worker publishes its counters after the batch that sent
+    /// the guest the frame a test waited for, so a read right after the guest saw it can be a
+    /// batch behind.
+    pub fn counter_at_least(&self, section: &str, name: &str, at_least: i64) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.counter(section, name);
+            if v >= at_least || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Reads the stats file as it is.
     pub fn read_stats(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(&self.stats_file).expect("stats file");
