@@ -164,10 +164,7 @@ pub fn bind_metrics(address: SocketAddr) -> io::Result<TcpListener> {
 pub fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s)));
     serve_clients("virtgate-metrics", incoming, move |req| {
-        match (
-            req.method.as_str(),
-            req.path.split('?').next().unwrap_or(""),
-        ) {
+        match (req.method.as_str(), req.route()) {
             ("GET", "/metrics") => Reply::metrics(&shared),
             (_, "/metrics") => Reply::error(405, "only GET /metrics is served here"),
             _ => Reply::error(404, "only GET /metrics is served here"),
@@ -264,6 +261,13 @@ struct Request {
     method: String,
     path: String,
     body: Vec<u8>,
+}
+
+impl Request {
+    /// The path without its query (`/metrics?x` is `/metrics`).
+    fn route(&self) -> &str {
+        self.path.split('?').next().unwrap_or("")
+    }
 }
 
 /// Reads from a client until a fixed deadline, however the bytes trickle in.
@@ -379,7 +383,7 @@ fn write_reply<S: Client>(mut s: S, reply: &Reply) -> io::Result<()> {
 }
 
 fn route(req: &Request, device: &DeviceHandle) -> Reply {
-    let path = req.path.split('?').next().unwrap_or("");
+    let path = req.route();
     match (req.method.as_str(), path) {
         ("GET", "/stats") => Reply::json(&stats_document(&device.shared)),
         ("GET", "/metrics") => Reply::metrics(&device.shared),
@@ -765,7 +769,8 @@ fn stats_document(shared: &Shared) -> Value {
     stats::to_json(&shared.snapshot(), host_mtu)
 }
 
-/// Counters that are levels, not running totals.
+/// The stack's counters that are levels, not running totals (the device's and the rules' are all
+/// totals).
 const GAUGES: [&str; 4] = [
     "tcp_connections",
     "tcp_buffered_bytes",
@@ -788,7 +793,7 @@ fn metrics(shared: &Shared) -> String {
     let mut out = String::new();
     let mut family =
         |group: &str, name: &str, gauge: bool, help: Option<&str>, samples: Samples| {
-            let (kind, suffix) = if gauge || GAUGES.contains(&name) {
+            let (kind, suffix) = if gauge {
                 ("gauge", "")
             } else {
                 ("counter", "_total")
@@ -817,7 +822,7 @@ fn metrics(shared: &Shared) -> String {
     snap.device
         .for_each(|n, v| family("device", n, false, DeviceStats::help(n), one(v)));
     snap.stack
-        .for_each(|n, v| family("stack", n, false, Stats::help(n), one(v)));
+        .for_each(|n, v| family("stack", n, GAUGES.contains(&n), Stats::help(n), one(v)));
     // Per queue pair: one labelled series per counter (`ethtool -S`'s per-queue lines).
     let pair = |i: usize| format!("{{pair=\"{i}\"}}");
     DeviceStats::default().for_each(|n, _| {

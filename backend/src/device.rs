@@ -960,7 +960,7 @@ impl<'d> Worker<'d> {
             snapshot.active_queue_pairs = active;
             drop(snapshot);
             // The pairs that now deliver other shards' frames look at once.
-            for q in 0..dev.pairs.len() {
+            for q in 0..pairs {
                 if q != self.p {
                     dev.wake(q);
                 }

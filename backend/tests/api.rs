@@ -13,21 +13,6 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 const T: Duration = Duration::from_secs(10);
 
-fn ctl(api: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_virtgate"))
-        .arg("ctl")
-        .arg("--api-socket")
-        .arg(api)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn ping(fe: &mut TestFrontend, seq: u16) {
     fe.send(&echo_request(seq, b"api"));
     let frame = fe.recv(T).expect("echo reply");

@@ -88,16 +88,9 @@ fn metrics_with_traffic(dir: &Path) -> String {
         "to-guest: delay 1ms; from-guest: icmp: delay 2ms",
     ]);
     let _fe = answered_ping(&vg);
-    let out = Command::new(env!("CARGO_BIN_EXE_virtgate"))
-        .args(["ctl", "--api-socket", api.to_str().unwrap(), "metrics"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let (ok, metrics, err) = ctl(&api, &["metrics"]);
+    assert!(ok, "{err}");
+    metrics
 }
 
 /// The metric names a `/metrics` text holds (its TYPE lines).

@@ -308,3 +308,19 @@ pub fn connect_with_buffers(vg: &Virtgate, rx_buffers: u16) -> virtgate::fronten
     fe.post_rx_buffers(rx_buffers);
     fe
 }
+
+/// `virtgate ctl --api-socket API ARGS...`: (success, stdout, stderr).
+pub fn ctl(api: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_virtgate"))
+        .arg("ctl")
+        .arg("--api-socket")
+        .arg(api)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
