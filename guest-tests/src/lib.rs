@@ -118,11 +118,19 @@ impl GuestKernel {
         self.version() >= (major, minor)
     }
 
-    fn modules(&self) -> Result<Vec<String>, String> {
+    /// The NIC's modules as files, in load order: (name, the module's bytes).
+    fn modules(&self) -> Result<Vec<(String, Vec<u8>)>, String> {
         let path = self.dir.join("modules.load");
         let list =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(list.split_whitespace().map(str::to_string).collect())
+        list.split_whitespace()
+            .map(|m| {
+                Ok((
+                    m.to_string(),
+                    read_file(&self.dir.join(format!("modules/{m}.ko")))?,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -265,15 +273,14 @@ impl GuestImage {
         ] {
             archive.dir(dir);
         }
-        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        archive.file("bin/busybox", 0o755, &read(&busybox)?);
-        let init = INIT.replace("MODULE_LIST", &modules.join(" "));
+        archive.file("bin/busybox", 0o755, &read_file(&busybox)?);
+        let names: Vec<&str> = modules.iter().map(|(m, _)| m.as_str()).collect();
+        let init = INIT.replace("MODULE_LIST", &names.join(" "));
         archive.file("init", 0o755, init.as_bytes());
         archive.file("etc/udhcpc/default.script", 0o755, UDHCPC_SCRIPT.as_bytes());
         archive.file("etc/resolv.conf", 0o644, b"");
-        for m in &modules {
-            let path = guest_kernel.dir.join(format!("modules/{m}.ko"));
-            archive.file(&format!("lib/modules/{m}.ko"), 0o644, &read(&path)?);
+        for (m, ko) in &modules {
+            archive.file(&format!("lib/modules/{m}.ko"), 0o644, ko);
         }
         for (name, bytes) in guest_programs()? {
             archive.file(&format!("usr/bin/{name}"), 0o755, &bytes);
@@ -286,17 +293,12 @@ impl GuestImage {
                     archive.dir(&anc.to_string_lossy());
                 }
             }
-            archive.file(&rel.to_string_lossy(), 0o755, &read(&file)?);
+            archive.file(&rel.to_string_lossy(), 0o755, &read_file(&file)?);
         }
         let bytes = archive.finish();
         let digest = fnv1a(&bytes);
         let initramfs = cache.join(format!("initramfs-{digest:016x}.cpio"));
-        if !initramfs.is_file() {
-            let tmp = cache.join(format!("initramfs.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, &initramfs)
-                .map_err(|e| format!("{}: {e}", initramfs.display()))?;
-        }
+        write_once(&initramfs, || Ok(bytes))?;
         Ok(GuestImage {
             kernel,
             initramfs,
@@ -331,22 +333,21 @@ impl GuestImage {
         let kernel = GuestKernel::current();
         let modules = kernel.modules()?;
         let busybox = host_busybox()?;
-        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         // The overlay: a second newc archive after the image's (the kernel unpacks both).
         let mut overlay = cpio::Archive::new();
         overlay.dir("virtgate");
         overlay.dir("virtgate/modules");
-        overlay.file("virtgate/busybox", 0o755, &read(&busybox)?);
-        for m in &modules {
-            let ko = read(&kernel.dir.join(format!("modules/{m}.ko")))?;
-            overlay.file(&format!("virtgate/modules/{m}.ko"), 0o644, &ko);
+        overlay.file("virtgate/busybox", 0o755, &read_file(&busybox)?);
+        for (m, ko) in &modules {
+            overlay.file(&format!("virtgate/modules/{m}.ko"), 0o644, ko);
         }
+        let names: Vec<&str> = modules.iter().map(|(m, _)| m.as_str()).collect();
         let init = format!(
             "#!/virtgate/busybox sh\n\
              # The NIC's modules of the booted kernel (the image has no kernel), then systemd.\n\
              for m in {}; do /virtgate/busybox insmod /virtgate/modules/$m.ko; done\n\
              exec /sbin/init\n",
-            modules.join(" ")
+            names.join(" ")
         );
         overlay.file("init", 0o755, init.as_bytes());
         let overlay = overlay.finish();
@@ -358,25 +359,37 @@ impl GuestImage {
             "{name}-{:016x}.cpio",
             fnv1a(&overlay) ^ fnv1a(kernel.release().as_bytes())
         ));
-        if !initramfs.is_file() {
-            let tmp = guest_cache().join(format!("distro.{}.tmp", std::process::id()));
-            let mut bytes = read(&rootfs)?;
+        write_once(&initramfs, || {
+            let mut bytes = read_file(&rootfs)?;
             // newc archives are padded to 4 bytes; the kernel skips the zeros between archives.
             bytes.resize(bytes.len().next_multiple_of(512), 0);
             bytes.extend_from_slice(&overlay);
-            std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, &initramfs)
-                .map_err(|e| format!("{}: {e}", initramfs.display()))?;
-        }
+            Ok(bytes)
+        })?;
         Ok(GuestImage {
             kernel: kernel.dir.join("vmlinuz"),
             initramfs,
             append: format!(
-                "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init net.ifnames=0 \
-                 systemd.show_status=0 virtgate.net={stack}"
+                "{KERNEL_APPEND} net.ifnames=0 systemd.show_status=0 virtgate.net={stack}"
             ),
         })
     }
+}
+
+/// A file's bytes, or an error naming it.
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes `path` unless it exists, with what `bytes` makes, atomically (a temporary file renamed),
+/// so that test processes building the same cached file in parallel agree.
+fn write_once(path: &Path, bytes: impl FnOnce() -> Result<Vec<u8>, String>) -> Result<(), String> {
+    if path.is_file() {
+        return Ok(());
+    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes()?).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The host's busybox-static, which the guests run as their tools (and the distribution guest's
@@ -741,12 +754,18 @@ impl Virtgate {
             .unwrap_or_else(|| panic!("no counter {section}.{name}"))
     }
 
-    /// The counter once it has reached `at_least` (polled for up to 10 s; its value then, or
+    /// The counter once it has reached `at_least` (polled for up to `timeout`; its value then, or
     /// what it is at the deadline): a worker publishes its counters after the batch that sent
     /// the guest the frame a test waited for, so a read right after the guest saw it can be a
     /// batch behind.
-    pub fn counter_at_least(&self, section: &str, name: &str, at_least: i64) -> i64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    pub fn counter_at_least(
+        &self,
+        section: &str,
+        name: &str,
+        at_least: i64,
+        timeout: Duration,
+    ) -> i64 {
+        let deadline = Instant::now() + timeout;
         loop {
             let v = self.counter(section, name);
             if v >= at_least || Instant::now() >= deadline {

@@ -46,18 +46,8 @@ impl Ex {
 
     /// Polls virtgate's stack counter `name` until it reaches `at_least`.
     fn wait_ours(&self, name: &str, at_least: i64) {
-        let deadline = std::time::Instant::now() + SETTLE;
-        loop {
-            let v = self.ours(name);
-            if v >= at_least {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "virtgate's {name} is {v}, wanted {at_least}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let v = self.vg.counter_at_least("stack", name, at_least, SETTLE);
+        assert!(v >= at_least, "virtgate's {name} is {v}, wanted {at_least}");
     }
 
     /// Sends probes and returns the drop reasons the guest's kernel recorded meanwhile, once

@@ -34,7 +34,9 @@ impl Tcp {
     /// How much a counter of virtgate's stack grew from `before`, once it has grown by at least
     /// `wanted` (the counters are published after the batch that answered the guest).
     fn grown(&self, name: &str, before: i64, wanted: i64) -> i64 {
-        self.vg.counter_at_least("stack", name, before + wanted) - before
+        self.vg
+            .counter_at_least("stack", name, before + wanted, Duration::from_secs(10))
+            - before
     }
 
     /// Waits until virtgate's connection table is empty (TIME-WAIT lasts 2 s): the connections
